@@ -1,0 +1,1 @@
+//! Embedded redb store (filled in by the store work).

@@ -1,0 +1,159 @@
+//! Where cached members live: Redis in production, an embedded redb file by
+//! default. Both sit behind [`Store`] so the cache logic, the HTTP layer and
+//! the tests cannot tell them apart — the same test suite runs on both.
+//!
+//! Contract every implementation keeps (SPEC §4):
+//! - a member record, its number index entry and its place in every index are
+//!   written together and expire together (`ttl` from `CACHE_TTL`);
+//! - expired members vanish from lookups, counts and pages alike — the seed's
+//!   bug of an id set that outlives its records is not repeated;
+//! - `clear` removes every key the store made, number index included;
+//! - no operation scans the whole keyspace (`KEYS` is never used).
+
+pub mod embedded;
+pub mod keys;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{CachedMember, MemberNumber, UserId};
+
+/// Store failures. The cache treats every one of them as "store unavailable"
+/// and degrades to the upstream, so the variants only serve diagnosis.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("embedded store: {0}")]
+    Embedded(String),
+    #[error("store timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Order of `GET /api/users` pages (seed §5.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Number,
+    JoinTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+/// One page of cached members plus the total they were cut from.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub members: Vec<CachedMember>,
+    pub total: u64,
+}
+
+/// What `clear` removed (seed §5.1.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClearReport {
+    pub deleted_keys: u64,
+    pub deleted_users: u64,
+}
+
+/// The persisted counters of `zsxq:stats:cache` (seed §4.2.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatCounters {
+    pub total_requests: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub api_calls: u64,
+}
+
+impl StatCounters {
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn add(&mut self, other: &StatCounters) {
+        self.total_requests += other.total_requests;
+        self.cache_hits += other.cache_hits;
+        self.cache_misses += other.cache_misses;
+        self.api_calls += other.api_calls;
+    }
+}
+
+/// Persisted statistics: counters plus the last successful sync (unix ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredStats {
+    pub counters: StatCounters,
+    pub last_sync_time: Option<i64>,
+}
+
+/// The storage contract. All methods are batched where the caller has several
+/// members at hand, so a refund list of 167 people is one round trip.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and `/readyz` ("redis", "embedded").
+    fn kind(&self) -> &'static str;
+
+    /// Looks up several members at once; `None` where not cached or expired.
+    /// The result has the same length and order as `ids`.
+    async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError>;
+
+    /// Resolves a member number through the number index.
+    async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError>;
+
+    /// Writes members with their number index and sorted-index entries, all
+    /// expiring after `ttl`. A member whose number changed loses its old index
+    /// entry.
+    async fn put_members(&self, members: &[CachedMember], ttl: Duration) -> Result<(), StoreError>;
+
+    /// Which of `ids` are currently cached (for sync's `force: false`).
+    async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError>;
+
+    /// One page of members in the given order, `offset` and `limit` in rows.
+    async fn page(
+        &self,
+        sort: SortBy,
+        order: SortOrder,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page, StoreError>;
+
+    /// How many members are cached right now (expired ones excluded).
+    async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Removes every member, index and counter the store made.
+    async fn clear(&self) -> Result<ClearReport, StoreError>;
+
+    /// Adds to the persisted counters.
+    async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError>;
+
+    /// Records the time of the last completed sync (unix ms).
+    async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError>;
+
+    async fn stats(&self) -> Result<StoredStats, StoreError>;
+
+    /// Memory (Redis `used_memory_human`) or file size used, human readable.
+    async fn memory_usage(&self) -> Result<String, StoreError>;
+
+    /// Cheap reachability check.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Formats a byte count the way Redis's `used_memory_human` does ("2.50M").
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "K", "M", "G"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.2}{}", UNITS[unit])
+    }
+}

@@ -1,0 +1,1 @@
+//! Redis store (filled in by the store work).
