@@ -1,0 +1,249 @@
+//! A simulated Zsxq (知识星球) API, faithful to SPEC §2: the same paths,
+//! envelope, error codes, paging, auth and signature check, over a
+//! deterministic group of members and check-in camps. The real API cannot be
+//! reached from development machines, so the demo, the integration tests and
+//! the benchmarks all talk to this instead; its faults (latency, a per-minute
+//! limit and random rejections answered with 1059, the 11507 refusal of the
+//! member list) can be turned on and off while it runs, from a test through
+//! [`SimHandle`] or from outside through `POST /__sim/config`.
+//!
+//! Layout: `data` generates the group, `state` holds the knobs, counters and
+//! throttle, `server` is the HTTP behaviour. This file wires them together.
+
+mod data;
+mod server;
+mod state;
+
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use data::{
+    BENCHMARK_CHECKIN_DAYS, BENCHMARK_PARTICIPANTS, CampScope, RankingType, SimCamp, SimData,
+    SimMember, continuous_days, generate, zsxq_time,
+};
+pub use server::{MAX_PAGE_COUNT, RANKING_PAGE_SIZE};
+pub use state::{SimCallsByKind, SimKnobs, SimKnobsPatch, SimStats};
+
+use state::SimState;
+
+/// Settings of the simulator: the `zsxq-cache sim` flags.
+#[derive(clap::Args, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Port to listen on (3014, next to the service's 3013).
+    #[arg(long, default_value_t = 3014)]
+    pub port: u16,
+    /// How many members the simulated group has.
+    #[arg(long, default_value_t = 500)]
+    pub members: usize,
+    /// Seed of the generated data; the same seed gives the same group.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Delay added to every /v2 call, in milliseconds (upstream takes ~200).
+    #[arg(long, default_value_t = 200)]
+    pub latency_ms: u64,
+    /// Calls served per rolling minute before answering 1059 (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub rate_per_min: u32,
+    /// Probability (0.0..=1.0) that a call is answered 1059 at random.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
+    pub reject_ratio: f64,
+    /// The access token clients must send (cookie or Authorization header).
+    #[arg(long, default_value = "sim-token")]
+    pub token: String,
+    /// Refuse the member list with 11507, as for groups over 500 members.
+    #[arg(long)]
+    pub no_member_list: bool,
+    /// The group id the simulator answers for; any other gets 11102.
+    #[arg(long, default_value_t = 51122858222824)]
+    pub group_id: u64,
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    let ratio: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {raw:?}"))?;
+    state::check_ratio(ratio)
+}
+
+impl Default for SimConfig {
+    /// The same values as the command-line defaults.
+    fn default() -> Self {
+        Self {
+            port: 3014,
+            members: 500,
+            seed: 42,
+            latency_ms: 200,
+            rate_per_min: 0,
+            reject_ratio: 0.0,
+            token: "sim-token".to_string(),
+            no_member_list: false,
+            group_id: 51122858222824,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Defaults without faults: no latency, no limit, no rejection, member
+    /// list allowed, port 0. Tests turn on what they exercise.
+    pub fn for_tests() -> Self {
+        Self {
+            port: 0,
+            latency_ms: 0,
+            ..Self::default()
+        }
+    }
+}
+
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written by hand so the token never reaches a log line.
+        f.debug_struct("SimConfig")
+            .field("port", &self.port)
+            .field("members", &self.members)
+            .field("seed", &self.seed)
+            .field("latency_ms", &self.latency_ms)
+            .field("rate_per_min", &self.rate_per_min)
+            .field("reject_ratio", &self.reject_ratio)
+            .field("token", &"<redacted>")
+            .field("no_member_list", &self.no_member_list)
+            .field("group_id", &self.group_id)
+            .finish()
+    }
+}
+
+/// The simulator's routes over `data`, with the knobs of `cfg`.
+pub fn router(cfg: SimConfig, data: Arc<SimData>) -> axum::Router {
+    server::router(Arc::new(SimState::new(&cfg, data)))
+}
+
+/// Serves the simulator on an already bound listener until `shutdown`
+/// completes. Taking the listener lets callers bind port 0.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: SimConfig,
+    data: Arc<SimData>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, members = data.members.len(), "simulated Zsxq API listening");
+    }
+    axum::serve(listener, router(cfg, data))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Starts a simulator on `127.0.0.1` and a free port (`cfg.port` is
+/// ignored), with data generated from `cfg`, in a background task.
+pub async fn spawn(cfg: SimConfig) -> std::io::Result<SimHandle> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let data = Arc::new(generate(cfg.seed, cfg.members, cfg.group_id));
+    let state = Arc::new(SimState::new(&cfg, Arc::clone(&data)));
+    let app = server::router(Arc::clone(&state));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                // A dropped sender means the handle is gone: stop as well.
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(SimHandle {
+        addr,
+        data,
+        base_url: format!("http://{addr}"),
+        state,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+/// A running simulator started by [`spawn`]. Dropping it stops the server.
+pub struct SimHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The group it serves, for computing expected answers.
+    pub data: Arc<SimData>,
+    /// `http://127.0.0.1:PORT`, to use as the client's API base.
+    pub base_url: String,
+    /// Shared with the server, so the knobs turn while it runs.
+    state: Arc<SimState>,
+    /// Fires the graceful shutdown; `None` once fired.
+    stop: Option<oneshot::Sender<()>>,
+    /// The serving task, awaited by [`SimHandle::shutdown`].
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimHandle {
+    /// Sets the probability of a random 1059 (clamped to 0.0..=1.0).
+    pub fn set_reject_ratio(&self, ratio: f64) {
+        self.state.set_reject_ratio(ratio);
+    }
+
+    /// Sets the delay added to every `/v2` call.
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.state.set_latency_ms(ms);
+    }
+
+    /// Sets the per-minute limit (0 = unlimited) and starts a fresh window.
+    pub fn set_rate_per_min(&self, limit: u32) {
+        self.state.set_rate_per_min(limit);
+    }
+
+    /// Allows the member list, or refuses it with 11507.
+    pub fn set_member_list_allowed(&self, allowed: bool) {
+        self.state.set_member_list_allowed(allowed);
+    }
+
+    /// The knobs now.
+    pub fn knobs(&self) -> SimKnobs {
+        self.state.knobs()
+    }
+
+    /// The call counters, as `GET /__sim/stats` reports them.
+    pub fn stats(&self) -> SimStats {
+        self.state.stats()
+    }
+
+    /// Zeroes the call counters, like `POST /__sim/reset`.
+    pub fn reset_stats(&self) {
+        self.state.reset_stats();
+    }
+
+    /// Stops accepting connections, lets in-flight calls finish and waits
+    /// for the server to end.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("base_url", &self.base_url)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

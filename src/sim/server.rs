@@ -1,0 +1,500 @@
+//! The HTTP behaviour of the simulated Zsxq API, faithful to SPEC §2.
+//!
+//! Every `/v2` answer is HTTP 200 with the upstream envelope; failures are
+//! told apart only by `code`, as upstream does. Each call passes the same
+//! gate in the same order — count it, wait the configured latency, throttle
+//! (1059), authenticate (401), check the signature if one is sent (1059) —
+//! before any real work, so a throttled call is as cheap as upstream makes
+//! it and still shows up in `/__sim/stats`. Path and query values are read
+//! as strings and parsed here, so a bad value becomes a 1004 envelope rather
+//! than axum's HTTP 400. Handlers read the request `Uri` as given: the
+//! routes are not nested, so it is the full path the signature covers.
+//!
+//! The `/__sim/*` endpoints are the simulator's own control surface, not part
+//! of the upstream; they answer plain JSON and need no token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::data::{CampScope, RankingType, SimCamp, SimMember};
+use super::state::{CallKind, SimKnobsPatch, SimState, Throttle};
+
+/// Rows per `ranking_list` page, as observed upstream.
+pub const RANKING_PAGE_SIZE: usize = 21;
+
+/// Largest `count` the member list and camp list accept.
+pub const MAX_PAGE_COUNT: u64 = 200;
+
+/// `count` when a client leaves it out.
+const DEFAULT_COUNT: u64 = 20;
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// Builds the routes over shared state; [`super::router`] and
+/// [`super::spawn`] are the public ways in.
+pub fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/v2/groups/{gid}/members", get(member_list))
+        .route("/v2/groups/{gid}/members/{uid}", get(member))
+        .route(
+            "/v2/groups/{gid}/members/{uid}/summary",
+            get(member_summary),
+        )
+        .route("/v2/groups/{gid}/checkins", get(checkins))
+        .route(
+            "/v2/groups/{gid}/checkins/{cid}/ranking_list",
+            get(ranking_list),
+        )
+        .route("/__sim/stats", get(stats))
+        .route("/__sim/reset", post(reset))
+        .route("/__sim/config", get(config).post(set_config))
+        .fallback(fallback)
+        .with_state(state)
+}
+
+/// A successful answer: `{"succeeded": true, "resp_data": ...}`.
+struct Success(Value);
+
+impl IntoResponse for Success {
+    fn into_response(self) -> Response {
+        Json(json!({"succeeded": true, "resp_data": self.0})).into_response()
+    }
+}
+
+/// A failed answer: `{"succeeded": false, "code": N, "info"?, "error"?,
+/// "resp_data": {}}`. Which of `info` and `error` appear varies by code on
+/// purpose, so clients learn to read both (SPEC §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    code: u32,
+    info: Option<String>,
+    error: Option<String>,
+}
+
+impl Failure {
+    fn new(code: u32) -> Self {
+        Self {
+            code,
+            info: None,
+            error: None,
+        }
+    }
+
+    fn info(mut self, text: impl Into<String>) -> Self {
+        self.info = Some(text.into());
+        self
+    }
+
+    fn error(mut self, text: impl Into<String>) -> Self {
+        self.error = Some(text.into());
+        self
+    }
+
+    fn unauthenticated() -> Self {
+        Self::new(401).info("登录已过期，请重新登录")
+    }
+
+    fn bad_param(what: &str) -> Self {
+        Self::new(1004)
+            .info("参数错误")
+            .error(format!("invalid parameter: {what}"))
+    }
+
+    fn bad_signature() -> Self {
+        Self::new(1059).info("").error("签名校验失败")
+    }
+
+    fn throttled(why: Throttle) -> Self {
+        match why {
+            Throttle::Random => Self::new(1059).error("内部错误，请稍后重试"),
+            Throttle::RateLimited => Self::new(1059).info("").error("操作太频繁，请稍后再试"),
+        }
+    }
+
+    fn group_not_found() -> Self {
+        Self::new(11102).info("星球不存在").error("group not found")
+    }
+
+    fn not_in_group() -> Self {
+        Self::new(13002).info("该用户不在星球中")
+    }
+
+    fn member_list_refused() -> Self {
+        Self::new(11507).error("超过500人的星球，成员列表仅星主和管理员可见")
+    }
+
+    fn checkin_not_found() -> Self {
+        Self::new(404).info("checkin not found")
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert("succeeded".into(), Value::Bool(false));
+        body.insert("code".into(), Value::from(self.code));
+        if let Some(info) = self.info {
+            body.insert("info".into(), Value::String(info));
+        }
+        if let Some(error) = self.error {
+            body.insert("error".into(), Value::String(error));
+        }
+        body.insert("resp_data".into(), json!({}));
+        Json(Value::Object(body)).into_response()
+    }
+}
+
+/// What every `/v2` call goes through before its real work.
+async fn gate(
+    state: &SimState,
+    kind: CallKind,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(), Failure> {
+    state.count_call(kind);
+    let latency = state.latency_ms();
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    state.admit().map_err(|why| {
+        tracing::debug!(?why, path = uri.path(), "sim: throttled a call");
+        Failure::throttled(why)
+    })?;
+    if !authenticated(state, headers) {
+        return Err(Failure::unauthenticated());
+    }
+    check_signature(headers, uri)
+}
+
+/// Accepts the token as `Authorization: <token>` or as the
+/// `zsxq_access_token` cookie, like the app and the web client.
+fn authenticated(state: &SimState, headers: &HeaderMap) -> bool {
+    let from_header = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let from_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix("zsxq_access_token="));
+    from_header
+        .chain(from_cookie)
+        .any(|t| state.token_matches(t))
+}
+
+/// When `X-Signature` is sent it must be the lower-hex SHA-1 of
+/// `"http://" + Host + path_and_query + " " + X-Timestamp + " " + X-Request-Id`.
+/// Upstream answers a wrong one with the anti-abuse code 1059.
+fn check_signature(headers: &HeaderMap, uri: &Uri) -> Result<(), Failure> {
+    let Some(signature) = headers.get("x-signature") else {
+        return Ok(());
+    };
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let host = text(header::HOST.as_str());
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let signed = format!(
+        "http://{host}{path_and_query} {} {}",
+        text("x-timestamp"),
+        text("x-request-id")
+    );
+    let expected = sha1_smol::Sha1::from(signed).digest().to_string();
+    if signature.as_bytes() == expected.as_bytes() {
+        Ok(())
+    } else {
+        Err(Failure::bad_signature())
+    }
+}
+
+/// The group in the path must be the simulated one.
+fn check_group(state: &SimState, raw: &str) -> Result<(), Failure> {
+    let gid: u64 = raw.parse().map_err(|_| Failure::bad_param("group_id"))?;
+    if gid == state.data.group_id {
+        Ok(())
+    } else {
+        Err(Failure::group_not_found())
+    }
+}
+
+/// An optional numeric query parameter; empty counts as absent.
+fn u64_param(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Failure> {
+    match query.get(name).map(|v| v.trim()) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw.parse().map(Some).map_err(|_| Failure::bad_param(name)),
+    }
+}
+
+/// `count=` within 1..=[`MAX_PAGE_COUNT`], defaulting to 20.
+fn count_param(query: &HashMap<String, String>) -> Result<usize, Failure> {
+    let count = u64_param(query, "count")?.unwrap_or(DEFAULT_COUNT);
+    if (1..=MAX_PAGE_COUNT).contains(&count) {
+        usize::try_from(count).map_err(|_| Failure::bad_param("count"))
+    } else {
+        Err(Failure::bad_param("count"))
+    }
+}
+
+fn find_member<'a>(state: &'a SimState, raw_uid: &str) -> Result<&'a SimMember, Failure> {
+    let uid: u64 = raw_uid.parse().map_err(|_| Failure::bad_param("user_id"))?;
+    state
+        .data
+        .member_by_id(uid)
+        .ok_or_else(Failure::not_in_group)
+}
+
+/// The member fields every member endpoint shares; `unique_id` is left out
+/// entirely when the member has none, as upstream does.
+fn member_json(m: &SimMember, group_id: Option<u64>) -> Value {
+    let mut obj = Map::new();
+    obj.insert("user_id".into(), Value::from(m.user_id));
+    obj.insert("name".into(), Value::from(m.name.as_str()));
+    obj.insert("avatar_url".into(), Value::from(m.avatar_url.as_str()));
+    obj.insert("number".into(), Value::from(m.number));
+    if let Some(unique_id) = &m.unique_id {
+        obj.insert("unique_id".into(), Value::from(unique_id.as_str()));
+    }
+    obj.insert("join_time".into(), Value::from(m.join_time.as_str()));
+    obj.insert("status".into(), Value::from(m.status.as_str()));
+    obj.insert("expired_time".into(), Value::from(m.expired_time.as_str()));
+    obj.insert("introduction".into(), Value::from(m.introduction.as_str()));
+    if let Some(gid) = group_id {
+        obj.insert("group_id".into(), Value::from(gid));
+    }
+    Value::Object(obj)
+}
+
+async fn member_summary(
+    State(state): State<Arc<SimState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Success, Failure> {
+    gate(&state, CallKind::MemberSummary, &headers, &uri).await?;
+    let Path((gid, uid)) = path.map_err(|_| Failure::bad_param("path"))?;
+    check_group(&state, &gid)?;
+    let m = find_member(&state, &uid)?;
+    let joined_days = (chrono::Utc::now().timestamp_millis() - m.join_time_ms).max(0) / DAY_MS;
+    Ok(Success(json!({
+        "member": member_json(m, None),
+        "joined_days": joined_days,
+        "topics_count": m.topics_count,
+    })))
+}
+
+async fn member(
+    State(state): State<Arc<SimState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Success, Failure> {
+    gate(&state, CallKind::Member, &headers, &uri).await?;
+    let Path((gid, uid)) = path.map_err(|_| Failure::bad_param("path"))?;
+    check_group(&state, &gid)?;
+    let m = find_member(&state, &uid)?;
+    Ok(Success(
+        json!({"member": member_json(m, Some(state.data.group_id))}),
+    ))
+}
+
+async fn member_list(
+    State(state): State<Arc<SimState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: QueryParams,
+) -> Result<Success, Failure> {
+    gate(&state, CallKind::MemberList, &headers, &uri).await?;
+    let Path(gid) = path.map_err(|_| Failure::bad_param("path"))?;
+    check_group(&state, &gid)?;
+    if !state.member_list_allowed() {
+        return Err(Failure::member_list_refused());
+    }
+    let Query(query) = query.map_err(|_| Failure::bad_param("query"))?;
+    let count = count_param(&query)?;
+    if query
+        .get("sort")
+        .is_some_and(|s| !s.is_empty() && s != "number")
+    {
+        return Err(Failure::bad_param("sort"));
+    }
+    let after = u64_param(&query, "page_tag")?.unwrap_or(0);
+    let members = &state.data.members;
+    let start = members.partition_point(|m| m.number <= after);
+    let page: Vec<Value> = members
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .take(count)
+        .map(|m| member_json(m, None))
+        .collect();
+    Ok(Success(json!({"members": page})))
+}
+
+fn camp_json(camp: &SimCamp) -> Value {
+    let joined = camp.participants.len();
+    json!({
+        "checkin_id": camp.checkin_id,
+        "title": camp.title,
+        "text": camp.text,
+        "checkin_days": camp.checkin_days,
+        "status": camp.status.as_str(),
+        "type": "accumulated",
+        "joined_count": joined,
+        "create_time": camp.create_time,
+        "validity": {
+            "long_period": camp.long_period,
+            "expiration_time": camp.expiration_time,
+        },
+        "statistics": {
+            "joined_count": joined,
+            "completed_count": camp.completed_count(),
+        },
+    })
+}
+
+async fn checkins(
+    State(state): State<Arc<SimState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: QueryParams,
+) -> Result<Success, Failure> {
+    gate(&state, CallKind::Checkins, &headers, &uri).await?;
+    let Path(gid) = path.map_err(|_| Failure::bad_param("path"))?;
+    check_group(&state, &gid)?;
+    let Query(query) = query.map_err(|_| Failure::bad_param("query"))?;
+    let scope = query
+        .get("scope")
+        .and_then(|s| CampScope::parse(s))
+        .ok_or_else(|| Failure::bad_param("scope"))?;
+    let count = count_param(&query)?;
+    let camps: Vec<Value> = state
+        .data
+        .camps_in(scope)
+        .into_iter()
+        .take(count)
+        .map(camp_json)
+        .collect();
+    Ok(Success(json!({"checkins": camps})))
+}
+
+/// The `user` object of a ranking row.
+fn ranking_user_json(state: &SimState, user_id: u64) -> Value {
+    match state.data.member_by_id(user_id) {
+        Some(m) => json!({
+            "user_id": m.user_id,
+            "name": m.name,
+            "alias": m.alias,
+            "avatar_url": m.avatar_url,
+        }),
+        None => json!({"user_id": user_id, "name": "", "alias": "", "avatar_url": ""}),
+    }
+}
+
+async fn ranking_list(
+    State(state): State<Arc<SimState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: QueryParams,
+) -> Result<Success, Failure> {
+    gate(&state, CallKind::Ranking, &headers, &uri).await?;
+    let Path((gid, cid)) = path.map_err(|_| Failure::bad_param("path"))?;
+    check_group(&state, &gid)?;
+    let cid: u64 = cid.parse().map_err(|_| Failure::bad_param("checkin_id"))?;
+    let Query(query) = query.map_err(|_| Failure::bad_param("query"))?;
+    let kind = match query.get("type").map(String::as_str) {
+        None | Some("") => RankingType::Accumulated,
+        Some(raw) => RankingType::parse(raw).ok_or_else(|| Failure::bad_param("type"))?,
+    };
+    let index = u64_param(&query, "index")?.unwrap_or(0);
+    let rows = state
+        .data
+        .expected_ranking_of(cid, kind)
+        .ok_or_else(Failure::checkin_not_found)?;
+    // `rankings` is the 1-based position; `index=N` continues after position N.
+    let page: Vec<Value> = rows
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(index).unwrap_or(usize::MAX))
+        .take(RANKING_PAGE_SIZE)
+        .map(|(position, &(user_id, days))| {
+            json!({
+                "user": ranking_user_json(&state, user_id),
+                "rankings": position + 1,
+                "checkined_days": days,
+            })
+        })
+        .collect();
+    let mut resp = Map::new();
+    resp.insert("ranking_list".into(), Value::Array(page));
+    if index == 0 {
+        // The caller's own row; the caller never takes part, so it is not a
+        // ranking row and has no position.
+        resp.insert(
+            "user_specific".into(),
+            json!({
+                "user": ranking_user_json(&state, state.data.caller_user_id),
+                "rankings": 0,
+                "checkined_days": 0,
+            }),
+        );
+    }
+    Ok(Success(Value::Object(resp)))
+}
+
+/// Unknown paths: counted (and gated) when they look like upstream calls,
+/// then answered with the envelope's 404.
+async fn fallback(
+    State(state): State<Arc<SimState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Success, Failure> {
+    if uri.path().starts_with("/v2/") {
+        gate(&state, CallKind::Other, &headers, &uri).await?;
+    }
+    Err(Failure::new(404).info("not found"))
+}
+
+async fn stats(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.stats()).into_response()
+}
+
+async fn reset(State(state): State<Arc<SimState>>) -> Response {
+    state.reset_stats();
+    Json(state.stats()).into_response()
+}
+
+async fn config(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.knobs()).into_response()
+}
+
+async fn set_config(
+    State(state): State<Arc<SimState>>,
+    body: Result<Json<SimKnobsPatch>, JsonRejection>,
+) -> Response {
+    let outcome = body
+        .map_err(|rejection| rejection.body_text())
+        .and_then(|Json(patch)| state.apply(patch));
+    match outcome {
+        Ok(knobs) => Json(knobs).into_response(),
+        Err(message) => (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response(),
+    }
+}

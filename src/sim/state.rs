@@ -1,0 +1,345 @@
+//! The simulator's shared runtime state: knobs that fault tests turn while it
+//! runs, the call counters behind `/__sim/stats`, and the throttle that
+//! answers 1059.
+//!
+//! Everything on the request path is an atomic, so with latency 0 the
+//! simulator keeps up with thousands of calls a second. The two pieces that
+//! need a lock (the rolling rate window and the rejection RNG) use a
+//! `std::sync::Mutex`: the critical sections are a few instructions and are
+//! never held across an `.await`, which is exactly when a blocking mutex is
+//! cheaper than Tokio's, and they are skipped entirely while the
+//! corresponding knob is off.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::SimConfig;
+use super::data::SimData;
+
+/// The window of the per-minute limit.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The knobs as they are at one moment; also the body of `/__sim/config` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SimKnobs {
+    /// Probability that a call is answered 1059 at random.
+    pub reject_ratio: f64,
+    /// Delay added to every `/v2` call, in milliseconds.
+    pub latency_ms: u64,
+    /// Calls served per rolling minute before answering 1059; 0 = unlimited.
+    pub rate_per_min: u32,
+    /// Whether the member list may be read (otherwise 11507).
+    pub member_list: bool,
+}
+
+/// A change to the knobs: the body of `POST /__sim/config`. Absent fields
+/// keep their value; unknown fields are refused so a typo cannot pass
+/// silently as "no change".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimKnobsPatch {
+    /// New rejection probability, 0.0..=1.0.
+    pub reject_ratio: Option<f64>,
+    /// New per-call latency.
+    pub latency_ms: Option<u64>,
+    /// New per-minute limit (0 = unlimited); starts a fresh window.
+    pub rate_per_min: Option<u32>,
+    /// Allow or refuse the member list.
+    pub member_list: Option<bool>,
+}
+
+/// Checks a rejection probability; shared by the CLI and the control endpoint.
+pub fn check_ratio(ratio: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&ratio) {
+        Ok(ratio)
+    } else {
+        Err(format!(
+            "reject ratio must be between 0.0 and 1.0, got {ratio}"
+        ))
+    }
+}
+
+/// The kinds of `/v2` call, counted separately in `/__sim/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// `GET /v2/groups/{gid}/members/{uid}/summary`
+    MemberSummary,
+    /// `GET /v2/groups/{gid}/members/{uid}`
+    Member,
+    /// `GET /v2/groups/{gid}/members`
+    MemberList,
+    /// `GET /v2/groups/{gid}/checkins`
+    Checkins,
+    /// `GET /v2/groups/{gid}/checkins/{cid}/ranking_list`
+    Ranking,
+    /// Any other `/v2` path (answered 404).
+    Other,
+}
+
+impl CallKind {
+    const COUNT: usize = 6;
+
+    fn slot(self) -> usize {
+        match self {
+            CallKind::MemberSummary => 0,
+            CallKind::Member => 1,
+            CallKind::MemberList => 2,
+            CallKind::Checkins => 3,
+            CallKind::Ranking => 4,
+            CallKind::Other => 5,
+        }
+    }
+}
+
+/// Calls per endpoint kind, as reported by `/__sim/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimCallsByKind {
+    /// Member summary calls: the per-user lookups the cache exists to avoid.
+    pub member_summary: u64,
+    /// Plain member calls.
+    pub member: u64,
+    /// Member list pages: the bulk source of numbers.
+    pub member_list: u64,
+    /// Camp list calls.
+    pub checkins: u64,
+    /// Ranking pages.
+    pub ranking: u64,
+    /// Calls to unknown `/v2` paths; a non-zero value points at a client bug.
+    #[serde(default)]
+    pub other: u64,
+}
+
+/// The body of `/__sim/stats`: what benchmarks and tests measure the
+/// client's upstream usage with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Every `/v2` request, including throttled and failed ones.
+    pub calls: u64,
+    /// `calls` split by endpoint.
+    pub by_kind: SimCallsByKind,
+    /// Calls answered 1059 by the rate limit or random rejection.
+    pub throttled: u64,
+}
+
+/// Why the throttle refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// Drawn by `reject_ratio`.
+    Random,
+    /// Over `rate_per_min` in the last 60 s.
+    RateLimited,
+}
+
+/// State shared by every request and by [`super::SimHandle`].
+pub struct SimState {
+    /// The group being served.
+    pub data: Arc<SimData>,
+    /// The accepted access token; compared, never echoed or logged.
+    token: String,
+    /// `reject_ratio` as `f64::to_bits`, since there is no atomic float.
+    reject_ratio_bits: AtomicU64,
+    latency_ms: AtomicU64,
+    rate_per_min: AtomicU32,
+    member_list: AtomicBool,
+    calls: AtomicU64,
+    by_kind: [AtomicU64; CallKind::COUNT],
+    throttled: AtomicU64,
+    /// When the calls admitted in the last minute were made. Only admitted
+    /// calls are recorded: a client that backs off gets served again once the
+    /// window has room, instead of being locked out by its own retries.
+    window: Mutex<VecDeque<Instant>>,
+    /// Seeded so a run with a given seed rejects the same sequence of calls.
+    rng: Mutex<SmallRng>,
+}
+
+impl std::fmt::Debug for SimState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is left out on purpose: it must never reach a log.
+        f.debug_struct("SimState")
+            .field("group_id", &self.data.group_id)
+            .field("knobs", &self.knobs())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimState {
+    /// Starts with the knobs of `cfg` and zeroed counters.
+    pub fn new(cfg: &SimConfig, data: Arc<SimData>) -> Self {
+        Self {
+            data,
+            token: cfg.token.clone(),
+            reject_ratio_bits: AtomicU64::new(cfg.reject_ratio.clamp(0.0, 1.0).to_bits()),
+            latency_ms: AtomicU64::new(cfg.latency_ms),
+            rate_per_min: AtomicU32::new(cfg.rate_per_min),
+            member_list: AtomicBool::new(!cfg.no_member_list),
+            calls: AtomicU64::new(0),
+            by_kind: Default::default(),
+            throttled: AtomicU64::new(0),
+            window: Mutex::new(VecDeque::new()),
+            rng: Mutex::new(SmallRng::seed_from_u64(cfg.seed)),
+        }
+    }
+
+    /// Whether `candidate` is the configured token.
+    pub fn token_matches(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(candidate.as_bytes().ct_eq(self.token.as_bytes()))
+    }
+
+    /// The knobs now.
+    pub fn knobs(&self) -> SimKnobs {
+        SimKnobs {
+            reject_ratio: self.reject_ratio(),
+            latency_ms: self.latency_ms(),
+            rate_per_min: self.rate_per_min.load(Ordering::Relaxed),
+            member_list: self.member_list_allowed(),
+        }
+    }
+
+    /// Applies a change after checking it whole: a bad field changes nothing.
+    pub fn apply(&self, patch: SimKnobsPatch) -> Result<SimKnobs, String> {
+        if let Some(ratio) = patch.reject_ratio {
+            check_ratio(ratio)?;
+        }
+        if let Some(ratio) = patch.reject_ratio {
+            self.set_reject_ratio(ratio);
+        }
+        if let Some(ms) = patch.latency_ms {
+            self.set_latency_ms(ms);
+        }
+        if let Some(limit) = patch.rate_per_min {
+            self.set_rate_per_min(limit);
+        }
+        if let Some(allowed) = patch.member_list {
+            self.set_member_list_allowed(allowed);
+        }
+        Ok(self.knobs())
+    }
+
+    /// Current rejection probability.
+    pub fn reject_ratio(&self) -> f64 {
+        f64::from_bits(self.reject_ratio_bits.load(Ordering::Relaxed))
+    }
+
+    /// Sets the rejection probability, clamped to 0.0..=1.0 (NaN counts as 0).
+    pub fn set_reject_ratio(&self, ratio: f64) {
+        let ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        self.reject_ratio_bits
+            .store(ratio.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Current per-call latency in milliseconds.
+    pub fn latency_ms(&self) -> u64 {
+        self.latency_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the per-call latency.
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.latency_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sets the per-minute limit (0 = unlimited) and starts a fresh window.
+    pub fn set_rate_per_min(&self, limit: u32) {
+        self.rate_per_min.store(limit, Ordering::Relaxed);
+        self.window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Whether the member list may be read.
+    pub fn member_list_allowed(&self) -> bool {
+        self.member_list.load(Ordering::Relaxed)
+    }
+
+    /// Allows or refuses the member list.
+    pub fn set_member_list_allowed(&self, allowed: bool) {
+        self.member_list.store(allowed, Ordering::Relaxed);
+    }
+
+    /// Counts one `/v2` call.
+    pub fn count_call(&self, kind: CallKind) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.by_kind[kind.slot()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Decides whether a call may proceed, counting it as throttled if not.
+    /// Random rejection is drawn first, so rejected calls use no quota.
+    pub fn admit(&self) -> Result<(), Throttle> {
+        let verdict = self.decide();
+        if verdict.is_err() {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+
+    fn decide(&self) -> Result<(), Throttle> {
+        let ratio = self.reject_ratio();
+        if ratio > 0.0 {
+            let draw: f64 = self
+                .rng
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .random();
+            if draw < ratio {
+                return Err(Throttle::Random);
+            }
+        }
+        let limit = self.rate_per_min.load(Ordering::Relaxed);
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        while window
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= RATE_WINDOW)
+        {
+            window.pop_front();
+        }
+        if window.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            return Err(Throttle::RateLimited);
+        }
+        window.push_back(now);
+        Ok(())
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> SimStats {
+        let kind = |k: CallKind| self.by_kind[k.slot()].load(Ordering::Relaxed);
+        SimStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            by_kind: SimCallsByKind {
+                member_summary: kind(CallKind::MemberSummary),
+                member: kind(CallKind::Member),
+                member_list: kind(CallKind::MemberList),
+                checkins: kind(CallKind::Checkins),
+                ranking: kind(CallKind::Ranking),
+                other: kind(CallKind::Other),
+            },
+            throttled: self.throttled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Zeroes the counters (not the rate window: a reset between benchmark
+    /// phases must not hand a throttled client fresh quota).
+    pub fn reset_stats(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+        for counter in &self.by_kind {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.throttled.store(0, Ordering::Relaxed);
+    }
+}
