@@ -14,6 +14,8 @@ mod data;
 mod server;
 mod state;
 
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
