@@ -3,3 +3,5 @@
 
 pub mod clock;
 pub mod domain;
+pub mod store;
+pub mod testkit;
