@@ -483,8 +483,19 @@ impl Store for RedisStore {
             SortOrder::Asc => "ZRANGE",
             SortOrder::Desc => "ZREVRANGE",
         };
+        if limit == 0 {
+            // Not ZRANGE 0 -1: that would fetch the whole index.
+            let zcard = redis::cmd("ZCARD").arg(index).take();
+            let total = self
+                .command(Replay::Idempotent, &zcard, "ZCARD reply")
+                .await?;
+            return Ok(Page {
+                members: Vec::new(),
+                total,
+            });
+        }
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
-        let stop = start.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)) - 1;
+        let stop = start.saturating_add(i64::try_from(limit - 1).unwrap_or(i64::MAX));
 
         let mut attempt = 1;
         loop {
@@ -494,7 +505,7 @@ impl Store for RedisStore {
             let mut replies = self.pipeline(Replay::Idempotent, &pipe).await?.into_iter();
             let total: u64 = decode(replies.next().unwrap_or_default(), "ZCARD reply")?;
             let raw_ids: Vec<String> = decode(replies.next().unwrap_or_default(), "ZRANGE reply")?;
-            if limit == 0 || raw_ids.is_empty() {
+            if raw_ids.is_empty() {
                 return Ok(Page {
                     members: Vec::new(),
                     total,
