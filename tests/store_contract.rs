@@ -21,7 +21,9 @@ use zsxq_cache::clock::{ManualClock, SystemClock};
 use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;
-use zsxq_cache::store::{ClearReport, SortBy, SortOrder, StatCounters, Store, StoredStats};
+use zsxq_cache::store::{
+    ClearReport, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
+};
 use zsxq_cache::testkit::RedisServer;
 
 /// The TTL of ordinary writes in these tests.
@@ -617,6 +619,31 @@ async fn embedded_data_survives_closing_and_reopening_the_file() {
     assert_eq!(reopened.count().await.unwrap(), 0);
 }
 
+#[tokio::test]
+async fn embedded_reports_an_undecodable_record_as_corrupt_and_clear_repairs_it() {
+    const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+    let h = Harness::embedded().await;
+    let clock = h.manual_clock.clone().unwrap();
+    let path = h.path.clone().unwrap();
+    let Harness { store, _dir, .. } = h;
+    drop(store);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(RECORDS)
+            .unwrap()
+            .insert(7u64, b"{not json".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    let store = EmbeddedStore::open(&path, clock).unwrap();
+    let err = store.get_members(&[uid(7)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "got {err:?}");
+    store.clear().await.unwrap();
+    assert_eq!(store.get_members(&[uid(7)]).await.unwrap(), vec![None]);
+}
+
 // ---------------------------------------------------------------------------
 // Redis only.
 // ---------------------------------------------------------------------------
@@ -676,6 +703,37 @@ async fn redis_keeps_the_seeds_redis_cli_recipes_working() {
         all,
         HashSet::from(["454881884228".to_owned(), "412451285841818".to_owned()])
     );
+}
+
+#[tokio::test]
+async fn redis_reports_a_malformed_member_hash_as_corrupt_and_clear_repairs_it() {
+    let h = Harness::redis().await;
+    let mut conn = h.raw_redis().await.unwrap();
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg("zsxq:user:7")
+        .arg("user_id")
+        .arg("7")
+        .arg("number")
+        .arg("seven")
+        .arg("cached_at")
+        .arg("1")
+        .arg("updated_at")
+        .arg("1")
+        .ignore()
+        .cmd("SADD")
+        .arg("zsxq:users:all")
+        .arg("7")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let err = h.store.get_members(&[uid(7)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "got {err:?}");
+    let report = h.store.clear().await.unwrap();
+    assert_eq!(report.deleted_users, 1);
+    assert_eq!(h.store.get_members(&[uid(7)]).await.unwrap(), vec![None]);
 }
 
 #[tokio::test]
