@@ -71,6 +71,7 @@ const REDIS_MEMBERSHIP_KEYS: u64 = 4;
 /// What `records` holds per member.
 #[derive(Debug, Serialize, Deserialize)]
 struct Row {
+    /// The member exactly as the caller wrote it (cached_at included).
     record: CachedMember,
     /// Unix ms by the store's clock; the member is gone at this instant.
     expires_at: i64,
@@ -89,9 +90,12 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
+    /// redb's handle is `Sync` and serialises writers itself, so no lock of
+    /// ours is needed around it.
     db: Database,
     /// Kept for `memory_usage` (the file size).
     path: PathBuf,
+    /// Decides expiry; injected so tests can jump ahead in time.
     clock: Arc<dyn Clock>,
 }
 
@@ -106,6 +110,7 @@ impl std::fmt::Debug for EmbeddedStore {
 impl EmbeddedStore {
     /// Opens the database file at `path`, creating it (and its parent
     /// directories) and every table if needed. Existing data is kept.
+    /// Blocks briefly (file open, one commit); meant for start-up.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
