@@ -1,1 +1,599 @@
-//! Embedded redb store (filled in by the store work).
+//! The embedded store: one redb file, so the service caches members with no
+//! Redis at all (the default). redb is ACID and copy-on-write: a commit is
+//! durable and a crash leaves the last committed state, so the cache survives
+//! restarts without a warm-up storm against the throttled upstream.
+//!
+//! Tables mirror the Redis layout:
+//! - `records`: user_id → JSON of the record plus its expiry (unix ms);
+//! - `numbers`: member number → user_id;
+//! - `idx_number` (number, user_id), `idx_join_time` (join ms, user_id):
+//!   ordered keys for paging, the id kept as its decimal string so members
+//!   with equal scores come out in the same order as a Redis sorted set
+//!   (lexicographic by member);
+//! - `idx_expiry` (expires ms, user_id): finds expired members without
+//!   reading the others;
+//! - `stats_counters` and `stats_meta`: the counters and last sync time.
+//!
+//! Decisions:
+//! - **Time comes from the injected clock**, not from redb, so a test moves a
+//!   [`ManualClock`](crate::clock::ManualClock) 24 h ahead instead of waiting.
+//!   A record is alive while `expires_at > now`; reads filter on it, and
+//!   writes plus `count`/`page` delete what has expired (O(expired)).
+//! - **One write transaction per call**: a batch of members, their number
+//!   entries and index entries commit together or not at all.
+//! - **redb is blocking**, so every call runs on Tokio's blocking pool and
+//!   never stalls the async workers. redb serialises writers itself.
+//! - **Same observable behaviour as Redis**, down to `clear`'s counts: it
+//!   reports the keys the Redis layout would have held (member hashes, number
+//!   keys, the set and three indexes, the counters hash). Paging skips
+//!   `offset` rows by walking them, O(offset + page), which is fine for the
+//!   member counts of one group.
+//! - Stale number entries cannot mislead: `user_id_by_number` checks the
+//!   record's current number, as the Redis store does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ClearReport, Page, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
+    human_bytes, ttl_millis,
+};
+use crate::clock::Clock;
+use crate::domain::{CachedMember, MemberNumber, UserId};
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const NUMBERS: TableDefinition<u64, u64> = TableDefinition::new("numbers");
+const IDX_NUMBER: TableDefinition<(u64, &str), ()> = TableDefinition::new("idx_number");
+const IDX_JOIN_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("idx_join_time");
+const IDX_EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("idx_expiry");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("stats_counters");
+const META: TableDefinition<&str, i64> = TableDefinition::new("stats_meta");
+
+/// Counter names, the same as the Redis stats hash fields.
+const STAT_TOTAL_REQUESTS: &str = "total_requests";
+const STAT_CACHE_HITS: &str = "cache_hits";
+const STAT_CACHE_MISSES: &str = "cache_misses";
+const STAT_API_CALLS: &str = "api_calls";
+const STAT_LAST_SYNC_TIME: &str = "last_sync_time";
+
+/// Keys besides member hashes and number keys that the Redis layout holds
+/// while members are cached: `users:all` and the three sorted indexes.
+const REDIS_MEMBERSHIP_KEYS: u64 = 4;
+
+/// What `records` holds per member.
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    /// The member exactly as the caller wrote it (cached_at included).
+    record: CachedMember,
+    /// Unix ms by the store's clock; the member is gone at this instant.
+    expires_at: i64,
+}
+
+impl Row {
+    fn alive(&self, now: i64) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// Members, indexes and counters in a redb file.
+pub struct EmbeddedStore {
+    /// Shared with the blocking tasks that do the work.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// redb's handle is `Sync` and serialises writers itself, so no lock of
+    /// ours is needed around it.
+    db: Database,
+    /// Kept for `memory_usage` (the file size).
+    path: PathBuf,
+    /// Decides expiry; injected so tests can jump ahead in time.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the database file at `path`, creating it (and its parent
+    /// directories) and every table if needed. Existing data is kept.
+    /// Blocks briefly (file open, one commit); meant for start-up.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Embedded(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Embedded(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            // Opening a table in a write transaction creates it, so read
+            // transactions never meet a missing table.
+            txn.open_table(RECORDS).map_err(db_err)?;
+            txn.open_table(NUMBERS).map_err(db_err)?;
+            txn.open_table(IDX_NUMBER).map_err(db_err)?;
+            txn.open_table(IDX_JOIN_TIME).map_err(db_err)?;
+            txn.open_table(IDX_EXPIRY).map_err(db_err)?;
+            txn.open_table(COUNTERS).map_err(db_err)?;
+            txn.open_table(META).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                path: path.to_owned(),
+                clock,
+            }),
+        })
+    }
+
+    /// Runs `work` on the blocking pool.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| StoreError::Embedded(format!("store task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    /// Deletes expired members if any are due; a read transaction decides,
+    /// so the common case takes no write lock.
+    fn prune_if_due(&self) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let due = {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let expiry = txn.open_table(IDX_EXPIRY).map_err(db_err)?;
+            let first = expiry.first().map_err(db_err)?;
+            first.is_some_and(|(key, _)| key.value().0 <= now)
+        };
+        if due {
+            let txn = self.db.begin_write().map_err(db_err)?;
+            prune_expired(&txn, now)?;
+            txn.commit().map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
+        let ids = ids.to_vec();
+        self.blocking(move |inner| {
+            let now = inner.clock.now_ms();
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            ids.iter()
+                .map(|&id| {
+                    Ok(read_row(&records, id)?
+                        .filter(|row| row.alive(now))
+                        .map(|row| row.record))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError> {
+        self.blocking(move |inner| {
+            let now = inner.clock.now_ms();
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let numbers = txn.open_table(NUMBERS).map_err(db_err)?;
+            let Some(raw) = numbers.get(number.get()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let id = UserId::new(raw.value())
+                .ok_or_else(|| StoreError::Corrupt(format!("number {number} maps to user 0")))?;
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            let current = read_row(&records, id)?
+                .filter(|row| row.alive(now) && row.record.member.number == number);
+            Ok(current.map(|_| id))
+        })
+        .await
+    }
+
+    async fn put_members(&self, members: &[CachedMember], ttl: Duration) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let members = members.to_vec();
+        let ttl_ms = ttl_millis(ttl);
+        self.blocking(move |inner| {
+            let now = inner.clock.now_ms();
+            let expires_at = now.saturating_add(ttl_ms);
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            {
+                let mut records = txn.open_table(RECORDS).map_err(db_err)?;
+                let mut numbers = txn.open_table(NUMBERS).map_err(db_err)?;
+                let mut by_number = txn.open_table(IDX_NUMBER).map_err(db_err)?;
+                let mut by_join = txn.open_table(IDX_JOIN_TIME).map_err(db_err)?;
+                let mut by_expiry = txn.open_table(IDX_EXPIRY).map_err(db_err)?;
+                for m in &members {
+                    let id = m.member.user_id;
+                    let id_text = id.to_string();
+                    if let Some(old) = read_row(&records, id)? {
+                        let old_member = &old.record.member;
+                        by_number
+                            .remove((old_member.number.get(), id_text.as_str()))
+                            .map_err(db_err)?;
+                        by_join
+                            .remove((old_member.join_time_ms(), id_text.as_str()))
+                            .map_err(db_err)?;
+                        by_expiry
+                            .remove((old.expires_at, id.get()))
+                            .map_err(db_err)?;
+                        if old_member.number != m.member.number {
+                            let points_here = numbers
+                                .get(old_member.number.get())
+                                .map_err(db_err)?
+                                .is_some_and(|v| v.value() == id.get());
+                            if points_here {
+                                numbers.remove(old_member.number.get()).map_err(db_err)?;
+                            }
+                        }
+                    }
+                    let row = Row {
+                        record: m.clone(),
+                        expires_at,
+                    };
+                    let bytes = serde_json::to_vec(&row)
+                        .map_err(|e| StoreError::Embedded(format!("cannot encode record: {e}")))?;
+                    records.insert(id.get(), bytes.as_slice()).map_err(db_err)?;
+                    numbers
+                        .insert(m.member.number.get(), id.get())
+                        .map_err(db_err)?;
+                    by_number
+                        .insert((m.member.number.get(), id_text.as_str()), ())
+                        .map_err(db_err)?;
+                    by_join
+                        .insert((m.member.join_time_ms(), id_text.as_str()), ())
+                        .map_err(db_err)?;
+                    by_expiry
+                        .insert((expires_at, id.get()), ())
+                        .map_err(db_err)?;
+                }
+            }
+            // Writes are the natural moment to drop what expired meanwhile,
+            // so the file does not keep dead members until the next page.
+            prune_expired(&txn, now)?;
+            txn.commit().map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {
+        let ids = ids.to_vec();
+        self.blocking(move |inner| {
+            let now = inner.clock.now_ms();
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            ids.iter()
+                .map(|&id| Ok(read_row(&records, id)?.is_some_and(|row| row.alive(now))))
+                .collect()
+        })
+        .await
+    }
+
+    async fn page(
+        &self,
+        sort: SortBy,
+        order: SortOrder,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page, StoreError> {
+        self.blocking(move |inner| {
+            inner.prune_if_due()?;
+            let now = inner.clock.now_ms();
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+            let take = usize::try_from(limit).unwrap_or(usize::MAX);
+            let (total, ids) = match sort {
+                SortBy::Number => {
+                    let index = txn.open_table(IDX_NUMBER).map_err(db_err)?;
+                    let total = index.len().map_err(db_err)?;
+                    let ids = page_ids(index.iter().map_err(db_err)?, order, skip, take, |k| {
+                        k.value().1.to_owned()
+                    })?;
+                    (total, ids)
+                }
+                SortBy::JoinTime => {
+                    let index = txn.open_table(IDX_JOIN_TIME).map_err(db_err)?;
+                    let total = index.len().map_err(db_err)?;
+                    let ids = page_ids(index.iter().map_err(db_err)?, order, skip, take, |k| {
+                        k.value().1.to_owned()
+                    })?;
+                    (total, ids)
+                }
+            };
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            let mut members = Vec::with_capacity(ids.len());
+            for raw in ids {
+                let id = UserId::parse(&raw)
+                    .map_err(|e| StoreError::Corrupt(format!("index holds {raw:?}: {e}")))?;
+                // A member that expired since pruning is skipped, as the
+                // Redis store skips a hash that vanished.
+                if let Some(row) = read_row(&records, id)?.filter(|row| row.alive(now)) {
+                    members.push(row.record);
+                }
+            }
+            Ok(Page { members, total })
+        })
+        .await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.blocking(|inner| {
+            inner.prune_if_due()?;
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            records.len().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn clear(&self) -> Result<ClearReport, StoreError> {
+        self.blocking(|inner| {
+            let now = inner.clock.now_ms();
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            let mut report = ClearReport::default();
+            {
+                let mut records = txn.open_table(RECORDS).map_err(db_err)?;
+                let mut numbers = txn.open_table(NUMBERS).map_err(db_err)?;
+                let mut alive_ids = std::collections::HashSet::new();
+                for entry in records.iter().map_err(db_err)? {
+                    let (key, value) = entry.map_err(db_err)?;
+                    // A record that cannot be decoded still occupied a key;
+                    // clearing is how corruption gets fixed, so never fail.
+                    let alive = decode_row(key.value(), value.value())
+                        .map(|row| row.alive(now))
+                        .unwrap_or(true);
+                    if alive {
+                        alive_ids.insert(key.value());
+                    }
+                }
+                let mut live_numbers = 0u64;
+                for entry in numbers.iter().map_err(db_err)? {
+                    let (_, id) = entry.map_err(db_err)?;
+                    live_numbers += u64::from(alive_ids.contains(&id.value()));
+                }
+                let members = alive_ids.len() as u64;
+                report.deleted_users = members;
+                report.deleted_keys = members + live_numbers;
+                if members > 0 {
+                    report.deleted_keys += REDIS_MEMBERSHIP_KEYS;
+                }
+                records.retain(|_, _| false).map_err(db_err)?;
+                numbers.retain(|_, _| false).map_err(db_err)?;
+                txn.open_table(IDX_NUMBER)
+                    .map_err(db_err)?
+                    .retain(|_, _| false)
+                    .map_err(db_err)?;
+                txn.open_table(IDX_JOIN_TIME)
+                    .map_err(db_err)?
+                    .retain(|_, _| false)
+                    .map_err(db_err)?;
+                txn.open_table(IDX_EXPIRY)
+                    .map_err(db_err)?
+                    .retain(|_, _| false)
+                    .map_err(db_err)?;
+                let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
+                let mut meta = txn.open_table(META).map_err(db_err)?;
+                if !counters.is_empty().map_err(db_err)? || !meta.is_empty().map_err(db_err)? {
+                    // The Redis stats hash.
+                    report.deleted_keys += 1;
+                }
+                counters.retain(|_, _| false).map_err(db_err)?;
+                meta.retain(|_, _| false).map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)?;
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError> {
+        if delta.is_zero() {
+            return Ok(());
+        }
+        let delta = *delta;
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            {
+                let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
+                for (name, add) in [
+                    (STAT_TOTAL_REQUESTS, delta.total_requests),
+                    (STAT_CACHE_HITS, delta.cache_hits),
+                    (STAT_CACHE_MISSES, delta.cache_misses),
+                    (STAT_API_CALLS, delta.api_calls),
+                ] {
+                    let current = counters.get(name).map_err(db_err)?.map_or(0, |v| v.value());
+                    counters
+                        .insert(name, current.saturating_add(add))
+                        .map_err(db_err)?;
+                }
+            }
+            txn.commit().map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            txn.open_table(META)
+                .map_err(db_err)?
+                .insert(STAT_LAST_SYNC_TIME, ms)
+                .map_err(db_err)?;
+            txn.commit().map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoredStats, StoreError> {
+        self.blocking(|inner| {
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let counters = txn.open_table(COUNTERS).map_err(db_err)?;
+            let meta = txn.open_table(META).map_err(db_err)?;
+            let counter = |name: &str| -> Result<u64, StoreError> {
+                Ok(counters.get(name).map_err(db_err)?.map_or(0, |v| v.value()))
+            };
+            Ok(StoredStats {
+                counters: StatCounters {
+                    total_requests: counter(STAT_TOTAL_REQUESTS)?,
+                    cache_hits: counter(STAT_CACHE_HITS)?,
+                    cache_misses: counter(STAT_CACHE_MISSES)?,
+                    api_calls: counter(STAT_API_CALLS)?,
+                },
+                last_sync_time: meta
+                    .get(STAT_LAST_SYNC_TIME)
+                    .map_err(db_err)?
+                    .map(|v| v.value()),
+            })
+        })
+        .await
+    }
+
+    async fn memory_usage(&self) -> Result<String, StoreError> {
+        let metadata = tokio::fs::metadata(&self.inner.path).await.map_err(|e| {
+            StoreError::Embedded(format!("cannot stat {}: {e}", self.inner.path.display()))
+        })?;
+        Ok(human_bytes(metadata.len()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|inner| {
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            txn.open_table(RECORDS).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Deletes every member whose expiry is at or before `now`, with its number
+/// entry (if it still points to it) and index entries.
+fn prune_expired(txn: &WriteTransaction, now: i64) -> Result<(), StoreError> {
+    let mut by_expiry = txn.open_table(IDX_EXPIRY).map_err(db_err)?;
+    let due: Vec<(i64, u64)> = by_expiry
+        .range::<(i64, u64)>(..=(now, u64::MAX))
+        .map_err(db_err)?
+        .map(|entry| entry.map(|(key, _)| key.value()).map_err(db_err))
+        .collect::<Result<_, _>>()?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut records = txn.open_table(RECORDS).map_err(db_err)?;
+    let mut numbers = txn.open_table(NUMBERS).map_err(db_err)?;
+    let mut by_number = txn.open_table(IDX_NUMBER).map_err(db_err)?;
+    let mut by_join = txn.open_table(IDX_JOIN_TIME).map_err(db_err)?;
+    for (expires_at, raw_id) in due {
+        by_expiry.remove((expires_at, raw_id)).map_err(db_err)?;
+        let Some(id) = UserId::new(raw_id) else {
+            continue;
+        };
+        let row = read_row(&records, id)?;
+        // Only the entry matching the record's current expiry means the
+        // record itself is due; any other is a leftover.
+        let Some(row) = row.filter(|row| row.expires_at == expires_at) else {
+            continue;
+        };
+        let member = &row.record.member;
+        let id_text = id.to_string();
+        records.remove(raw_id).map_err(db_err)?;
+        by_number
+            .remove((member.number.get(), id_text.as_str()))
+            .map_err(db_err)?;
+        by_join
+            .remove((member.join_time_ms(), id_text.as_str()))
+            .map_err(db_err)?;
+        let points_here = numbers
+            .get(member.number.get())
+            .map_err(db_err)?
+            .is_some_and(|v| v.value() == raw_id);
+        if points_here {
+            numbers.remove(member.number.get()).map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// The ids of one page of an index, walking `skip` entries first.
+fn page_ids<'a, K, I, F>(
+    entries: I,
+    order: SortOrder,
+    skip: usize,
+    take: usize,
+    id_of: F,
+) -> Result<Vec<String>, StoreError>
+where
+    K: redb::Key + 'static,
+    I: DoubleEndedIterator<
+        Item = Result<(redb::AccessGuard<'a, K>, redb::AccessGuard<'a, ()>), redb::StorageError>,
+    >,
+    F: Fn(&redb::AccessGuard<'a, K>) -> String,
+{
+    let entries: Box<dyn Iterator<Item = _>> = match order {
+        SortOrder::Asc => Box::new(entries),
+        SortOrder::Desc => Box::new(entries.rev()),
+    };
+    entries
+        .skip(skip)
+        .take(take)
+        .map(|entry| entry.map(|(key, _)| id_of(&key)).map_err(db_err))
+        .collect()
+}
+
+/// Reads and decodes one record.
+fn read_row(
+    records: &impl ReadableTable<u64, &'static [u8]>,
+    id: UserId,
+) -> Result<Option<Row>, StoreError> {
+    match records.get(id.get()).map_err(db_err)? {
+        None => Ok(None),
+        Some(bytes) => decode_row(id.get(), bytes.value()).map(Some),
+    }
+}
+
+fn decode_row(raw_id: u64, bytes: &[u8]) -> Result<Row, StoreError> {
+    let row: Row = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("record of user {raw_id}: {e}")))?;
+    if row.record.member.user_id.get() != raw_id {
+        return Err(StoreError::Corrupt(format!(
+            "record under user {raw_id} belongs to user {}",
+            row.record.member.user_id
+        )));
+    }
+    Ok(row)
+}
+
+/// Every redb error (open, transaction, table, storage, commit) as a store
+/// error; the message keeps redb's own wording for diagnosis.
+fn db_err(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Embedded(error.into().to_string())
+}

@@ -4,14 +4,23 @@
 
 use crate::domain::{MemberNumber, UserId};
 
+/// Prefix of every member hash. Lua scripts that must reach a member's hash
+/// from an id they read inside Redis (pruning expired index entries) append
+/// the id to it; Rust code uses [`user`].
+pub const USER_PREFIX: &str = "zsxq:user:";
+
+/// Prefix of every number → user_id key, for the same scripts as
+/// [`USER_PREFIX`]; Rust code uses [`number`].
+pub const NUMBER_PREFIX: &str = "zsxq:number:";
+
 /// `zsxq:user:{user_id}` — hash with the member record (seed §4.2.1).
 pub fn user(id: UserId) -> String {
-    format!("zsxq:user:{id}")
+    format!("{USER_PREFIX}{id}")
 }
 
 /// `zsxq:number:{number}` — string holding the user_id (seed §4.2.2).
 pub fn number(n: MemberNumber) -> String {
-    format!("zsxq:number:{n}")
+    format!("{NUMBER_PREFIX}{n}")
 }
 
 /// Set of every cached user id (seed §4.2.3).
@@ -36,3 +45,34 @@ pub const FIXED: [&str; 5] = [USERS_ALL, STATS, IDX_NUMBER, IDX_JOIN_TIME, IDX_E
 
 /// The namespace every key of ours lives under.
 pub const NAMESPACE_PATTERN: &str = "zsxq:*";
+
+/// Whether the store made `key`: a member hash, a number key or a fixed key.
+/// `clear` sweeps `zsxq:*` for leftovers but deletes only these, so state
+/// that other parts of the service may keep in the namespace (leases, rate
+/// limits — SPEC §4 allows them) survives a cache clear.
+pub fn is_store_key(key: &str) -> bool {
+    key.starts_with(USER_PREFIX) || key.starts_with(NUMBER_PREFIX) || FIXED.contains(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_seed_names() {
+        let id = UserId::parse("454881884228").unwrap();
+        let n = MemberNumber::parse("177").unwrap();
+        assert_eq!(user(id), "zsxq:user:454881884228");
+        assert_eq!(number(n), "zsxq:number:177");
+    }
+
+    #[test]
+    fn only_keys_the_store_writes_count_as_store_keys() {
+        assert!(is_store_key("zsxq:user:1"));
+        assert!(is_store_key("zsxq:number:7"));
+        assert!(is_store_key(STATS));
+        assert!(is_store_key(IDX_EXPIRY));
+        assert!(!is_store_key("zsxq:lease:sync"));
+        assert!(!is_store_key("other:user:1"));
+    }
+}

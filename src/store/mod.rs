@@ -142,6 +142,12 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// A TTL in whole milliseconds, at least 1 (Redis refuses 0 and both stores
+/// must agree on when a member expires) and at most what fits an `i64`.
+pub(crate) fn ttl_millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
 /// Formats a byte count the way Redis's `used_memory_human` does ("2.50M").
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "K", "M", "G"];
@@ -155,5 +161,22 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{bytes}B")
     } else {
         format!("{value:.2}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_never_zero_milliseconds() {
+        assert_eq!(ttl_millis(Duration::ZERO), 1);
+        assert_eq!(ttl_millis(Duration::from_secs(86_400)), 86_400_000);
+    }
+
+    #[test]
+    fn byte_counts_read_like_redis_used_memory_human() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(2_621_440), "2.50M");
     }
 }

@@ -1,1 +1,926 @@
-//! Redis store (filled in by the store work).
+//! The Redis store: the seed's layout (SPEC §4), plus sorted indexes so pages
+//! and counts never walk every member.
+//!
+//! Layout, all names from [`keys`]:
+//! - `zsxq:user:{id}` hash of the record, every value a string, so
+//!   `HGETALL` in `redis-cli` shows exactly what the seed shows;
+//! - `zsxq:number:{n}` → user_id, written with the hash and expiring with it;
+//! - `zsxq:users:all` set of ids (the seed's recipes read it);
+//! - `zsxq:idx:number`, `zsxq:idx:join_time` sorted sets for O(log n + page)
+//!   paging, and `zsxq:idx:expiry` (score = expiry in unix ms by the injected
+//!   clock) to find index entries whose hash has expired;
+//! - `zsxq:stats:cache` counters, the only key without a TTL.
+//!
+//! Decisions worth knowing before changing this file:
+//! - **Connection.** A lazily created `ConnectionManager` with 500 ms connect
+//!   and response timeouts and no internal retry loop. Nothing is dialled at
+//!   construction, so the service starts while Redis is down; every failed
+//!   call makes the manager dial again in the background, so the store
+//!   recovers by itself once Redis is back. A call that finds the previous
+//!   dial refused is replayed once (nothing was sent, so that is always safe);
+//!   that hides the stale error of the attempt made while Redis was still down.
+//!   Each round trip also sits under our own deadline, so no call can hang even
+//!   if a library timeout were missed.
+//! - **Atomic batches.** A batch of writes is one `MULTI`/`EXEC` pipeline: the
+//!   hash, its number key and every index entry appear together. Two small Lua
+//!   scripts run inside it: one drops the number key a member leaves behind
+//!   when its number changed (only if that key still points to the member),
+//!   one extends the TTL of the shared keys without ever shortening it (a
+//!   short-TTL write must not make the set and indexes expire before older
+//!   members — the seed's bug of keys expiring at different times).
+//! - **Expiry.** Redis expires hashes and number keys by itself. Set and index
+//!   entries are pruned before `count` and `page`: a script walks
+//!   `idx:expiry` up to "now" in bounded batches and forgets ids whose hash is
+//!   really gone. Checking and removing in one script means a member rewritten
+//!   concurrently is never dropped from the indexes. Cost is O(expired), not
+//!   O(members).
+//! - **Scripts reach member keys by prefix** (`zsxq:user:` + id read from a
+//!   sorted set), which standalone Redis allows. This store does not support
+//!   Redis Cluster; neither do the seed's multi-key pipelines.
+//! - **Stale number keys.** `user_id_by_number` trusts a number key only if
+//!   the member's hash still carries that number.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Pipeline, RedisError, RedisResult, Value};
+
+use super::{
+    ClearReport, Page, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats, keys,
+    ttl_millis,
+};
+use crate::clock::Clock;
+use crate::domain::{CachedMember, Member, MemberNumber, UserId};
+
+/// Longest wait for a TCP connect plus Redis handshake. Redis runs next to
+/// the service; anything slower is an outage and the cache falls back to the
+/// upstream rather than making the operator wait.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Longest wait for the answer to one command or pipeline.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Our own bound on one round trip (dial + answer + slack), enforced outside
+/// the client library so that no code path can hang.
+const ROUND_TRIP_DEADLINE: Duration = Duration::from_millis(1_200);
+
+/// Ids examined per pruning step; keeps each script call short so Redis is
+/// never blocked noticeably.
+const PRUNE_BATCH: usize = 200;
+
+/// Ids per `SSCAN` step and keys per `SCAN` step of `clear`.
+const CLEAR_SSCAN_COUNT: usize = 500;
+const CLEAR_SCAN_COUNT: usize = 1_000;
+
+/// How often `page` re-reads after finding ids whose hash vanished between
+/// pruning and reading (eviction, concurrent expiry).
+const PAGE_ATTEMPTS: usize = 3;
+
+/// Counter fields of `zsxq:stats:cache`, as the seed names them.
+const STAT_TOTAL_REQUESTS: &str = "total_requests";
+const STAT_CACHE_HITS: &str = "cache_hits";
+const STAT_CACHE_MISSES: &str = "cache_misses";
+const STAT_API_CALLS: &str = "api_calls";
+const STAT_LAST_SYNC_TIME: &str = "last_sync_time";
+
+/// Inside a write batch: for each member (KEYS[i] = its hash, ARGV[2i] = id,
+/// ARGV[2i+1] = new number) delete the number key of its previous number if
+/// that key still points to it. ARGV[1] is the number-key prefix.
+const DROP_OLD_NUMBERS: &str = r"
+local dropped = 0
+for i, user_key in ipairs(KEYS) do
+  local id = ARGV[2 * i]
+  local new_number = ARGV[2 * i + 1]
+  local old_number = redis.call('HGET', user_key, 'number')
+  if old_number and old_number ~= new_number then
+    local number_key = ARGV[1] .. old_number
+    if redis.call('GET', number_key) == id then
+      dropped = dropped + redis.call('DEL', number_key)
+    end
+  end
+end
+return dropped
+";
+
+/// Gives every key in KEYS at least ARGV[1] ms to live, never shortening a
+/// longer TTL, and adds a TTL to a key that lacks one.
+const EXTEND_TTL: &str = r"
+local ttl = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  local left = redis.call('PTTL', key)
+  if left == -1 or (left >= 0 and left < ttl) then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+return 0
+";
+
+/// One pruning step. KEYS = users:all, idx:number, idx:join_time, idx:expiry;
+/// ARGV = now (ms), offset, batch size, member-hash prefix. Looks at up to
+/// `batch` ids due by `now` and forgets those whose hash is gone. Returns
+/// {ids seen, ids kept}; kept ids (hash still alive, e.g. clocks differ) are
+/// skipped over by the caller's offset.
+const PRUNE_EXPIRED: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', ARGV[2], ARGV[3])
+local kept = 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+    kept = kept + 1
+  else
+    redis.call('SREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+  end
+end
+return {#ids, kept}
+";
+
+/// Forgets the given ids (ARGV[2..]) whose hash (ARGV[1] .. id) is gone, from
+/// the set and every index (KEYS as for [`PRUNE_EXPIRED`]). Returns how many.
+const FORGET_VANISHED: &str = r"
+local removed = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then
+    redis.call('SREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+    removed = removed + 1
+  end
+end
+return removed
+";
+
+/// The keys a member's presence is recorded in besides its own hash, in the
+/// order the scripts above expect them.
+const MEMBERSHIP_KEYS: [&str; 4] = [
+    keys::USERS_ALL,
+    keys::IDX_NUMBER,
+    keys::IDX_JOIN_TIME,
+    keys::IDX_EXPIRY,
+];
+
+/// Whether a failed request may be sent again.
+#[derive(Debug, Clone, Copy)]
+enum Replay {
+    /// Sending twice does no harm (reads, writes of absolute values).
+    Idempotent,
+    /// Counters: replay only when the first attempt certainly never left,
+    /// i.e. the connection was refused.
+    OnlyUnsent,
+}
+
+impl Replay {
+    fn allows(self, error: &RedisError) -> bool {
+        match self {
+            Replay::Idempotent => error.is_connection_refusal() || error.is_connection_dropped(),
+            Replay::OnlyUnsent => error.is_connection_refusal(),
+        }
+    }
+}
+
+/// Members, indexes and counters in Redis. Cheap to share behind an `Arc`;
+/// all methods take `&self`.
+pub struct RedisStore {
+    /// Multiplexed, self-reconnecting connection; cloning it is an `Arc`
+    /// clone, so each call works on its own handle.
+    conn: ConnectionManager,
+    /// Source of "now" for expiry scores, so pruning agrees with the TTLs the
+    /// rest of the service reasons about.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password; never print it.
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Builds the store without dialling: an unreachable Redis is not an
+    /// error here, only on use, and the store reconnects by itself later.
+    /// Fails only for a malformed URL or when called outside a Tokio runtime
+    /// (the connection manager needs one to run its background task).
+    pub fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::Redis(RedisError::from((
+                redis::ErrorKind::Client,
+                "RedisStore::connect must be called inside a Tokio runtime",
+            ))));
+        }
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // No retry loop inside a call: a failed dial fails the call now,
+            // and the next call dials again.
+            .set_number_of_retries(0);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self { conn, clock })
+    }
+
+    /// Runs one round trip under [`ROUND_TRIP_DEADLINE`], replaying it once
+    /// when `replay` allows the error it failed with.
+    async fn call<T, F, Fut>(&self, replay: Replay, request: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut replayed = false;
+        loop {
+            let attempt = tokio::time::timeout(ROUND_TRIP_DEADLINE, request(self.conn.clone()));
+            match attempt.await {
+                Err(_) => return Err(StoreError::Timeout(ROUND_TRIP_DEADLINE)),
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if !replayed && replay.allows(&e) => replayed = true,
+                Ok(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends a pipeline and returns one raw reply per non-ignored command.
+    async fn pipeline(&self, replay: Replay, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+        self.call(replay, |mut conn| async move {
+            pipe.query_async::<Vec<Value>>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Sends one command and decodes its reply.
+    async fn command<T: FromRedisValue>(
+        &self,
+        replay: Replay,
+        cmd: &redis::Cmd,
+        what: &str,
+    ) -> Result<T, StoreError> {
+        let value = self
+            .call(replay, |mut conn| async move {
+                cmd.query_async::<Value>(&mut conn).await
+            })
+            .await?;
+        decode(value, what)
+    }
+
+    /// Forgets set and index entries of members that expired by now. Walks
+    /// only entries due by now, [`PRUNE_BATCH`] at a time.
+    async fn prune_expired(&self) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let mut offset = 0usize;
+        loop {
+            let mut cmd = eval(PRUNE_EXPIRED, &MEMBERSHIP_KEYS);
+            cmd.arg(now)
+                .arg(offset)
+                .arg(PRUNE_BATCH)
+                .arg(keys::USER_PREFIX);
+            let (seen, kept): (usize, usize) = self
+                .command(Replay::Idempotent, &cmd, "prune reply")
+                .await?;
+            if seen > kept {
+                tracing::debug!(removed = seen - kept, "pruned expired members from indexes");
+            }
+            offset += kept;
+            if seen < PRUNE_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Forgets `ids` whose hash is gone; returns how many were forgotten.
+    async fn forget_vanished(&self, ids: &[UserId]) -> Result<u64, StoreError> {
+        let mut cmd = eval(FORGET_VANISHED, &MEMBERSHIP_KEYS);
+        cmd.arg(keys::USER_PREFIX);
+        for id in ids {
+            cmd.arg(id.get());
+        }
+        self.command(Replay::Idempotent, &cmd, "forget reply").await
+    }
+
+    /// Reads the hashes of `ids` in one pipeline; `None` where absent.
+    async fn read_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &id in ids {
+            pipe.hgetall(keys::user(id));
+        }
+        let replies = self.pipeline(Replay::Idempotent, &pipe).await?;
+        if replies.len() != ids.len() {
+            return Err(short_reply(ids.len(), replies.len()));
+        }
+        ids.iter()
+            .zip(replies)
+            .map(|(&id, reply)| {
+                let fields: HashMap<String, String> = decode(reply, "member hash")?;
+                if fields.is_empty() {
+                    Ok(None)
+                } else {
+                    member_from_hash(id, fields).map(Some)
+                }
+            })
+            .collect()
+    }
+
+    /// Deletes `keys` one `DEL` each, returning which ones existed.
+    async fn delete_each(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.del(key);
+        }
+        let replies = self.pipeline(Replay::Idempotent, &pipe).await?;
+        if replies.len() != keys.len() {
+            return Err(short_reply(keys.len(), replies.len()));
+        }
+        replies
+            .into_iter()
+            .map(|reply| decode::<u64>(reply, "DEL reply").map(|n| n > 0))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
+        self.read_members(ids).await
+    }
+
+    async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError> {
+        let get = redis::cmd("GET").arg(keys::number(number)).take();
+        let raw: Option<String> = self.command(Replay::Idempotent, &get, "number key").await?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let id = UserId::parse(&raw).map_err(|e| {
+            StoreError::Corrupt(format!("{} holds {raw:?}: {e}", keys::number(number)))
+        })?;
+        // The key may be stale: the member's number changed, or the number
+        // now belongs to someone else. Only the hash is authoritative.
+        let hget = redis::cmd("HGET").arg(keys::user(id)).arg("number").take();
+        let current: Option<String> = self
+            .command(Replay::Idempotent, &hget, "member number")
+            .await?;
+        Ok((current.as_deref() == Some(number.to_string().as_str())).then_some(id))
+    }
+
+    async fn put_members(&self, members: &[CachedMember], ttl: Duration) -> Result<(), StoreError> {
+        let members = last_write_per_id(members);
+        if members.is_empty() {
+            return Ok(());
+        }
+        let ttl_ms = ttl_millis(ttl);
+        let expires_at = self.clock.now_ms().saturating_add(ttl_ms);
+
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+
+        let user_keys: Vec<String> = members
+            .iter()
+            .map(|m| keys::user(m.member.user_id))
+            .collect();
+        let mut drop_old = eval(DROP_OLD_NUMBERS, &user_keys);
+        drop_old.arg(keys::NUMBER_PREFIX);
+        for m in &members {
+            drop_old
+                .arg(m.member.user_id.get())
+                .arg(m.member.number.get());
+        }
+        pipe.add_command(drop_old).ignore();
+
+        for (m, user_key) in members.iter().zip(&user_keys) {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(user_key);
+            for (field, value) in hash_fields(m) {
+                hset.arg(field).arg(value);
+            }
+            pipe.add_command(hset).ignore();
+            pipe.cmd("PEXPIRE").arg(user_key).arg(ttl_ms).ignore();
+            pipe.cmd("SET")
+                .arg(keys::number(m.member.number))
+                .arg(m.member.user_id.get())
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
+
+        pipe.cmd("SADD").arg(keys::USERS_ALL);
+        for m in &members {
+            pipe.arg(m.member.user_id.get());
+        }
+        pipe.ignore();
+        zadd(
+            &mut pipe,
+            keys::IDX_NUMBER,
+            members
+                .iter()
+                .map(|m| (m.member.number.get(), m.member.user_id)),
+        );
+        zadd(
+            &mut pipe,
+            keys::IDX_JOIN_TIME,
+            members
+                .iter()
+                .map(|m| (m.member.join_time_ms(), m.member.user_id)),
+        );
+        zadd(
+            &mut pipe,
+            keys::IDX_EXPIRY,
+            members.iter().map(|m| (expires_at, m.member.user_id)),
+        );
+
+        let mut extend = eval(EXTEND_TTL, &MEMBERSHIP_KEYS);
+        extend.arg(ttl_ms);
+        pipe.add_command(extend).ignore();
+
+        self.pipeline(Replay::Idempotent, &pipe).await?;
+        Ok(())
+    }
+
+    async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &id in ids {
+            pipe.exists(keys::user(id));
+        }
+        let replies = self.pipeline(Replay::Idempotent, &pipe).await?;
+        if replies.len() != ids.len() {
+            return Err(short_reply(ids.len(), replies.len()));
+        }
+        replies
+            .into_iter()
+            .map(|reply| decode::<bool>(reply, "EXISTS reply"))
+            .collect()
+    }
+
+    async fn page(
+        &self,
+        sort: SortBy,
+        order: SortOrder,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page, StoreError> {
+        self.prune_expired().await?;
+        let index = match sort {
+            SortBy::Number => keys::IDX_NUMBER,
+            SortBy::JoinTime => keys::IDX_JOIN_TIME,
+        };
+        let range = match order {
+            SortOrder::Asc => "ZRANGE",
+            SortOrder::Desc => "ZREVRANGE",
+        };
+        if limit == 0 {
+            // Not ZRANGE 0 -1: that would fetch the whole index.
+            let zcard = redis::cmd("ZCARD").arg(index).take();
+            let total = self
+                .command(Replay::Idempotent, &zcard, "ZCARD reply")
+                .await?;
+            return Ok(Page {
+                members: Vec::new(),
+                total,
+            });
+        }
+        let start = i64::try_from(offset).unwrap_or(i64::MAX);
+        let stop = start.saturating_add(i64::try_from(limit - 1).unwrap_or(i64::MAX));
+
+        let mut attempt = 1;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.zcard(index);
+            pipe.cmd(range).arg(index).arg(start).arg(stop);
+            let mut replies = self.pipeline(Replay::Idempotent, &pipe).await?.into_iter();
+            let total: u64 = decode(replies.next().unwrap_or_default(), "ZCARD reply")?;
+            let raw_ids: Vec<String> = decode(replies.next().unwrap_or_default(), "ZRANGE reply")?;
+            if raw_ids.is_empty() {
+                return Ok(Page {
+                    members: Vec::new(),
+                    total,
+                });
+            }
+            let ids = raw_ids
+                .iter()
+                .map(|raw| parse_indexed_id(index, raw))
+                .collect::<Result<Vec<_>, _>>()?;
+            let records = self.read_members(&ids).await?;
+            let vanished: Vec<UserId> = ids
+                .iter()
+                .zip(&records)
+                .filter(|(_, record)| record.is_none())
+                .map(|(&id, _)| id)
+                .collect();
+            let members: Vec<CachedMember> = records.into_iter().flatten().collect();
+            if vanished.is_empty() {
+                return Ok(Page { members, total });
+            }
+            let forgotten = self.forget_vanished(&vanished).await?;
+            if attempt == PAGE_ATTEMPTS {
+                return Ok(Page {
+                    members,
+                    total: total.saturating_sub(forgotten),
+                });
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.prune_expired().await?;
+        let scard = redis::cmd("SCARD").arg(keys::USERS_ALL).take();
+        self.command(Replay::Idempotent, &scard, "SCARD reply")
+            .await
+    }
+
+    async fn clear(&self) -> Result<ClearReport, StoreError> {
+        let mut report = ClearReport::default();
+
+        // 1. Members listed in the set: their hash and their number key.
+        let mut cursor: u64 = 0;
+        loop {
+            let sscan = redis::cmd("SSCAN")
+                .arg(keys::USERS_ALL)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(CLEAR_SSCAN_COUNT)
+                .take();
+            let (next, raw_ids): (u64, Vec<String>) = self
+                .command(Replay::Idempotent, &sscan, "SSCAN reply")
+                .await?;
+            // Garbage in the set is skipped here; the set itself and the
+            // namespace sweep below still remove everything we own.
+            let ids: Vec<UserId> = raw_ids
+                .iter()
+                .filter_map(|raw| UserId::parse(raw).ok())
+                .collect();
+            if !ids.is_empty() {
+                let mut numbers = redis::pipe();
+                for &id in &ids {
+                    numbers.hget(keys::user(id), "number");
+                }
+                let replies = self.pipeline(Replay::Idempotent, &numbers).await?;
+                let mut doomed = Vec::with_capacity(ids.len() * 2);
+                let mut is_user = Vec::with_capacity(ids.len() * 2);
+                for (&id, reply) in ids.iter().zip(replies) {
+                    doomed.push(keys::user(id));
+                    is_user.push(true);
+                    let number: Option<String> = decode(reply, "member number").unwrap_or(None);
+                    if let Some(n) = number.and_then(|raw| MemberNumber::parse(&raw).ok()) {
+                        doomed.push(keys::number(n));
+                        is_user.push(false);
+                    }
+                }
+                let existed = self.delete_each(&doomed).await?;
+                for (existed, is_user) in existed.into_iter().zip(is_user) {
+                    if existed {
+                        report.deleted_keys += 1;
+                        report.deleted_users += u64::from(is_user);
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+
+        // 2. The fixed keys: set, indexes, counters.
+        let fixed: Vec<String> = keys::FIXED.iter().map(|k| (*k).to_owned()).collect();
+        let existed = self.delete_each(&fixed).await?;
+        report.deleted_keys += existed.into_iter().filter(|e| *e).count() as u64;
+
+        // 3. Leftovers the set no longer knew about: stale number keys,
+        // hashes whose set entry was lost. SCAN may repeat keys; DEL's reply
+        // tells whether a key was still there, so nothing is counted twice.
+        let mut cursor: u64 = 0;
+        let mut seen = HashSet::new();
+        loop {
+            let scan = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(keys::NAMESPACE_PATTERN)
+                .arg("COUNT")
+                .arg(CLEAR_SCAN_COUNT)
+                .take();
+            let (next, found): (u64, Vec<String>) = self
+                .command(Replay::Idempotent, &scan, "SCAN reply")
+                .await?;
+            let doomed: Vec<String> = found
+                .into_iter()
+                .filter(|key| keys::is_store_key(key) && seen.insert(key.clone()))
+                .collect();
+            let existed = self.delete_each(&doomed).await?;
+            for (key, existed) in doomed.iter().zip(existed) {
+                if existed {
+                    report.deleted_keys += 1;
+                    report.deleted_users += u64::from(key.starts_with(keys::USER_PREFIX));
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError> {
+        if delta.is_zero() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (field, value) in [
+            (STAT_TOTAL_REQUESTS, delta.total_requests),
+            (STAT_CACHE_HITS, delta.cache_hits),
+            (STAT_CACHE_MISSES, delta.cache_misses),
+            (STAT_API_CALLS, delta.api_calls),
+        ] {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            pipe.cmd("HINCRBY")
+                .arg(keys::STATS)
+                .arg(field)
+                .arg(value)
+                .ignore();
+        }
+        self.pipeline(Replay::OnlyUnsent, &pipe).await?;
+        Ok(())
+    }
+
+    async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError> {
+        let hset = redis::cmd("HSET")
+            .arg(keys::STATS)
+            .arg(STAT_LAST_SYNC_TIME)
+            .arg(ms)
+            .take();
+        let _: u64 = self
+            .command(Replay::Idempotent, &hset, "HSET reply")
+            .await?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<StoredStats, StoreError> {
+        let hgetall = redis::cmd("HGETALL").arg(keys::STATS).take();
+        let fields: HashMap<String, String> = self
+            .command(Replay::Idempotent, &hgetall, "stats hash")
+            .await?;
+        let counter = |name: &str| -> Result<u64, StoreError> {
+            fields.get(name).map_or(Ok(0), |raw| {
+                raw.parse().map_err(|_| {
+                    StoreError::Corrupt(format!("{} field {name} is {raw:?}", keys::STATS))
+                })
+            })
+        };
+        let last_sync_time = match fields.get(STAT_LAST_SYNC_TIME) {
+            None => None,
+            Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "{} field {STAT_LAST_SYNC_TIME} is {raw:?}",
+                    keys::STATS
+                ))
+            })?),
+        };
+        Ok(StoredStats {
+            counters: StatCounters {
+                total_requests: counter(STAT_TOTAL_REQUESTS)?,
+                cache_hits: counter(STAT_CACHE_HITS)?,
+                cache_misses: counter(STAT_CACHE_MISSES)?,
+                api_calls: counter(STAT_API_CALLS)?,
+            },
+            last_sync_time,
+        })
+    }
+
+    async fn memory_usage(&self) -> Result<String, StoreError> {
+        let info = redis::cmd("INFO").arg("memory").take();
+        let text: String = self
+            .command(Replay::Idempotent, &info, "INFO reply")
+            .await?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("used_memory_human:"))
+            .map(|value| value.trim().to_owned())
+            .ok_or_else(|| StoreError::Corrupt("INFO memory lacks used_memory_human".into()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let ping = redis::cmd("PING").take();
+        let reply: String = self
+            .command(Replay::Idempotent, &ping, "PING reply")
+            .await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!("PING answered {reply:?}")))
+        }
+    }
+}
+
+/// `EVAL script numkeys keys…`, arguments to be appended by the caller. Plain
+/// EVAL rather than EVALSHA: the scripts are a few hundred bytes, and EVAL
+/// cannot fail with NOSCRIPT inside a transaction.
+fn eval<K: AsRef<str>>(script: &str, keys: &[K]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len());
+    for key in keys {
+        cmd.arg(key.as_ref());
+    }
+    cmd
+}
+
+/// Appends `ZADD index score id …` for every entry, reply ignored.
+fn zadd<S: redis::ToRedisArgs>(
+    pipe: &mut Pipeline,
+    index: &str,
+    entries: impl Iterator<Item = (S, UserId)>,
+) {
+    pipe.cmd("ZADD").arg(index);
+    for (score, id) in entries {
+        pipe.arg(score).arg(id.get());
+    }
+    pipe.ignore();
+}
+
+/// Decodes a reply, reporting a reply of the wrong shape as corrupt data.
+fn decode<T: FromRedisValue>(value: Value, what: &str) -> Result<T, StoreError> {
+    redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn short_reply(expected: usize, got: usize) -> StoreError {
+    StoreError::Corrupt(format!(
+        "pipeline answered {got} replies for {expected} commands"
+    ))
+}
+
+/// Keeps the last record per user id, in first-seen order, so one batch never
+/// writes two versions of a member (which would leave a stale number key).
+fn last_write_per_id(members: &[CachedMember]) -> Vec<&CachedMember> {
+    let mut position: HashMap<UserId, usize> = HashMap::with_capacity(members.len());
+    let mut out: Vec<&CachedMember> = Vec::with_capacity(members.len());
+    for m in members {
+        match position.get(&m.member.user_id) {
+            Some(&i) => out[i] = m,
+            None => {
+                position.insert(m.member.user_id, out.len());
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+fn parse_indexed_id(index: &str, raw: &str) -> Result<UserId, StoreError> {
+    UserId::parse(raw).map_err(|e| StoreError::Corrupt(format!("{index} holds {raw:?}: {e}")))
+}
+
+/// The hash fields, all as strings, in the seed's order (seed §4.2.1).
+fn hash_fields(m: &CachedMember) -> [(&'static str, String); 11] {
+    let member = &m.member;
+    [
+        ("user_id", member.user_id.to_string()),
+        ("number", member.number.to_string()),
+        ("name", member.name.clone()),
+        ("unique_id", member.unique_id.clone()),
+        ("avatar_url", member.avatar_url.clone()),
+        ("join_time", member.join_time.clone()),
+        ("status", member.status.clone()),
+        ("expired_time", member.expired_time.clone()),
+        ("introduction", member.introduction.clone()),
+        ("cached_at", m.cached_at.to_string()),
+        ("updated_at", m.updated_at.to_string()),
+    ]
+}
+
+/// Rebuilds a record from its hash. Identity and bookkeeping fields must be
+/// present and well-formed; descriptive strings default to empty, as the
+/// upstream omits them freely.
+fn member_from_hash(
+    id: UserId,
+    mut fields: HashMap<String, String>,
+) -> Result<CachedMember, StoreError> {
+    let key = keys::user(id);
+    let mut required = |name: &str| {
+        fields
+            .remove(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("{key} lacks field {name}")))
+    };
+    let raw_id = required("user_id")?;
+    let raw_number = required("number")?;
+    let raw_cached_at = required("cached_at")?;
+    let raw_updated_at = required("updated_at")?;
+    let corrupt =
+        |name: &str, raw: &str| StoreError::Corrupt(format!("{key} field {name} is {raw:?}"));
+
+    let user_id = UserId::parse(&raw_id).map_err(|_| corrupt("user_id", &raw_id))?;
+    if user_id != id {
+        return Err(corrupt("user_id", &raw_id));
+    }
+    let number = MemberNumber::parse(&raw_number).map_err(|_| corrupt("number", &raw_number))?;
+    let cached_at = raw_cached_at
+        .parse()
+        .map_err(|_| corrupt("cached_at", &raw_cached_at))?;
+    let updated_at = raw_updated_at
+        .parse()
+        .map_err(|_| corrupt("updated_at", &raw_updated_at))?;
+    let mut text = |name: &str| fields.remove(name).unwrap_or_default();
+    Ok(CachedMember {
+        member: Member {
+            user_id,
+            number,
+            name: text("name"),
+            unique_id: text("unique_id"),
+            avatar_url: text("avatar_url"),
+            join_time: text("join_time"),
+            status: text("status"),
+            expired_time: text("expired_time"),
+            introduction: text("introduction"),
+        },
+        cached_at,
+        updated_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CachedMember {
+        CachedMember {
+            member: Member {
+                user_id: UserId::parse("454881884228").unwrap(),
+                number: MemberNumber::parse("177").unwrap(),
+                name: "青弦 🎯".into(),
+                unique_id: String::new(),
+                avatar_url: "https://images.zsxq.com/a.jpg".into(),
+                join_time: "2024-09-04T22:39:05.287+0800".into(),
+                status: "joined".into(),
+                expired_time: "2026-09-04T22:39:05.287+0800".into(),
+                introduction: "高级前端开发工程师".into(),
+            },
+            cached_at: 1_730_080_000_000,
+            updated_at: 1_730_080_000_001,
+        }
+    }
+
+    #[test]
+    fn a_record_survives_the_trip_through_hash_fields() {
+        let m = sample();
+        let fields: HashMap<String, String> = hash_fields(&m)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(member_from_hash(m.member.user_id, fields).unwrap(), m);
+    }
+
+    #[test]
+    fn a_hash_with_a_bad_number_or_foreign_id_is_corrupt() {
+        let m = sample();
+        let base: HashMap<String, String> = hash_fields(&m)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+
+        let mut bad_number = base.clone();
+        bad_number.insert("number".into(), "abc".into());
+        assert!(matches!(
+            member_from_hash(m.member.user_id, bad_number),
+            Err(StoreError::Corrupt(_))
+        ));
+
+        let other = UserId::parse("1").unwrap();
+        assert!(matches!(
+            member_from_hash(other, base.clone()),
+            Err(StoreError::Corrupt(_))
+        ));
+
+        let mut missing = base;
+        missing.remove("cached_at");
+        assert!(matches!(
+            member_from_hash(m.member.user_id, missing),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_batch_keeps_only_the_last_write_of_each_member() {
+        let first = sample();
+        let mut second = sample();
+        second.member.number = MemberNumber::parse("178").unwrap();
+        let mut other = sample();
+        other.member.user_id = UserId::parse("2").unwrap();
+        let batch = [first, other.clone(), second.clone()];
+        let kept = last_write_per_id(&batch);
+        assert_eq!(kept, vec![&second, &other]);
+    }
+}

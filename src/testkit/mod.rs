@@ -1,0 +1,10 @@
+//! Support code for tests and benchmarks that need real external systems.
+//!
+//! It is ordinary, always-compiled library code rather than `#[cfg(test)]`
+//! because integration tests (`tests/`) and benchmarks are separate crates
+//! that can only reach the library's public items. Nothing in the service
+//! itself uses it.
+
+pub mod redis_server;
+
+pub use redis_server::RedisServer;

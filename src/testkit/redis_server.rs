@@ -1,0 +1,227 @@
+//! A throwaway `redis-server` for tests: real Redis, no mocks (STYLE.md).
+//!
+//! Each [`RedisServer`] runs its own process on a free port of 127.0.0.1 with
+//! persistence off, so tests never share state, never leave files behind and
+//! never touch a Redis someone else runs (the shared one on 6379 is refused
+//! outright). The process is killed when the value is dropped, including when
+//! a test panics.
+//!
+//! Fault injection is done on the real process: [`RedisServer::stop`] and
+//! [`RedisServer::restart`] model Redis going away and coming back on the same
+//! address; [`RedisServer::pause`] / [`RedisServer::resume`] (SIGSTOP/SIGCONT)
+//! model a hung server whose socket still accepts connections but never
+//! answers, which is the case that makes naive clients hang.
+//!
+//! The methods block the calling thread (start-up waits up to a few seconds
+//! for PING to answer). That is fine in a test or benchmark; the server never
+//! uses this module.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Port of the machine's shared Redis; a test must never start on it.
+const SHARED_REDIS_PORT: u16 = 6379;
+
+/// How long a fresh server gets to answer PING before start-up fails.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many free ports `start` tries; another process can grab a port between
+/// our probe and redis-server's bind.
+const START_ATTEMPTS: usize = 3;
+
+/// A `redis-server` child process owned by a test.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// Fixed for the life of the value, so `restart` comes back on the same
+    /// address and a store built before the outage can reconnect to it.
+    port: u16,
+    /// `None` while stopped.
+    child: Option<Child>,
+    /// Whether the process is currently SIGSTOPped; `stop` and `Drop` resume
+    /// it first so it can be reaped cleanly.
+    paused: bool,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` from `PATH` on a free local port and waits until
+    /// it answers PING. Fails with a message naming the package to install if
+    /// the binary is missing.
+    pub fn start() -> io::Result<Self> {
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            let mut server = RedisServer {
+                port,
+                child: None,
+                paused: false,
+            };
+            match server.spawn_and_wait() {
+                Ok(()) => return Ok(server),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+    }
+
+    /// The TCP port the server listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`, ready for `RedisStore::connect`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server and waits for it to exit. Data is lost (persistence
+    /// is off), exactly like a crashed cache.
+    pub fn stop(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // SIGKILL also ends a stopped process; no need to resume first.
+            self.paused = false;
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the server if it runs and starts a fresh one on the same port.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop()?;
+        self.spawn_and_wait()
+    }
+
+    /// Freezes the process (SIGSTOP): connections are still accepted by the
+    /// kernel but nothing is answered, like a server stuck in a long command.
+    pub fn pause(&mut self) -> io::Result<()> {
+        self.signal("-STOP")?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&mut self) -> io::Result<()> {
+        self.signal("-CONT")?;
+        self.paused = false;
+        Ok(())
+    }
+
+    fn signal(&self, signal: &str) -> io::Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| io::Error::other("redis-server is not running"))?;
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("kill {signal} failed: {status}")))
+        }
+    }
+
+    fn spawn_and_wait(&mut self) -> io::Result<()> {
+        if self.port == SHARED_REDIS_PORT {
+            return Err(io::Error::other(
+                "refusing to start on the shared Redis port 6379",
+            ));
+        }
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .args(["--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "redis-server not found on PATH; install it with \
+                         `apt-get install -y redis-server`",
+                    )
+                } else {
+                    e
+                }
+            })?;
+        self.child = Some(child);
+        self.paused = false;
+        match self.wait_until_ready() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Do not leave a half-started process behind.
+                let _ = self.stop();
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_until_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Err(io::Error::other(format!(
+                    "redis-server on port {} exited during start-up: {status}",
+                    self.port
+                )));
+            }
+            if ping(self.port).unwrap_or(false) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "redis-server on port {} did not answer PING within {READY_TIMEOUT:?}",
+                        self.port
+                    ),
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Asks the OS for a free port by binding port 0, never returning 6379.
+fn free_port() -> io::Result<u16> {
+    loop {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = listener.local_addr()?.port();
+        if port != SHARED_REDIS_PORT {
+            return Ok(port);
+        }
+    }
+}
+
+/// One raw RESP PING with short timeouts; `Ok(true)` once the server answers.
+fn ping(port: u16) -> io::Result<bool> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.set_write_timeout(Some(Duration::from_millis(500)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply)?;
+    Ok(&reply == b"+PONG\r\n")
+}
