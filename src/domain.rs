@@ -21,7 +21,9 @@ pub struct ParseIdError(String);
 fn parse_positive(kind: &str, raw: &str) -> Result<u64, ParseIdError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
-        return Err(ParseIdError(format!("{kind} 不能为空 ({kind} must not be empty)")));
+        return Err(ParseIdError(format!(
+            "{kind} 不能为空 ({kind} must not be empty)"
+        )));
     }
     if !trimmed.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ParseIdError(format!(
@@ -219,12 +221,26 @@ mod tests {
 
     #[test]
     fn ids_accept_large_decimal_values() {
-        assert_eq!(UserId::parse("412451285841818").unwrap().get(), 412451285841818);
+        assert_eq!(
+            UserId::parse("412451285841818").unwrap().get(),
+            412451285841818
+        );
     }
 
     #[test]
     fn ids_refuse_non_digits_zero_leading_zero_and_overflow() {
-        for bad in ["", " ", "12a", "-5", "+5", "1.5", "0", "007", "18446744073709551616", "１２"] {
+        for bad in [
+            "",
+            " ",
+            "12a",
+            "-5",
+            "+5",
+            "1.5",
+            "0",
+            "007",
+            "18446744073709551616",
+            "１２",
+        ] {
             assert!(UserId::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

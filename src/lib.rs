@@ -1,7 +1,26 @@
-//! zsxq-cache: a member-number cache in front of the Zsxq API.
+//! zsxq-cache: a member-number cache in front of the Zsxq (知识星球) API and
+//! the refund lists built on it.
+//!
+//! Map of the crate (a newcomer should find things by folder name):
+//! - `upstream/` — the Zsxq client, its budget (rate limit, priority) and the
+//!   1059 retry; `sim/` — the simulated Zsxq API used by demo and tests.
+//! - `store/` — Redis and embedded stores behind one trait, the circuit
+//!   breaker, every Redis key name.
+//! - `cache/` — read-through lookups, singleflight, sync.
+//! - `http/` — the REST API; `startup.rs` wires it all; `config.rs` reads the
+//!   environment; `cli.rs`, `demo.rs` — the command line.
+//! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
 
+pub mod cache;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod demo;
 pub mod domain;
+pub mod http;
 pub mod sim;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod testkit;
+pub mod upstream;

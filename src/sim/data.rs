@@ -159,6 +159,19 @@ pub fn continuous_days(user_id: u64, accumulated: u32) -> u32 {
     accumulated.saturating_sub((user_id % 3) as u32)
 }
 
+/// A former member, still in an old camp's ranking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepartedUser {
+    pub user_id: u64,
+    pub name: String,
+}
+
+/// The camp (by position in the "over" scope) that has departed
+/// participants; never the benchmark camp, whose numbers must all be known.
+pub const DEPARTED_CAMP_POSITION: usize = 1;
+/// How many departed participants that camp has.
+pub const DEPARTED_COUNT: usize = 2;
+
 /// The whole simulated group.
 #[derive(Debug, Clone)]
 pub struct SimData {
@@ -172,6 +185,11 @@ pub struct SimData {
     /// (member number 1, when there are members). Never a camp participant; it
     /// appears in rankings only as `user_specific`.
     pub caller_user_id: u64,
+    /// People who took part in a camp and have since left the group: they
+    /// appear in that camp's ranking, but the member endpoints answer 1037
+    /// and the member list omits them — so their number cannot be known,
+    /// which a refund list must say rather than hide.
+    pub departed: Vec<DepartedUser>,
     /// `user_id` → index into `members`, so lookups stay O(1) under load.
     by_id: HashMap<u64, usize>,
 }
@@ -184,6 +202,11 @@ impl SimData {
             Some(m) if m.user_id == user_id => Some(m),
             _ => self.members.iter().find(|m| m.user_id == user_id),
         }
+    }
+
+    /// The former member with this `user_id`.
+    pub fn departed_by_id(&self, user_id: u64) -> Option<&DepartedUser> {
+        self.departed.iter().find(|d| d.user_id == user_id)
     }
 
     /// The member with this `number`.
@@ -267,7 +290,8 @@ pub fn generate(seed: u64, members: usize, group_id: u64) -> SimData {
             1_000_000_000_000_000,
         ),
     };
-    let camps = generate_camps(&mut rng, &members, &mut used_ids);
+    let mut camps = generate_camps(&mut rng, &members, &mut used_ids);
+    let departed = add_departed(&mut rng, &mut camps, &mut used_ids);
     let by_id = members
         .iter()
         .enumerate()
@@ -278,8 +302,39 @@ pub fn generate(seed: u64, members: usize, group_id: u64) -> SimData {
         members,
         camps,
         caller_user_id,
+        departed,
         by_id,
     }
+}
+
+/// Adds former members to one finished camp (see [`SimData::departed`]).
+fn add_departed(
+    rng: &mut StdRng,
+    camps: &mut [SimCamp],
+    used_ids: &mut HashSet<u64>,
+) -> Vec<DepartedUser> {
+    let Some(camp) = camps
+        .iter_mut()
+        .filter(|c| c.status == CampScope::Over)
+        .nth(DEPARTED_CAMP_POSITION)
+    else {
+        return Vec::new();
+    };
+    if camp.participants.is_empty() {
+        return Vec::new();
+    }
+    let names = ["已退出的小李", "👋再见"];
+    let mut departed = Vec::new();
+    for name in names.iter().take(DEPARTED_COUNT) {
+        let user_id = fresh_id(rng, used_ids, 100_000_000_000, 1_000_000_000_000_000);
+        let days = random_days(rng, camp.checkin_days);
+        camp.participants.push((user_id, days));
+        departed.push(DepartedUser {
+            user_id,
+            name: (*name).to_string(),
+        });
+    }
+    departed
 }
 
 /// Draws an id in `lo..hi` that has not been handed out yet.

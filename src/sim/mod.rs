@@ -26,8 +26,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use data::{
-    BENCHMARK_CHECKIN_DAYS, BENCHMARK_PARTICIPANTS, CampScope, RankingType, SimCamp, SimData,
-    SimMember, continuous_days, generate, zsxq_time,
+    BENCHMARK_CHECKIN_DAYS, BENCHMARK_PARTICIPANTS, CampScope, DEPARTED_CAMP_POSITION,
+    DEPARTED_COUNT, DepartedUser, RankingType, SimCamp, SimData, SimMember, continuous_days,
+    generate, zsxq_time,
 };
 pub use server::{MAX_PAGE_COUNT, RANKING_PAGE_SIZE};
 pub use state::{SimCallsByKind, SimKnobs, SimKnobsPatch, SimStats};

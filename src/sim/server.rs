@@ -130,6 +130,10 @@ impl Failure {
         Self::new(13002).info("该用户不在星球中")
     }
 
+    fn member_left() -> Self {
+        Self::new(1037).error("该用户已退出星球")
+    }
+
     fn member_list_refused() -> Self {
         Self::new(11507).error("超过500人的星球，成员列表仅星主和管理员可见")
     }
@@ -253,6 +257,9 @@ fn count_param(query: &HashMap<String, String>) -> Result<usize, Failure> {
 
 fn find_member<'a>(state: &'a SimState, raw_uid: &str) -> Result<&'a SimMember, Failure> {
     let uid: u64 = raw_uid.parse().map_err(|_| Failure::bad_param("user_id"))?;
+    if state.data.departed_by_id(uid).is_some() {
+        return Err(Failure::member_left());
+    }
     state
         .data
         .member_by_id(uid)
@@ -404,7 +411,14 @@ fn ranking_user_json(state: &SimState, user_id: u64) -> Value {
             "alias": m.alias,
             "avatar_url": m.avatar_url,
         }),
-        None => json!({"user_id": user_id, "name": "", "alias": "", "avatar_url": ""}),
+        None => {
+            let name = state
+                .data
+                .departed_by_id(user_id)
+                .map(|d| d.name.as_str())
+                .unwrap_or("");
+            json!({"user_id": user_id, "name": name, "alias": "", "avatar_url": ""})
+        }
     }
 }
 

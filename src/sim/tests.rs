@@ -819,3 +819,42 @@ async fn serve_runs_on_a_bound_listener_until_the_shutdown_signal() {
     let _ = stop.send(());
     server.await.expect("joins").expect("serves cleanly");
 }
+
+#[tokio::test]
+async fn departed_participants_rank_but_their_member_calls_answer_1037() {
+    let sim = spawn(SimConfig::for_tests()).await.unwrap();
+    let data = &sim.data;
+    assert_eq!(data.departed.len(), DEPARTED_COUNT);
+    let camp = data
+        .camps
+        .iter()
+        .filter(|c| c.status == CampScope::Over)
+        .nth(DEPARTED_CAMP_POSITION)
+        .unwrap();
+    for d in &data.departed {
+        assert!(camp.participants.iter().any(|p| p.0 == d.user_id));
+        assert!(data.member_by_id(d.user_id).is_none());
+    }
+    let bench = data.benchmark_camp().unwrap();
+    assert!(
+        bench
+            .participants
+            .iter()
+            .all(|p| data.member_by_id(p.0).is_some())
+    );
+    let url = format!(
+        "{}/v2/groups/{}/members/{}/summary",
+        sim.base_url, data.group_id, data.departed[0].user_id
+    );
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(url)
+        .header("authorization", "sim-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["succeeded"], false);
+    assert_eq!(body["code"], 1037);
+}

@@ -11,6 +11,7 @@
 //! - no operation scans the whole keyspace (`KEYS` is never used).
 
 pub mod embedded;
+pub mod guard;
 pub mod keys;
 pub mod redis;
 
@@ -30,6 +31,8 @@ pub enum StoreError {
     Embedded(String),
     #[error("store timed out after {0:?}")]
     Timeout(Duration),
+    #[error("store unavailable (circuit open)")]
+    Unavailable,
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
 }

@@ -1,0 +1,281 @@
+//! Bulk warm-up (seed §5.1.4, §7.1.2) — a sync that really syncs.
+//!
+//! The seed's sync filters a list of ids it never obtains, so on an empty
+//! cache it does nothing. Here the ids come from the upstream itself:
+//! 1. the member list, 200 members a call, which already carries every
+//!    number — 500 members cost 3 calls instead of 500;
+//! 2. where listing is refused (11507 groups over 500 members, 1006, 1030),
+//!    the participants of every camp's ranking, then one summary call per
+//!    member not yet cached, `concurrency` at a time, all through the shared
+//!    upstream budget at background priority.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::MemberCache;
+use crate::domain::{CachedMember, Member, UserId};
+use crate::store::StoreError;
+use crate::upstream::{self, CampScope, Priority, UpstreamError};
+
+/// Writes to the store happen in batches of this many members.
+const WRITE_BATCH: usize = 500;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SyncOptions {
+    /// Refresh members that are already cached too.
+    pub force: bool,
+    /// Per-member calls in flight at once (1..=10).
+    pub concurrency: usize,
+}
+
+/// Live progress, readable while the sync runs.
+#[derive(Debug, Default)]
+pub struct SyncProgress {
+    pub total: AtomicU64,
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedUser {
+    pub user_id: UserId,
+    pub error: String,
+}
+
+/// The seed's answer (seed §5.1.4).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub sync_count: u64,
+    pub success_count: u64,
+    pub failed_count: u64,
+    pub skipped_count: u64,
+    pub duration_ms: u64,
+    pub failed_users: Vec<FailedUser>,
+    /// Where the ids came from: "member_list" or "rankings".
+    pub source: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("a sync is already running")]
+    AlreadyRunning,
+    #[error("could not learn the member ids from the upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("cache store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl MemberCache {
+    /// Runs one sync; refuses to start a second one concurrently.
+    pub async fn sync(
+        self: &Arc<Self>,
+        opts: SyncOptions,
+        progress: Arc<SyncProgress>,
+    ) -> Result<SyncReport, SyncError> {
+        let _running = self
+            .sync_lock
+            .try_lock()
+            .map_err(|_| SyncError::AlreadyRunning)?;
+        let started = Instant::now();
+        let mut report = if !self.listing_refused() {
+            match upstream::all_members(self.upstream.as_ref(), Priority::Background).await {
+                Ok(members) => Some(self.sync_from_list(members, opts, &progress).await?),
+                Err(e) if e.is_listing_refused() => {
+                    self.note_listing_refused(&e);
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        if report.is_none() {
+            let ids = self.ids_from_rankings().await?;
+            report = Some(self.sync_one_by_one(ids, opts, &progress).await?);
+        }
+        let mut report = report.unwrap_or_else(|| unreachable!("set above"));
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        if let Err(e) = self.store.set_last_sync_time(self.now_ms()).await {
+            tracing::warn!(error = %e, "could not record the sync time");
+        }
+        tracing::info!(
+            source = report.source,
+            synced = report.sync_count,
+            ok = report.success_count,
+            failed = report.failed_count,
+            skipped = report.skipped_count,
+            duration_ms = report.duration_ms,
+            "sync finished"
+        );
+        Ok(report)
+    }
+
+    /// Which of `ids` to fetch: all with `force`, else the uncached ones.
+    async fn to_fetch(
+        &self,
+        ids: Vec<UserId>,
+        force: bool,
+    ) -> Result<(Vec<UserId>, u64), StoreError> {
+        if force {
+            return Ok((ids, 0));
+        }
+        let cached = self.store.cached_ids(&ids).await?;
+        let skipped = cached.iter().filter(|c| **c).count() as u64;
+        let todo = ids
+            .into_iter()
+            .zip(cached)
+            .filter(|(_, c)| !c)
+            .map(|(id, _)| id)
+            .collect();
+        Ok((todo, skipped))
+    }
+
+    async fn sync_from_list(
+        &self,
+        members: Vec<Member>,
+        opts: SyncOptions,
+        progress: &SyncProgress,
+    ) -> Result<SyncReport, SyncError> {
+        let ids: Vec<UserId> = members.iter().map(|m| m.user_id).collect();
+        let (todo, skipped) = self.to_fetch(ids, opts.force).await?;
+        let todo: BTreeSet<UserId> = todo.into_iter().collect();
+        let now = self.now_ms();
+        let records: Vec<CachedMember> = members
+            .into_iter()
+            .filter(|m| todo.contains(&m.user_id))
+            .map(|member| CachedMember {
+                member,
+                cached_at: now,
+                updated_at: now,
+            })
+            .collect();
+        progress
+            .total
+            .store(records.len() as u64, Ordering::Relaxed);
+        let mut report = empty_report("member_list", records.len() as u64, skipped);
+        for chunk in records.chunks(WRITE_BATCH) {
+            match self.store.put_members(chunk, self.ttl()).await {
+                Ok(()) => {
+                    report.success_count += chunk.len() as u64;
+                    progress
+                        .done
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    for m in chunk {
+                        report.failed_users.push(FailedUser {
+                            user_id: m.member.user_id,
+                            error: format!("缓存写入失败 (cache write failed): {e}"),
+                        });
+                    }
+                    progress
+                        .failed
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        report.failed_count = report.failed_users.len() as u64;
+        Ok(report)
+    }
+
+    /// Every participant of every camp, in every scope. A ranking that cannot
+    /// be read whole fails the sync rather than silently syncing a part.
+    async fn ids_from_rankings(&self) -> Result<Vec<UserId>, UpstreamError> {
+        let mut ids = BTreeSet::new();
+        for scope in CampScope::ALL {
+            let camps = self
+                .upstream
+                .camps(scope, 100, Priority::Background)
+                .await?;
+            for camp in camps {
+                let rows = upstream::full_ranking(
+                    self.upstream.as_ref(),
+                    camp.checkin_id,
+                    Priority::Background,
+                )
+                .await?;
+                ids.extend(rows.into_iter().map(|r| r.user.user_id));
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    async fn sync_one_by_one(
+        self: &Arc<Self>,
+        ids: Vec<UserId>,
+        opts: SyncOptions,
+        progress: &SyncProgress,
+    ) -> Result<SyncReport, SyncError> {
+        let (todo, skipped) = self.to_fetch(ids, opts.force).await?;
+        progress.total.store(todo.len() as u64, Ordering::Relaxed);
+        let mut report = empty_report("rankings", todo.len() as u64, skipped);
+        let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for id in todo {
+            let (cache, gate) = (self.clone(), gate.clone());
+            tasks.spawn(async move {
+                let _slot = gate.acquire_owned().await;
+                let result = cache.fetch_and_store(id).await;
+                (id, result)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (id, result) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "sync task failed");
+                    continue;
+                }
+            };
+            match result {
+                Ok(()) => {
+                    report.success_count += 1;
+                    progress.done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    report.failed_users.push(FailedUser { user_id: id, error });
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        report.failed_users.sort_by_key(|f| f.user_id);
+        report.failed_count = report.failed_users.len() as u64;
+        Ok(report)
+    }
+
+    async fn fetch_and_store(&self, id: UserId) -> Result<(), String> {
+        let member = self
+            .upstream
+            .member_summary(id, Priority::Background)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = self.now_ms();
+        let cached = CachedMember {
+            member,
+            cached_at: now,
+            updated_at: now,
+        };
+        self.store
+            .put_members(&[cached], self.ttl())
+            .await
+            .map_err(|e| format!("缓存写入失败 (cache write failed): {e}"))
+    }
+}
+
+fn empty_report(source: &'static str, sync_count: u64, skipped_count: u64) -> SyncReport {
+    SyncReport {
+        sync_count,
+        success_count: 0,
+        failed_count: 0,
+        skipped_count,
+        duration_ms: 0,
+        failed_users: Vec::new(),
+        source,
+    }
+}

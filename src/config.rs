@@ -1,0 +1,399 @@
+//! Configuration from the environment (SPEC §5, seed §9).
+//!
+//! Variables keep the seed's names and defaults. A `.env` file in the working
+//! directory is read first (real environment variables win). Every value is
+//! parsed here, once: a bad value stops start-up with a message that names the
+//! variable, instead of surfacing later as a confusing runtime failure.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::GroupId;
+
+/// A string that must never be printed: the upstream token and the admin
+/// token. `Debug` and `Display` show a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The raw value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How the upstream token is sent: the web client's cookie or the app's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    /// `Cookie: zsxq_access_token=<token>` (ZSXQ_ACCESS_TOKEN).
+    Cookie(Secret),
+    /// `Authorization: <token>` (ZSXQ_AUTHORIZATION).
+    Header(Secret),
+}
+
+impl UpstreamAuth {
+    pub fn secret(&self) -> &Secret {
+        match self {
+            Self::Cookie(s) | Self::Header(s) => s,
+        }
+    }
+}
+
+/// Where the cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// A redb file; the default, so the product runs without Redis.
+    Embedded { path: PathBuf },
+    /// A Redis server (`redis://…` URL; the password may be inside it).
+    Redis { url: Secret },
+}
+
+/// Everything about talking to the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    pub group_id: GroupId,
+    pub auth: UpstreamAuth,
+    /// Calls per minute for the whole process, spread evenly.
+    pub rate_per_min: u32,
+    /// Upstream calls in flight at once.
+    pub concurrency: usize,
+    /// Minimum spacing between two calls; the seed's `API_REQUEST_DELAY`.
+    pub request_delay: Duration,
+    /// Per-request timeout; a hung upstream must not hold a caller forever.
+    pub timeout: Duration,
+    /// Retries of a throttled (1059/429) or transient failure.
+    pub max_retries: usize,
+    /// First backoff after a throttle; doubled each retry, with jitter.
+    pub retry_base: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub store: StoreConfig,
+    /// `CACHE_TTL`: how long a member record lives in the store.
+    pub cache_ttl: Duration,
+    /// `CACHE_ENABLED=false` sends every lookup to the upstream (seed §9).
+    pub cache_enabled: bool,
+    pub upstream: UpstreamConfig,
+    /// Admin endpoints are refused unless this is set.
+    pub admin_token: Option<Secret>,
+}
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        message: message.into(),
+    }
+}
+
+/// A view over variables: the process environment, or a map in tests.
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    /// The value, with empty strings treated as unset (as `.env` files
+    /// commonly leave `REDIS_PASSWORD=`).
+    fn get(&self, var: &str) -> Option<&str> {
+        self.0.get(var).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+        expected: &str,
+        valid: impl Fn(&T) -> bool,
+    ) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => match raw.parse::<T>() {
+                Ok(v) if valid(&v) => Ok(v),
+                _ => Err(err(var, format!("expected {expected}, got {raw:?}"))),
+            },
+        }
+    }
+
+    fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(other) => Err(err(var, format!("expected true or false, got {other:?}"))),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `.env` (if present) and then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is worth a warning only,
+        // because real environment variables may still carry everything.
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            eprintln!("warning: .env could not be read: {e}");
+        }
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_vars(&vars)
+    }
+
+    /// Parses a configuration from a variable map (the whole environment).
+    pub fn from_vars(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let v = Vars(map);
+        let host = v.parse(
+            "HOST",
+            IpAddr::from([127, 0, 0, 1]),
+            "an IP address",
+            |_| true,
+        )?;
+        let port = v.parse("PORT", 3013u16, "a port number 1..65535", |p| *p > 0)?;
+        let cache_ttl = v.parse("CACHE_TTL", 86_400u64, "seconds, 1..31536000", |s| {
+            (1..=31_536_000).contains(s)
+        })?;
+        let cache_enabled = v.bool("CACHE_ENABLED", true)?;
+        let rate_per_min = v.parse("API_RATE_LIMIT", 50u32, "calls per minute, 1..6000", |r| {
+            (1..=6000).contains(r)
+        })?;
+        let concurrency = v.parse("API_CONCURRENCY", 5usize, "an integer 1..50", |c| {
+            (1..=50).contains(c)
+        })?;
+        let delay_ms = v.parse("API_REQUEST_DELAY", 200u64, "milliseconds, 0..60000", |d| {
+            *d <= 60_000
+        })?;
+        let timeout_ms = v.parse(
+            "API_TIMEOUT_MS",
+            10_000u64,
+            "milliseconds, 100..120000",
+            |t| (100..=120_000).contains(t),
+        )?;
+        let max_retries = v.parse("API_MAX_RETRIES", 4usize, "an integer 0..10", |r| *r <= 10)?;
+        let retry_base_ms = v.parse(
+            "API_RETRY_BASE_MS",
+            1_000u64,
+            "milliseconds, 1..60000",
+            |r| (1..=60_000).contains(r),
+        )?;
+
+        let base_url = v.get("ZSXQ_API_BASE").unwrap_or("https://api.zsxq.com");
+        let base_url = base_url.trim_end_matches('/').to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(err(
+                "ZSXQ_API_BASE",
+                format!("expected an http(s) URL, got {base_url:?}"),
+            ));
+        }
+        let group_id = match v.get("ZSXQ_GROUP_ID") {
+            None => {
+                return Err(err(
+                    "ZSXQ_GROUP_ID",
+                    "not set: the id of your 星球 (group), digits only",
+                ));
+            }
+            Some(raw) => GroupId::parse(raw).map_err(|e| err("ZSXQ_GROUP_ID", e.to_string()))?,
+        };
+        let auth = match (v.get("ZSXQ_ACCESS_TOKEN"), v.get("ZSXQ_AUTHORIZATION")) {
+            (Some(t), _) => UpstreamAuth::Cookie(Secret::new(t)),
+            (None, Some(t)) => UpstreamAuth::Header(Secret::new(t)),
+            (None, None) => {
+                return Err(err(
+                    "ZSXQ_ACCESS_TOKEN",
+                    "not set: give ZSXQ_ACCESS_TOKEN (cookie) or ZSXQ_AUTHORIZATION (header)",
+                ));
+            }
+        };
+
+        let store = Self::store_from(&v)?;
+        let admin_token = match v.get("ADMIN_TOKEN") {
+            None => None,
+            Some(t) if t.len() < 16 => {
+                return Err(err("ADMIN_TOKEN", "too short: use at least 16 characters"));
+            }
+            Some(t) => Some(Secret::new(t)),
+        };
+
+        Ok(Config {
+            host,
+            port,
+            store,
+            cache_ttl: Duration::from_secs(cache_ttl),
+            cache_enabled,
+            upstream: UpstreamConfig {
+                base_url,
+                group_id,
+                auth,
+                rate_per_min,
+                concurrency,
+                request_delay: Duration::from_millis(delay_ms),
+                timeout: Duration::from_millis(timeout_ms),
+                max_retries,
+                retry_base: Duration::from_millis(retry_base_ms),
+            },
+            admin_token,
+        })
+    }
+
+    /// `REDIS_URL` wins; else `REDIS_HOST` (with PORT/PASSWORD/DB) selects
+    /// Redis; with neither, the embedded store is used.
+    fn store_from(v: &Vars<'_>) -> Result<StoreConfig, ConfigError> {
+        if let Some(url) = v.get("REDIS_URL") {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(err("REDIS_URL", "expected a redis:// or rediss:// URL"));
+            }
+            return Ok(StoreConfig::Redis {
+                url: Secret::new(url),
+            });
+        }
+        if let Some(host) = v.get("REDIS_HOST") {
+            if host.contains(['/', '@', ' ']) {
+                return Err(err(
+                    "REDIS_HOST",
+                    format!("expected a host name, got {host:?}"),
+                ));
+            }
+            let port = v.parse("REDIS_PORT", 6379u16, "a port number 1..65535", |p| *p > 0)?;
+            let db = v.parse("REDIS_DB", 0u32, "a database number 0..15", |d| *d <= 15)?;
+            let auth = match v.get("REDIS_PASSWORD") {
+                Some(p) => format!(":{}@", percent_encode(p)),
+                None => String::new(),
+            };
+            let url = format!("redis://{auth}{host}:{port}/{db}");
+            return Ok(StoreConfig::Redis {
+                url: Secret::new(url),
+            });
+        }
+        let path = v.get("EMBEDDED_PATH").unwrap_or("zsxq-cache.redb");
+        Ok(StoreConfig::Embedded {
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+/// Percent-encodes a password for a URL's userinfo part.
+fn percent_encode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = [
+            ("ZSXQ_GROUP_ID", "51122858222824"),
+            ("ZSXQ_ACCESS_TOKEN", "tok-123"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.port, 3013);
+        assert_eq!(c.cache_ttl, Duration::from_secs(86_400));
+        assert!(c.cache_enabled);
+        assert_eq!(c.upstream.rate_per_min, 50);
+        assert_eq!(c.upstream.concurrency, 5);
+        assert_eq!(c.upstream.request_delay, Duration::from_millis(200));
+        assert_eq!(c.upstream.base_url, "https://api.zsxq.com");
+        assert!(matches!(c.store, StoreConfig::Embedded { .. }));
+        assert!(c.admin_token.is_none());
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("PORT", "abc"),
+            ("CACHE_TTL", "0"),
+            ("CACHE_ENABLED", "maybe"),
+            ("API_RATE_LIMIT", "-1"),
+            ("API_CONCURRENCY", "0"),
+            ("ZSXQ_GROUP_ID", "12ab"),
+            ("REDIS_URL", "http://x"),
+            ("ADMIN_TOKEN", "short"),
+        ] {
+            let e = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
+            assert_eq!(e.var, var, "{var}={value}");
+            assert!(e.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn redis_host_variables_build_a_url() {
+        let c = Config::from_vars(&vars(&[
+            ("REDIS_HOST", "cache.internal"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "p@ss word"),
+            ("REDIS_DB", "2"),
+        ]))
+        .unwrap();
+        let StoreConfig::Redis { url } = c.store else {
+            panic!("expected redis")
+        };
+        assert_eq!(url.expose(), "redis://:p%40ss%20word@cache.internal:6380/2");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = Config::from_vars(&vars(&[("ADMIN_TOKEN", "admin-secret-0123456789")])).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("tok-123"));
+        assert!(!printed.contains("admin-secret-0123456789"));
+    }
+
+    #[test]
+    fn missing_group_or_token_is_refused() {
+        let mut m = vars(&[]);
+        m.remove("ZSXQ_GROUP_ID");
+        assert_eq!(Config::from_vars(&m).unwrap_err().var, "ZSXQ_GROUP_ID");
+        let mut m = vars(&[]);
+        m.remove("ZSXQ_ACCESS_TOKEN");
+        assert_eq!(Config::from_vars(&m).unwrap_err().var, "ZSXQ_ACCESS_TOKEN");
+        let mut m = vars(&[("ZSXQ_AUTHORIZATION", "hdr")]);
+        m.remove("ZSXQ_ACCESS_TOKEN");
+        let c = Config::from_vars(&m).unwrap();
+        assert!(matches!(c.upstream.auth, UpstreamAuth::Header(_)));
+    }
+}

@@ -1,0 +1,127 @@
+//! The one envelope every JSON answer uses (SPEC §3) and the one error type
+//! handlers return.
+//!
+//! `{"code": <http status>, "message": "...", "data": ..., "timestamp": <ms>}`.
+//! Errors carry `data: null` and a message that says what to fix. Internal
+//! causes are logged with their chain and never leaked: a client sees "the
+//! upstream is throttling us", not a Redis error string.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cache::LookupError;
+use crate::upstream::UpstreamError;
+
+/// A successful answer in the envelope.
+pub fn ok<T: Serialize>(message: &str, data: T) -> Response {
+    envelope(
+        StatusCode::OK,
+        message,
+        serde_json::to_value(data).unwrap_or(Value::Null),
+    )
+}
+
+pub fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
+    let body = serde_json::json!({
+        "code": status.as_u16(),
+        "message": message,
+        "data": data,
+        "timestamp": chrono::Utc::now().timestamp_millis(),
+    });
+    (status, Json(body)).into_response()
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = envelope(self.status, &self.message, Value::Null);
+        if let Some(ra) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        use UpstreamError as U;
+        let (status, message) = match &e {
+            U::NotMember { .. } => (StatusCode::NOT_FOUND, "用户不是本星球成员 (the user is not a member of this group)".to_string()),
+            U::NotFound { .. } => (StatusCode::NOT_FOUND, "知识星球上不存在该资源 (not found on Zsxq)".to_string()),
+            U::Throttled { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "知识星球接口限流，请稍后重试 (the Zsxq API is throttling us; retry in a minute)".to_string(),
+            ),
+            U::Timeout => (StatusCode::GATEWAY_TIMEOUT, "知识星球接口超时 (the Zsxq API did not answer in time)".to_string()),
+            U::Unauthorized { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "知识星球拒绝了服务的令牌 (Zsxq rejected the service's token; the operator must renew it)".to_string(),
+            ),
+            U::Forbidden { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "知识星球拒绝访问 (Zsxq refused access for the service's account)".to_string(),
+            ),
+            U::BadParameter { .. } | U::Other { .. } | U::Transport(_) | U::Http(_) | U::Malformed(_) => (
+                StatusCode::BAD_GATEWAY,
+                "知识星球接口异常 (the Zsxq API failed; retry later)".to_string(),
+            ),
+        };
+        tracing::warn!(error = %e, status = status.as_u16(), "upstream error answered to client");
+        let retry_after = match &e {
+            U::Throttled { retry_after, .. } => {
+                Some(retry_after.unwrap_or(Duration::from_secs(30)))
+            }
+            U::Timeout | U::Transport(_) | U::Http(_) => Some(Duration::from_secs(5)),
+            _ => None,
+        };
+        Self {
+            status,
+            message,
+            retry_after,
+        }
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::NumberNotFound(_) => ApiError::not_found(e.to_string()),
+            LookupError::Upstream(u) => u.into(),
+        }
+    }
+}

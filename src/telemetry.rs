@@ -1,0 +1,14 @@
+//! Logging setup. `RUST_LOG` filters (default `info`); secrets never reach a
+//! log line because they only exist as [`crate::config::Secret`], whose
+//! `Debug`/`Display` print a placeholder.
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A second init (tests) is harmless.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}

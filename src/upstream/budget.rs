@@ -1,0 +1,274 @@
+//! The process-wide upstream budget: every call to Zsxq — lookups, sync,
+//! rankings — takes a slot here first.
+//!
+//! - **Rate:** a GCRA limiter (governor) at `API_RATE_LIMIT` calls a minute,
+//!   spread evenly with a burst of one, because the real upstream throttles
+//!   bursts with 1059 long before any per-minute count is reached. The seed's
+//!   `API_REQUEST_DELAY` is a floor on the spacing.
+//! - **Concurrency:** at most `API_CONCURRENCY` calls in flight.
+//! - **Priority:** a person waiting on a lookup or a refund list goes first;
+//!   background work (sync, refresh) takes a slot only while no interactive
+//!   caller is waiting.
+//! - **Backoff on throttle:** after a 1059/429, the pace is slowed for a while
+//!   (every slot waits an extra gap that halves on each success), so a
+//!   throttled upstream is not hammered at full rate.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Who is waiting for the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// A person is waiting on the answer (lookup, refund list).
+    Interactive,
+    /// Sync, refresh and warm-up: uses what interactive work leaves.
+    Background,
+}
+
+/// Counters the stats endpoint and logs report.
+#[derive(Debug, Default)]
+pub struct BudgetStats {
+    /// HTTP requests actually sent upstream.
+    pub calls: AtomicU64,
+    /// Answers that were throttles (1059 / 429).
+    pub throttled: AtomicU64,
+    /// Retries made after retryable failures.
+    pub retries: AtomicU64,
+    /// Total microseconds callers waited for a slot, per priority.
+    pub wait_us_interactive: AtomicU64,
+    pub wait_us_background: AtomicU64,
+    pub acquired_interactive: AtomicU64,
+    pub acquired_background: AtomicU64,
+}
+
+/// A snapshot of [`BudgetStats`] for JSON.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct BudgetSnapshot {
+    pub upstream_calls: u64,
+    pub throttled: u64,
+    pub retries: u64,
+    /// Mean wait for a slot, milliseconds.
+    pub queue_wait_ms_interactive: f64,
+    pub queue_wait_ms_background: f64,
+}
+
+pub struct Budget {
+    limiter: DefaultDirectRateLimiter,
+    in_flight: Semaphore,
+    /// Interactive callers currently waiting for a rate slot; background work
+    /// yields while this is non-zero.
+    interactive_waiting: AtomicUsize,
+    /// Extra spacing imposed after a throttle (the adaptive part).
+    penalty: Mutex<Penalty>,
+    /// The steady spacing between calls.
+    period: Duration,
+    pub stats: BudgetStats,
+}
+
+#[derive(Debug, Default)]
+struct Penalty {
+    extra: Duration,
+    /// No slot is handed out before this instant.
+    not_before: Option<Instant>,
+}
+
+/// Decrements the waiting count when an interactive wait ends or is dropped.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Budget {
+    /// `rate_per_min` calls a minute, no closer than `min_delay` apart, at
+    /// most `concurrency` in flight.
+    pub fn new(rate_per_min: u32, min_delay: Duration, concurrency: usize) -> Self {
+        let by_rate = Duration::from_secs_f64(60.0 / f64::from(rate_per_min.max(1)));
+        let period = by_rate.max(min_delay).max(Duration::from_micros(1));
+        let quota = Quota::with_period(period)
+            .expect("period is non-zero")
+            .allow_burst(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::direct(quota),
+            in_flight: Semaphore::new(concurrency.max(1)),
+            interactive_waiting: AtomicUsize::new(0),
+            penalty: Mutex::new(Penalty::default()),
+            period,
+            stats: BudgetStats::default(),
+        }
+    }
+
+    /// The steady spacing between two calls.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Waits for a rate slot and an in-flight permit. The permit must be held
+    /// for the duration of the HTTP call.
+    pub async fn acquire(&self, priority: Priority) -> SemaphorePermit<'_> {
+        let started = Instant::now();
+        match priority {
+            Priority::Interactive => {
+                self.interactive_waiting.fetch_add(1, Ordering::SeqCst);
+                let _guard = WaitingGuard(&self.interactive_waiting);
+                self.wait_penalty().await;
+                self.limiter.until_ready().await;
+            }
+            Priority::Background => loop {
+                while self.interactive_waiting.load(Ordering::SeqCst) > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                self.wait_penalty().await;
+                // Re-check after any sleep: an interactive caller that arrived
+                // meanwhile takes this slot.
+                if self.interactive_waiting.load(Ordering::SeqCst) > 0 {
+                    continue;
+                }
+                match self.limiter.check() {
+                    Ok(()) => break,
+                    Err(not_until) => {
+                        let wait = not_until.wait_time_from(DefaultClock::default().now());
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            },
+        }
+        // The semaphore is never closed, so acquire cannot fail.
+        let permit = match self.in_flight.acquire().await {
+            Ok(p) => p,
+            Err(_) => unreachable!("budget semaphore is never closed"),
+        };
+        let waited = started.elapsed().as_micros() as u64;
+        let (sum, count) = match priority {
+            Priority::Interactive => (
+                &self.stats.wait_us_interactive,
+                &self.stats.acquired_interactive,
+            ),
+            Priority::Background => (
+                &self.stats.wait_us_background,
+                &self.stats.acquired_background,
+            ),
+        };
+        sum.fetch_add(waited, Ordering::Relaxed);
+        count.fetch_add(1, Ordering::Relaxed);
+        permit
+    }
+
+    async fn wait_penalty(&self) {
+        let until = self.penalty.lock().map(|p| p.not_before).unwrap_or(None);
+        if let Some(until) = until {
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+
+    /// A throttle was answered: double the extra spacing (at least one period,
+    /// at most 30 s) and hold every slot back by it.
+    pub fn on_throttle(&self) {
+        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut p) = self.penalty.lock() {
+            p.extra = (p.extra * 2).max(self.period).min(Duration::from_secs(30));
+            p.not_before = Some(Instant::now() + p.extra);
+        }
+    }
+
+    /// A call succeeded: shrink the extra spacing (recover gradually).
+    pub fn on_success(&self) {
+        if let Ok(mut p) = self.penalty.lock()
+            && !p.extra.is_zero()
+        {
+            p.extra /= 2;
+            if p.extra < self.period / 4 {
+                p.extra = Duration::ZERO;
+                p.not_before = None;
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> BudgetSnapshot {
+        let mean = |sum: &AtomicU64, n: &AtomicU64| {
+            let n = n.load(Ordering::Relaxed);
+            if n == 0 {
+                0.0
+            } else {
+                sum.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
+            }
+        };
+        BudgetSnapshot {
+            upstream_calls: self.stats.calls.load(Ordering::Relaxed),
+            throttled: self.stats.throttled.load(Ordering::Relaxed),
+            retries: self.stats.retries.load(Ordering::Relaxed),
+            queue_wait_ms_interactive: mean(
+                &self.stats.wait_us_interactive,
+                &self.stats.acquired_interactive,
+            ),
+            queue_wait_ms_background: mean(
+                &self.stats.wait_us_background,
+                &self.stats.acquired_background,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn slots_are_spread_evenly_not_bursted() {
+        // 600/min = one slot every 100 ms; five slots need at least ~400 ms.
+        let budget = Budget::new(600, Duration::ZERO, 5);
+        let start = Instant::now();
+        for _ in 0..5 {
+            drop(budget.acquire(Priority::Interactive).await);
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(390),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn request_delay_is_a_floor_on_spacing() {
+        let budget = Budget::new(6000, Duration::from_millis(100), 5);
+        assert_eq!(budget.period(), Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn interactive_callers_overtake_waiting_background_work() {
+        use std::sync::Arc;
+        let budget = Arc::new(Budget::new(600, Duration::ZERO, 5));
+        // Use the first slot so everyone below has to queue.
+        drop(budget.acquire(Priority::Background).await);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let (b, o) = (budget.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                drop(b.acquire(Priority::Background).await);
+                o.lock().unwrap().push(format!("bg{i}"));
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (b, o) = (budget.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            drop(b.acquire(Priority::Interactive).await);
+            o.lock().unwrap().push("interactive".to_string());
+        }));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        assert_eq!(order[0], "interactive", "order was {order:?}");
+    }
+}

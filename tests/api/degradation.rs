@@ -1,0 +1,115 @@
+//! Seed §8: Redis down or hung, upstream throttled — answers keep coming.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{Setup, StoreKind, spawn_app};
+use crate::on_both_stores;
+
+on_both_stores!(throttled_upstream_calls_are_retried_until_they_succeed);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_keep_answering_while_redis_is_down_and_caching_resumes_after() {
+    let mut app = spawn_app(StoreKind::Redis).await;
+    let members: Vec<_> = app.sim.data.members.iter().take(6).cloned().collect();
+    assert_eq!(
+        app.user(members[0].user_id).await.data()["cache_status"],
+        "miss"
+    );
+    assert_eq!(
+        app.user(members[0].user_id).await.data()["cache_status"],
+        "hit"
+    );
+
+    app.redis.as_mut().unwrap().stop().expect("stop redis");
+    for m in &members[..3] {
+        let started = Instant::now();
+        let a = app.user(m.user_id).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.data()["number"], m.number);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no hanging on a dead Redis: {:?}",
+            started.elapsed()
+        );
+    }
+    // Stats still answer, from this process's counters.
+    assert_eq!(app.stats().await.status, 200);
+
+    app.redis
+        .as_mut()
+        .unwrap()
+        .restart()
+        .expect("restart redis");
+    // Within a few seconds a lookup is cached again, without restarting us.
+    let probe = members[4].user_id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        app.user(probe).await;
+        if app.user(probe).await.data()["cache_status"] == "hit" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caching did not resume after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_does_not_hang_requests() {
+    let mut app = spawn_app(StoreKind::Redis).await;
+    let m = app.sim.data.members[1].clone();
+    app.user(m.user_id).await;
+    app.redis.as_mut().unwrap().pause().expect("SIGSTOP redis");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let a = app.user(m.user_id).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.data()["number"], m.number);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    app.redis.as_mut().unwrap().resume().expect("SIGCONT redis");
+}
+
+async fn throttled_upstream_calls_are_retried_until_they_succeed(kind: StoreKind) {
+    let app = Setup::new(kind).var("API_MAX_RETRIES", "10").spawn().await;
+    app.sim.set_reject_ratio(0.5);
+    for m in app.sim.data.members.iter().take(10) {
+        let a = app.user(m.user_id).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.data()["number"], m.number);
+    }
+    let sim = app.sim.stats();
+    assert!(sim.throttled > 0, "the simulator did throttle");
+    let s = app.stats().await;
+    assert_eq!(s.data()["upstream"]["throttled"], sim.throttled);
+    assert!(s.data()["upstream"]["retries"].as_u64().unwrap() >= sim.throttled);
+    let _ = json!({});
+}
+
+#[tokio::test]
+async fn a_throttle_that_outlasts_the_retries_is_a_503_with_retry_after() {
+    let app = Setup::new(StoreKind::Embedded)
+        .var("API_MAX_RETRIES", "2")
+        .spawn()
+        .await;
+    app.sim.set_reject_ratio(1.0);
+    let r = app
+        .http
+        .get(app.url(&format!("/api/users/{}", app.sim.data.members[0].user_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 503);
+    assert_eq!(app.sim.stats().calls, 3, "one call and two retries");
+}

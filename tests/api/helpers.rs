@@ -1,0 +1,256 @@
+//! `spawn_app`: a simulator, a store (a private `redis-server` or a temp redb
+//! file) and the service on port 0, plus typed helpers per endpoint.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use zsxq_cache::config::Config;
+use zsxq_cache::sim::{SimConfig, SimHandle};
+use zsxq_cache::startup::Application;
+use zsxq_cache::testkit::RedisServer;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Embedded,
+    Redis,
+}
+
+/// Generates one `#[tokio::test]` per store for each scenario function
+/// `async fn name(kind: StoreKind)`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_embedded_store() {
+                super::$name($crate::helpers::StoreKind::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_redis() {
+                super::$name($crate::helpers::StoreKind::Redis).await
+            }
+        }
+    )*};
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub sim: SimHandle,
+    pub redis: Option<RedisServer>,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Knobs a test may change before the app starts.
+pub struct Setup {
+    pub store: StoreKind,
+    pub sim: SimConfig,
+    pub vars: Vec<(&'static str, String)>,
+}
+
+impl Setup {
+    pub fn new(store: StoreKind) -> Self {
+        Self {
+            store,
+            sim: SimConfig::for_tests(),
+            vars: Vec::new(),
+        }
+    }
+
+    pub fn members(mut self, n: usize) -> Self {
+        self.sim.members = n;
+        self
+    }
+
+    pub fn var(mut self, k: &'static str, v: impl Into<String>) -> Self {
+        self.vars.push((k, v.into()));
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let sim = zsxq_cache::sim::spawn(self.sim.clone())
+            .await
+            .expect("simulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = match self.store {
+            StoreKind::Redis => Some(
+                RedisServer::start()
+                    .expect("redis-server starts (apt-get install -y redis-server)"),
+            ),
+            StoreKind::Embedded => None,
+        };
+        let mut vars: HashMap<String, String> = HashMap::new();
+        let mut set = |k: &str, v: String| {
+            vars.insert(k.to_string(), v);
+        };
+        set("ZSXQ_API_BASE", sim.base_url.clone());
+        set("ZSXQ_GROUP_ID", sim.data.group_id.to_string());
+        set("ZSXQ_ACCESS_TOKEN", self.sim.token.clone());
+        set("ADMIN_TOKEN", ADMIN.to_string());
+        set("API_RATE_LIMIT", "6000".into());
+        set("API_REQUEST_DELAY", "0".into());
+        set("API_RETRY_BASE_MS", "5".into());
+        set("API_TIMEOUT_MS", "3000".into());
+        set(
+            "EMBEDDED_PATH",
+            dir.path().join("cache.redb").display().to_string(),
+        );
+        if let Some(r) = &redis {
+            set("REDIS_URL", r.url());
+        }
+        for (k, v) in self.vars {
+            if v.is_empty() {
+                vars.remove(k);
+            } else {
+                vars.insert(k.to_string(), v);
+            }
+        }
+        let config = Config::from_vars(&vars).expect("valid test config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app = Application::build(config, listener)
+            .await
+            .expect("app builds");
+        let addr = app.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            sim,
+            redis,
+            _dir: dir,
+            stop: Some(stop),
+        }
+    }
+}
+
+pub async fn spawn_app(store: StoreKind) -> TestApp {
+    Setup::new(store).spawn().await
+}
+
+/// An answer: HTTP status and the parsed envelope.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    /// Checks the envelope of an error: code equals the status, data null,
+    /// a message that says something.
+    pub fn assert_error(&self, status: u16) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(self.body["code"], status);
+        assert!(self.body["data"].is_null());
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| m.len() > 5),
+            "{}",
+            self.body
+        );
+        assert!(self.body["timestamp"].as_i64().is_some());
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    async fn answer(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        Answer { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        Self::answer(self.http.get(self.url(path)).send().await.expect("request")).await
+    }
+
+    pub async fn user(&self, id: u64) -> Answer {
+        self.get(&format!("/api/users/{id}")).await
+    }
+
+    pub async fn by_number(&self, n: u64) -> Answer {
+        self.get(&format!("/api/users/number/{n}")).await
+    }
+
+    pub async fn sync(&self, body: Value) -> Answer {
+        let resp = self
+            .http
+            .post(self.url("/api/users/sync"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Self::answer(resp).await
+    }
+
+    pub async fn clear(&self) -> Answer {
+        let resp = self
+            .http
+            .delete(self.url("/api/users/cache"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("request");
+        Self::answer(resp).await
+    }
+
+    pub async fn stats(&self) -> Answer {
+        self.get("/api/users/cache/stats").await
+    }
+
+    /// A connection to this test's private Redis.
+    pub async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
+        let url = self.redis.as_ref().expect("a Redis test").url();
+        redis::Client::open(url)
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+
+    /// Every key in this test's Redis, via SCAN.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let mut conn = self.redis_conn().await;
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .expect("scan");
+            keys.extend(batch);
+            if next == 0 {
+                return keys;
+            }
+            cursor = next;
+        }
+    }
+}

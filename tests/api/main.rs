@@ -1,0 +1,13 @@
+//! Integration tests: the real service over HTTP, against the real simulator
+//! and a real `redis-server` (started on a free port per test) or the
+//! embedded store. Scenarios that apply to both stores run on both.
+
+mod helpers;
+
+mod admin;
+mod degradation;
+mod input;
+mod lookup;
+mod paging;
+mod redis_layout;
+mod sync;

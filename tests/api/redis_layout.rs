@@ -1,0 +1,71 @@
+//! The seed's Redis layout (seed §4): key names, field strings, TTLs.
+
+use serde_json::json;
+
+use crate::helpers::{Setup, StoreKind};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_redis_cli_recipes_show_what_the_seed_says() {
+    let app = Setup::new(StoreKind::Redis).members(30).spawn().await;
+    app.sync(json!({})).await;
+    let m = &app.sim.data.members[9];
+    let mut conn = app.redis_conn().await;
+
+    let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("zsxq:user:{}", m.user_id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(hash["user_id"], m.user_id.to_string());
+    assert_eq!(hash["number"], m.number.to_string());
+    assert_eq!(hash["name"], m.name);
+    assert_eq!(hash["join_time"], m.join_time);
+    for field in [
+        "unique_id",
+        "avatar_url",
+        "status",
+        "expired_time",
+        "introduction",
+        "cached_at",
+        "updated_at",
+    ] {
+        assert!(hash.contains_key(field), "{field} missing from {hash:?}");
+    }
+    let id: String = redis::cmd("GET")
+        .arg(format!("zsxq:number:{}", m.number))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(id, m.user_id.to_string());
+    let all: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("zsxq:users:all")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), app.sim.data.members.len());
+    assert!(all.contains(&m.user_id.to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_but_the_stats_hash_has_the_cache_ttl() {
+    let app = Setup::new(StoreKind::Redis).members(25).spawn().await;
+    app.sync(json!({})).await;
+    app.user(app.sim.data.members[0].user_id).await;
+    app.stats().await; // flushes the counters into zsxq:stats:cache
+    let mut conn = app.redis_conn().await;
+    let keys = app.redis_keys().await;
+    assert!(keys.len() >= 2 * 25, "{keys:?}");
+    assert!(keys.contains(&"zsxq:stats:cache".to_string()));
+    for key in keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if key == "zsxq:stats:cache" {
+            assert_eq!(ttl, -1, "the stats hash has no TTL");
+        } else {
+            assert!(ttl > 86_000 && ttl <= 86_400, "{key} has TTL {ttl}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `POST /api/users/sync`: a sync that learns the ids from the upstream
+//! (seed §5.1.4).
+
+use serde_json::json;
+
+use crate::helpers::{Setup, StoreKind};
+use crate::on_both_stores;
+
+on_both_stores!(
+    a_fresh_sync_caches_every_member_through_the_member_list,
+    a_sync_falls_back_to_rankings_when_listing_is_refused,
+);
+
+async fn a_fresh_sync_caches_every_member_through_the_member_list(kind: StoreKind) {
+    let app = Setup::new(kind).members(450).spawn().await;
+    let n = app.sim.data.members.len() as u64;
+
+    let a = app.sync(json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["message"], "同步完成");
+    let d = a.data();
+    assert_eq!(d["sync_count"], n);
+    assert_eq!(d["success_count"], n);
+    assert_eq!(d["failed_count"], 0);
+    assert_eq!(d["skipped_count"], 0);
+    assert!(d["duration_ms"].is_u64());
+    assert_eq!(d["failed_users"], json!([]));
+    // 450 members, 200 a page: 3 calls, not 450.
+    assert_eq!(app.sim.stats().calls, n.div_ceil(200));
+
+    // Every number is right, served from the cache.
+    for m in app.sim.data.members.iter().step_by(37) {
+        let got = app.by_number(m.number).await;
+        assert_eq!(got.data()["user_id"], m.user_id.to_string());
+        assert_eq!(got.data()["cache_status"], "hit");
+    }
+
+    // force=false skips what is cached; force=true refreshes it all.
+    let b = app.sync(json!({"force": false})).await;
+    assert_eq!(b.data()["sync_count"], 0);
+    assert_eq!(b.data()["skipped_count"], n);
+    let c = app.sync(json!({"force": true, "concurrency": 3})).await;
+    assert_eq!(c.data()["sync_count"], n);
+    assert_eq!(c.data()["success_count"], n);
+    assert_eq!(c.data()["skipped_count"], 0);
+
+    let s = app.stats().await;
+    assert_eq!(s.data()["cached_users_count"], n);
+    assert!(
+        s.data()["last_sync_time"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+}
+
+async fn a_sync_falls_back_to_rankings_when_listing_is_refused(kind: StoreKind) {
+    let mut setup = Setup::new(kind).members(200);
+    setup.sim.no_member_list = true;
+    let app = setup.spawn().await;
+    let mut participants: Vec<u64> = app
+        .sim
+        .data
+        .camps
+        .iter()
+        .flat_map(|c| c.participants.iter().map(|p| p.0))
+        .filter(|id| app.sim.data.member_by_id(*id).is_some())
+        .collect();
+    participants.sort_unstable();
+    participants.dedup();
+
+    let a = app.sync(json!({"concurrency": 5})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let d = a.data();
+    assert_eq!(d["success_count"], participants.len() as u64);
+    assert_eq!(
+        d["success_count"].as_u64().unwrap() + d["failed_count"].as_u64().unwrap(),
+        d["sync_count"].as_u64().unwrap()
+    );
+    let stats = app.sim.stats();
+    assert_eq!(stats.by_kind.member_list, 1, "the refusal is asked once");
+    assert_eq!(
+        stats.by_kind.member_summary,
+        d["sync_count"].as_u64().unwrap()
+    );
+
+    for id in participants.iter().step_by(11) {
+        let m = app.sim.data.member_by_id(*id).unwrap();
+        let got = app.user(*id).await;
+        assert_eq!(got.data()["cache_status"], "hit");
+        assert_eq!(got.data()["number"], m.number);
+    }
+    // The refusal is remembered: a second sync does not ask for the list again.
+    let b = app.sync(json!({})).await;
+    assert_eq!(b.status, 200);
+    assert_eq!(b.data()["skipped_count"], participants.len() as u64);
+    assert_eq!(app.sim.stats().by_kind.member_list, 1);
+}
