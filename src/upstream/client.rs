@@ -184,6 +184,11 @@ impl Upstream for ZsxqClient {
         wire::member_from(self.get(url, priority).await?)
     }
 
+    async fn member(&self, id: UserId, priority: Priority) -> Result<Member, UpstreamError> {
+        let url = format!("{}/members/{id}", self.group_path());
+        wire::member_from(self.get(url, priority).await?)
+    }
+
     async fn member_list_page(
         &self,
         after: Option<MemberNumber>,

@@ -68,6 +68,10 @@ pub trait Upstream: Send + Sync + 'static {
     async fn member_summary(&self, id: UserId, priority: Priority)
     -> Result<Member, UpstreamError>;
 
+    /// `GET /v2/groups/{gid}/members/{uid}` → the member (same core fields;
+    /// the summary is preferred, this is the fallback some clients use).
+    async fn member(&self, id: UserId, priority: Priority) -> Result<Member, UpstreamError>;
+
     /// One page of `GET /v2/groups/{gid}/members?sort=number`: members with a
     /// number above `after`, at most `count` (≤ 200).
     async fn member_list_page(

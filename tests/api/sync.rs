@@ -68,10 +68,35 @@ async fn a_sync_falls_back_to_rankings_when_listing_is_refused(kind: StoreKind) 
     participants.sort_unstable();
     participants.dedup();
 
+    let departed: Vec<u64> = app.sim.data.departed.iter().map(|d| d.user_id).collect();
+    assert!(
+        !departed.is_empty(),
+        "the simulator has former members in a ranking"
+    );
+
     let a = app.sync(json!({"concurrency": 5})).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let d = a.data();
+    assert_eq!(d["source"], "rankings");
     assert_eq!(d["success_count"], participants.len() as u64);
+    // Former members cannot be fetched: reported one by one, not hidden.
+    assert_eq!(d["failed_count"], departed.len() as u64);
+    let mut failed: Vec<u64> = d["failed_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert!(
+                f["error"].as_str().is_some_and(|e| e.contains("1037")),
+                "{f}"
+            );
+            f["user_id"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    failed.sort_unstable();
+    let mut want = departed.clone();
+    want.sort_unstable();
+    assert_eq!(failed, want);
     assert_eq!(
         d["success_count"].as_u64().unwrap() + d["failed_count"].as_u64().unwrap(),
         d["sync_count"].as_u64().unwrap()
