@@ -575,7 +575,24 @@ contract!(
     expired_members_vanish_from_reads_counts_pages_and_the_id_set,
     clear_removes_every_member_index_and_counter_and_reports_counts,
     stats_accumulate_and_remember_the_last_sync_time,
+    oldest_lists_the_members_closest_to_expiry_first,
 );
+
+async fn oldest_lists_the_members_closest_to_expiry_first(h: &Harness) {
+    let a = member(501, 1, "a", "2024-01-01T00:00:00.000+0800");
+    let b = member(502, 2, "b", "2024-01-01T00:00:00.000+0800");
+    let c = member(503, 3, "c", "2024-01-01T00:00:00.000+0800");
+    for m in [&a, &b, &c] {
+        h.store.put_members(slice::from_ref(m), TTL).await.unwrap();
+        h.let_time_pass(Duration::from_millis(20)).await;
+    }
+    let ids = |v: Vec<UserId>| v.into_iter().map(UserId::get).collect::<Vec<_>>();
+    assert_eq!(ids(h.store.oldest(2).await.unwrap()), vec![501, 502]);
+    assert!(h.store.oldest(0).await.unwrap().is_empty());
+    // Rewriting a member makes it the youngest.
+    h.store.put_members(slice::from_ref(&a), TTL).await.unwrap();
+    assert_eq!(ids(h.store.oldest(10).await.unwrap()), vec![502, 503, 501]);
+}
 
 // ---------------------------------------------------------------------------
 // Embedded only.

@@ -345,6 +345,27 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {
+        self.blocking(move |inner| {
+            inner.prune_if_due()?;
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let expiry = txn.open_table(IDX_EXPIRY).map_err(db_err)?;
+            let mut ids = Vec::new();
+            for entry in expiry.iter().map_err(db_err)? {
+                if ids.len() as u64 >= limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(db_err)?;
+                let (_, id) = key.value();
+                let id = UserId::new(id)
+                    .ok_or_else(|| StoreError::Corrupt("expiry index holds id 0".into()))?;
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn count(&self) -> Result<u64, StoreError> {
         self.blocking(|inner| {
             inner.prune_if_due()?;

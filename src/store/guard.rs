@@ -152,6 +152,11 @@ impl Store for GuardedStore {
         .await
     }
 
+    async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {
+        self.guard(self.batch_timeout(limit as usize), self.inner.oldest(limit))
+            .await
+    }
+
     async fn count(&self) -> Result<u64, StoreError> {
         self.guard(self.op_timeout, self.inner.count()).await
     }

@@ -124,6 +124,10 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Page, StoreError>;
 
+    /// The `limit` members closest to expiry (the oldest writes), for the
+    /// scheduled warm-up that refreshes them before they lapse.
+    async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError>;
+
     /// How many members are cached right now (expired ones excluded).
     async fn count(&self) -> Result<u64, StoreError>;
 

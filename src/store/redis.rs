@@ -537,6 +537,24 @@ impl Store for RedisStore {
         }
     }
 
+    async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.prune_expired().await?;
+        let zrange = redis::cmd("ZRANGE")
+            .arg(keys::IDX_EXPIRY)
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .take();
+        let raw: Vec<String> = self
+            .command(Replay::Idempotent, &zrange, "ZRANGE reply")
+            .await?;
+        raw.iter()
+            .map(|r| parse_indexed_id(keys::IDX_EXPIRY, r))
+            .collect()
+    }
+
     async fn count(&self) -> Result<u64, StoreError> {
         self.prune_expired().await?;
         let scard = redis::cmd("SCARD").arg(keys::USERS_ALL).take();
