@@ -7,12 +7,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::cache::sync::{SyncOptions, SyncProgress};
+use crate::cache::sync::SyncOptions;
 use crate::config::Config;
 use crate::sim::SimConfig;
 use crate::startup::{Application, shutdown_signal};
@@ -94,17 +93,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
 
     // Warm the cache in the background, as an operator would after setup.
-    let cache = state.cache.clone();
-    tokio::spawn(async move {
-        let opts = SyncOptions {
-            force: false,
-            concurrency: 5,
-        };
-        match cache.sync(opts, Arc::new(SyncProgress::default())).await {
-            Ok(r) => tracing::info!(cached = r.success_count, "demo warm-up done"),
-            Err(e) => tracing::warn!(error = %e, "demo warm-up failed"),
+    let opts = SyncOptions {
+        force: false,
+        concurrency: 5,
+    };
+    match state.cache.jobs().start(&state.cache, opts) {
+        Ok(job) => {
+            tokio::spawn(async move {
+                match job.wait().await {
+                    Ok(r) => tracing::info!(cached = r.success_count, "demo warm-up done"),
+                    Err(e) => tracing::warn!(error = %e, "demo warm-up failed"),
+                }
+            });
         }
-    });
+        Err(e) => tracing::warn!(error = %e, "demo warm-up not started"),
+    }
 
     let result = app.run(shutdown_signal()).await;
     drop(state);

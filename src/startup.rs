@@ -55,33 +55,40 @@ pub async fn open_store(
     )))
 }
 
+/// Builds the service's parts from a configuration: store, budget,
+/// upstream client, cache. Shared by `serve`, `demo` and the in-process CLI
+/// commands, so they all run the very same wiring.
+pub async fn build_state(config: &Config) -> anyhow::Result<Arc<AppState>> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&config.store, clock.clone()).await?;
+    let budget = Arc::new(Budget::new(
+        config.upstream.rate_per_min,
+        config.upstream.request_delay,
+        config.upstream.concurrency,
+    ));
+    let upstream: Arc<dyn Upstream> = Arc::new(
+        ZsxqClient::new(config.upstream.clone(), budget.clone())
+            .context("building the HTTP client")?,
+    );
+    let cache = MemberCache::new(
+        store,
+        upstream,
+        budget,
+        clock,
+        config.cache_ttl,
+        config.cache_enabled,
+    );
+    cache.spawn_stats_flusher();
+    Ok(Arc::new(AppState {
+        cache,
+        admin_token: config.admin_token.clone(),
+        default_concurrency: config.upstream.concurrency.min(10),
+    }))
+}
+
 impl Application {
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = open_store(&config.store, clock.clone()).await?;
-        let budget = Arc::new(Budget::new(
-            config.upstream.rate_per_min,
-            config.upstream.request_delay,
-            config.upstream.concurrency,
-        ));
-        let upstream: Arc<dyn Upstream> = Arc::new(
-            ZsxqClient::new(config.upstream.clone(), budget.clone())
-                .context("building the HTTP client")?,
-        );
-        let cache = MemberCache::new(
-            store,
-            upstream,
-            budget,
-            clock,
-            config.cache_ttl,
-            config.cache_enabled,
-        );
-        cache.spawn_stats_flusher();
-        let state = Arc::new(AppState {
-            cache,
-            admin_token: config.admin_token.clone(),
-            default_concurrency: config.upstream.concurrency.min(10),
-        });
+        let state = build_state(&config).await?;
         Ok(Self { listener, state })
     }
 

@@ -10,6 +10,7 @@
 //! - Counters are kept in memory and flushed to the store's stats hash once a
 //!   second, so the hot path makes no extra store round trip for statistics.
 
+pub mod jobs;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -63,8 +64,10 @@ pub struct MemberCache {
     /// Set once the upstream refused the member list (11507/1006/1030), so
     /// lookups by number and sync do not ask again on every request.
     listing_refused: AtomicBool,
-    /// One sync at a time.
+    /// One sync at a time (a safety net under `jobs`).
     sync_lock: tokio::sync::Mutex<()>,
+    /// Running and recently finished syncs.
+    jobs: jobs::SyncJobs,
 }
 
 /// What `GET /api/users/cache/stats` reports (seed §5.1.6).
@@ -113,7 +116,12 @@ impl MemberCache {
             flushed_calls: AtomicU64::new(0),
             listing_refused: AtomicBool::new(false),
             sync_lock: tokio::sync::Mutex::new(()),
+            jobs: jobs::SyncJobs::default(),
         })
+    }
+
+    pub fn jobs(&self) -> &jobs::SyncJobs {
+        &self.jobs
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -61,14 +61,24 @@ pub struct SyncReport {
     pub source: &'static str,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SyncError {
     #[error("a sync is already running")]
     AlreadyRunning,
     #[error("could not learn the member ids from the upstream: {0}")]
     Upstream(#[from] UpstreamError),
+    /// The store's error as text: store errors are not `Clone`, and a job's
+    /// outcome is shared with everyone waiting on it.
     #[error("cache store unavailable: {0}")]
-    Store(#[from] StoreError),
+    Store(String),
+    #[error("the sync was interrupted before it finished")]
+    Interrupted,
+}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.to_string())
+    }
 }
 
 impl MemberCache {

@@ -41,6 +41,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// Extra detail for the client (e.g. the running job's id on a 409);
+    /// `null` otherwise.
+    pub data: Option<Value>,
 }
 
 impl ApiError {
@@ -49,6 +52,7 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            data: None,
         }
     }
 
@@ -67,7 +71,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = envelope(self.status, &self.message, Value::Null);
+        let mut response = envelope(self.status, &self.message, self.data.unwrap_or(Value::Null));
         if let Some(ra) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&ra.as_secs().max(1).to_string())
         {
@@ -113,6 +117,7 @@ impl From<UpstreamError> for ApiError {
             status,
             message,
             retry_after,
+            data: None,
         }
     }
 }

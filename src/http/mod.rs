@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/users", get(users::list))
         .route("/api/users/sync", post(users::sync))
+        .route("/api/users/sync/{job_id}", get(users::sync_status))
         .route("/api/users/cache", delete(users::clear))
         .route("/api/users/cache/stats", get(users::stats))
         .route("/api/users/number/{number}", get(users::by_number))

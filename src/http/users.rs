@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::error::{ApiError, ok};
-use crate::cache::sync::{SyncError, SyncOptions, SyncProgress};
+use super::error::{ApiError, envelope, ok};
+use crate::cache::jobs::JobId;
+use crate::cache::sync::{SyncError, SyncOptions};
 use crate::cache::{CacheStatus, rate_percent};
 use crate::domain::{CachedMember, MemberNumber, UserId, iso_utc};
 use crate::store::{SortBy, SortOrder};
@@ -176,13 +177,16 @@ pub async fn by_number(
 pub struct SyncBody {
     pub force: bool,
     pub concurrency: usize,
+    /// Answer 202 with a job id at once instead of the finished report.
+    pub run_async: bool,
 }
 
-/// Parses `{force, concurrency}`; an empty body means the defaults.
+/// Parses `{force, concurrency, async}`; an empty body means the defaults.
 pub fn parse_sync_body(body: &[u8], default_concurrency: usize) -> Result<SyncBody, ApiError> {
     let mut parsed = SyncBody {
         force: false,
         concurrency: default_concurrency.clamp(1, 10),
+        run_async: false,
     };
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(parsed);
@@ -200,10 +204,11 @@ pub fn parse_sync_body(body: &[u8], default_concurrency: usize) -> Result<SyncBo
     for (key, value) in &map {
         match (key.as_str(), value) {
             ("force", Value::Bool(b)) => parsed.force = *b,
-            ("force", _) => {
-                return Err(ApiError::bad_request(
-                    "force 必须是 true 或 false (force must be a boolean)",
-                ));
+            ("async", Value::Bool(b)) => parsed.run_async = *b,
+            ("force" | "async", _) => {
+                return Err(ApiError::bad_request(format!(
+                    "{key} 必须是 true 或 false ({key} must be a boolean)"
+                )));
             }
             ("concurrency", v) => match v.as_u64() {
                 Some(c @ 1..=10) => parsed.concurrency = c as usize,
@@ -215,7 +220,7 @@ pub fn parse_sync_body(body: &[u8], default_concurrency: usize) -> Result<SyncBo
             },
             (other, _) => {
                 return Err(ApiError::bad_request(format!(
-                    "未知字段 {other:?}，只接受 force 和 concurrency (unknown field {other:?}; expected force, concurrency)"
+                    "未知字段 {other:?}，只接受 force、concurrency 和 async (unknown field {other:?}; expected force, concurrency, async)"
                 )));
             }
         }
@@ -223,36 +228,83 @@ pub fn parse_sync_body(body: &[u8], default_concurrency: usize) -> Result<SyncBo
     Ok(parsed)
 }
 
-/// `POST /api/users/sync` (admin)
+/// Maps a failed sync to its envelope.
+fn sync_error(e: SyncError) -> ApiError {
+    match e {
+        SyncError::AlreadyRunning => ApiError::new(
+            StatusCode::CONFLICT,
+            "已有同步任务在运行 (a sync is already running)",
+        ),
+        SyncError::Upstream(u) => u.into(),
+        SyncError::Store(s) => {
+            tracing::warn!(error = %s, "sync could not use the store");
+            ApiError::unavailable(
+                "缓存存储暂不可用，无法同步 (the cache store is unavailable; cannot sync)",
+            )
+        }
+        SyncError::Interrupted => ApiError::unavailable(
+            "同步被中断，请查看任务状态后重试 (the sync was interrupted; check the job and retry)",
+        ),
+    }
+}
+
+/// `POST /api/users/sync` (admin). Synchronous by default (the seed's
+/// answer); `{"async": true}` or `?async=true` answers 202 with a job id.
 pub async fn sync(
     State(app): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     app.require_admin(&headers)?;
-    let body = parse_sync_body(&body, app.default_concurrency)?;
+    let mut body = parse_sync_body(&body, app.default_concurrency)?;
+    match q.get("async").map(String::as_str) {
+        None => {}
+        Some("true" | "1") => body.run_async = true,
+        Some("false" | "0") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "参数 async 只能是 true 或 false (async must be true or false, got {other:?})"
+            )));
+        }
+    }
     let opts = SyncOptions {
         force: body.force,
         concurrency: body.concurrency,
     };
-    let report = app
+    let started = app
         .cache
-        .sync(opts, Arc::new(SyncProgress::default()))
-        .await
-        .map_err(|e| match e {
-            SyncError::AlreadyRunning => ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "已有同步任务在运行 (a sync is already running)",
-            ),
-            SyncError::Upstream(u) => u.into(),
-            SyncError::Store(s) => {
-                tracing::warn!(error = %s, "sync could not use the store");
-                ApiError::unavailable(
-                    "缓存存储暂不可用，无法同步 (the cache store is unavailable; cannot sync)",
-                )
-            }
+        .jobs()
+        .start(&app.cache, opts)
+        .map_err(|running| {
+            let mut e = ApiError::new(StatusCode::CONFLICT, running.to_string());
+            e.data = Some(serde_json::json!({ "job_id": running.0 }));
+            e
         })?;
+    if body.run_async {
+        let job_id = started.id.clone();
+        let data = serde_json::json!({
+            "job_id": job_id,
+            "status_url": format!("/api/users/sync/{}", job_id.as_str()),
+        });
+        return Ok(envelope(StatusCode::ACCEPTED, "同步任务已开始", data));
+    }
+    let report = started.wait().await.map_err(sync_error)?;
     Ok(ok("同步完成", report))
+}
+
+/// `GET /api/users/sync/{job_id}`: progress of a sync job.
+pub async fn sync_status(
+    State(app): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = JobId::parse(&raw).ok_or_else(|| {
+        ApiError::bad_request("job_id 必须是 32 位十六进制字符 (job_id must be 32 hex digits)")
+    })?;
+    let status = app.cache.jobs().status(&id).ok_or_else(|| {
+        ApiError::not_found(format!("没有这个同步任务 (no sync job {:?})", id.as_str()))
+    })?;
+    Ok(ok("查询成功", status))
 }
 
 /// `DELETE /api/users/cache` (admin)

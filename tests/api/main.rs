@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod degradation;
 mod input;
+mod jobs;
 mod lookup;
 mod paging;
 mod redis_layout;
