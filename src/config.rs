@@ -96,6 +96,14 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// `CACHE_ENABLED=false` sends every lookup to the upstream (seed §9).
     pub cache_enabled: bool,
+    /// `CACHE_SOFT_TTL`: older hits are refreshed in the background.
+    pub cache_soft_ttl: Duration,
+    /// `NEGATIVE_CACHE_TTL`: how long "not a member" answers are remembered.
+    pub negative_ttl: Duration,
+    /// `WARMUP_INTERVAL` (0 = off) and `WARMUP_BATCH`: scheduled refresh of
+    /// the members closest to expiry.
+    pub warmup_interval: Duration,
+    pub warmup_batch: u64,
     pub upstream: UpstreamConfig,
     /// Admin endpoints are refused unless this is set.
     pub admin_token: Option<Secret>,
@@ -180,6 +188,19 @@ impl Config {
             (1..=31_536_000).contains(s)
         })?;
         let cache_enabled = v.bool("CACHE_ENABLED", true)?;
+        let soft_ttl = v.parse(
+            "CACHE_SOFT_TTL",
+            cache_ttl * 3 / 4,
+            "seconds, 1..CACHE_TTL",
+            |s| (1..=cache_ttl).contains(s),
+        )?;
+        let negative_ttl = v.parse("NEGATIVE_CACHE_TTL", 300u64, "seconds, 0..86400", |s| {
+            *s <= 86_400
+        })?;
+        let warmup_interval = v.parse("WARMUP_INTERVAL", 600u64, "seconds, 0..86400", |s| {
+            *s <= 86_400
+        })?;
+        let warmup_batch = v.parse("WARMUP_BATCH", 20u64, "an integer 0..1000", |b| *b <= 1000)?;
         let rate_per_min = v.parse("API_RATE_LIMIT", 50u32, "calls per minute, 1..6000", |r| {
             (1..=6000).contains(r)
         })?;
@@ -246,6 +267,10 @@ impl Config {
             store,
             cache_ttl: Duration::from_secs(cache_ttl),
             cache_enabled,
+            cache_soft_ttl: Duration::from_secs(soft_ttl.max(1)),
+            negative_ttl: Duration::from_secs(negative_ttl),
+            warmup_interval: Duration::from_secs(warmup_interval),
+            warmup_batch,
             upstream: UpstreamConfig {
                 base_url,
                 group_id,
@@ -353,6 +378,8 @@ mod tests {
             ("ZSXQ_GROUP_ID", "12ab"),
             ("REDIS_URL", "http://x"),
             ("ADMIN_TOKEN", "short"),
+            ("CACHE_SOFT_TTL", "90000"),
+            ("WARMUP_BATCH", "x"),
         ] {
             let e = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::cache::MemberCache;
+use crate::cache::{CachePolicy, MemberCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreConfig};
 use crate::http::{self, AppState};
@@ -70,15 +70,17 @@ pub async fn build_state(config: &Config) -> anyhow::Result<Arc<AppState>> {
         ZsxqClient::new(config.upstream.clone(), budget.clone())
             .context("building the HTTP client")?,
     );
-    let cache = MemberCache::new(
-        store,
-        upstream,
-        budget,
-        clock,
-        config.cache_ttl,
-        config.cache_enabled,
-    );
+    let policy = CachePolicy {
+        ttl: config.cache_ttl,
+        soft_ttl: config.cache_soft_ttl,
+        negative_ttl: config.negative_ttl,
+        enabled: config.cache_enabled,
+    };
+    let cache = MemberCache::with_policy(store, upstream, budget, clock, policy);
     cache.spawn_stats_flusher();
+    if config.cache_enabled {
+        cache.spawn_warm_up(config.warmup_interval, config.warmup_batch);
+    }
     Ok(Arc::new(AppState {
         cache,
         admin_token: config.admin_token.clone(),

@@ -11,6 +11,7 @@
 //!   second, so the hot path makes no extra store round trip for statistics.
 
 pub mod jobs;
+pub mod refresh;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -44,7 +45,7 @@ pub enum LookupError {
 }
 
 /// The result of one fetch, shared between everyone waiting on it.
-type FetchResult = Option<Result<Member, UpstreamError>>;
+type FetchResult = Option<Result<CachedMember, UpstreamError>>;
 
 pub struct MemberCache {
     store: Arc<dyn Store>,
@@ -54,6 +55,13 @@ pub struct MemberCache {
     ttl: Duration,
     /// `CACHE_ENABLED=false`: every lookup goes to the upstream.
     enabled: bool,
+    /// Age after which a hit is served and refreshed in the background.
+    soft_ttl: Duration,
+    /// Recent "not a member" answers, so a bad id cannot burn the budget
+    /// (seed §15.3). In-process: a negative answer is cheap to relearn.
+    negative: moka::sync::Cache<UserId, UpstreamError>,
+    /// Members being refreshed in the background right now.
+    refreshing: Arc<Mutex<std::collections::HashSet<UserId>>>,
     /// Fetches in flight, by member: later callers subscribe instead of
     /// calling the upstream again.
     inflight: Arc<Mutex<HashMap<UserId, watch::Receiver<FetchResult>>>>,
@@ -86,6 +94,34 @@ pub struct CacheStats {
     pub upstream: crate::upstream::budget::BudgetSnapshot,
 }
 
+/// How long records live and when they are refreshed.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    /// Hard TTL: the store forgets a record after this (`CACHE_TTL`).
+    pub ttl: Duration,
+    /// Soft TTL: an older record is served at once and refreshed in the
+    /// background (stale-while-revalidate; `CACHE_SOFT_TTL`).
+    pub soft_ttl: Duration,
+    /// How long a "not a member" answer is remembered
+    /// (`NEGATIVE_CACHE_TTL`).
+    pub negative_ttl: Duration,
+    /// `CACHE_ENABLED`.
+    pub enabled: bool,
+}
+
+impl CachePolicy {
+    /// Soft TTL at three quarters of the hard one, negative answers for 5
+    /// minutes.
+    pub fn for_ttl(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            soft_ttl: ttl.mul_f64(0.75),
+            negative_ttl: Duration::from_secs(300),
+            enabled: true,
+        }
+    }
+}
+
 /// Percentage with two decimals; 0 when nothing was asked yet.
 pub fn rate_percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
@@ -96,6 +132,8 @@ pub fn rate_percent(part: u64, whole: u64) -> f64 {
 }
 
 impl MemberCache {
+    /// A cache with the default refresh policy for `ttl` (see
+    /// [`CachePolicy::for_ttl`]).
     pub fn new(
         store: Arc<dyn Store>,
         upstream: Arc<dyn Upstream>,
@@ -104,6 +142,24 @@ impl MemberCache {
         ttl: Duration,
         enabled: bool,
     ) -> Arc<Self> {
+        let mut policy = CachePolicy::for_ttl(ttl);
+        policy.enabled = enabled;
+        Self::with_policy(store, upstream, budget, clock, policy)
+    }
+
+    pub fn with_policy(
+        store: Arc<dyn Store>,
+        upstream: Arc<dyn Upstream>,
+        budget: Arc<Budget>,
+        clock: Arc<dyn Clock>,
+        policy: CachePolicy,
+    ) -> Arc<Self> {
+        let CachePolicy {
+            ttl,
+            soft_ttl,
+            negative_ttl,
+            enabled,
+        } = policy;
         Arc::new(Self {
             store,
             upstream,
@@ -111,6 +167,12 @@ impl MemberCache {
             clock,
             ttl,
             enabled,
+            soft_ttl: soft_ttl.min(ttl),
+            negative: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(negative_ttl.max(Duration::from_millis(1)))
+                .build(),
+            refreshing: Arc::new(Mutex::new(std::collections::HashSet::new())),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             pending: Mutex::new(StatCounters::default()),
             flushed_calls: AtomicU64::new(0),
@@ -160,22 +222,26 @@ impl MemberCache {
                 c.total_requests += 1;
                 c.cache_hits += 1;
             });
+            if self.clock.now_ms() - member.updated_at > self.soft_ttl.as_millis() as i64 {
+                self.spawn_refresh(member.clone());
+            }
             return Ok((member, CacheStatus::Hit));
+        }
+        // A recent "not a member" answer is served from memory: counted as a
+        // hit, since it is the cache that saved the upstream call.
+        if let Some(e) = self.negative.get(&id) {
+            self.count(|c| {
+                c.total_requests += 1;
+                c.cache_hits += 1;
+            });
+            return Err(e.into());
         }
         self.count(|c| {
             c.total_requests += 1;
             c.cache_misses += 1;
         });
         let member = self.fetch_shared(id).await?;
-        let now = self.clock.now_ms();
-        Ok((
-            CachedMember {
-                member,
-                cached_at: now,
-                updated_at: now,
-            },
-            CacheStatus::Miss,
-        ))
+        Ok((member, CacheStatus::Miss))
     }
 
     /// Looks a member up by number (seed §5.1.3). A number the cache does not
@@ -257,14 +323,11 @@ impl MemberCache {
 
     /// One upstream fetch per member at a time; every concurrent caller gets
     /// the same answer.
-    async fn fetch_shared(&self, id: UserId) -> Result<Member, UpstreamError> {
+    async fn fetch_shared(&self, id: UserId) -> Result<CachedMember, UpstreamError> {
         let mut rx = {
-            let Ok(mut map) = self.inflight.lock() else {
-                return self
-                    .upstream
-                    .member_summary(id, Priority::Interactive)
-                    .await;
-            };
+            // The map only holds receivers; a panic elsewhere cannot leave it
+            // inconsistent, so a poisoned lock is simply taken over.
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(rx) = map.get(&id) {
                 rx.clone()
             } else {
@@ -303,6 +366,7 @@ impl MemberCache {
     /// stats hash is part of what is cleared.
     pub async fn clear(&self) -> Result<crate::store::ClearReport, StoreError> {
         let report = self.store.clear().await?;
+        self.negative.invalidate_all();
         if let Ok(mut p) = self.pending.lock() {
             *p = StatCounters::default();
         }
@@ -395,19 +459,28 @@ impl MemberCache {
         let store = self.store.clone();
         let clock = self.clock.clone();
         let inflight = self.inflight.clone();
+        let negative = self.negative.clone();
         let (ttl, enabled) = (self.ttl, self.enabled);
         tokio::spawn(async move {
-            let result = upstream.member_summary(id, Priority::Interactive).await;
-            if enabled && let Ok(member) = &result {
-                let now = clock.now_ms();
-                let cached = CachedMember {
-                    member: member.clone(),
+            // The answer carries the very timestamps that are stored, so a
+            // miss and the hits after it agree on `cached_at`.
+            let now = clock.now_ms();
+            let result = upstream
+                .member_summary(id, Priority::Interactive)
+                .await
+                .map(|member| CachedMember {
+                    member,
                     cached_at: now,
                     updated_at: now,
-                };
-                if let Err(e) = store.put_members(&[cached], ttl).await {
-                    tracing::debug!(error = %e, "could not cache member");
-                }
+                });
+            if enabled
+                && let Ok(cached) = &result
+                && let Err(e) = store.put_members(std::slice::from_ref(cached), ttl).await
+            {
+                tracing::debug!(error = %e, "could not cache member");
+            }
+            if let Err(e @ UpstreamError::NotMember { .. }) = &result {
+                negative.insert(id, e.clone());
             }
             let _ = tx.send(Some(result));
             if let Ok(mut map) = inflight.lock()

@@ -9,9 +9,13 @@
 //! - **Priority:** a person waiting on a lookup or a refund list goes first;
 //!   background work (sync, refresh) takes a slot only while no interactive
 //!   caller is waiting.
-//! - **Backoff on throttle:** after a 1059/429, the pace is slowed for a while
-//!   (every slot waits an extra gap that halves on each success), so a
-//!   throttled upstream is not hammered at full rate.
+//! - **Backoff on throttle (AIMD):** a 1059/429 doubles an extra gap added to
+//!   the spacing of every slot (at least one period, at most 30 s); each
+//!   success takes a fixed step off it. A throttled upstream is not hammered
+//!   at full rate, and the pace recovers gradually.
+//! - **Safety margin:** slots are spaced 2% wider than `60 s / rate`, so the
+//!   jitter of network latency can never squeeze 51 calls into an upstream's
+//!   rolling minute of 50; the cost is 2% of throughput.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -22,6 +26,12 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Largest extra spacing after repeated throttles.
+const MAX_PENALTY: Duration = Duration::from_secs(30);
+
+/// Spacing multiplier; see the module docs.
+const SAFETY: f64 = 1.02;
 
 /// Who is waiting for the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,9 +85,10 @@ pub struct Budget {
 
 #[derive(Debug, Default)]
 struct Penalty {
+    /// Added to the spacing of every slot while non-zero.
     extra: Duration,
-    /// No slot is handed out before this instant.
-    not_before: Option<Instant>,
+    /// While penalised, the earliest instant the next slot may start.
+    next_free: Option<Instant>,
 }
 
 /// Decrements the waiting count when an interactive wait ends or is dropped.
@@ -93,7 +104,7 @@ impl Budget {
     /// `rate_per_min` calls a minute, no closer than `min_delay` apart, at
     /// most `concurrency` in flight.
     pub fn new(rate_per_min: u32, min_delay: Duration, concurrency: usize) -> Self {
-        let by_rate = Duration::from_secs_f64(60.0 / f64::from(rate_per_min.max(1)));
+        let by_rate = Duration::from_secs_f64(60.0 * SAFETY / f64::from(rate_per_min.max(1)));
         let period = by_rate.max(min_delay).max(Duration::from_micros(1));
         let quota = Quota::with_period(period)
             .expect("period is non-zero")
@@ -124,24 +135,23 @@ impl Budget {
                 self.wait_penalty().await;
                 self.limiter.until_ready().await;
             }
-            Priority::Background => loop {
-                while self.interactive_waiting.load(Ordering::SeqCst) > 0 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+            Priority::Background => {
                 self.wait_penalty().await;
-                // Re-check after any sleep: an interactive caller that arrived
-                // meanwhile takes this slot.
-                if self.interactive_waiting.load(Ordering::SeqCst) > 0 {
-                    continue;
-                }
-                match self.limiter.check() {
-                    Ok(()) => break,
-                    Err(not_until) => {
-                        let wait = not_until.wait_time_from(DefaultClock::default().now());
-                        tokio::time::sleep(wait).await;
+                loop {
+                    while self.interactive_waiting.load(Ordering::SeqCst) > 0 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    match self.limiter.check() {
+                        Ok(()) => break,
+                        Err(not_until) => {
+                            let wait = not_until.wait_time_from(DefaultClock::default().now());
+                            tokio::time::sleep(wait).await;
+                            // An interactive caller that arrived meanwhile
+                            // takes this slot: the loop re-checks first.
+                        }
                     }
                 }
-            },
+            }
         }
         // The semaphore is never closed, so acquire cannot fail.
         let permit = match self.in_flight.acquire().await {
@@ -164,34 +174,45 @@ impl Budget {
         permit
     }
 
+    /// While penalised, reserves the next slot `period + extra` after the
+    /// previous one and sleeps until it; free when there is no penalty.
     async fn wait_penalty(&self) {
-        let until = self.penalty.lock().map(|p| p.not_before).unwrap_or(None);
-        if let Some(until) = until {
-            tokio::time::sleep_until(until.into()).await;
-        }
+        let slot = {
+            let Ok(mut p) = self.penalty.lock() else {
+                return;
+            };
+            if p.extra.is_zero() {
+                p.next_free = None;
+                return;
+            }
+            let now = Instant::now();
+            let slot = p.next_free.map_or(now, |t| t.max(now));
+            p.next_free = Some(slot + self.period + p.extra);
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
     }
 
-    /// A throttle was answered: double the extra spacing (at least one period,
-    /// at most 30 s) and hold every slot back by it.
+    /// A throttle was answered: double the extra spacing (at least one
+    /// period, at most 30 s).
     pub fn on_throttle(&self) {
         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut p) = self.penalty.lock() {
-            p.extra = (p.extra * 2).max(self.period).min(Duration::from_secs(30));
-            p.not_before = Some(Instant::now() + p.extra);
+            p.extra = (p.extra * 2).max(self.period).min(MAX_PENALTY);
         }
     }
 
-    /// A call succeeded: shrink the extra spacing (recover gradually).
+    /// A call succeeded: take one step off the extra spacing.
     pub fn on_success(&self) {
-        if let Ok(mut p) = self.penalty.lock()
-            && !p.extra.is_zero()
-        {
-            p.extra /= 2;
-            if p.extra < self.period / 4 {
-                p.extra = Duration::ZERO;
-                p.not_before = None;
-            }
+        if let Ok(mut p) = self.penalty.lock() {
+            let step = (self.period / 4).max(Duration::from_millis(50));
+            p.extra = p.extra.saturating_sub(step);
         }
+    }
+
+    /// The extra spacing now (zero when not penalised).
+    pub fn penalty(&self) -> Duration {
+        self.penalty.lock().map(|p| p.extra).unwrap_or_default()
     }
 
     pub fn snapshot(&self) -> BudgetSnapshot {
@@ -225,7 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn slots_are_spread_evenly_not_bursted() {
-        // 600/min = one slot every 100 ms; five slots need at least ~400 ms.
+        // 600/min = one slot every ~100 ms; five slots need at least ~400 ms.
         let budget = Budget::new(600, Duration::ZERO, 5);
         let start = Instant::now();
         for _ in 0..5 {
@@ -233,6 +254,48 @@ mod tests {
         }
         assert!(
             start.elapsed() >= Duration::from_millis(390),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn throttles_widen_the_spacing_multiplicatively_and_successes_narrow_it_additively() {
+        let budget = Budget::new(600, Duration::ZERO, 5);
+        let period = budget.period();
+        budget.on_throttle();
+        assert_eq!(budget.penalty(), period);
+        budget.on_throttle();
+        budget.on_throttle();
+        assert_eq!(budget.penalty(), period * 4);
+        for _ in 0..200 {
+            budget.on_throttle();
+        }
+        assert_eq!(budget.penalty(), MAX_PENALTY);
+        budget.on_success();
+        assert_eq!(
+            budget.penalty(),
+            MAX_PENALTY - Duration::from_millis(50).max(period / 4)
+        );
+        for _ in 0..10_000 {
+            budget.on_success();
+        }
+        assert_eq!(budget.penalty(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_penalty_spaces_slots_wider_than_the_rate() {
+        // 6000/min = ~10 ms a slot; after a throttle each slot waits ~20 ms.
+        let budget = Budget::new(6000, Duration::ZERO, 5);
+        budget.on_throttle();
+        budget.on_throttle();
+        let start = Instant::now();
+        for _ in 0..6 {
+            drop(budget.acquire(Priority::Interactive).await);
+        }
+        // 5 gaps of period + 2 periods of extra = ~150 ms.
+        assert!(
+            start.elapsed() >= Duration::from_millis(140),
             "{:?}",
             start.elapsed()
         );

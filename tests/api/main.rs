@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod degradation;
+mod freshness;
 mod input;
 mod jobs;
 mod lookup;
