@@ -32,6 +32,11 @@ pub enum Command {
     /// Warm the cache now, with a progress bar (same configuration as serve;
     /// with the embedded store, stop the service first: the file is locked).
     Sync(SyncArgs),
+    /// Benchmarks against the simulator; they print figures.
+    Bench {
+        #[command(subcommand)]
+        command: crate::bench::BenchCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(cfg) => sim(cfg).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Sync(args) => sync(args).await,
+        Command::Bench { command } => crate::bench::run(command).await,
     }
 }
 

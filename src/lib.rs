@@ -11,6 +11,7 @@
 //!   environment; `cli.rs`, `demo.rs` — the command line.
 //! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
 
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod clock;

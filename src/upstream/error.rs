@@ -12,7 +12,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
     /// 1059 (anti-abuse) or HTTP 429, still failing after the retry budget.
-    #[error("upstream throttled the request (code {code}) and retries were exhausted")]
+    #[error("upstream throttled the request (code {code})")]
     Throttled {
         code: i64,
         retry_after: Option<Duration>,

@@ -1,0 +1,176 @@
+//! Issue #3's targets, measured against the simulator:
+//! - sync of N members with member listing allowed: upstream calls and time;
+//! - sync with listing refused: wall time against `calls / rate`, and how
+//!   many throttles our own pace provoked (the simulator enforces the same
+//!   per-minute limit we are configured with);
+//! - a person's cold lookup while that per-member sync runs: its latency
+//!   against one limiter slot;
+//! - the same syncs with the simulator rejecting a share of calls at random:
+//!   complete and correct.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::Rig;
+use crate::sim::SimConfig;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SyncBenchArgs {
+    /// Members in the simulated group.
+    #[arg(long, default_value_t = 500)]
+    pub members: usize,
+    /// Upstream calls per minute: both our API_RATE_LIMIT and the
+    /// simulator's own limit (50 is the seed's; 600 makes the per-member
+    /// scenario take a minute instead of ten).
+    #[arg(long, default_value_t = 600)]
+    pub rate: u32,
+    /// Simulated upstream latency per call, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub latency_ms: u64,
+    /// Share of calls the simulator rejects at random in the storm scenario.
+    #[arg(long, default_value_t = 0.25)]
+    pub reject_ratio: f64,
+}
+
+fn sim_config(args: &SyncBenchArgs, no_member_list: bool, reject_ratio: f64) -> SimConfig {
+    let mut sim = SimConfig::for_tests();
+    sim.members = args.members;
+    sim.latency_ms = args.latency_ms;
+    sim.rate_per_min = args.rate;
+    sim.no_member_list = no_member_list;
+    sim.reject_ratio = reject_ratio;
+    sim
+}
+
+fn vars(args: &SyncBenchArgs) -> Vec<(&'static str, String)> {
+    vec![
+        ("API_RATE_LIMIT", args.rate.to_string()),
+        ("API_REQUEST_DELAY", "0".to_string()),
+        ("API_MAX_RETRIES", "10".to_string()),
+    ]
+}
+
+/// Checks every cached member's number against the simulator's data.
+async fn wrong_numbers(rig: &Rig) -> anyhow::Result<(u64, u64)> {
+    let mut page = 1;
+    let (mut checked, mut wrong) = (0, 0);
+    loop {
+        let body = rig
+            .get(&format!("/api/users?page={page}&page_size=200"))
+            .await?;
+        let users = body["data"]["users"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if users.is_empty() {
+            return Ok((checked, wrong));
+        }
+        for u in users {
+            checked += 1;
+            let id: u64 = u["user_id"].as_str().unwrap_or("0").parse().unwrap_or(0);
+            let expected = rig.sim.data.member_by_id(id).map(|m| m.number);
+            if expected != u["number"].as_u64() {
+                wrong += 1;
+            }
+        }
+        page += 1;
+    }
+}
+
+pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
+    println!(
+        "bench sync: {} members, rate {}/min (ours and the simulator's), latency {} ms",
+        args.members, args.rate, args.latency_ms
+    );
+    let slot = Duration::from_secs_f64(60.0 / f64::from(args.rate.max(1)));
+
+    // 1. Member list allowed.
+    let rig = Rig::start(sim_config(&args, false, 0.0), &vars(&args)).await?;
+    let started = Instant::now();
+    let report = rig.sync(json!({})).await?;
+    let took = started.elapsed();
+    let stats = rig.sim.stats();
+    let (checked, wrong) = wrong_numbers(&rig).await?;
+    println!(
+        "[list]      synced {:>4} in {:>7.2} s with {:>3} upstream calls, {} throttled; {} checked, {} wrong  (target: <= 5 calls, <= 10 s)",
+        report["data"]["success_count"],
+        took.as_secs_f64(),
+        stats.calls,
+        stats.throttled,
+        checked,
+        wrong
+    );
+    drop(rig);
+
+    // 2 + 3. Listing refused: per-member pace; a cold lookup meanwhile.
+    let rig = Rig::start(sim_config(&args, true, 0.0), &vars(&args)).await?;
+    let started = Instant::now();
+    let job = rig.sync(json!({"async": true})).await?;
+    let job_id = job["data"]["job_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // Let the sync get going, then ask for members it has not reached.
+    tokio::time::sleep(slot * 5).await;
+    let mut lookups = Vec::new();
+    for m in rig.sim.data.members.iter().rev().take(5) {
+        let t = Instant::now();
+        let body = rig.get(&format!("/api/users/{}", m.user_id)).await?;
+        let ok = body["data"]["number"].as_u64() == Some(m.number);
+        lookups.push((t.elapsed(), ok));
+        tokio::time::sleep(slot * 3).await;
+    }
+    let report = loop {
+        let s = rig.get(&format!("/api/users/sync/{job_id}")).await?;
+        if s["data"]["state"] != "running" {
+            break s["data"]["report"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let took = started.elapsed();
+    let stats = rig.sim.stats();
+    let ideal = slot.as_secs_f64() * stats.calls.saturating_sub(1) as f64;
+    println!(
+        "[per-member] synced {:>4} in {:>7.2} s with {:>3} upstream calls; calls x 60/rate = {:.2} s, ratio {:.3}; throttled by our pace: {}  (target: ratio <= 1.05, 0 throttled)",
+        report["success_count"],
+        took.as_secs_f64(),
+        stats.calls,
+        ideal,
+        took.as_secs_f64() / ideal.max(0.001),
+        stats.throttled
+    );
+    for (i, (latency, ok)) in lookups.iter().enumerate() {
+        println!(
+            "[priority]  cold lookup {} during the sync: {:>6.0} ms (one slot = {:.0} ms), number right: {}",
+            i + 1,
+            latency.as_secs_f64() * 1000.0,
+            slot.as_secs_f64() * 1000.0,
+            ok
+        );
+    }
+    drop(rig);
+
+    // 4. Storms: random 1059s on both paths; complete and correct anyway.
+    for no_list in [false, true] {
+        let rig = Rig::start(sim_config(&args, no_list, args.reject_ratio), &vars(&args)).await?;
+        let started = Instant::now();
+        let report = rig.sync(json!({})).await?;
+        let took = started.elapsed();
+        let stats = rig.sim.stats();
+        let (checked, wrong) = wrong_numbers(&rig).await?;
+        println!(
+            "[storm {:.0}%] {}: synced {:>4}, failed {}, in {:>7.2} s, {} calls, {} throttled; {} checked, {} wrong",
+            args.reject_ratio * 100.0,
+            if no_list { "per-member" } else { "list" },
+            report["data"]["success_count"],
+            report["data"]["failed_count"],
+            took.as_secs_f64(),
+            stats.calls,
+            stats.throttled,
+            checked,
+            wrong
+        );
+    }
+    Ok(())
+}
