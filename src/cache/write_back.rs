@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::domain::{CachedMember, UserId};
@@ -41,6 +41,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 pub struct WriteBackQueue {
     /// By id, so a member fetched twice during an outage is written once.
     pending: Mutex<HashMap<UserId, CachedMember>>,
+    /// Members taken out of `pending` by a flush that has not finished; still
+    /// counted as pending, so nobody sees an empty queue mid-flush.
+    flushing: AtomicUsize,
     capacity: usize,
     /// Members refused because the queue was full.
     dropped: AtomicU64,
@@ -58,6 +61,7 @@ impl WriteBackQueue {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             pending: Mutex::new(HashMap::new()),
+            flushing: AtomicUsize::new(0),
             capacity,
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
@@ -85,9 +89,9 @@ impl WriteBackQueue {
         true
     }
 
-    /// Members waiting now.
+    /// Members waiting now, including those a flush is writing.
     pub fn len(&self) -> usize {
-        self.pending.lock().map_or(0, |p| p.len())
+        self.pending.lock().map_or(0, |p| p.len()) + self.flushing.load(Ordering::SeqCst)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,7 +121,9 @@ impl WriteBackQueue {
             return Vec::new();
         };
         let ids: Vec<UserId> = pending.keys().take(n).copied().collect();
-        ids.iter().filter_map(|id| pending.remove(id)).collect()
+        let batch: Vec<CachedMember> = ids.iter().filter_map(|id| pending.remove(id)).collect();
+        self.flushing.fetch_add(batch.len(), Ordering::SeqCst);
+        batch
     }
 
     /// Puts a batch back after a failed flush, without overwriting newer
@@ -136,7 +142,6 @@ impl WriteBackQueue {
             let batch = self.take_batch(FLUSH_BATCH);
             if batch.is_empty() {
                 if written > 0 {
-                    self.written.fetch_add(written, Ordering::Relaxed);
                     tracing::info!(
                         written,
                         "store available again: wrote back members fetched during the outage"
@@ -144,13 +149,17 @@ impl WriteBackQueue {
                 }
                 return Ok(written);
             }
-            match write_unless_newer(store, &batch, ttl).await {
-                Ok(n) => written += n,
+            let result = write_unless_newer(store, &batch, ttl).await;
+            let taken = batch.len();
+            match result {
+                Ok(n) => {
+                    written += n;
+                    self.written.fetch_add(n, Ordering::Relaxed);
+                    self.flushing.fetch_sub(taken, Ordering::SeqCst);
+                }
                 Err(e) => {
                     self.put_back(batch);
-                    if written > 0 {
-                        self.written.fetch_add(written, Ordering::Relaxed);
-                    }
+                    self.flushing.fetch_sub(taken, Ordering::SeqCst);
                     return Err(e);
                 }
             }
@@ -247,8 +256,10 @@ mod tests {
         let q = WriteBackQueue::with_capacity(10);
         q.push(member(1, 100));
         let batch = q.take_batch(10);
+        assert_eq!(q.len(), 1, "a member being flushed still counts");
         q.push(member(1, 200));
         q.put_back(batch);
+        q.flushing.store(0, Ordering::SeqCst);
         assert_eq!(q.take_batch(10)[0].updated_at, 200);
     }
 }
