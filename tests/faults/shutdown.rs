@@ -125,14 +125,15 @@ async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
     let mut service = start(&sim, dir.path(), &[("SHUTDOWN_GRACE_SECS", "1")]).await;
-    sim.set_latency_ms(8_000);
+    // Far longer than the grace, so exiting early can only be the grace.
+    sim.set_latency_ms(30_000);
     let url = service.url(&format!("/api/users/{}", sim.data.members[0].user_id));
     let request = tokio::spawn(async move { reqwest::get(url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let termed = Instant::now();
     service.signal("TERM");
     let status = service
-        .wait_exit(Duration::from_secs(10))
+        .wait_exit(Duration::from_secs(25))
         .await
         .expect("exits after the grace");
     let took = termed.elapsed();
@@ -143,7 +144,7 @@ async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
         cut.as_ref().map(|r| r.status())
     );
     assert!(status.success());
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
     assert!(cut.is_err(), "the request was cut off");
     assert!(logs.contains("shutdown grace elapsed"), "{logs}");
     assert!(logs.contains("waiting for in-flight requests"), "{logs}");
