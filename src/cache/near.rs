@@ -19,6 +19,10 @@
 //! so the default 10 000 is a few megabytes). moka's sync cache is used: every
 //! call is a short, non-blocking map operation, never held across an await.
 //!
+//! Staleness: a record rewritten in the store by someone else (a forced sync,
+//! another replica) may be served from here for up to `NEAR_CACHE_TTL`; member
+//! records change rarely (the number never), so a minute is the default.
+//!
 //! The module keeps to `get`/`insert`/`invalidate`/`clear` (plus the stale and
 //! by-number reads) so that cross-replica invalidation can be layered on
 //! later by calling `invalidate` from a subscriber.
