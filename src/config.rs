@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -87,6 +88,34 @@ pub struct UpstreamConfig {
     pub retry_base: Duration,
 }
 
+/// How the service behaves when its dependencies misbehave (issue #6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReliabilityConfig {
+    /// `STORE_TIMEOUT_MS`: the longest a lookup waits on the store for a
+    /// single read before the circuit breaker opens and the near cache or the
+    /// upstream answers instead.
+    pub store_timeout: Duration,
+    /// `NEAR_CACHE_SIZE`: members kept in process memory in front of the
+    /// store; 0 turns the near cache off.
+    pub near_cache_size: u64,
+    /// `NEAR_CACHE_TTL`: how long a near-cache entry is trusted without asking
+    /// the store; never more than `CACHE_TTL`.
+    pub near_cache_ttl: Duration,
+    /// `SHUTDOWN_GRACE_SECS`: how long a shutdown waits for in-flight
+    /// requests (a sync may be one of them) before the process ends anyway.
+    pub shutdown_grace: Duration,
+}
+
+/// Who may talk to the HTTP API, and how often.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EdgeConfig {
+    /// `HTTP_RATE_LIMIT`: requests per minute per client IP; `None` = off.
+    pub http_rate_limit: Option<NonZeroU32>,
+    /// `CORS_ORIGINS`: origins a browser may call the API from; empty means
+    /// no CORS headers at all (same-origin only).
+    pub cors_origins: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: IpAddr,
@@ -107,6 +136,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Admin endpoints are refused unless this is set.
     pub admin_token: Option<Secret>,
+    pub reliability: ReliabilityConfig,
+    pub edge: EdgeConfig,
 }
 
 /// A configuration problem, naming the variable.
@@ -261,6 +292,9 @@ impl Config {
             Some(t) => Some(Secret::new(t)),
         };
 
+        let reliability = Self::reliability_from(&v, cache_ttl)?;
+        let edge = Self::edge_from(&v)?;
+
         Ok(Config {
             host,
             port,
@@ -283,6 +317,67 @@ impl Config {
                 retry_base: Duration::from_millis(retry_base_ms),
             },
             admin_token,
+            reliability,
+            edge,
+        })
+    }
+
+    fn reliability_from(v: &Vars<'_>, cache_ttl: u64) -> Result<ReliabilityConfig, ConfigError> {
+        let store_timeout_ms =
+            v.parse("STORE_TIMEOUT_MS", 50u64, "milliseconds, 5..5000", |t| {
+                (5..=5_000).contains(t)
+            })?;
+        let near_cache_size = v.parse(
+            "NEAR_CACHE_SIZE",
+            10_000u64,
+            "an entry count 0..1000000 (0 turns it off)",
+            |n| *n <= 1_000_000,
+        )?;
+        // The near cache must never outlive what the store would answer, so
+        // its TTL is capped by CACHE_TTL; the default follows a short CACHE_TTL.
+        let near_cache_ttl = v.parse(
+            "NEAR_CACHE_TTL",
+            60u64.min(cache_ttl),
+            &format!("seconds, 1..{cache_ttl} (at most CACHE_TTL)"),
+            |t| (1..=cache_ttl).contains(t),
+        )?;
+        let grace = v.parse("SHUTDOWN_GRACE_SECS", 30u64, "seconds, 1..3600", |g| {
+            (1..=3_600).contains(g)
+        })?;
+        Ok(ReliabilityConfig {
+            store_timeout: Duration::from_millis(store_timeout_ms),
+            near_cache_size,
+            near_cache_ttl: Duration::from_secs(near_cache_ttl),
+            shutdown_grace: Duration::from_secs(grace),
+        })
+    }
+
+    fn edge_from(v: &Vars<'_>) -> Result<EdgeConfig, ConfigError> {
+        let rate = v.parse(
+            "HTTP_RATE_LIMIT",
+            0u32,
+            "requests per minute per client, 0..1000000 (0 = off)",
+            |r| *r <= 1_000_000,
+        )?;
+        let mut cors_origins = Vec::new();
+        for raw in v.get("CORS_ORIGINS").unwrap_or("").split(',') {
+            let origin = raw.trim();
+            if origin.is_empty() {
+                continue;
+            }
+            if !is_origin(origin) {
+                return Err(err(
+                    "CORS_ORIGINS",
+                    format!(
+                        "expected comma-separated origins like https://ops.example.com (scheme and host, optional port, no path, no wildcard), got {origin:?}"
+                    ),
+                ));
+            }
+            cors_origins.push(origin.to_string());
+        }
+        Ok(EdgeConfig {
+            http_rate_limit: NonZeroU32::new(rate),
+            cors_origins,
         })
     }
 
@@ -320,6 +415,43 @@ impl Config {
             path: PathBuf::from(path),
         })
     }
+}
+
+/// Whether `raw` is a browser origin: `http(s)://host[:port]`, nothing more
+/// (the `Origin` header never carries a path, a query or a trailing slash).
+fn is_origin(raw: &str) -> bool {
+    let Some(rest) = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host_ok, port) = if let Some(v6) = rest.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((addr, after)) => (
+                addr.parse::<std::net::Ipv6Addr>().is_ok(),
+                match after {
+                    "" => None,
+                    p => match p.strip_prefix(':') {
+                        Some(p) => Some(p),
+                        None => return false,
+                    },
+                },
+            ),
+            None => return false,
+        }
+    } else {
+        let (host, port) = match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        let ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        (ok, port)
+    };
+    host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// Percent-encodes a password for a URL's userinfo part.
@@ -380,10 +512,74 @@ mod tests {
             ("ADMIN_TOKEN", "short"),
             ("CACHE_SOFT_TTL", "90000"),
             ("WARMUP_BATCH", "x"),
+            ("STORE_TIMEOUT_MS", "0"),
+            ("STORE_TIMEOUT_MS", "fast"),
+            ("NEAR_CACHE_SIZE", "-1"),
+            ("NEAR_CACHE_TTL", "0"),
+            ("HTTP_RATE_LIMIT", "lots"),
+            ("CORS_ORIGINS", "*"),
+            (
+                "CORS_ORIGINS",
+                "https://ok.example, https://bad.example/path",
+            ),
+            ("SHUTDOWN_GRACE_SECS", "0"),
         ] {
             let e = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}");
             assert!(e.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn reliability_and_edge_defaults_are_safe() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.reliability.store_timeout, Duration::from_millis(50));
+        assert_eq!(c.reliability.near_cache_size, 10_000);
+        assert_eq!(c.reliability.near_cache_ttl, Duration::from_secs(60));
+        assert_eq!(c.reliability.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.edge.http_rate_limit, None, "rate limit is off by default");
+        assert!(c.edge.cors_origins.is_empty(), "no CORS unless configured");
+    }
+
+    #[test]
+    fn the_near_cache_never_outlives_the_store() {
+        let c = Config::from_vars(&vars(&[("CACHE_TTL", "20")])).unwrap();
+        assert_eq!(c.reliability.near_cache_ttl, Duration::from_secs(20));
+        let e =
+            Config::from_vars(&vars(&[("CACHE_TTL", "20"), ("NEAR_CACHE_TTL", "21")])).unwrap_err();
+        assert_eq!(e.var, "NEAR_CACHE_TTL");
+    }
+
+    #[test]
+    fn cors_origins_and_rate_limit_parse() {
+        let c = Config::from_vars(&vars(&[
+            (
+                "CORS_ORIGINS",
+                " https://ops.example.com, http://localhost:5173,http://[::1]:8080 ",
+            ),
+            ("HTTP_RATE_LIMIT", "120"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.edge.cors_origins,
+            [
+                "https://ops.example.com",
+                "http://localhost:5173",
+                "http://[::1]:8080"
+            ]
+        );
+        assert_eq!(c.edge.http_rate_limit.map(|r| r.get()), Some(120));
+        for bad in [
+            "ops.example.com",
+            "https://",
+            "https://a.example/",
+            "https://a.example:0",
+            "https://a.example:99999",
+            "https://[zz]:1",
+            "ftp://a.example",
+        ] {
+            let e = Config::from_vars(&vars(&[("CORS_ORIGINS", bad)])).unwrap_err();
+            assert_eq!(e.var, "CORS_ORIGINS", "{bad}");
         }
     }
 

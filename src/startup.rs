@@ -2,7 +2,10 @@
 //!
 //! `Application::build` takes a [`Config`] and a bound listener (so tests
 //! bind port 0 and never collide), picks the store, wraps it in the circuit
-//! breaker, creates the upstream budget and client, the cache and the router.
+//! breaker, creates the upstream budget and client, the cache (with its near
+//! cache and write-back) and the router. `run` serves with the client's
+//! address known (for the per-client rate limit) and shuts down gracefully:
+//! in-flight requests finish, up to `SHUTDOWN_GRACE_SECS`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,9 +15,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::cache::{CachePolicy, MemberCache};
+use crate::cache::{CachePolicy, MemberCache, NearOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreConfig};
+use crate::http::edge::{ClientRateLimit, InFlight};
 use crate::http::{self, AppState};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
@@ -22,22 +26,44 @@ use crate::store::guard::GuardedStore;
 use crate::store::redis::RedisStore;
 use crate::upstream::{Budget, Upstream, ZsxqClient};
 
-/// How long one store operation may take before the breaker opens. Redis on
-/// a LAN answers in well under a millisecond; this only bounds the hang.
-const STORE_OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a single store read may take before the breaker opens, when not
+/// configured (`STORE_TIMEOUT_MS`). Redis on a LAN answers in well under a
+/// millisecond; this only bounds the hang.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long the breaker stays open before probing the store again.
 const STORE_COOL_DOWN: Duration = Duration::from_secs(1);
+/// How often a shutdown that waits for requests says how many are left.
+const SHUTDOWN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Application {
     listener: TcpListener,
     state: Arc<AppState>,
+    /// `SHUTDOWN_GRACE_SECS`.
+    shutdown_grace: Duration,
 }
 
-/// Opens the configured store behind the circuit breaker.
+/// Opens the configured store behind the circuit breaker, with the default
+/// read timeout.
 pub async fn open_store(
     cfg: &StoreConfig,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(guard_store(
+        open_unguarded_store(cfg, clock).await?,
+        DEFAULT_STORE_TIMEOUT,
+    ))
+}
+
+/// Wraps a store in the circuit breaker.
+pub fn guard_store(inner: Box<dyn Store>, read_timeout: Duration) -> Arc<dyn Store> {
+    Arc::new(GuardedStore::new(inner, read_timeout, STORE_COOL_DOWN))
+}
+
+/// Opens the configured store, without the breaker.
+pub async fn open_unguarded_store(
+    cfg: &StoreConfig,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Box<dyn Store>> {
     let inner: Box<dyn Store> = match cfg {
         StoreConfig::Embedded { path } => Box::new(
             EmbeddedStore::open(path, clock)
@@ -48,11 +74,7 @@ pub async fn open_store(
                 .context("configuring the Redis store (check REDIS_URL / REDIS_HOST)")?,
         ),
     };
-    Ok(Arc::new(GuardedStore::new(
-        inner,
-        STORE_OP_TIMEOUT,
-        STORE_COOL_DOWN,
-    )))
+    Ok(inner)
 }
 
 /// Builds the service's parts from a configuration: store, budget,
@@ -60,7 +82,18 @@ pub async fn open_store(
 /// commands, so they all run the very same wiring.
 pub async fn build_state(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(&config.store, clock.clone()).await?;
+    let store = open_unguarded_store(&config.store, clock.clone()).await?;
+    build_state_with_store(config, store, clock)
+}
+
+/// [`build_state`] on a store the caller opened (fault-injection tests wrap
+/// the configured one); it is put behind the circuit breaker here.
+pub fn build_state_with_store(
+    config: &Config,
+    store: Box<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<AppState>> {
+    let store = guard_store(store, config.reliability.store_timeout);
     let budget = Arc::new(Budget::new(
         config.upstream.rate_per_min,
         config.upstream.request_delay,
@@ -76,22 +109,54 @@ pub async fn build_state(config: &Config) -> anyhow::Result<Arc<AppState>> {
         negative_ttl: config.negative_ttl,
         enabled: config.cache_enabled,
     };
-    let cache = MemberCache::with_policy(store, upstream, budget, clock, policy);
+    let near = NearOptions {
+        capacity: config.reliability.near_cache_size,
+        fresh_for: config.reliability.near_cache_ttl,
+    };
+    let cache = MemberCache::build(store, upstream, budget, clock, policy, near);
     cache.spawn_stats_flusher();
+    cache.spawn_write_back_flusher();
     if config.cache_enabled {
         cache.spawn_warm_up(config.warmup_interval, config.warmup_batch);
     }
+    let rate_limit = config.edge.http_rate_limit.map(|per_minute| {
+        let limit = Arc::new(ClientRateLimit::new(per_minute));
+        limit.spawn_janitor();
+        limit
+    });
     Ok(Arc::new(AppState {
         cache,
         admin_token: config.admin_token.clone(),
         default_concurrency: config.upstream.concurrency.min(10),
+        rate_limit,
+        cors_origins: config.edge.cors_origins.clone(),
+        in_flight: Arc::new(InFlight::default()),
     }))
 }
 
 impl Application {
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
         let state = build_state(&config).await?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            shutdown_grace: config.reliability.shutdown_grace,
+        })
+    }
+
+    /// Builds on a store the caller opened; see [`build_state_with_store`].
+    pub async fn build_with_store(
+        config: Config,
+        listener: TcpListener,
+        store: Box<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let state = build_state_with_store(&config, store, clock)?;
+        Ok(Self {
+            listener,
+            state,
+            shutdown_grace: config.reliability.shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -102,18 +167,79 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then stops accepting connections
+    /// and lets in-flight requests finish — for at most the shutdown grace,
+    /// after which the process ends with them cut (and says how many).
+    /// Counters and queued write-backs are flushed on the way out.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let cache = self.state.cache.clone();
+        let in_flight = self.state.in_flight.clone();
+        let grace = self.shutdown_grace;
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        };
         let router = http::router(self.state);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let server = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown);
+        let overdue = async {
+            if on_signal.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            wait_for_requests(&in_flight, grace).await;
+        };
+        tokio::select! {
+            served = server => served?,
+            () = overdue => tracing::warn!(
+                in_flight = in_flight.get(),
+                grace_secs = grace.as_secs(),
+                "shutdown grace elapsed: ending with requests still running"
+            ),
+        }
         cache.flush_stats().await;
+        if !cache.write_back_queue().is_empty() {
+            let flushed = tokio::time::timeout(
+                Duration::from_secs(2),
+                cache
+                    .write_back_queue()
+                    .flush(cache.store().as_ref(), cache.ttl()),
+            )
+            .await;
+            let left = cache.write_back_queue().len();
+            if left > 0 {
+                tracing::warn!(left, outcome = ?flushed.ok(), "members fetched during a store outage were not written back before exit");
+            }
+        }
+        tracing::info!("shut down");
         Ok(())
+    }
+}
+
+/// Waits `grace`, saying every few seconds how many requests are still being
+/// finished (a long sync is the usual one).
+async fn wait_for_requests(in_flight: &InFlight, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let n = in_flight.get();
+        if n > 0 {
+            tracing::info!(
+                in_flight = n,
+                left_secs = (deadline - now).as_secs(),
+                "shutting down: waiting for in-flight requests"
+            );
+        }
+        tokio::time::sleep((deadline - now).min(SHUTDOWN_PROGRESS_EVERY)).await;
     }
 }
 

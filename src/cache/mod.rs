@@ -7,12 +7,18 @@
 //! - The store may fail at any time: the guarded store fails fast and every
 //!   path here treats a store error as a miss, so answers keep coming from the
 //!   upstream and caching resumes when the store returns.
+//! - A near cache (`near.rs`) of recently served members sits in front of the
+//!   store: read near → store → upstream. While the store is unavailable it
+//!   keeps answering members this process has seen, and members fetched
+//!   meanwhile are queued (`write_back.rs`) and written once it is back.
 //! - Counters are kept in memory and flushed to the store's stats hash once a
 //!   second, so the hot path makes no extra store round trip for statistics.
 
 pub mod jobs;
+pub mod near;
 pub mod refresh;
 pub mod sync;
+pub mod write_back;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +32,8 @@ use crate::clock::Clock;
 use crate::domain::{CachedMember, Member, MemberNumber, UserId};
 use crate::store::{Page, SortBy, SortOrder, StatCounters, Store, StoreError};
 use crate::upstream::{Budget, Priority, Upstream, UpstreamError};
+use near::NearCache;
+use write_back::{WriteBackQueue, store_or_queue};
 
 /// Whether an answer came from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,6 +84,30 @@ pub struct MemberCache {
     sync_lock: tokio::sync::Mutex<()>,
     /// Running and recently finished syncs.
     jobs: jobs::SyncJobs,
+    /// Recently served members, in front of the store.
+    near: Arc<NearCache>,
+    /// Members fetched while the store could not take them.
+    write_back: Arc<WriteBackQueue>,
+}
+
+/// Sizes of the in-process layers in front of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct NearOptions {
+    /// `NEAR_CACHE_SIZE`: entries; 0 turns the near cache off.
+    pub capacity: u64,
+    /// `NEAR_CACHE_TTL`: how long an entry is trusted without the store.
+    pub fresh_for: Duration,
+}
+
+impl NearOptions {
+    /// The configuration defaults: 10 000 members, trusted for a minute (or
+    /// the store TTL if shorter).
+    pub fn defaults(store_ttl: Duration) -> Self {
+        Self {
+            capacity: 10_000,
+            fresh_for: Duration::from_secs(60).min(store_ttl),
+        }
+    }
 }
 
 /// What `GET /api/users/cache/stats` reports (seed §5.1.6).
@@ -144,9 +176,17 @@ impl MemberCache {
     ) -> Arc<Self> {
         let mut policy = CachePolicy::for_ttl(ttl);
         policy.enabled = enabled;
-        Self::with_policy(store, upstream, budget, clock, policy)
+        Self::build(
+            store,
+            upstream,
+            budget,
+            clock,
+            policy,
+            NearOptions::defaults(ttl),
+        )
     }
 
+    /// [`MemberCache::new`] with an explicit refresh policy.
     pub fn with_policy(
         store: Arc<dyn Store>,
         upstream: Arc<dyn Upstream>,
@@ -154,13 +194,48 @@ impl MemberCache {
         clock: Arc<dyn Clock>,
         policy: CachePolicy,
     ) -> Arc<Self> {
+        let near = NearOptions::defaults(policy.ttl);
+        Self::build(store, upstream, budget, clock, policy, near)
+    }
+
+    /// [`MemberCache::new`] with the near cache sized explicitly.
+    pub fn with_near(
+        store: Arc<dyn Store>,
+        upstream: Arc<dyn Upstream>,
+        budget: Arc<Budget>,
+        clock: Arc<dyn Clock>,
+        ttl: Duration,
+        enabled: bool,
+        near: NearOptions,
+    ) -> Arc<Self> {
+        let mut policy = CachePolicy::for_ttl(ttl);
+        policy.enabled = enabled;
+        Self::build(store, upstream, budget, clock, policy, near)
+    }
+
+    /// The cache with every knob given.
+    pub fn build(
+        store: Arc<dyn Store>,
+        upstream: Arc<dyn Upstream>,
+        budget: Arc<Budget>,
+        clock: Arc<dyn Clock>,
+        policy: CachePolicy,
+        near: NearOptions,
+    ) -> Arc<Self> {
         let CachePolicy {
             ttl,
             soft_ttl,
             negative_ttl,
             enabled,
         } = policy;
+        let near = if enabled {
+            NearCache::new(near.capacity, near.fresh_for, ttl, clock.clone())
+        } else {
+            NearCache::disabled(clock.clone())
+        };
         Arc::new(Self {
+            near: Arc::new(near),
+            write_back: Arc::new(WriteBackQueue::default()),
             store,
             upstream,
             budget,
@@ -202,6 +277,14 @@ impl MemberCache {
         self.ttl
     }
 
+    pub fn near(&self) -> &NearCache {
+        &self.near
+    }
+
+    pub fn write_back_queue(&self) -> &WriteBackQueue {
+        &self.write_back
+    }
+
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -215,8 +298,7 @@ impl MemberCache {
     /// Looks a member up by id: cache first, upstream on a miss (seed §5.1.2).
     pub async fn get(&self, id: UserId) -> Result<(CachedMember, CacheStatus), LookupError> {
         if self.enabled
-            && let Ok(found) = self.store.get_members(&[id]).await
-            && let Some(Some(member)) = found.into_iter().next()
+            && let Some(member) = self.cached(id).await
         {
             self.count(|c| {
                 c.total_requests += 1;
@@ -244,6 +326,31 @@ impl MemberCache {
         Ok((member, CacheStatus::Miss))
     }
 
+    /// The member from the near cache, else the store (filling the near
+    /// cache); while the store fails, whatever the near cache still holds.
+    async fn cached(&self, id: UserId) -> Option<CachedMember> {
+        if let Some(member) = self.near.get(id) {
+            return Some(member);
+        }
+        match self.store.get_members(&[id]).await {
+            Ok(found) => {
+                let member = found.into_iter().next().flatten()?;
+                self.near.insert(&member);
+                Some(member)
+            }
+            Err(_) => self.near.get_stale(id),
+        }
+    }
+
+    /// The id of the member with `number`: near cache first, then the
+    /// store's number index.
+    async fn cached_id_for(&self, number: MemberNumber) -> Option<UserId> {
+        if let Some(id) = self.near.id_for_number(number) {
+            return Some(id);
+        }
+        self.store.user_id_by_number(number).await.ok().flatten()
+    }
+
     /// Looks a member up by number (seed §5.1.3). A number the cache does not
     /// know is looked up in the upstream's member list (one call, sorted by
     /// number) where listing is allowed.
@@ -252,7 +359,7 @@ impl MemberCache {
         number: MemberNumber,
     ) -> Result<(CachedMember, CacheStatus), LookupError> {
         if self.enabled
-            && let Ok(Some(id)) = self.store.user_id_by_number(number).await
+            && let Some(id) = self.cached_id_for(number).await
         {
             let (member, status) = self.get(id).await?;
             if member.member.number == number {
@@ -310,13 +417,15 @@ impl MemberCache {
             cached_at: now,
             updated_at: now,
         };
-        if self.enabled
-            && let Err(e) = self
-                .store
-                .put_members(std::slice::from_ref(&cached), self.ttl)
-                .await
-        {
-            tracing::debug!(error = %e, "could not cache member");
+        if self.enabled {
+            self.near.insert(&cached);
+            store_or_queue(
+                self.store.as_ref(),
+                &self.write_back,
+                cached.clone(),
+                self.ttl,
+            )
+            .await;
         }
         cached
     }
@@ -367,6 +476,8 @@ impl MemberCache {
     pub async fn clear(&self) -> Result<crate::store::ClearReport, StoreError> {
         let report = self.store.clear().await?;
         self.negative.invalidate_all();
+        self.near.clear();
+        self.write_back.clear();
         if let Ok(mut p) = self.pending.lock() {
             *p = StatCounters::default();
         }
@@ -454,9 +565,34 @@ impl MemberCache {
         });
     }
 
+    /// Writes back members fetched while the store was unavailable, every
+    /// [`write_back::FLUSH_EVERY`] until the process ends.
+    pub fn spawn_write_back_flusher(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(write_back::FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(cache) = weak.upgrade() else { return };
+                if cache.write_back.is_empty() {
+                    continue;
+                }
+                if let Err(e) = cache
+                    .write_back
+                    .flush(cache.store.as_ref(), cache.ttl)
+                    .await
+                {
+                    tracing::debug!(error = %e, pending = cache.write_back.len(), "write-back waits for the store");
+                }
+            }
+        });
+    }
+
     fn spawn_fetch(&self, id: UserId, tx: watch::Sender<FetchResult>) {
         let upstream = self.upstream.clone();
         let store = self.store.clone();
+        let (near, queue) = (self.near.clone(), self.write_back.clone());
         let clock = self.clock.clone();
         let inflight = self.inflight.clone();
         let negative = self.negative.clone();
@@ -473,11 +609,9 @@ impl MemberCache {
                     cached_at: now,
                     updated_at: now,
                 });
-            if enabled
-                && let Ok(cached) = &result
-                && let Err(e) = store.put_members(std::slice::from_ref(cached), ttl).await
-            {
-                tracing::debug!(error = %e, "could not cache member");
+            if enabled && let Ok(cached) = &result {
+                near.insert(cached);
+                store_or_queue(store.as_ref(), &queue, cached.clone(), ttl).await;
             }
             if let Err(e @ UpstreamError::NotMember { .. }) = &result {
                 negative.insert(id, e.clone());

@@ -15,45 +15,63 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::MemberCache;
+use super::near::NearCache;
 use super::sync::SyncOptions;
+use super::write_back::{WriteBackQueue, store_or_queue};
 use crate::clock::Clock;
 use crate::domain::CachedMember;
 use crate::store::Store;
 use crate::upstream::{Priority, Upstream};
 
-/// Fetches `stale` again and stores it, keeping its `cached_at`. Failures
-/// are logged and leave the stored record untouched.
-async fn refetch(
-    upstream: &dyn Upstream,
-    store: &dyn Store,
-    clock: &dyn Clock,
+/// What a refresh needs, cloned out of the cache so it can run in its own
+/// task.
+#[derive(Clone)]
+struct Refresher {
+    upstream: Arc<dyn Upstream>,
+    store: Arc<dyn Store>,
+    near: Arc<NearCache>,
+    queue: Arc<WriteBackQueue>,
+    clock: Arc<dyn Clock>,
     ttl: Duration,
-    stale: &CachedMember,
-) -> bool {
-    let id = stale.member.user_id;
-    match upstream.member_summary(id, Priority::Background).await {
-        Ok(member) => {
-            let fresh = CachedMember {
-                member,
-                cached_at: stale.cached_at,
-                updated_at: clock.now_ms(),
-            };
-            match store.put_members(&[fresh], ttl).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::debug!(error = %e, user_id = %id, "refreshed member not stored");
-                    false
-                }
+}
+
+impl Refresher {
+    /// Fetches `stale` again, keeping its `cached_at`, and puts it in the
+    /// near cache and the store (or the write-back queue). A failure is
+    /// logged and leaves the last good record in place.
+    async fn refetch(&self, stale: &CachedMember) -> bool {
+        let id = stale.member.user_id;
+        match self.upstream.member_summary(id, Priority::Background).await {
+            Ok(member) => {
+                let fresh = CachedMember {
+                    member,
+                    cached_at: stale.cached_at,
+                    updated_at: self.clock.now_ms(),
+                };
+                self.near.insert(&fresh);
+                store_or_queue(self.store.as_ref(), &self.queue, fresh, self.ttl).await;
+                true
             }
-        }
-        Err(e) => {
-            tracing::info!(error = %e, user_id = %id, "refresh failed; serving the last good record");
-            false
+            Err(e) => {
+                tracing::info!(error = %e, user_id = %id, "refresh failed; serving the last good record");
+                false
+            }
         }
     }
 }
 
 impl MemberCache {
+    fn refresher(&self) -> Refresher {
+        Refresher {
+            upstream: self.upstream.clone(),
+            store: self.store.clone(),
+            near: self.near.clone(),
+            queue: self.write_back.clone(),
+            clock: self.clock.clone(),
+            ttl: self.ttl,
+        }
+    }
+
     /// Refreshes `stale` in the background, once at a time per member.
     pub(crate) fn spawn_refresh(&self, stale: CachedMember) {
         let id = stale.member.user_id;
@@ -61,20 +79,10 @@ impl MemberCache {
         if !newly_added {
             return;
         }
-        let upstream = self.upstream.clone();
-        let store = self.store.clone();
-        let clock = self.clock.clone();
+        let refresher = self.refresher();
         let refreshing = self.refreshing.clone();
-        let ttl = self.ttl;
         tokio::spawn(async move {
-            refetch(
-                upstream.as_ref(),
-                store.as_ref(),
-                clock.as_ref(),
-                ttl,
-                &stale,
-            )
-            .await;
+            refresher.refetch(&stale).await;
             if let Ok(mut set) = refreshing.lock() {
                 set.remove(&id);
             }
@@ -125,14 +133,10 @@ impl MemberCache {
             members = due.len(),
             "scheduled warm-up refreshing the oldest members"
         );
+        let refresher = self.refresher();
         let mut refreshed = 0;
         for stale in &due {
-            let (u, st, c) = (
-                self.upstream.as_ref(),
-                self.store.as_ref(),
-                self.clock.as_ref(),
-            );
-            if refetch(u, st, c, self.ttl, stale).await {
+            if refresher.refetch(stale).await {
                 refreshed += 1;
             }
         }

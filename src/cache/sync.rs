@@ -172,6 +172,9 @@ impl MemberCache {
         for chunk in records.chunks(WRITE_BATCH) {
             match self.store.put_members(chunk, self.ttl()).await {
                 Ok(()) => {
+                    // Keep the near cache in step, so nobody is served the
+                    // record this sync just replaced.
+                    chunk.iter().for_each(|m| self.near.insert(m));
                     report.success_count += chunk.len() as u64;
                     progress
                         .done
@@ -272,9 +275,11 @@ impl MemberCache {
             updated_at: now,
         };
         self.store
-            .put_members(&[cached], self.ttl())
+            .put_members(std::slice::from_ref(&cached), self.ttl())
             .await
-            .map_err(|e| format!("缓存写入失败 (cache write failed): {e}"))
+            .map_err(|e| format!("缓存写入失败 (cache write failed): {e}"))?;
+        self.near.insert(&cached);
+        Ok(())
     }
 }
 

@@ -100,7 +100,19 @@ impl From<UpstreamError> for ApiError {
                 StatusCode::BAD_GATEWAY,
                 "知识星球拒绝访问 (Zsxq refused access for the service's account)".to_string(),
             ),
-            U::BadParameter { .. } | U::Other { .. } | U::Transport(_) | U::Http(_) | U::Malformed(_) => (
+            U::Transport(_) => (
+                StatusCode::BAD_GATEWAY,
+                "无法连接知识星球接口 (cannot reach the Zsxq API; retry later)".to_string(),
+            ),
+            U::Malformed(_) => (
+                StatusCode::BAD_GATEWAY,
+                "知识星球接口返回了无法识别的数据 (the Zsxq API answered something unreadable; nothing was cached)".to_string(),
+            ),
+            U::Http(status) => (
+                StatusCode::BAD_GATEWAY,
+                format!("知识星球接口异常 (the Zsxq API answered HTTP {status}; retry later)"),
+            ),
+            U::BadParameter { .. } | U::Other { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "知识星球接口异常 (the Zsxq API failed; retry later)".to_string(),
             ),

@@ -2,18 +2,22 @@
 //!
 //! Handlers live in one file per resource; they parse every parameter into
 //! domain types and return [`error::ApiError`] — the one error type with an
-//! `IntoResponse`, so every failure has the same envelope.
+//! `IntoResponse`, so every failure has the same envelope. The layers in
+//! `edge.rs` (rate limit, CORS, envelopes for framework rejections, the
+//! in-flight count) wrap every route.
 
+pub mod edge;
 pub mod error;
+pub mod openapi;
 pub mod users;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
+use axum::{Router, middleware};
 use subtle::ConstantTimeEq;
 
 use crate::cache::MemberCache;
@@ -29,10 +33,17 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// `API_CONCURRENCY`, the default for sync.
     pub default_concurrency: usize,
+    /// `HTTP_RATE_LIMIT` per client IP; `None` = off.
+    pub rate_limit: Option<Arc<edge::ClientRateLimit>>,
+    /// `CORS_ORIGINS`; empty = no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Requests being served now; shutdown waits for them.
+    pub in_flight: Arc<edge::InFlight>,
 }
 
 impl AppState {
-    /// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time.
+    /// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time. An
+    /// empty token never matches: `ADMIN_TOKEN` has at least 16 characters.
     pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(expected) = &self.admin_token else {
             return Err(ApiError::new(
@@ -45,7 +56,11 @@ impl AppState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        // Digests of equal length are compared, so neither the bytes nor the
+        // length of the token leak through timing (`ct_eq` on slices of
+        // different lengths returns early).
+        let digest = |raw: &str| sha1_smol::Sha1::from(raw).digest().bytes();
+        if bool::from(digest(given).ct_eq(&digest(expected.expose()))) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -57,7 +72,7 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/api/users", get(users::list))
         .route("/api/users/sync", post(users::sync))
         .route("/api/users/sync/{job_id}", get(users::sync_status))
@@ -67,10 +82,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/users/{user_id}", get(users::by_id))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+        .layer(middleware::from_fn(edge::envelope_errors));
+    if let Some(limit) = &state.rate_limit {
+        router = router.layer(middleware::from_fn_with_state(
+            limit.clone(),
+            edge::rate_limit,
+        ));
+    }
+    router = router.layer(middleware::from_fn_with_state(
+        state.in_flight.clone(),
+        edge::count_in_flight,
+    ));
+    if let Some(cors) = edge::cors_layer(&state.cors_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
 }
 
 async fn not_found() -> ApiError {
@@ -93,10 +123,17 @@ async fn healthz() -> Response {
 /// the upstream (still ready, but said so).
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let store_ok = app.cache.store().ping().await.is_ok();
+    let (near, queue) = (app.cache.near(), app.cache.write_back_queue());
     let data = serde_json::json!({
         "store": app.cache.store().kind(),
         "store_reachable": store_ok,
         "mode": if store_ok { "normal" } else { "degraded" },
+        "near_cache": { "enabled": near.is_enabled(), "entries": near.len() },
+        "write_back": {
+            "pending": queue.len(),
+            "written": queue.written(),
+            "dropped": queue.dropped(),
+        },
         "upstream": app.cache.budget().snapshot(),
     });
     envelope(

@@ -4,7 +4,8 @@
 //! reached from development machines, so the demo, the integration tests and
 //! the benchmarks all talk to this instead; its faults (latency, a per-minute
 //! limit and random rejections answered with 1059, the 11507 refusal of the
-//! member list) can be turned on and off while it runs, from a test through
+//! member list, and broken answers: garbage, truncated or incomplete JSON,
+//! HTTP 500, slowness) can be turned on and off while it runs, from a test through
 //! [`SimHandle`] or from outside through `POST /__sim/config`.
 //!
 //! Layout: `data` generates the group, `state` holds the knobs, counters and
@@ -31,7 +32,7 @@ pub use data::{
     generate, zsxq_time,
 };
 pub use server::{MAX_PAGE_COUNT, RANKING_PAGE_SIZE};
-pub use state::{SimCallsByKind, SimKnobs, SimKnobsPatch, SimStats};
+pub use state::{SimCallsByKind, SimFault, SimKnobs, SimKnobsPatch, SimStats};
 
 use state::SimState;
 
@@ -65,6 +66,13 @@ pub struct SimConfig {
     /// The group id the simulator answers for; any other gets 11102.
     #[arg(long, default_value_t = 51122858222824)]
     pub group_id: u64,
+    /// Spoil every /v2 answer: garbage, truncated, missing-fields, http-500
+    /// or slow (for fault drills).
+    #[arg(long, value_enum, default_value_t = SimFault::None)]
+    pub fault: SimFault,
+    /// Extra delay of `--fault slow`, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub slow_ms: u64,
 }
 
 fn parse_ratio(raw: &str) -> Result<f64, String> {
@@ -88,6 +96,8 @@ impl Default for SimConfig {
             token: "sim-token".to_string(),
             no_member_list: false,
             group_id: 51122858222824,
+            fault: SimFault::None,
+            slow_ms: 5_000,
         }
     }
 }
@@ -117,6 +127,8 @@ impl fmt::Debug for SimConfig {
             .field("token", &"<redacted>")
             .field("no_member_list", &self.no_member_list)
             .field("group_id", &self.group_id)
+            .field("fault", &self.fault)
+            .field("slow_ms", &self.slow_ms)
             .finish()
     }
 }
@@ -204,6 +216,16 @@ impl SimHandle {
     /// Allows the member list, or refuses it with 11507.
     pub fn set_member_list_allowed(&self, allowed: bool) {
         self.state.set_member_list_allowed(allowed);
+    }
+
+    /// Spoils every `/v2` answer with `fault` ([`SimFault::None`] = healthy).
+    pub fn set_fault(&self, fault: SimFault) {
+        self.state.set_fault(fault);
+    }
+
+    /// Sets how late [`SimFault::Slow`] answers.
+    pub fn set_slow_ms(&self, ms: u64) {
+        self.state.set_slow_ms(ms);
     }
 
     /// The knobs now.

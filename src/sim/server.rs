@@ -12,21 +12,28 @@
 //!
 //! The `/__sim/*` endpoints are the simulator's own control surface, not part
 //! of the upstream; they answer plain JSON and need no token.
+//!
+//! Fault drills ([`SimFault`]) run as a layer around the `/v2` routes: the
+//! handler answers as usual (so the call is counted, delayed, throttled and
+//! checked like any other), then the layer spoils the answer — garbage,
+//! truncated JSON, missing fields, HTTP 500 — or holds it back (`slow`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use super::data::{CampScope, RankingType, SimCamp, SimMember};
-use super::state::{CallKind, SimKnobsPatch, SimState, Throttle};
+use super::state::{CallKind, SimFault, SimKnobsPatch, SimState, Throttle};
 
 /// Rows per `ranking_list` page, as observed upstream.
 pub const RANKING_PAGE_SIZE: usize = 21;
@@ -60,7 +67,84 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/__sim/reset", post(reset))
         .route("/__sim/config", get(config).post(set_config))
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), spoil))
         .with_state(state)
+}
+
+/// Largest answer the fault layer reads back to spoil; real ones are a few
+/// kilobytes (a member-list page of 200 is the biggest).
+const SPOIL_READ_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Applies the configured [`SimFault`] to a `/v2` answer.
+async fn spoil(State(state): State<Arc<SimState>>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/v2/") {
+        return next.run(request).await;
+    }
+    let response = next.run(request).await;
+    match state.fault() {
+        SimFault::None => response,
+        SimFault::Slow => {
+            tokio::time::sleep(Duration::from_millis(state.slow_ms())).await;
+            response
+        }
+        SimFault::Http500 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error: upstream worker crashed",
+        )
+            .into_response(),
+        SimFault::Garbage => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
+        )
+            .into_response(),
+        SimFault::Truncated => {
+            let body = answer_bytes(response).await;
+            let cut = body.len() / 2;
+            json_body(body.slice(..cut))
+        }
+        SimFault::MissingFields => {
+            let body = answer_bytes(response).await;
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(mut value) => {
+                    strip_fields(&mut value);
+                    Json(value).into_response()
+                }
+                Err(_) => json_body(body),
+            }
+        }
+    }
+}
+
+async fn answer_bytes(response: Response) -> axum::body::Bytes {
+    axum::body::to_bytes(response.into_body(), SPOIL_READ_LIMIT)
+        .await
+        .unwrap_or_default()
+}
+
+fn json_body(bytes: axum::body::Bytes) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(bytes),
+    )
+        .into_response()
+}
+
+/// Removes what a client cannot do without from a success envelope: every
+/// member's `number`, the camp list and the ranking rows.
+fn strip_fields(envelope: &mut Value) {
+    let Some(data) = envelope.get_mut("resp_data").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(member) = data.get_mut("member").and_then(Value::as_object_mut) {
+        member.remove("number");
+    }
+    if let Some(members) = data.get_mut("members").and_then(Value::as_array_mut) {
+        for member in members.iter_mut().filter_map(Value::as_object_mut) {
+            member.remove("number");
+        }
+    }
+    data.remove("checkins");
+    data.remove("ranking_list");
 }
 
 /// A successful answer: `{"succeeded": true, "resp_data": ...}`.

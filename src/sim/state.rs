@@ -1,6 +1,6 @@
 //! The simulator's shared runtime state: knobs that fault tests turn while it
-//! runs, the call counters behind `/__sim/stats`, and the throttle that
-//! answers 1059.
+//! runs (latency, throttling, and the broken-upstream [`SimFault`]s), the
+//! call counters behind `/__sim/stats`, and the throttle that answers 1059.
 //!
 //! Everything on the request path is an atomic, so with latency 0 the
 //! simulator keeps up with thousands of calls a second. The two pieces that
@@ -11,7 +11,7 @@
 //! corresponding knob is off.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,6 +26,54 @@ use super::data::SimData;
 /// The window of the per-minute limit.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// How a broken upstream answers `/v2` calls, for fault tests (issue #6).
+/// The call is still counted, delayed, throttled and authenticated as usual;
+/// the fault then replaces or spoils its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SimFault {
+    /// Answers as upstream does.
+    #[default]
+    None,
+    /// HTTP 200 with an HTML error page instead of JSON.
+    Garbage,
+    /// HTTP 200 with the real JSON cut off halfway.
+    Truncated,
+    /// HTTP 200, `succeeded: true`, but members lack `number` and lists
+    /// (`checkins`, `ranking_list`) are missing.
+    MissingFields,
+    /// HTTP 500 with a plain-text body.
+    #[serde(rename = "http_500")]
+    #[value(name = "http-500")]
+    Http500,
+    /// The real answer, `slow_ms` late.
+    Slow,
+}
+
+impl SimFault {
+    fn to_raw(self) -> u8 {
+        match self {
+            SimFault::None => 0,
+            SimFault::Garbage => 1,
+            SimFault::Truncated => 2,
+            SimFault::MissingFields => 3,
+            SimFault::Http500 => 4,
+            SimFault::Slow => 5,
+        }
+    }
+
+    fn from_raw(raw: u8) -> Self {
+        match raw {
+            1 => SimFault::Garbage,
+            2 => SimFault::Truncated,
+            3 => SimFault::MissingFields,
+            4 => SimFault::Http500,
+            5 => SimFault::Slow,
+            _ => SimFault::None,
+        }
+    }
+}
+
 /// The knobs as they are at one moment; also the body of `/__sim/config` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SimKnobs {
@@ -37,6 +85,10 @@ pub struct SimKnobs {
     pub rate_per_min: u32,
     /// Whether the member list may be read (otherwise 11507).
     pub member_list: bool,
+    /// How `/v2` answers are spoiled, if at all.
+    pub fault: SimFault,
+    /// Extra delay of [`SimFault::Slow`], in milliseconds.
+    pub slow_ms: u64,
 }
 
 /// A change to the knobs: the body of `POST /__sim/config`. Absent fields
@@ -53,6 +105,10 @@ pub struct SimKnobsPatch {
     pub rate_per_min: Option<u32>,
     /// Allow or refuse the member list.
     pub member_list: Option<bool>,
+    /// Turn a fault on (or `none` to turn it off).
+    pub fault: Option<SimFault>,
+    /// New delay of the `slow` fault.
+    pub slow_ms: Option<u64>,
 }
 
 /// Checks a rejection probability; shared by the CLI and the control endpoint.
@@ -148,6 +204,9 @@ pub struct SimState {
     latency_ms: AtomicU64,
     rate_per_min: AtomicU32,
     member_list: AtomicBool,
+    /// [`SimFault`] as its raw tag, so the request path reads one atomic.
+    fault: AtomicU8,
+    slow_ms: AtomicU64,
     calls: AtomicU64,
     by_kind: [AtomicU64; CallKind::COUNT],
     throttled: AtomicU64,
@@ -180,6 +239,8 @@ impl SimState {
             latency_ms: AtomicU64::new(cfg.latency_ms),
             rate_per_min: AtomicU32::new(cfg.rate_per_min),
             member_list: AtomicBool::new(!cfg.no_member_list),
+            fault: AtomicU8::new(cfg.fault.to_raw()),
+            slow_ms: AtomicU64::new(cfg.slow_ms),
             calls: AtomicU64::new(0),
             by_kind: Default::default(),
             throttled: AtomicU64::new(0),
@@ -201,6 +262,8 @@ impl SimState {
             latency_ms: self.latency_ms(),
             rate_per_min: self.rate_per_min.load(Ordering::Relaxed),
             member_list: self.member_list_allowed(),
+            fault: self.fault(),
+            slow_ms: self.slow_ms(),
         }
     }
 
@@ -221,7 +284,33 @@ impl SimState {
         if let Some(allowed) = patch.member_list {
             self.set_member_list_allowed(allowed);
         }
+        if let Some(ms) = patch.slow_ms {
+            self.set_slow_ms(ms);
+        }
+        if let Some(fault) = patch.fault {
+            self.set_fault(fault);
+        }
         Ok(self.knobs())
+    }
+
+    /// The fault spoiling `/v2` answers now.
+    pub fn fault(&self) -> SimFault {
+        SimFault::from_raw(self.fault.load(Ordering::Relaxed))
+    }
+
+    /// Turns a fault on, or off with [`SimFault::None`].
+    pub fn set_fault(&self, fault: SimFault) {
+        self.fault.store(fault.to_raw(), Ordering::Relaxed);
+    }
+
+    /// The delay of the `slow` fault, in milliseconds.
+    pub fn slow_ms(&self) -> u64 {
+        self.slow_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the delay of the `slow` fault.
+    pub fn set_slow_ms(&self, ms: u64) {
+        self.slow_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Current rejection probability.

@@ -208,6 +208,8 @@ fn every_flag_parses_under_its_documented_name() {
         "--token=t",
         "--no-member-list",
         "--group-id=77",
+        "--fault=http-500",
+        "--slow-ms=12",
     ])
     .expect("valid flags");
     let expected = SimConfig {
@@ -220,6 +222,8 @@ fn every_flag_parses_under_its_documented_name() {
         token: "t".into(),
         no_member_list: true,
         group_id: 77,
+        fault: SimFault::Http500,
+        slow_ms: 12,
     };
     assert_eq!(cli.sim, expected);
 }
@@ -719,7 +723,8 @@ async fn the_config_endpoint_changes_knobs_and_answers_the_effective_config() {
     .await;
     assert_eq!(
         answer,
-        json!({"reject_ratio": 0.0, "latency_ms": 3, "rate_per_min": 0, "member_list": false})
+        json!({"reject_ratio": 0.0, "latency_ms": 3, "rate_per_min": 0, "member_list": false,
+               "fault": "none", "slow_ms": 5000})
     );
     assert_fails_with(&get(&sim, "/members?count=1").await, 11507);
 
@@ -857,4 +862,97 @@ async fn departed_participants_rank_but_their_member_calls_answer_1037() {
         .unwrap();
     assert_eq!(body["succeeded"], false);
     assert_eq!(body["code"], 1037);
+}
+
+// ---------------------------------------------------------------- faults
+
+/// Status and raw body of a GET with the token.
+async fn raw_get(sim: &SimHandle, rest: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(group_path(sim, rest))
+        .header("Authorization", TOKEN)
+        .send()
+        .await
+        .expect("simulator answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body"))
+}
+
+#[tokio::test]
+async fn each_fault_spoils_v2_answers_and_is_still_counted() {
+    let sim = start(SimConfig::for_tests()).await;
+    let uid = sim.data.members[0].user_id;
+    let summary = format!("/members/{uid}/summary");
+
+    sim.set_fault(SimFault::Garbage);
+    let (status, body) = raw_get(&sim, &summary).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("<html>"), "{body}");
+
+    sim.set_fault(SimFault::Truncated);
+    let (status, body) = raw_get(&sim, &summary).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("{\"") && serde_json::from_str::<Value>(&body).is_err());
+
+    sim.set_fault(SimFault::MissingFields);
+    let answer = get(&sim, &summary).await;
+    assert_eq!(answer["succeeded"], true);
+    assert!(answer["resp_data"]["member"]["user_id"].is_u64());
+    assert!(answer["resp_data"]["member"].get("number").is_none());
+    let list = get(&sim, "/members?count=3").await;
+    assert!(
+        list["resp_data"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.get("number").is_none())
+    );
+    let camps = get(&sim, "/checkins?scope=over&count=5").await;
+    assert!(camps["resp_data"].get("checkins").is_none());
+
+    sim.set_fault(SimFault::Http500);
+    let (status, _) = raw_get(&sim, &summary).await;
+    assert_eq!(status, 500);
+
+    sim.set_fault(SimFault::Slow);
+    sim.set_slow_ms(150);
+    let started = Instant::now();
+    let answer = get(&sim, &summary).await;
+    assert_eq!(answer["succeeded"], true);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+
+    sim.set_fault(SimFault::None);
+    assert_eq!(get(&sim, &summary).await["succeeded"], true);
+    assert_eq!(sim.stats().calls, 8, "every spoiled call was counted");
+}
+
+#[tokio::test]
+async fn faults_leave_the_control_endpoints_alone_and_are_set_over_http() {
+    let sim = start(SimConfig::for_tests()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/__sim/config", sim.base_url);
+    let knobs = send(
+        http.post(&url)
+            .json(&json!({"fault": "http_500", "slow_ms": 7})),
+    )
+    .await;
+    assert_eq!(knobs["fault"], "http_500");
+    assert_eq!(knobs["slow_ms"], 7);
+    assert_eq!(sim.knobs().fault, SimFault::Http500);
+    // /__sim/* still answers normally.
+    assert_eq!(sim_stats(&sim).await["calls"], 0);
+    let bad = http
+        .post(&url)
+        .json(&json!({"fault": "explode"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(bad.status().is_client_error());
+    assert_eq!(sim.knobs().fault, SimFault::Http500, "unchanged");
+    send(http.post(&url).json(&json!({"fault": "none"}))).await;
+    let uid = sim.data.members[1].user_id;
+    assert_eq!(
+        get(&sim, &format!("/members/{uid}")).await["succeeded"],
+        true
+    );
 }

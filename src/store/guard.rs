@@ -1,7 +1,14 @@
 //! A circuit breaker around any [`Store`] (seed §8: Redis down must not take
 //! the service down).
 //!
-//! Every operation gets a short timeout. The first failure opens the breaker:
+//! Every operation gets a timeout. A single-member read — what a lookup waits
+//! on — gets the shortest one (`STORE_TIMEOUT_MS`, 50 ms by default), so a
+//! hung Redis costs a request at most that. Writes, multi-row reads and bulk
+//! work get longer bounds: they are off the lookup path (the cache answers
+//! before it writes) and a redb commit fsyncs, which can take tens of
+//! milliseconds on a busy disk without anything being wrong.
+//!
+//! The first failure opens the breaker:
 //! for `cool_down` every call fails at once with [`StoreError::Unavailable`]
 //! instead of waiting on a dead or hung Redis, and the cache falls back to the
 //! upstream. After the cool-down one call is let through as a probe; if it
@@ -28,10 +35,13 @@ enum State {
     },
 }
 
+/// Base bound on a write or a multi-row read; grows by a millisecond a row.
+pub const SLOW_OP_TIMEOUT: Duration = Duration::from_millis(250);
+
 pub struct GuardedStore {
     inner: Box<dyn Store>,
-    /// Bound on a single read or small write.
-    op_timeout: Duration,
+    /// Bound on a single-member read and on `ping`: what a request waits on.
+    read_timeout: Duration,
     /// Bound on bulk work (clear, big batches), which may legitimately take
     /// seconds on a large cache.
     bulk_timeout: Duration,
@@ -40,10 +50,12 @@ pub struct GuardedStore {
 }
 
 impl GuardedStore {
-    pub fn new(inner: Box<dyn Store>, op_timeout: Duration, cool_down: Duration) -> Self {
+    /// `read_timeout` bounds single reads (the lookup path); writes and
+    /// batches get [`SLOW_OP_TIMEOUT`] plus a millisecond a row.
+    pub fn new(inner: Box<dyn Store>, read_timeout: Duration, cool_down: Duration) -> Self {
         Self {
             inner,
-            op_timeout,
+            read_timeout,
             bulk_timeout: Duration::from_secs(60),
             cool_down,
             state: Mutex::new(State::Closed),
@@ -93,7 +105,7 @@ impl GuardedStore {
                 Err(StoreError::Corrupt(_)) => {}
                 Err(e) => {
                     if matches!(*state, State::Closed) {
-                        tracing::warn!(store = self.inner.kind(), error = %e, "store failing, breaker open: serving from upstream");
+                        tracing::warn!(store = self.inner.kind(), error = %e, "store failing, breaker open: serving from the near cache and the upstream");
                     }
                     *state = State::Open {
                         until: Instant::now() + self.cool_down,
@@ -105,7 +117,18 @@ impl GuardedStore {
     }
 
     fn batch_timeout(&self, n: usize) -> Duration {
-        (self.op_timeout + Duration::from_millis(n as u64)).min(self.bulk_timeout)
+        (SLOW_OP_TIMEOUT.max(self.read_timeout) + Duration::from_millis(n as u64))
+            .min(self.bulk_timeout)
+    }
+
+    /// A lookup of one member waits at most the read timeout; a batch (a
+    /// refund list's 167 members) gets the batch bound.
+    fn read_timeout_for(&self, n: usize) -> Duration {
+        if n <= 1 {
+            self.read_timeout
+        } else {
+            self.batch_timeout(n)
+        }
     }
 }
 
@@ -116,12 +139,15 @@ impl Store for GuardedStore {
     }
 
     async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
-        self.guard(self.batch_timeout(ids.len()), self.inner.get_members(ids))
-            .await
+        self.guard(
+            self.read_timeout_for(ids.len()),
+            self.inner.get_members(ids),
+        )
+        .await
     }
 
     async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError> {
-        self.guard(self.op_timeout, self.inner.user_id_by_number(number))
+        self.guard(self.read_timeout, self.inner.user_id_by_number(number))
             .await
     }
 
@@ -158,7 +184,8 @@ impl Store for GuardedStore {
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
-        self.guard(self.op_timeout, self.inner.count()).await
+        // Counting prunes expired members first (a write), hence the slow bound.
+        self.guard(SLOW_OP_TIMEOUT, self.inner.count()).await
     }
 
     async fn clear(&self) -> Result<ClearReport, StoreError> {
@@ -166,24 +193,99 @@ impl Store for GuardedStore {
     }
 
     async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError> {
-        self.guard(self.op_timeout, self.inner.add_stats(delta))
+        self.guard(SLOW_OP_TIMEOUT, self.inner.add_stats(delta))
             .await
     }
 
     async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError> {
-        self.guard(self.op_timeout, self.inner.set_last_sync_time(ms))
+        self.guard(SLOW_OP_TIMEOUT, self.inner.set_last_sync_time(ms))
             .await
     }
 
     async fn stats(&self) -> Result<StoredStats, StoreError> {
-        self.guard(self.op_timeout, self.inner.stats()).await
+        self.guard(SLOW_OP_TIMEOUT, self.inner.stats()).await
     }
 
     async fn memory_usage(&self) -> Result<String, StoreError> {
-        self.guard(self.op_timeout, self.inner.memory_usage()).await
+        self.guard(SLOW_OP_TIMEOUT, self.inner.memory_usage()).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.guard(self.op_timeout, self.inner.ping()).await
+        self.guard(self.read_timeout, self.inner.ping()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::embedded::EmbeddedStore;
+    use crate::testkit::{Fault, FaultSwitch, FaultyStore};
+
+    fn guarded(dir: &tempfile::TempDir, cool_down: Duration) -> (GuardedStore, FaultSwitch) {
+        let store =
+            EmbeddedStore::open(&dir.path().join("g.redb"), Arc::new(SystemClock)).expect("opens");
+        let (faulty, switch) = FaultyStore::wrap(Box::new(store));
+        (
+            GuardedStore::new(Box::new(faulty), Duration::from_millis(50), cool_down),
+            switch,
+        )
+    }
+
+    fn id() -> UserId {
+        UserId::new(454881884228).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hung_store_costs_one_read_timeout_then_fails_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, switch) = guarded(&dir, Duration::from_secs(30));
+        switch.set(Fault::Hanging);
+        let started = Instant::now();
+        let first = store.get_members(&[id()]).await;
+        assert!(matches!(first, Err(StoreError::Timeout(_))), "{first:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(!store.is_closed());
+        let started = Instant::now();
+        let second = store.user_id_by_number(MemberNumber::new(1).unwrap()).await;
+        assert!(matches!(second, Err(StoreError::Unavailable)), "{second:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(40),
+            "an open breaker does not wait: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn io_errors_open_the_breaker_and_a_probe_closes_it_when_the_store_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, switch) = guarded(&dir, Duration::from_millis(100));
+        assert!(store.ping().await.is_ok());
+        switch.set(Fault::Failing);
+        assert!(matches!(store.ping().await, Err(StoreError::Embedded(_))));
+        assert!(!store.is_closed());
+        switch.set(Fault::None);
+        assert!(
+            matches!(store.ping().await, Err(StoreError::Unavailable)),
+            "still cooling down"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(store.ping().await.is_ok(), "the probe goes through");
+        assert!(store.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_does_not_open_the_breaker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _switch) = guarded(&dir, Duration::from_secs(30));
+        let result = store
+            .guard(Duration::from_secs(1), async {
+                Err::<(), _>(StoreError::Corrupt("bad".into()))
+            })
+            .await;
+        assert!(result.is_err());
+        assert!(store.is_closed());
     }
 }

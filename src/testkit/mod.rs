@@ -5,6 +5,8 @@
 //! that can only reach the library's public items. Nothing in the service
 //! itself uses it.
 
+pub mod faulty_store;
 pub mod redis_server;
 
+pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
 pub use redis_server::RedisServer;

@@ -163,11 +163,18 @@ pub fn sign(url: &str, timestamp: &str, request_id: &str) -> String {
     s.digest().to_string()
 }
 
+/// Maps a reqwest failure to its meaning. A body that stopped arriving
+/// (connection closed or reset mid-answer) is a transport failure, retried
+/// like any other; a complete body we cannot decode is malformed, and is not
+/// (the upstream would send the same again). URLs are stripped: they carry
+/// no token, but the message stays short and stable.
 fn classify_reqwest(e: reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
         UpstreamError::Timeout
-    } else if e.is_decode() || e.is_body() {
+    } else if e.is_decode() {
         UpstreamError::Malformed(e.without_url().to_string())
+    } else if e.is_body() {
+        UpstreamError::Transport(format!("answer cut off: {}", e.without_url()))
     } else {
         UpstreamError::Transport(e.without_url().to_string())
     }

@@ -123,9 +123,11 @@ pub struct RankingRow {
 
 /// One page of a ranking. `user_specific` (the caller's own row) is ignored:
 /// it is not a participant row unless it also appears in the list.
+/// `ranking_list` is required: an answer without it is malformed, not an
+/// empty page — read as empty it would silently end the ranking early and
+/// shorten a refund list (SPEC §2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RankingPage {
-    #[serde(default)]
     pub ranking_list: Vec<RankingRow>,
 }
 
@@ -216,6 +218,14 @@ mod tests {
         assert_eq!(page.ranking_list.len(), 2);
         assert_eq!(page.ranking_list[0].user.name, "🐱猫猫");
         assert_eq!(page.ranking_list[1].rankings, 2);
+    }
+
+    #[test]
+    fn a_ranking_page_without_its_list_is_an_error_not_an_empty_page() {
+        let empty: RankingPage = serde_json::from_value(json!({"ranking_list": []})).unwrap();
+        assert!(empty.ranking_list.is_empty());
+        assert!(serde_json::from_value::<RankingPage>(json!({})).is_err());
+        assert!(serde_json::from_value::<RankingPage>(json!({"user_specific": {}})).is_err());
     }
 
     #[test]

@@ -7,7 +7,10 @@ use serde_json::json;
 use crate::helpers::{Setup, StoreKind, spawn_app};
 use crate::on_both_stores;
 
-on_both_stores!(throttled_upstream_calls_are_retried_until_they_succeed);
+on_both_stores!(
+    throttled_upstream_calls_are_retried_until_they_succeed,
+    a_failing_store_is_answered_from_the_near_cache_and_upstream,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_keep_answering_while_redis_is_down_and_caching_resumes_after() {
@@ -91,7 +94,28 @@ async fn throttled_upstream_calls_are_retried_until_they_succeed(kind: StoreKind
     let s = app.stats().await;
     assert_eq!(s.data()["upstream"]["throttled"], sim.throttled);
     assert!(s.data()["upstream"]["retries"].as_u64().unwrap() >= sim.throttled);
-    let _ = json!({});
+}
+
+/// Any store error (injected here, on either store) opens the breaker:
+/// members seen before are still hits, new ones come from the upstream, and
+/// both are in the store once it works again.
+async fn a_failing_store_is_answered_from_the_near_cache_and_upstream(kind: StoreKind) {
+    let app = Setup::new(kind).faulty_store().spawn().await;
+    let switch = app.store_fault.clone().expect("faulty store");
+    let (seen, new) = (&app.sim.data.members[0], &app.sim.data.members[1]);
+    assert_eq!(app.user(seen.user_id).await.data()["cache_status"], "miss");
+    switch.set(zsxq_cache::testkit::Fault::Failing);
+    let a = app.user(seen.user_id).await;
+    assert_eq!((a.status, &a.data()["cache_status"]), (200, &json!("hit")));
+    let b = app.user(new.user_id).await;
+    assert_eq!((b.status, &b.data()["cache_status"]), (200, &json!("miss")));
+    assert_eq!(app.get("/readyz").await.data()["mode"], "degraded");
+    switch.set(zsxq_cache::testkit::Fault::None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.stats().await.data()["cached_users_count"] != 2 {
+        assert!(Instant::now() < deadline, "the new member was written back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

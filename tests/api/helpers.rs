@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use zsxq_cache::clock::SystemClock;
 use zsxq_cache::config::Config;
 use zsxq_cache::sim::{SimConfig, SimHandle};
-use zsxq_cache::startup::Application;
-use zsxq_cache::testkit::RedisServer;
+use zsxq_cache::startup::{Application, open_unguarded_store};
+use zsxq_cache::testkit::{FaultSwitch, FaultyStore, RedisServer};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
@@ -43,6 +44,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub sim: SimHandle,
     pub redis: Option<RedisServer>,
+    /// Set by [`Setup::faulty_store`]: turns store failures on and off.
+    pub store_fault: Option<FaultSwitch>,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -60,6 +63,8 @@ pub struct Setup {
     pub store: StoreKind,
     pub sim: SimConfig,
     pub vars: Vec<(&'static str, String)>,
+    /// Wrap the store in a [`FaultyStore`].
+    pub faulty: bool,
 }
 
 impl Setup {
@@ -68,7 +73,14 @@ impl Setup {
             store,
             sim: SimConfig::for_tests(),
             vars: Vec::new(),
+            faulty: false,
         }
+    }
+
+    /// Puts the store behind a switch that injects I/O errors or hangs.
+    pub fn faulty_store(mut self) -> Self {
+        self.faulty = true;
+        self
     }
 
     pub fn members(mut self, n: usize) -> Self {
@@ -121,7 +133,17 @@ impl Setup {
         }
         let config = Config::from_vars(&vars).expect("valid test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let app = Application::build(config, listener)
+        let clock = std::sync::Arc::new(SystemClock);
+        let inner = open_unguarded_store(&config.store, clock.clone())
+            .await
+            .expect("store opens");
+        let (inner, store_fault): (Box<dyn zsxq_cache::store::Store>, _) = if self.faulty {
+            let (faulty, switch) = FaultyStore::wrap(inner);
+            (Box::new(faulty), Some(switch))
+        } else {
+            (inner, None)
+        };
+        let app = Application::build_with_store(config, listener, inner, clock)
             .await
             .expect("app builds");
         let addr = app.local_addr().expect("addr");
@@ -134,6 +156,7 @@ impl Setup {
             http: reqwest::Client::new(),
             sim,
             redis,
+            store_fault,
             _dir: dir,
             stop: Some(stop),
         }

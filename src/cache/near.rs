@@ -1,0 +1,332 @@
+//! The near cache: recently served members in process memory, in front of
+//! the store (issue #6, item 1).
+//!
+//! Two jobs:
+//! - **Speed.** A member served in the last `NEAR_CACHE_TTL` seconds is
+//!   answered without a store round trip.
+//! - **Outages.** When the store fails (Redis down or hung, the embedded file
+//!   erroring), a member this process has seen is still answered from here
+//!   for as long as its store record would have lived, so cached members keep
+//!   being served while the store is away.
+//!
+//! Each entry therefore has two horizons: *fresh until* (`NEAR_CACHE_TTL`,
+//! after which [`NearCache::get`] ignores it and the store is asked again) and
+//! *gone at* the record's own store expiry (`updated_at + CACHE_TTL`, after
+//! which moka evicts it). An entry can never outlive the record the store
+//! holds, so the near cache never answers what the store would not.
+//!
+//! Bounded by entry count (`NEAR_CACHE_SIZE`; a member is a few hundred bytes,
+//! so the default 10 000 is a few megabytes). moka's sync cache is used: every
+//! call is a short, non-blocking map operation, never held across an await.
+//!
+//! Staleness: a record rewritten in the store by someone else (a forced sync,
+//! another replica) may be served from here for up to `NEAR_CACHE_TTL`; member
+//! records change rarely (the number never), so a minute is the default.
+//!
+//! The module keeps to `get`/`insert`/`invalidate`/`clear` (plus the stale and
+//! by-number reads) so that cross-replica invalidation can be layered on
+//! later by calling `invalidate` from a subscriber.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::sync::Cache;
+
+use crate::clock::Clock;
+use crate::domain::{CachedMember, MemberNumber, UserId};
+
+/// One cached member and when to stop trusting it. Both horizons are read
+/// from the injected clock (as the stores do), so a test can jump past them;
+/// `lives_for` is the same horizon in moka's real time, so memory is
+/// reclaimed without anyone reading the entry.
+#[derive(Clone)]
+struct Entry {
+    member: Arc<CachedMember>,
+    /// Unix ms after which `get` ignores the entry; `get_stale` still sees it.
+    fresh_until_ms: i64,
+    /// Unix ms at which the store record expires; nothing sees it after.
+    expires_at_ms: i64,
+    /// Time left until `expires_at_ms`, measured at insert.
+    lives_for: Duration,
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Per-entry expiry: an entry lives exactly as long as its store record.
+struct UntilStoreExpiry;
+
+impl Expiry<UserId, Entry> for UntilStoreExpiry {
+    fn expire_after_create(&self, _: &UserId, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(entry.lives_for)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &UserId,
+        entry: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.lives_for)
+    }
+}
+
+/// Recently served members, by id, with a number → id index.
+pub struct NearCache {
+    /// `None` when turned off (`NEAR_CACHE_SIZE=0` or `CACHE_ENABLED=false`):
+    /// every call is then a no-op and lookups behave as without it.
+    members: Option<Cache<UserId, Entry>>,
+    /// Number → id, so lookups by number are served during an outage too.
+    /// Only trusted when the member entry still carries that number.
+    numbers: Option<Cache<MemberNumber, UserId>>,
+    /// `NEAR_CACHE_TTL`.
+    fresh_for: Duration,
+    /// `CACHE_TTL`: a record's store lifetime, counted from `updated_at`.
+    store_ttl: Duration,
+    /// The store's clock, to turn `updated_at` into time left.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for NearCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearCache")
+            .field("entries", &self.len())
+            .field("fresh_for", &self.fresh_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NearCache {
+    /// A near cache of at most `capacity` members (0 turns it off), each
+    /// trusted for `fresh_for` (capped at `store_ttl`).
+    pub fn new(
+        capacity: u64,
+        fresh_for: Duration,
+        store_ttl: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let (members, numbers) = if capacity == 0 {
+            (None, None)
+        } else {
+            (
+                Some(
+                    Cache::builder()
+                        .max_capacity(capacity)
+                        .expire_after(UntilStoreExpiry)
+                        .build(),
+                ),
+                Some(
+                    Cache::builder()
+                        .max_capacity(capacity)
+                        .time_to_live(store_ttl.max(Duration::from_millis(1)))
+                        .build(),
+                ),
+            )
+        };
+        Self {
+            members,
+            numbers,
+            fresh_for: fresh_for.min(store_ttl),
+            store_ttl,
+            clock,
+        }
+    }
+
+    /// A near cache that holds nothing.
+    pub fn disabled(clock: Arc<dyn Clock>) -> Self {
+        Self::new(0, Duration::ZERO, Duration::ZERO, clock)
+    }
+
+    /// The member if it was cached here within `NEAR_CACHE_TTL`.
+    pub fn get(&self, id: UserId) -> Option<CachedMember> {
+        let entry = self.members.as_ref()?.get(&id)?;
+        let now = self.clock.now_ms();
+        (now < entry.fresh_until_ms && now < entry.expires_at_ms).then(|| (*entry.member).clone())
+    }
+
+    /// The member if this process has it at all and its store record would
+    /// still be alive: the answer while the store is unavailable.
+    pub fn get_stale(&self, id: UserId) -> Option<CachedMember> {
+        let entry = self.members.as_ref()?.get(&id)?;
+        (self.clock.now_ms() < entry.expires_at_ms).then(|| (*entry.member).clone())
+    }
+
+    /// The id of the member with `number`, if one is held here (fresh or not)
+    /// and still has that number.
+    pub fn id_for_number(&self, number: MemberNumber) -> Option<UserId> {
+        let id = self.numbers.as_ref()?.get(&number)?;
+        let entry = self.members.as_ref()?.get(&id)?;
+        (entry.member.member.number == number && self.clock.now_ms() < entry.expires_at_ms)
+            .then_some(id)
+    }
+
+    /// Remembers a member just read from the store or fetched upstream. A
+    /// record whose store lifetime is already over is not kept.
+    pub fn insert(&self, member: &CachedMember) {
+        let (Some(members), Some(numbers)) = (&self.members, &self.numbers) else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let expires_at_ms = member.updated_at.saturating_add(millis(self.store_ttl));
+        let left_ms = expires_at_ms.saturating_sub(now);
+        let Ok(left_ms) = u64::try_from(left_ms) else {
+            return;
+        };
+        if left_ms == 0 {
+            return;
+        }
+        let id = member.member.user_id;
+        members.insert(
+            id,
+            Entry {
+                member: Arc::new(member.clone()),
+                fresh_until_ms: now.saturating_add(millis(self.fresh_for)),
+                expires_at_ms,
+                lives_for: Duration::from_millis(left_ms),
+            },
+        );
+        numbers.insert(member.member.number, id);
+    }
+
+    /// Forgets one member (its number entry is ignored from then on, since
+    /// it is only trusted alongside the member entry).
+    pub fn invalidate(&self, id: UserId) {
+        if let Some(members) = &self.members {
+            members.invalidate(&id);
+        }
+    }
+
+    /// Forgets everything (`DELETE /api/users/cache`).
+    pub fn clear(&self) {
+        if let Some(members) = &self.members {
+            members.invalidate_all();
+        }
+        if let Some(numbers) = &self.numbers {
+            numbers.invalidate_all();
+        }
+    }
+
+    /// Members held now (approximate: moka counts lazily).
+    pub fn len(&self) -> u64 {
+        self.members.as_ref().map_or(0, |m| m.entry_count())
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the near cache is on at all.
+    pub fn is_enabled(&self) -> bool {
+        self.members.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::Member;
+
+    fn member(id: u64, number: u64, updated_at: i64) -> CachedMember {
+        CachedMember {
+            member: Member {
+                user_id: UserId::new(id).unwrap(),
+                number: MemberNumber::new(number).unwrap(),
+                name: format!("m{number}"),
+                unique_id: String::new(),
+                avatar_url: String::new(),
+                join_time: String::new(),
+                status: String::new(),
+                expired_time: String::new(),
+                introduction: String::new(),
+            },
+            cached_at: updated_at,
+            updated_at,
+        }
+    }
+
+    fn near(fresh_for: Duration, clock: Arc<ManualClock>) -> NearCache {
+        NearCache::new(100, fresh_for, Duration::from_secs(3600), clock)
+    }
+
+    #[test]
+    fn a_fresh_entry_is_served_by_id_and_by_number() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = near(Duration::from_secs(60), clock.clone());
+        let m = member(454881884228, 177, clock.now_ms());
+        cache.insert(&m);
+        assert_eq!(cache.get(m.member.user_id), Some(m.clone()));
+        assert_eq!(cache.id_for_number(m.member.number), Some(m.member.user_id));
+        assert_eq!(cache.id_for_number(MemberNumber::new(178).unwrap()), None);
+    }
+
+    #[test]
+    fn past_the_near_ttl_only_the_stale_read_sees_an_entry() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = near(Duration::from_secs(60), clock.clone());
+        let m = member(1, 1, clock.now_ms());
+        cache.insert(&m);
+        clock.advance_ms(61_000);
+        assert_eq!(cache.get(m.member.user_id), None, "no longer fresh");
+        assert_eq!(cache.get_stale(m.member.user_id), Some(m.clone()));
+        clock.advance_ms(3_600_000);
+        assert_eq!(
+            cache.get_stale(m.member.user_id),
+            None,
+            "never past the store record's expiry"
+        );
+    }
+
+    #[test]
+    fn a_record_already_expired_in_the_store_is_not_kept() {
+        let clock = Arc::new(ManualClock::new(10_000_000));
+        let cache = near(Duration::from_secs(60), clock.clone());
+        // Written two hours ago with a one-hour store TTL: gone from the store.
+        let old = member(2, 2, clock.now_ms() - 7_200_000);
+        cache.insert(&old);
+        assert_eq!(cache.get_stale(old.member.user_id), None);
+    }
+
+    #[test]
+    fn a_changed_number_no_longer_resolves_to_the_member() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = near(Duration::from_secs(60), clock.clone());
+        cache.insert(&member(3, 30, clock.now_ms()));
+        cache.insert(&member(3, 31, clock.now_ms()));
+        assert_eq!(cache.id_for_number(MemberNumber::new(30).unwrap()), None);
+        assert_eq!(
+            cache.id_for_number(MemberNumber::new(31).unwrap()),
+            UserId::new(3)
+        );
+    }
+
+    #[test]
+    fn invalidate_and_clear_forget_members() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = near(Duration::from_secs(60), clock.clone());
+        let (a, b) = (member(4, 4, clock.now_ms()), member(5, 5, clock.now_ms()));
+        cache.insert(&a);
+        cache.insert(&b);
+        cache.invalidate(a.member.user_id);
+        assert_eq!(cache.get_stale(a.member.user_id), None);
+        assert_eq!(cache.id_for_number(a.member.number), None);
+        assert!(cache.get(b.member.user_id).is_some());
+        cache.clear();
+        assert_eq!(cache.get_stale(b.member.user_id), None);
+    }
+
+    #[test]
+    fn a_disabled_cache_holds_nothing() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = NearCache::disabled(clock.clone());
+        cache.insert(&member(6, 6, clock.now_ms()));
+        assert!(cache.get_stale(UserId::new(6).unwrap()).is_none());
+        assert!(!cache.is_enabled());
+        assert!(cache.is_empty());
+    }
+}

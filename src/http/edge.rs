@@ -1,0 +1,298 @@
+//! What sits between the network and the handlers (issue #6, items 3–5):
+//! the per-client rate limit, CORS, the in-flight counter graceful shutdown
+//! reports from, and the layer that gives every error the envelope.
+//!
+//! Decisions:
+//! - **Rate limit** (`HTTP_RATE_LIMIT`, off by default): governor's keyed
+//!   GCRA limiter, one cell per client IP, shared by every connection of the
+//!   process. An IPv6 client is keyed by its /64, since one host owns a whole
+//!   /64 and could otherwise rotate addresses. Health probes are exempt so a
+//!   load balancer never sees a 429. The client address is the TCP peer:
+//!   behind a reverse proxy every request shares the proxy's address, so
+//!   limit at the proxy instead (no `X-Forwarded-For` is trusted, since any
+//!   client can send one).
+//! - **CORS** (`CORS_ORIGINS`, none by default): `tower-http`'s `cors` layer.
+//!   tower-http is already in the build through reqwest, so the feature adds
+//!   a few hundred lines, and preflight handling (`Vary`, max-age, header
+//!   lists) is easy to get subtly wrong by hand. With no origins configured
+//!   the layer is not installed at all: no CORS headers, same-origin only.
+//! - **Envelopes for framework rejections**: axum answers a body over the
+//!   limit, a path that is not UTF-8 or an unparseable query with plain
+//!   text. A response-mapping layer turns any error answer that is not JSON
+//!   into the envelope, so every answer a client gets has the same shape,
+//!   whatever handler it reached.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::error::{ApiError, envelope};
+
+/// Paths a load balancer polls; never rate limited.
+const HEALTH_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// Largest non-JSON error body read to build an envelope from; axum's
+/// rejection texts are one line.
+const REJECTION_TEXT_LIMIT: usize = 4 * 1024;
+
+/// `HTTP_RATE_LIMIT` requests per minute per client.
+pub struct ClientRateLimit {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    per_minute: NonZeroU32,
+}
+
+impl std::fmt::Debug for ClientRateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRateLimit")
+            .field("per_minute", &self.per_minute)
+            .field("clients", &self.limiter.len())
+            .finish()
+    }
+}
+
+impl ClientRateLimit {
+    /// `per_minute` requests a minute per client, in a burst of up to as
+    /// many, refilled evenly.
+    pub fn new(per_minute: NonZeroU32) -> Self {
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            per_minute,
+        }
+    }
+
+    /// `Ok` when `client` may make a request now, else how long to wait.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&rate_key(client))
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Drops the state of clients that are back to a full allowance, so the
+    /// map does not grow with every address ever seen.
+    pub fn forget_idle_clients(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Clients with state held now.
+    pub fn tracked_clients(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// Forgets idle clients once a minute for as long as the limiter lives.
+    pub fn spawn_janitor(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(limit) = weak.upgrade() else { return };
+                limit.forget_idle_clients();
+            }
+        });
+    }
+}
+
+/// The key a client is limited under: its address, or its /64 for IPv6
+/// (IPv4-mapped IPv6 addresses count as the IPv4 address).
+fn rate_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+/// Middleware: answers 429 with `Retry-After` when the client is over
+/// `HTTP_RATE_LIMIT`. Requests without a known peer (in-process tests) share
+/// one key.
+pub async fn rate_limit(
+    State(limit): State<Arc<ClientRateLimit>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if HEALTH_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
+    match limit.check(client) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            tracing::debug!(client = %client, wait_ms = wait.as_millis() as u64, "client over HTTP_RATE_LIMIT");
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "请求过于频繁，请稍后重试 (too many requests: at most {} a minute per client; retry later)",
+                    limit.per_minute
+                ),
+            );
+            error.retry_after = Some(wait.max(Duration::from_secs(1)));
+            error.into_response()
+        }
+    }
+}
+
+/// The CORS layer for `origins`, or `None` when none are configured.
+/// Origins were validated by the configuration; one that still does not
+/// make a header value is skipped with a warning.
+pub fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let values: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| match HeaderValue::from_str(o) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                tracing::warn!(origin = %o, "CORS origin is not a valid header value; skipped");
+                None
+            }
+        })
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(values))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Requests being served now; graceful shutdown waits for it to reach 0.
+#[derive(Debug, Default)]
+pub struct InFlight(AtomicUsize);
+
+impl InFlight {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Decrements the in-flight count when a request ends, however it ends.
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Middleware: counts requests in flight.
+pub async fn count_in_flight(
+    State(in_flight): State<Arc<InFlight>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    in_flight.0.fetch_add(1, Ordering::SeqCst);
+    let _guard = InFlightGuard(in_flight);
+    next.run(request).await
+}
+
+/// Middleware: an error answer that is not JSON (a framework rejection)
+/// becomes the envelope, keeping its status and headers.
+pub async fn envelope_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let detail = match axum::body::to_bytes(body, REJECTION_TEXT_LIMIT).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), detail = %detail, "non-envelope server error");
+    }
+    let message = rejection_message(status, &detail);
+    let mut answer = envelope(status, &message, serde_json::Value::Null);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// A message that says what to fix, for a rejection with `detail` text.
+fn rejection_message(status: StatusCode, detail: &str) -> String {
+    let detail: String = detail.chars().take(200).collect();
+    let with_detail = |zh: &str, en: &str| {
+        if detail.is_empty() {
+            format!("{zh} ({en})")
+        } else {
+            format!("{zh} ({en}: {detail})")
+        }
+    };
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            with_detail("请求体过大", "the request body is larger than 64 KiB")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            with_detail("请求体类型不支持", "send Content-Type: application/json")
+        }
+        s if s.is_server_error() => "服务内部错误 (internal error; the cause was logged)".into(),
+        _ => with_detail("请求无效", "the request is malformed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(rate_key(a), rate_key(b));
+        assert_ne!(rate_key(a), rate_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(rate_key(mapped), IpAddr::from([192, 0, 2, 7]));
+    }
+
+    #[test]
+    fn each_client_gets_its_own_allowance() {
+        let limit = ClientRateLimit::new(NonZeroU32::new(2).unwrap());
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        assert!(limit.check(a).is_ok());
+        assert!(limit.check(a).is_ok());
+        let wait = limit.check(a).unwrap_err();
+        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(30));
+        assert!(limit.check(b).is_ok(), "another client is not affected");
+        assert_eq!(limit.tracked_clients(), 2);
+    }
+
+    #[test]
+    fn rejection_messages_keep_the_detail_and_never_are_empty() {
+        let m = rejection_message(StatusCode::BAD_REQUEST, "Invalid URL: bad");
+        assert!(m.contains("Invalid URL: bad"));
+        assert!(rejection_message(StatusCode::PAYLOAD_TOO_LARGE, "").contains("64 KiB"));
+        assert!(!rejection_message(StatusCode::INTERNAL_SERVER_ERROR, "secret").contains("secret"));
+    }
+}

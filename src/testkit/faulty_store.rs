@@ -1,0 +1,163 @@
+//! A [`Store`] wrapper whose failures a test switches on and off: the way to
+//! give the embedded store I/O errors and hangs on demand, since a real redb
+//! file cannot be made to fail at a chosen moment. (Redis gets real faults
+//! from [`super::RedisServer`]: kill, restart, SIGSTOP.)
+//!
+//! The wrapped store does the real work whenever the fault is off, so a test
+//! sees the real data before, during (nothing) and after the fault.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{CachedMember, MemberNumber, UserId};
+use crate::store::{
+    ClearReport, Page, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
+};
+
+/// What the wrapped store does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Passes every call through.
+    None,
+    /// Every call fails with an I/O-like error.
+    Failing,
+    /// Every call hangs (for a minute), like a disk stuck in a flush.
+    Hanging,
+}
+
+/// Turns the fault of a [`FaultyStore`] after the store was handed away.
+#[derive(Debug, Clone, Default)]
+pub struct FaultSwitch(Arc<AtomicU8>);
+
+impl FaultSwitch {
+    pub fn set(&self, fault: Fault) {
+        let raw = match fault {
+            Fault::None => 0,
+            Fault::Failing => 1,
+            Fault::Hanging => 2,
+        };
+        self.0.store(raw, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> Fault {
+        match self.0.load(Ordering::SeqCst) {
+            1 => Fault::Failing,
+            2 => Fault::Hanging,
+            _ => Fault::None,
+        }
+    }
+}
+
+/// A store that fails when its [`FaultSwitch`] says so.
+pub struct FaultyStore {
+    inner: Box<dyn Store>,
+    switch: FaultSwitch,
+}
+
+impl FaultyStore {
+    /// Wraps `inner`; the returned switch starts at [`Fault::None`].
+    pub fn wrap(inner: Box<dyn Store>) -> (Self, FaultSwitch) {
+        let switch = FaultSwitch::default();
+        (
+            Self {
+                inner,
+                switch: switch.clone(),
+            },
+            switch,
+        )
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        match self.switch.get() {
+            Fault::None => Ok(()),
+            Fault::Failing => Err(StoreError::Embedded(
+                "injected I/O error: Input/output error (os error 5)".into(),
+            )),
+            Fault::Hanging => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Err(StoreError::Embedded("injected hang ended".into()))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
+        self.check().await?;
+        self.inner.get_members(ids).await
+    }
+
+    async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError> {
+        self.check().await?;
+        self.inner.user_id_by_number(number).await
+    }
+
+    async fn put_members(&self, members: &[CachedMember], ttl: Duration) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.put_members(members, ttl).await
+    }
+
+    async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {
+        self.check().await?;
+        self.inner.cached_ids(ids).await
+    }
+
+    async fn page(
+        &self,
+        sort: SortBy,
+        order: SortOrder,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page, StoreError> {
+        self.check().await?;
+        self.inner.page(sort, order, offset, limit).await
+    }
+
+    async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {
+        self.check().await?;
+        self.inner.oldest(limit).await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.check().await?;
+        self.inner.count().await
+    }
+
+    async fn clear(&self) -> Result<ClearReport, StoreError> {
+        self.check().await?;
+        self.inner.clear().await
+    }
+
+    async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.add_stats(delta).await
+    }
+
+    async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.set_last_sync_time(ms).await
+    }
+
+    async fn stats(&self) -> Result<StoredStats, StoreError> {
+        self.check().await?;
+        self.inner.stats().await
+    }
+
+    async fn memory_usage(&self) -> Result<String, StoreError> {
+        self.check().await?;
+        self.inner.memory_usage().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.ping().await
+    }
+}

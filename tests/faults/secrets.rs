@@ -1,0 +1,190 @@
+//! Secret redaction (issue #6, item 4): the upstream token, the admin token
+//! and a Redis password never appear in any log line (at `RUST_LOG=debug`)
+//! or any answer, whatever goes wrong: wrong admin tokens, an upstream that
+//! rejects our token, broken upstream answers, an unreachable Redis.
+
+use std::time::Duration;
+
+use serde_json::json;
+use zsxq_cache::sim::{SimConfig, SimFault};
+
+use crate::process::Service;
+
+const UPSTREAM_TOKEN: &str = "upstream-SECRET-tok-8c1e5b2f";
+const WRONG_UPSTREAM_TOKEN: &str = "stale-SECRET-tok-77aa01";
+const ADMIN_TOKEN: &str = "admin-SECRET-tok-5f0d9e3a21";
+const REDIS_PASSWORD: &str = "redis-SECRET-pw-31c7";
+
+/// Every secret of this test, for the final grep.
+const SECRETS: [&str; 4] = [
+    UPSTREAM_TOKEN,
+    WRONG_UPSTREAM_TOKEN,
+    ADMIN_TOKEN,
+    REDIS_PASSWORD,
+];
+
+/// Sends a request and returns status and body text.
+async fn call(req: reqwest::RequestBuilder) -> (u16, String) {
+    let r = req.send().await.expect("answers");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(
+            !text.contains(secret),
+            "{what} contains a secret ({}…)",
+            &secret[..6]
+        );
+    }
+}
+
+fn base_vars(sim_url: &str, group: u64, dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("RUST_LOG", "debug".to_string()),
+        ("ZSXQ_API_BASE", sim_url.to_string()),
+        ("ZSXQ_GROUP_ID", group.to_string()),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
+        (
+            "EMBEDDED_PATH",
+            dir.join("cache.redb").display().to_string(),
+        ),
+        ("API_RATE_LIMIT", "6000".to_string()),
+        ("API_REQUEST_DELAY", "0".to_string()),
+        ("API_RETRY_BASE_MS", "5".to_string()),
+        ("API_MAX_RETRIES", "1".to_string()),
+        ("API_TIMEOUT_MS", "500".to_string()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_or_password_reaches_a_log_line_or_an_answer() {
+    let sim = zsxq_cache::sim::spawn(SimConfig {
+        token: UPSTREAM_TOKEN.to_string(),
+        members: 60,
+        ..SimConfig::for_tests()
+    })
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+
+    // 1. The right upstream token, as a cookie: success and failure paths.
+    let mut vars = base_vars(&sim.base_url, sim.data.group_id, dir.path());
+    vars.push(("ZSXQ_ACCESS_TOKEN", UPSTREAM_TOKEN.to_string()));
+    let mut good = Service::start(dir.path(), &vars).await;
+    let member = &sim.data.members[0];
+    answers.push(call(http.get(good.url(&format!("/api/users/{}", member.user_id)))).await);
+    answers.push(call(http.get(good.url(&format!("/api/users/number/{}", member.number)))).await);
+    for auth in [
+        "Bearer wrong-admin-token-000000",
+        "Bearer ",
+        ADMIN_TOKEN,
+        "bearer admin",
+    ] {
+        let (status, body) = call(
+            http.post(good.url("/api/users/sync"))
+                .header("authorization", auth)
+                .json(&json!({})),
+        )
+        .await;
+        assert_eq!(status, 401, "{auth}: {body}");
+        answers.push((status, body));
+    }
+    answers.push(
+        call(
+            http.post(good.url("/api/users/sync"))
+                .bearer_auth(ADMIN_TOKEN)
+                .body("{not json"),
+        )
+        .await,
+    );
+    for fault in [
+        SimFault::Garbage,
+        SimFault::Http500,
+        SimFault::MissingFields,
+    ] {
+        sim.set_fault(fault);
+        let (status, body) =
+            call(http.get(good.url(&format!("/api/users/{}", sim.data.members[30].user_id)))).await;
+        assert_eq!(status, 502, "{fault:?}: {body}");
+        answers.push((status, body));
+        answers.push(
+            call(
+                http.post(good.url("/api/users/sync"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&json!({"force": true})),
+            )
+            .await,
+        );
+    }
+    sim.set_fault(SimFault::None);
+    let (status, body) = call(
+        http.post(good.url("/api/users/sync"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"force": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    answers.push((status, body));
+    answers.push(call(http.get(good.url("/api/users/cache/stats"))).await);
+    answers.push(call(http.get(good.url("/readyz"))).await);
+    good.signal("TERM");
+    assert!(good.wait_exit(Duration::from_secs(10)).await.is_some());
+    let good_logs = good.logs();
+
+    // 2. A token the upstream rejects (401), sent as a header, and a Redis
+    //    with a password that cannot be reached.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let mut vars = base_vars(&sim.base_url, sim.data.group_id, dir.path());
+    vars.push(("ZSXQ_AUTHORIZATION", WRONG_UPSTREAM_TOKEN.to_string()));
+    vars.push(("REDIS_URL", format!("redis://:{REDIS_PASSWORD}@{closed}/0")));
+    let mut bad = Service::start(dir.path(), &vars).await;
+    let (status, body) =
+        call(http.get(bad.url(&format!("/api/users/{}", sim.data.members[1].user_id)))).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("token"),
+        "says the token was rejected: {body}"
+    );
+    answers.push((status, body));
+    let (status, body) = call(
+        http.post(bad.url("/api/users/sync"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({})),
+    )
+    .await;
+    assert!(status >= 500, "{body}");
+    answers.push((status, body));
+    answers.push(call(http.get(bad.url("/api/users/cache/stats"))).await);
+    answers.push(call(http.get(bad.url("/api/users"))).await);
+    answers.push(call(http.get(bad.url("/readyz"))).await);
+    bad.signal("TERM");
+    assert!(bad.wait_exit(Duration::from_secs(10)).await.is_some());
+    let bad_logs = bad.logs();
+
+    let lines = good_logs.lines().count() + bad_logs.lines().count();
+    println!(
+        "[secret redaction] {lines} log lines at RUST_LOG=debug and {} answers checked for 4 secrets",
+        answers.len()
+    );
+    // The logs say what happened, so the grep below is meaningful.
+    assert!(lines > 20, "{good_logs}\n{bad_logs}");
+    assert!(
+        bad_logs.contains("upstream rejected our token"),
+        "{bad_logs}"
+    );
+    assert!(good_logs.contains("malformed"), "{good_logs}");
+    assert!(bad_logs.to_lowercase().contains("redis") || bad_logs.contains("store"));
+    assert_no_secret("the logs of the healthy run", &good_logs);
+    assert_no_secret("the logs of the rejected-token run", &bad_logs);
+    for (status, body) in &answers {
+        assert_no_secret(&format!("an answer ({status})"), body);
+        let envelope: serde_json::Value = serde_json::from_str(body).expect("an envelope");
+        assert_eq!(envelope["code"], *status);
+    }
+}

@@ -1,0 +1,151 @@
+//! Graceful shutdown (issue #6, item 5): SIGTERM lets in-flight requests
+//! finish — a slow lookup, a running sync — and a request that outlasts
+//! `SHUTDOWN_GRACE_SECS` is cut off with a log line saying so.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use zsxq_cache::sim::{SimConfig, SimHandle};
+
+use crate::process::Service;
+
+const ADMIN: &str = "shutdown-admin-token-012345";
+
+async fn start(sim: &SimHandle, dir: &std::path::Path, extra: &[(&'static str, &str)]) -> Service {
+    let mut vars = vec![
+        ("ZSXQ_API_BASE", sim.base_url.clone()),
+        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+        ("ADMIN_TOKEN", ADMIN.to_string()),
+        (
+            "EMBEDDED_PATH",
+            dir.join("shutdown.redb").display().to_string(),
+        ),
+        ("API_RATE_LIMIT", "6000".to_string()),
+        ("API_REQUEST_DELAY", "0".to_string()),
+        ("RUST_LOG", "info".to_string()),
+    ];
+    for (k, v) in extra {
+        vars.push((k, v.to_string()));
+    }
+    Service::start(dir, &vars).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_slow_in_flight_lookup_finish() {
+    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut service = start(&sim, dir.path(), &[]).await;
+    sim.set_latency_ms(1_500);
+    let member = sim.data.members[2].clone();
+    let url = service.url(&format!("/api/users/{}", member.user_id));
+    let started = Instant::now();
+    let request = tokio::spawn(async move { reqwest::get(url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    service.signal("TERM");
+    let answer = request.await.expect("task").expect("the answer arrives");
+    let answered = started.elapsed();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.expect("json");
+    assert_eq!(body["data"]["number"], member.number);
+    let status = service
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits after finishing");
+    let exited = started.elapsed();
+    println!(
+        "[SIGTERM, slow lookup] answered 200 after {answered:?} (SIGTERM at 300 ms, upstream 1.5 s); exited {status} after {exited:?}"
+    );
+    assert!(status.success(), "{}", service.logs());
+    assert!(service.logs().contains("finishing in-flight requests"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_sync_still_answers_the_sync_with_its_counts() {
+    // Listing refused: the sync reads rankings and fetches members one by
+    // one, slowly, so SIGTERM lands in the middle of it.
+    let sim = zsxq_cache::sim::spawn(SimConfig {
+        members: 120,
+        no_member_list: true,
+        ..SimConfig::for_tests()
+    })
+    .await
+    .expect("simulator");
+    sim.set_latency_ms(20);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut service = start(&sim, dir.path(), &[]).await;
+    let url = service.url("/api/users/sync");
+    let started = Instant::now();
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(ADMIN)
+            .json(&json!({"concurrency": 2}))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let calls_at_term = sim.stats().calls;
+    service.signal("TERM");
+    let answer = request.await.expect("task").expect("the sync answers");
+    let answered = started.elapsed();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.expect("json");
+    let report = &body["data"];
+    let status = service
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("exits after the sync");
+    println!(
+        "[SIGTERM, sync] {calls_at_term} upstream calls done at SIGTERM (700 ms); sync answered after {answered:?}: \
+         sync_count={} success={} failed={} skipped={}; exited {status}",
+        report["sync_count"],
+        report["success_count"],
+        report["failed_count"],
+        report["skipped_count"]
+    );
+    assert!(status.success());
+    let synced =
+        report["success_count"].as_u64().unwrap() + report["failed_count"].as_u64().unwrap();
+    assert_eq!(
+        synced,
+        report["sync_count"].as_u64().unwrap(),
+        "the whole sync ran"
+    );
+    assert!(report["success_count"].as_u64().unwrap() > 0);
+    assert!(service.logs().contains("sync finished"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
+    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut service = start(&sim, dir.path(), &[("SHUTDOWN_GRACE_SECS", "1")]).await;
+    // Far longer than the grace, so exiting early can only be the grace.
+    sim.set_latency_ms(30_000);
+    let url = service.url(&format!("/api/users/{}", sim.data.members[0].user_id));
+    let request = tokio::spawn(async move { reqwest::get(url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let termed = Instant::now();
+    service.signal("TERM");
+    let status = service
+        .wait_exit(Duration::from_secs(25))
+        .await
+        .expect("exits after the grace");
+    let took = termed.elapsed();
+    let cut = request.await.expect("task");
+    let logs = service.logs();
+    println!(
+        "[SIGTERM, grace 1 s] exited {status} {took:?} after SIGTERM; client saw {:?}",
+        cut.as_ref().map(|r| r.status())
+    );
+    assert!(status.success());
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(cut.is_err(), "the request was cut off");
+    assert!(logs.contains("shutdown grace elapsed"), "{logs}");
+    assert!(logs.contains("waiting for in-flight requests"), "{logs}");
+}
