@@ -10,12 +10,13 @@
 //! - Counters are kept in memory and flushed to the store's stats hash once a
 //!   second, so the hot path makes no extra store round trip for statistics.
 
+pub mod batch;
 pub mod sync;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -65,6 +66,10 @@ pub struct MemberCache {
     listing_refused: AtomicBool,
     /// One sync at a time.
     sync_lock: tokio::sync::Mutex<()>,
+    /// Members the upstream recently called former or non-members, with
+    /// when and what it said (see `batch.rs`): a refund list containing
+    /// people who left asks about them once, not on every export.
+    not_members: Mutex<HashMap<UserId, (Instant, UpstreamError)>>,
 }
 
 /// What `GET /api/users/cache/stats` reports (seed §5.1.6).
@@ -113,6 +118,7 @@ impl MemberCache {
             flushed_calls: AtomicU64::new(0),
             listing_refused: AtomicBool::new(false),
             sync_lock: tokio::sync::Mutex::new(()),
+            not_members: Mutex::new(HashMap::new()),
         })
     }
 
@@ -130,6 +136,12 @@ impl MemberCache {
 
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// `CACHE_ENABLED`: when false, nothing is read from or written to the
+    /// store (member records and cached rankings alike).
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -297,6 +309,9 @@ impl MemberCache {
         let report = self.store.clear().await?;
         if let Ok(mut p) = self.pending.lock() {
             *p = StatCounters::default();
+        }
+        if let Ok(mut known) = self.not_members.lock() {
+            known.clear();
         }
         self.flushed_calls.store(
             self.budget.stats.calls.load(Ordering::Relaxed),
