@@ -16,6 +16,7 @@ use crate::cache::MemberCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreConfig};
 use crate::http::{self, AppState};
+use crate::refund::RefundService;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::guard::GuardedStore;
@@ -55,30 +56,47 @@ pub async fn open_store(
     )))
 }
 
+/// The service's parts, without HTTP: what `serve` runs behind the router
+/// and what the CLI (`refund-list`, `bench-refund`) uses in-process.
+pub struct Services {
+    pub cache: Arc<MemberCache>,
+    pub refunds: Arc<RefundService>,
+}
+
+/// Builds the store, upstream budget and client, cache and refund service
+/// from a configuration. Spawns nothing: callers that run long start the
+/// stats flusher themselves, callers that exit call `cache.flush_stats()`.
+pub async fn build_services(config: &Config) -> anyhow::Result<Services> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&config.store, clock.clone()).await?;
+    let budget = Arc::new(Budget::new(
+        config.upstream.rate_per_min,
+        config.upstream.request_delay,
+        config.upstream.concurrency,
+    ));
+    let upstream: Arc<dyn Upstream> = Arc::new(
+        ZsxqClient::new(config.upstream.clone(), budget.clone())
+            .context("building the HTTP client")?,
+    );
+    let cache = MemberCache::new(
+        store,
+        upstream,
+        budget,
+        clock,
+        config.cache_ttl,
+        config.cache_enabled,
+    );
+    let refunds = RefundService::new(cache.clone());
+    Ok(Services { cache, refunds })
+}
+
 impl Application {
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = open_store(&config.store, clock.clone()).await?;
-        let budget = Arc::new(Budget::new(
-            config.upstream.rate_per_min,
-            config.upstream.request_delay,
-            config.upstream.concurrency,
-        ));
-        let upstream: Arc<dyn Upstream> = Arc::new(
-            ZsxqClient::new(config.upstream.clone(), budget.clone())
-                .context("building the HTTP client")?,
-        );
-        let cache = MemberCache::new(
-            store,
-            upstream,
-            budget,
-            clock,
-            config.cache_ttl,
-            config.cache_enabled,
-        );
+        let Services { cache, refunds } = build_services(&config).await?;
         cache.spawn_stats_flusher();
         let state = Arc::new(AppState {
             cache,
+            refunds,
             admin_token: config.admin_token.clone(),
             default_concurrency: config.upstream.concurrency.min(10),
         });
