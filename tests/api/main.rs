@@ -10,4 +10,5 @@ mod input;
 mod lookup;
 mod paging;
 mod redis_layout;
+mod refund;
 mod sync;
