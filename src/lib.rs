@@ -9,9 +9,10 @@
 //! - `cache/` — read-through lookups, singleflight, sync, batched numbers.
 //! - `refund/` — refund lists of check-in camps and their exports.
 //! - `http/` — the REST API; `startup.rs` wires it all; `config.rs` reads the
-//!   environment; `cli.rs`, `demo.rs` — the command line.
+//!   environment; `cli.rs`, `demo.rs`, `bench.rs` — the command line.
 //! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
 
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod clock;

@@ -636,3 +636,71 @@ async fn redis_keeps_a_finished_camps_ranking_with_a_ttl_and_clearing_drops_it()
     assert_eq!(again.data()["ranking_source"], "upstream");
     assert!(app.sim.stats().by_kind.ranking > ranking_calls);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_a_readable_table_and_refuses_bad_arguments() {
+    use zsxq_cache::cli::{ListFormat, RefundListArgs, refund_list_output};
+    let app = spawn_app(StoreKind::Embedded).await;
+    let camp = benchmark_camp(&app);
+    let dir = tempfile::tempdir().unwrap();
+    let vars: std::collections::HashMap<String, String> = [
+        ("ZSXQ_API_BASE", app.sim.base_url.clone()),
+        ("ZSXQ_GROUP_ID", app.sim.data.group_id.to_string()),
+        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+        ("API_RATE_LIMIT", "6000".to_string()),
+        ("API_REQUEST_DELAY", "0".to_string()),
+        (
+            "EMBEDDED_PATH",
+            dir.path().join("cli.redb").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = zsxq_cache::config::Config::from_vars(&vars).unwrap();
+    let args = |id: &str, format: ListFormat| RefundListArgs {
+        checkin_id: id.to_string(),
+        required_days: 7,
+        format,
+        output: None,
+    };
+
+    let (list, bytes) = refund_list_output(&config, &args(&camp.to_string(), ListFormat::Table))
+        .await
+        .unwrap();
+    assert!(list.complete);
+    let table = String::from_utf8(bytes).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[1].starts_with("序号  星球编号  星球昵称"), "{table}");
+    assert_eq!(lines.len(), 1 + 1 + 167 + 1, "{table}");
+    let first = &list.refund_list[0];
+    assert!(
+        lines[2].starts_with(&format!("1     {}", first.planet_number.unwrap())),
+        "{}",
+        lines[2]
+    );
+    assert!(lines.last().unwrap().starts_with("合计 167 人"), "{table}");
+
+    // The list is now in the CLI's store: CSV costs no upstream call.
+    let calls = app.sim.stats().calls;
+    let (_, csv) = refund_list_output(&config, &args(&camp.to_string(), ListFormat::Csv))
+        .await
+        .unwrap();
+    assert!(csv.starts_with(&[0xEF, 0xBB, 0xBF]));
+    assert_eq!(app.sim.stats().calls, calls);
+
+    for bad in [
+        args("12ab", ListFormat::Table),
+        args(&camp.to_string(), ListFormat::Xlsx),
+    ] {
+        let e = refund_list_output(&config, &bad).await.unwrap_err();
+        assert!(
+            e.to_string().contains("checkin_id") || e.to_string().contains("--output"),
+            "{e}"
+        );
+    }
+    let e = refund_list_output(&config, &args("999999999", ListFormat::Text))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("999999999"), "{e}");
+}
