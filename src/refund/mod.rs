@@ -215,13 +215,16 @@ pub struct RefundPage {
     pub lookup: ResolveReport,
 }
 
+/// A scope's camps and when they were read.
+type CachedCamps = (Instant, Arc<Vec<Camp>>);
+
 /// Builds refund lists; one per process, shared by the HTTP API and the CLI.
 pub struct RefundService {
     cache: Arc<MemberCache>,
     /// Camps per scope with when they were read. A Tokio mutex held across
     /// the upstream call on purpose: concurrent requests for a cold scope
     /// wait for one call instead of making one each.
-    camps: tokio::sync::Mutex<HashMap<&'static str, (Instant, Arc<Vec<Camp>>)>>,
+    camps: tokio::sync::Mutex<HashMap<&'static str, CachedCamps>>,
     /// One build per camp at a time (see the module doc). A std mutex: held
     /// only to find or insert the camp's turn, never across an await.
     turns: Mutex<HashMap<CheckinId, Arc<tokio::sync::Mutex<()>>>>,
