@@ -443,10 +443,11 @@ impl RefundService {
         if !self.cache.enabled() {
             return;
         }
+        // Never longer than CACHE_TTL: every key of ours lives at most that.
         let ttl = if is_finished(&snapshot.camp.status) {
             self.cache.ttl()
         } else {
-            ONGOING_RANKING_TTL
+            ONGOING_RANKING_TTL.min(self.cache.ttl())
         };
         let bytes = match serde_json::to_vec(snapshot) {
             Ok(b) => b,
