@@ -2,7 +2,10 @@
 //!
 //! `Application::build` takes a [`Config`] and a bound listener (so tests
 //! bind port 0 and never collide), picks the store, wraps it in the circuit
-//! breaker, creates the upstream budget and client, the cache and the router.
+//! breaker, creates the upstream budget and client, the cache, the refund
+//! service and the router. [`build_services`] is the same wiring without
+//! HTTP, for the commands that work in-process (`refund-list`,
+//! `bench-refund`).
 
 use std::future::Future;
 use std::net::SocketAddr;
