@@ -1,14 +1,24 @@
-//! The command line: `serve`, `sim`, `demo`.
+//! The command line: `serve`, `sim`, `demo`, `refund-list`, `bench-refund`.
+//!
+//! `refund-list` builds the service's parts in-process from the same
+//! configuration as `serve` (environment and `.env`), so it shares the
+//! store — cached numbers and rankings — with a running service, and prints
+//! or writes the list. An incomplete list is still written, then reported as
+//! an error (exit status 1), so a script cannot mistake it for a complete one.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::domain::CheckinId;
+use crate::refund::{RefundList, RequiredDays, export};
 use crate::sim::SimConfig;
-use crate::startup::{Application, shutdown_signal};
+use crate::startup::{Application, build_state, shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +42,8 @@ pub enum Command {
     /// Warm the cache now, with a progress bar (same configuration as serve;
     /// with the embedded store, stop the service first: the file is locked).
     Sync(SyncArgs),
+    /// Build a camp's refund list and print it (configuration as for serve).
+    RefundList(RefundListArgs),
     /// Benchmarks against the simulator; they print figures.
     Bench {
         #[command(subcommand)]
@@ -49,12 +61,107 @@ pub struct SyncArgs {
     pub concurrency: Option<u8>,
 }
 
+/// `zsxq-cache refund-list <checkin_id> [--required-days N] [--format F] [--output FILE]`
+#[derive(Debug, Clone, clap::Args)]
+pub struct RefundListArgs {
+    /// The camp's checkin_id (digits; `GET /api/camps` lists them).
+    pub checkin_id: String,
+    /// Days a participant must have checked in to qualify (1..=365).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub required_days: u32,
+    /// What to print or write.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Write to this file instead of standard output (required for xlsx).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Output formats of `refund-list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    /// An aligned table for the terminal.
+    Table,
+    /// CSV with a UTF-8 BOM, as the HTTP export.
+    Csv,
+    /// An Excel workbook (needs --output).
+    Xlsx,
+    /// The plain-text report.
+    Text,
+}
+
+impl RefundListArgs {
+    /// Checks the arguments clap cannot: the id's digits, xlsx's file.
+    pub fn validate(&self) -> anyhow::Result<(CheckinId, RequiredDays)> {
+        let id = CheckinId::parse(&self.checkin_id)
+            .map_err(|e| anyhow::anyhow!("checkin_id {:?}: {e}", self.checkin_id))?;
+        let days = RequiredDays::new(self.required_days)
+            .context("--required-days must be from 1 to 365")?;
+        if self.format == ListFormat::Xlsx && self.output.is_none() {
+            anyhow::bail!("--format xlsx writes a binary file: give --output FILE.xlsx");
+        }
+        Ok((id, days))
+    }
+}
+
+/// Builds the list with the service's parts and renders it in `args.format`.
+/// Exposed for tests; [`run`] adds the writing and the exit status.
+pub async fn refund_list_output(
+    config: &Config,
+    args: &RefundListArgs,
+) -> anyhow::Result<(RefundList, Vec<u8>)> {
+    let (id, days) = args.validate()?;
+    let services = build_state(config).await?;
+    let built = services.refunds.refund_list(id, days).await;
+    services.cache.flush_stats().await;
+    let list = built.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes = match args.format {
+        ListFormat::Table => export::table(&list).into_bytes(),
+        ListFormat::Csv => export::csv(&list),
+        ListFormat::Text => export::text(&list).into_bytes(),
+        ListFormat::Xlsx => export::xlsx(&list)?,
+    };
+    Ok((list, bytes))
+}
+
+async fn refund_list(args: RefundListArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let config = Config::from_env()?;
+    let (list, bytes) = refund_list_output(&config, &args).await?;
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} participants, {} qualified)",
+                path.display(),
+                list.statistics.total_count,
+                list.statistics.qualified_count
+            );
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&bytes)
+                .context("writing to standard output")?;
+            stdout.flush().context("writing to standard output")?;
+        }
+    }
+    if !list.complete {
+        anyhow::bail!(
+            "the list is incomplete: {} participants have no member number (reasons are in the list)",
+            list.missing_count
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve().await,
         Command::Sim(cfg) => sim(cfg).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Sync(args) => sync(args).await,
+        Command::RefundList(args) => refund_list(args).await,
         Command::Bench { command } => crate::bench::run(command).await,
     }
 }
@@ -87,7 +194,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     use std::time::Duration;
 
     let config = Config::from_env()?;
-    let state = crate::startup::build_state(&config).await?;
+    let state = build_state(&config).await?;
     let opts = crate::cache::sync::SyncOptions {
         force: args.force,
         concurrency: args

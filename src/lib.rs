@@ -6,9 +6,10 @@
 //!   1059 retry; `sim/` — the simulated Zsxq API used by demo and tests.
 //! - `store/` — Redis and embedded stores behind one trait, the circuit
 //!   breaker, every Redis key name.
-//! - `cache/` — read-through lookups, singleflight, sync.
+//! - `cache/` — read-through lookups, singleflight, sync, batched numbers.
+//! - `refund/` — refund lists of check-in camps and their exports.
 //! - `http/` — the REST API; `startup.rs` wires it all; `config.rs` reads the
-//!   environment; `cli.rs`, `demo.rs` — the command line.
+//!   environment; `cli.rs`, `demo.rs`, `bench.rs` — the command line.
 //! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
 
 pub mod bench;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod refund;
 pub mod sim;
 pub mod startup;
 pub mod store;

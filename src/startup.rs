@@ -3,9 +3,11 @@
 //! `Application::build` takes a [`Config`] and a bound listener (so tests
 //! bind port 0 and never collide), picks the store, wraps it in the circuit
 //! breaker, creates the upstream budget and client, the cache (with its near
-//! cache and write-back) and the router. `run` serves with the client's
-//! address known (for the per-client rate limit) and shuts down gracefully:
-//! in-flight requests finish, up to `SHUTDOWN_GRACE_SECS`.
+//! cache and write-back), the refund service and the router. `run` serves
+//! with the client's address known (for the per-client rate limit) and shuts
+//! down gracefully: in-flight requests finish, up to `SHUTDOWN_GRACE_SECS`.
+//! [`build_state`] is the same wiring without HTTP, for the commands that
+//! work in-process (`sync`, `refund-list`, `bench`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreConfig};
 use crate::http::edge::{ClientRateLimit, InFlight};
 use crate::http::{self, AppState};
+use crate::refund::RefundService;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::guard::GuardedStore;
@@ -124,8 +127,10 @@ pub fn build_state_with_store(
         limit.spawn_janitor();
         limit
     });
+    let refunds = RefundService::new(cache.clone());
     Ok(Arc::new(AppState {
         cache,
+        refunds,
         admin_token: config.admin_token.clone(),
         default_concurrency: config.upstream.concurrency.min(10),
         rate_limit,

@@ -1,6 +1,8 @@
 //! Logging setup. `RUST_LOG` filters (default `info`); secrets never reach a
 //! log line because they only exist as [`crate::config::Secret`], whose
-//! `Debug`/`Display` print a placeholder.
+//! `Debug`/`Display` print a placeholder. Logs go to standard error, so
+//! commands that print data (`refund-list --format csv`) keep standard
+//! output clean for a pipe or a file.
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,5 +12,6 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .try_init();
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use zsxq_cache::clock::{ManualClock, SystemClock};
-use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
+use zsxq_cache::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;
 use zsxq_cache::store::{
@@ -539,6 +539,50 @@ async fn stats_accumulate_and_remember_the_last_sync_time(h: &Harness) {
     );
 }
 
+async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h: &Harness) {
+    let camp = CheckinId::new(842_448_118_212_345).unwrap();
+    let ongoing = CheckinId::new(77).unwrap();
+    assert_eq!(h.store.get_ranking(camp).await.unwrap(), None);
+
+    let first = "{\"rows\":[\"🐱猫猫\",\"Tom \\\"The Cat\\\" Li\"]}".as_bytes();
+    h.store.put_ranking(camp, first, TTL).await.unwrap();
+    h.store
+        .put_ranking(ongoing, b"short-lived", SHORT_TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.get_ranking(camp).await.unwrap().as_deref(),
+        Some(first)
+    );
+    // A second write replaces the first.
+    h.store.put_ranking(camp, b"v2", TTL).await.unwrap();
+    assert_eq!(
+        h.store.get_ranking(camp).await.unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+
+    h.let_time_pass(Duration::from_secs(2)).await;
+    assert_eq!(h.store.get_ranking(ongoing).await.unwrap(), None);
+    assert_eq!(
+        h.store.get_ranking(camp).await.unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    // Rankings are not members.
+    assert_eq!(h.store.count().await.unwrap(), 0);
+
+    assert_eq!(
+        h.store.clear().await.unwrap(),
+        ClearReport {
+            deleted_keys: 1,
+            deleted_users: 0
+        }
+    );
+    assert_eq!(h.store.get_ranking(camp).await.unwrap(), None);
+    if let Some(mut conn) = h.raw_redis().await {
+        assert_eq!(namespace_keys(&mut conn).await, Vec::<String>::new());
+    }
+}
+
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod redis_store {
@@ -576,6 +620,7 @@ contract!(
     clear_removes_every_member_index_and_counter_and_reports_counts,
     stats_accumulate_and_remember_the_last_sync_time,
     oldest_lists_the_members_closest_to_expiry_first,
+    a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it,
 );
 
 async fn oldest_lists_the_members_closest_to_expiry_first(h: &Harness) {

@@ -4,6 +4,7 @@
 //! are shared and noisy, so every figure is printed with what it is measured
 //! against rather than asserted.
 
+pub mod refund;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -22,11 +23,15 @@ pub enum BenchCommand {
     /// Upstream budget: sync with and without the member list, priority of
     /// a person's lookup during a sync, throttle storms (issue #3).
     Sync(sync::SyncBenchArgs),
+    /// Refund list of the 167-participant camp: cold, warm, and cold while
+    /// the simulator rejects calls (issue #4).
+    Refund(refund::BenchArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Sync(args) => sync::run(args).await,
+        BenchCommand::Refund(args) => refund::run(args).await,
     }
 }
 

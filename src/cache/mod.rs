@@ -14,6 +14,7 @@
 //! - Counters are kept in memory and flushed to the store's stats hash once a
 //!   second, so the hot path makes no extra store round trip for statistics.
 
+pub mod batch;
 pub mod jobs;
 pub mod near;
 pub mod refresh;
@@ -283,6 +284,12 @@ impl MemberCache {
 
     pub fn write_back_queue(&self) -> &WriteBackQueue {
         &self.write_back
+    }
+
+    /// `CACHE_ENABLED`: when false, nothing is read from or written to the
+    /// store (member records and cached rankings alike).
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cache::LookupError;
+use crate::refund::RefundError;
 use crate::upstream::UpstreamError;
 
 /// A successful answer in the envelope.
@@ -139,6 +140,15 @@ impl From<LookupError> for ApiError {
         match e {
             LookupError::NumberNotFound(_) => ApiError::not_found(e.to_string()),
             LookupError::Upstream(u) => u.into(),
+        }
+    }
+}
+
+impl From<RefundError> for ApiError {
+    fn from(e: RefundError) -> Self {
+        match e {
+            RefundError::CampNotFound(_) => ApiError::not_found(e.to_string()),
+            RefundError::Upstream(u) => u.into(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `edge.rs` (rate limit, CORS, envelopes for framework rejections, the
 //! in-flight count) wrap every route.
 
+pub mod camps;
 pub mod edge;
 pub mod error;
 pub mod openapi;
@@ -22,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cache::MemberCache;
 use crate::config::Secret;
+use crate::refund::RefundService;
 use error::{ApiError, envelope, ok};
 
 /// Largest request body accepted; the API's bodies are a few bytes of JSON.
@@ -29,6 +31,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 pub struct AppState {
     pub cache: Arc<MemberCache>,
+    /// Camps and refund lists, over the same cache.
+    pub refunds: Arc<RefundService>,
     /// `None`: admin endpoints are closed (never open by default).
     pub admin_token: Option<Secret>,
     /// `API_CONCURRENCY`, the default for sync.
@@ -80,6 +84,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/users/cache/stats", get(users::stats))
         .route("/api/users/number/{number}", get(users::by_number))
         .route("/api/users/{user_id}", get(users::by_id))
+        .route("/api/camps", get(camps::list))
+        .route(
+            "/api/camps/{checkin_id}/refund-list",
+            get(camps::refund_page).post(camps::refund_list),
+        )
+        .route(
+            "/api/camps/{checkin_id}/refund-list/text",
+            get(camps::refund_text),
+        )
+        .route(
+            "/api/camps/{checkin_id}/refund-list.csv",
+            get(camps::refund_csv),
+        )
+        .route(
+            "/api/camps/{checkin_id}/refund-list.xlsx",
+            get(camps::refund_xlsx),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(openapi::document))

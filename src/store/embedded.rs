@@ -12,7 +12,10 @@
 //!   (lexicographic by member);
 //! - `idx_expiry` (expires ms, user_id): finds expired members without
 //!   reading the others;
-//! - `stats_counters` and `stats_meta`: the counters and last sync time.
+//! - `stats_counters` and `stats_meta`: the counters and last sync time;
+//! - `rankings`: checkin_id → expiry (8 bytes, big-endian unix ms) followed
+//!   by the refund module's opaque snapshot. Few camps, so expired entries
+//!   are dropped by a full walk of this table on each write.
 //!
 //! Decisions:
 //! - **Time comes from the injected clock**, not from redb, so a test moves a
@@ -47,7 +50,7 @@ use super::{
     human_bytes, ttl_millis,
 };
 use crate::clock::Clock;
-use crate::domain::{CachedMember, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const NUMBERS: TableDefinition<u64, u64> = TableDefinition::new("numbers");
@@ -56,6 +59,10 @@ const IDX_JOIN_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("id
 const IDX_EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("idx_expiry");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("stats_counters");
 const META: TableDefinition<&str, i64> = TableDefinition::new("stats_meta");
+const RANKINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("rankings");
+
+/// Bytes of the expiry header in front of every `rankings` value.
+const RANKING_HEADER: usize = 8;
 
 /// Counter names, the same as the Redis stats hash fields.
 const STAT_TOTAL_REQUESTS: &str = "total_requests";
@@ -130,6 +137,7 @@ impl EmbeddedStore {
             txn.open_table(IDX_EXPIRY).map_err(db_err)?;
             txn.open_table(COUNTERS).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
+            txn.open_table(RANKINGS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self {
@@ -429,6 +437,15 @@ impl Store for EmbeddedStore {
                 }
                 counters.retain(|_, _| false).map_err(db_err)?;
                 meta.retain(|_, _| false).map_err(db_err)?;
+                // Each live ranking is one `zsxq:ranking:*` key in Redis.
+                let mut rankings = txn.open_table(RANKINGS).map_err(db_err)?;
+                for entry in rankings.iter().map_err(db_err)? {
+                    let (_, value) = entry.map_err(db_err)?;
+                    if ranking_alive(value.value(), now) {
+                        report.deleted_keys += 1;
+                    }
+                }
+                rankings.retain(|_, _| false).map_err(db_err)?;
             }
             txn.commit().map_err(db_err)?;
             Ok(report)
@@ -456,6 +473,56 @@ impl Store for EmbeddedStore {
                         .insert(name, current.saturating_add(add))
                         .map_err(db_err)?;
                 }
+            }
+            txn.commit().map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blocking(move |inner| {
+            let now = inner.clock.now_ms();
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let rankings = txn.open_table(RANKINGS).map_err(db_err)?;
+            let Some(value) = rankings.get(checkin.get()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let bytes = value.value();
+            if bytes.len() < RANKING_HEADER {
+                return Err(StoreError::Corrupt(format!(
+                    "ranking of camp {checkin} is {} bytes, shorter than its header",
+                    bytes.len()
+                )));
+            }
+            Ok(ranking_alive(bytes, now).then(|| bytes[RANKING_HEADER..].to_vec()))
+        })
+        .await
+    }
+
+    async fn put_ranking(
+        &self,
+        checkin: CheckinId,
+        snapshot: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(RANKING_HEADER + snapshot.len());
+        let ttl_ms = ttl_millis(ttl);
+        value.extend_from_slice(&[0; RANKING_HEADER]);
+        value.extend_from_slice(snapshot);
+        self.blocking(move |inner| {
+            let now = inner.clock.now_ms();
+            let expires_at = now.saturating_add(ttl_ms);
+            value[..RANKING_HEADER].copy_from_slice(&expires_at.to_be_bytes());
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            {
+                let mut rankings = txn.open_table(RANKINGS).map_err(db_err)?;
+                rankings
+                    .retain(|_, bytes| ranking_alive(bytes, now))
+                    .map_err(db_err)?;
+                rankings
+                    .insert(checkin.get(), value.as_slice())
+                    .map_err(db_err)?;
             }
             txn.commit().map_err(db_err)?;
             Ok(())
@@ -514,6 +581,16 @@ impl Store for EmbeddedStore {
             Ok(())
         })
         .await
+    }
+}
+
+/// Whether a `rankings` value (expiry header + snapshot) is still alive at
+/// `now`. A value too short to hold the header counts as alive, so that
+/// reading reports it as corrupt and `clear` counts and removes it.
+fn ranking_alive(bytes: &[u8], now: i64) -> bool {
+    match bytes.first_chunk::<RANKING_HEADER>() {
+        Some(header) => i64::from_be_bytes(*header) > now,
+        None => true,
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{ClearReport, Page, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats};
-use crate::domain::{CachedMember, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 
 /// Breaker state; a std mutex because it is held for a few instructions and
 /// never across an await.
@@ -195,6 +195,24 @@ impl Store for GuardedStore {
     async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError> {
         self.guard(SLOW_OP_TIMEOUT, self.inner.add_stats(delta))
             .await
+    }
+
+    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.guard(SLOW_OP_TIMEOUT, self.inner.get_ranking(checkin))
+            .await
+    }
+
+    async fn put_ranking(
+        &self,
+        checkin: CheckinId,
+        snapshot: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.guard(
+            SLOW_OP_TIMEOUT,
+            self.inner.put_ranking(checkin, snapshot, ttl),
+        )
+        .await
     }
 
     async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError> {

@@ -2,7 +2,7 @@
 //! client input can shape a key (SPEC §4: the seed's names, so its
 //! `redis-cli` recipes keep working).
 
-use crate::domain::{MemberNumber, UserId};
+use crate::domain::{CheckinId, MemberNumber, UserId};
 
 /// Prefix of every member hash. Lua scripts that must reach a member's hash
 /// from an id they read inside Redis (pruning expired index entries) append
@@ -21,6 +21,17 @@ pub fn user(id: UserId) -> String {
 /// `zsxq:number:{number}` — string holding the user_id (seed §4.2.2).
 pub fn number(n: MemberNumber) -> String {
     format!("{NUMBER_PREFIX}{n}")
+}
+
+/// Prefix of every cached camp ranking; Rust code uses [`ranking`].
+pub const RANKING_PREFIX: &str = "zsxq:ranking:";
+
+/// `zsxq:ranking:{checkin_id}` — string holding a camp's whole ranking as the
+/// refund module encoded it (JSON), with its own TTL. Not in the seed: added
+/// so that re-generating or exporting a finished camp's refund list costs no
+/// upstream call (SPEC §4 allows additions under `zsxq:`).
+pub fn ranking(id: CheckinId) -> String {
+    format!("{RANKING_PREFIX}{id}")
 }
 
 /// Set of every cached user id (seed §4.2.3).
@@ -46,12 +57,16 @@ pub const FIXED: [&str; 5] = [USERS_ALL, STATS, IDX_NUMBER, IDX_JOIN_TIME, IDX_E
 /// The namespace every key of ours lives under.
 pub const NAMESPACE_PATTERN: &str = "zsxq:*";
 
-/// Whether the store made `key`: a member hash, a number key or a fixed key.
+/// Whether the store made `key`: a member hash, a number key, a cached
+/// ranking or a fixed key.
 /// `clear` sweeps `zsxq:*` for leftovers but deletes only these, so state
 /// that other parts of the service may keep in the namespace (leases, rate
 /// limits — SPEC §4 allows them) survives a cache clear.
 pub fn is_store_key(key: &str) -> bool {
-    key.starts_with(USER_PREFIX) || key.starts_with(NUMBER_PREFIX) || FIXED.contains(&key)
+    key.starts_with(USER_PREFIX)
+        || key.starts_with(NUMBER_PREFIX)
+        || key.starts_with(RANKING_PREFIX)
+        || FIXED.contains(&key)
 }
 
 #[cfg(test)]
@@ -64,6 +79,8 @@ mod tests {
         let n = MemberNumber::parse("177").unwrap();
         assert_eq!(user(id), "zsxq:user:454881884228");
         assert_eq!(number(n), "zsxq:number:177");
+        let camp = CheckinId::parse("8424481182").unwrap();
+        assert_eq!(ranking(camp), "zsxq:ranking:8424481182");
     }
 
     #[test]
@@ -72,6 +89,7 @@ mod tests {
         assert!(is_store_key("zsxq:number:7"));
         assert!(is_store_key(STATS));
         assert!(is_store_key(IDX_EXPIRY));
+        assert!(is_store_key("zsxq:ranking:8424481182"));
         assert!(!is_store_key("zsxq:lease:sync"));
         assert!(!is_store_key("other:user:1"));
     }

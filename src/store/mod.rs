@@ -7,7 +7,8 @@
 //!   written together and expire together (`ttl` from `CACHE_TTL`);
 //! - expired members vanish from lookups, counts and pages alike — the seed's
 //!   bug of an id set that outlives its records is not repeated;
-//! - `clear` removes every key the store made, number index included;
+//! - `clear` removes every key the store made, number index and cached
+//!   rankings included;
 //! - no operation scans the whole keyspace (`KEYS` is never used).
 
 pub mod embedded;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{CachedMember, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 
 /// Store failures. The cache treats every one of them as "store unavailable"
 /// and degrades to the upstream, so the variants only serve diagnosis.
@@ -136,6 +137,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds to the persisted counters.
     async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError>;
+
+    /// A camp's cached ranking, as [`Store::put_ranking`] was given it; `None`
+    /// when absent or expired. The bytes are opaque to the store: the refund
+    /// module owns their format.
+    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Caches a camp's ranking for `ttl`, replacing any earlier one. `clear`
+    /// removes it with everything else.
+    async fn put_ranking(
+        &self,
+        checkin: CheckinId,
+        snapshot: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     /// Records the time of the last completed sync (unix ms).
     async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError>;

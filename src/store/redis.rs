@@ -9,6 +9,8 @@
 //! - `zsxq:idx:number`, `zsxq:idx:join_time` sorted sets for O(log n + page)
 //!   paging, and `zsxq:idx:expiry` (score = expiry in unix ms by the injected
 //!   clock) to find index entries whose hash has expired;
+//! - `zsxq:ranking:{checkin_id}` a camp's cached ranking (the refund
+//!   module's JSON), one string with its own TTL;
 //! - `zsxq:stats:cache` counters, the only key without a TTL.
 //!
 //! Decisions worth knowing before changing this file:
@@ -54,7 +56,7 @@ use super::{
     ttl_millis,
 };
 use crate::clock::Clock;
-use crate::domain::{CachedMember, Member, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
 
 /// Longest wait for a TCP connect plus Redis handshake. Redis runs next to
 /// the service; anything slower is an outage and the cache falls back to the
@@ -674,6 +676,27 @@ impl Store for RedisStore {
                 .ignore();
         }
         self.pipeline(Replay::OnlyUnsent, &pipe).await?;
+        Ok(())
+    }
+
+    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
+        let get = redis::cmd("GET").arg(keys::ranking(checkin)).take();
+        self.command(Replay::Idempotent, &get, "ranking").await
+    }
+
+    async fn put_ranking(
+        &self,
+        checkin: CheckinId,
+        snapshot: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let set = redis::cmd("SET")
+            .arg(keys::ranking(checkin))
+            .arg(snapshot)
+            .arg("PX")
+            .arg(ttl_millis(ttl))
+            .take();
+        let _: Value = self.command(Replay::Idempotent, &set, "SET reply").await?;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{CachedMember, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use crate::store::{
     ClearReport, Page, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
 };
@@ -119,6 +119,21 @@ impl Store for FaultyStore {
     ) -> Result<Page, StoreError> {
         self.check().await?;
         self.inner.page(sort, order, offset, limit).await
+    }
+
+    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check().await?;
+        self.inner.get_ranking(checkin).await
+    }
+
+    async fn put_ranking(
+        &self,
+        checkin: CheckinId,
+        snapshot: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.put_ranking(checkin, snapshot, ttl).await
     }
 
     async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {

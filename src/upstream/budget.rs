@@ -80,6 +80,8 @@ pub struct Budget {
     penalty: Mutex<Penalty>,
     /// The steady spacing between calls.
     period: Duration,
+    /// `API_CONCURRENCY`, for callers that bound their own fan-out to it.
+    concurrency: usize,
     pub stats: BudgetStats,
 }
 
@@ -115,6 +117,7 @@ impl Budget {
             interactive_waiting: AtomicUsize::new(0),
             penalty: Mutex::new(Penalty::default()),
             period,
+            concurrency: concurrency.max(1),
             stats: BudgetStats::default(),
         }
     }
@@ -122,6 +125,11 @@ impl Budget {
     /// The steady spacing between two calls.
     pub fn period(&self) -> Duration {
         self.period
+    }
+
+    /// Calls allowed in flight at once (`API_CONCURRENCY`).
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     /// Waits for a rate slot and an in-flight permit. The permit must be held

@@ -15,6 +15,7 @@ pub mod error;
 pub mod wire;
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 
 use async_trait::async_trait;
 
@@ -106,16 +107,35 @@ pub async fn all_members(
     priority: Priority,
 ) -> Result<Vec<Member>, UpstreamError> {
     let mut members: Vec<Member> = Vec::new();
+    walk_members(api, priority, |page| {
+        members.extend_from_slice(page);
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(members)
+}
+
+/// Pages through the member list, 200 a call, handing each page to `visit`
+/// as it arrives; `visit` returns `Break` to stop early (a caller looking for
+/// a few members need not read the rest). Returns how many pages were read.
+/// Ends, and fails, exactly like [`all_members`].
+pub async fn walk_members(
+    api: &dyn Upstream,
+    priority: Priority,
+    mut visit: impl FnMut(&[Member]) -> ControlFlow<()> + Send,
+) -> Result<usize, UpstreamError> {
     let mut after = None;
-    for _ in 0..MAX_PAGES {
+    for pages in 1..=MAX_PAGES {
         let page = api.member_list_page(after, MEMBER_PAGE, priority).await?;
         let short = page.len() < MEMBER_PAGE as usize;
         let last = page.last().map(|m| m.number);
-        members.extend(page);
+        if visit(&page).is_break() {
+            return Ok(pages);
+        }
         match last {
             // A page that does not move forward would loop forever.
             Some(n) if !short && after.is_none_or(|a| n > a) => after = Some(n),
-            _ => return Ok(members),
+            _ => return Ok(pages),
         }
     }
     Err(UpstreamError::Malformed("member list did not end".into()))
@@ -129,17 +149,47 @@ pub async fn full_ranking(
     checkin: CheckinId,
     priority: Priority,
 ) -> Result<Vec<RankingRow>, UpstreamError> {
+    ranking_slice(api, checkin, 0, usize::MAX, priority)
+        .await
+        .map(|slice| slice.rows)
+}
+
+/// Rows of a ranking after position `after`, read page by page until at
+/// least `want` rows are in hand or the ranking ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankingSlice {
+    /// In ranking order, each participant once; may hold more than `want`
+    /// rows (whole upstream pages are kept).
+    pub rows: Vec<RankingRow>,
+    /// The ranking ended within these rows: nothing comes after them.
+    pub ended: bool,
+}
+
+/// Reads a camp's ranking from position `after` (0 = the start) until `want`
+/// rows are collected or the ranking ends, so a page of a refund list costs
+/// the one or two upstream pages it covers rather than the whole ranking.
+/// The same paging rules as [`full_ranking`]; any failing page fails it all.
+pub async fn ranking_slice(
+    api: &dyn Upstream,
+    checkin: CheckinId,
+    after: u64,
+    want: usize,
+    priority: Priority,
+) -> Result<RankingSlice, UpstreamError> {
     let mut rows: Vec<RankingRow> = Vec::new();
     let mut seen: HashSet<UserId> = HashSet::new();
-    let mut index = 0u64;
+    let mut index = after;
     let mut page_len = 0usize;
     for _ in 0..MAX_PAGES {
+        if rows.len() >= want {
+            return Ok(RankingSlice { rows, ended: false });
+        }
         let page = api
             .ranking_page(checkin, index, priority)
             .await?
             .ranking_list;
         if page.is_empty() {
-            return Ok(rows);
+            return Ok(RankingSlice { rows, ended: true });
         }
         // "Short" is relative to the longest page seen, since the upstream's
         // page size is "about 21" rather than a documented constant.
@@ -153,7 +203,7 @@ pub async fn full_ranking(
             }
         }
         if short {
-            return Ok(rows);
+            return Ok(RankingSlice { rows, ended: true });
         }
         if next <= index || rows.len() == before {
             return Err(UpstreamError::Malformed(format!(

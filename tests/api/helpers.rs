@@ -211,6 +211,29 @@ impl TestApp {
         Self::answer(self.http.get(self.url(path)).send().await.expect("request")).await
     }
 
+    /// POSTs a JSON body (no admin token).
+    pub async fn post_json(&self, path: &str, body: Value) -> Answer {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Self::answer(resp).await
+    }
+
+    /// `POST /api/camps/{id}/refund-list` with `body`.
+    pub async fn refund_list(&self, checkin_id: u64, body: Value) -> Answer {
+        self.post_json(&format!("/api/camps/{checkin_id}/refund-list"), body)
+            .await
+    }
+
+    /// A GET whose answer is not necessarily JSON (exports).
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
     pub async fn user(&self, id: u64) -> Answer {
         self.get(&format!("/api/users/{id}")).await
     }

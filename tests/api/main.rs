@@ -13,4 +13,5 @@ mod jobs;
 mod lookup;
 mod paging;
 mod redis_layout;
+mod refund;
 mod sync;

@@ -1,0 +1,559 @@
+//! Refund lists (SPEC §1, §3): after a check-in camp, every participant with
+//! their member number, days checked in and whether they qualify.
+//!
+//! A list is a camp's ranking joined with member numbers:
+//! - **The camp** (title, status, required days) comes from the camps list,
+//!   kept in process for [`CAMPS_TTL`] per scope, so deciding whether a
+//!   ranking may be cached costs no call each time.
+//! - **The ranking** is read whole (a partial ranking gives a wrong list, so
+//!   any failing page fails the request — an error, never a short list) and
+//!   kept in the store together with its camp: the ranking of a finished
+//!   camp (`over`, `closed`) does not change, so it lives `CACHE_TTL` and a
+//!   list can be re-generated or exported with no upstream call at all, even
+//!   from a freshly started process (the CLI) or another replica. An ongoing
+//!   camp's ranking is kept only [`ONGOING_RANKING_TTL`], long enough for
+//!   "view, then export" and no longer.
+//! - **The numbers** come from [`MemberCache::resolve_many`]: one batched
+//!   store read, the member list for the misses, per-member calls for the
+//!   rest. A number that cannot be had marks its row with the reason and the
+//!   list `complete: false`.
+//!
+//! One list per camp is built at a time (a per-camp turn): an operator who
+//! clicks twice, or views and exports at once, waits for the first build and
+//! then finds everything cached, instead of paying every upstream call twice.
+//! Exports (`export.rs`) render a [`RefundList`]; they never fetch anything.
+
+pub mod export;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::MemberCache;
+use crate::cache::batch::{Resolution, ResolveReport, Resolved};
+use crate::cache::rate_percent;
+use crate::domain::{CheckinId, MemberNumber, UserId, iso_utc, parse_zsxq_time_ms};
+use crate::upstream::{self, Camp, CampScope, Priority, RankingRow, UpstreamError};
+
+/// How long a scope's camps list is reused. Camps change status rarely; a
+/// minute keeps the camps page and the refund list from asking every time.
+pub const CAMPS_TTL: Duration = Duration::from_secs(60);
+
+/// A camp that is not in a cached camps list is looked for again in lists
+/// older than this, so a camp created a moment ago is found without letting
+/// every request for an unknown id cost three calls.
+const CAMPS_RECHECK_AFTER: Duration = Duration::from_secs(10);
+
+/// How long an ongoing camp's ranking is kept: its days still change.
+pub const ONGOING_RANKING_TTL: Duration = Duration::from_secs(10);
+
+/// Camps asked for per scope (the upstream's largest page).
+const CAMPS_FETCH_COUNT: u32 = 100;
+
+/// Format of the cached ranking; a snapshot of another version is ignored
+/// (fetched again) rather than misread.
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// Where a camp is looked for, in order: refund lists are made for finished
+/// camps, so `over` first.
+const LOOKUP_ORDER: [CampScope; 3] = [CampScope::Over, CampScope::Closed, CampScope::Ongoing];
+
+/// Days a participant must have checked in to qualify, 1..=365.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RequiredDays(u32);
+
+impl RequiredDays {
+    pub const MIN: u32 = 1;
+    pub const MAX: u32 = 365;
+    /// The seed's default ("完成7天打卡").
+    pub const DEFAULT: RequiredDays = RequiredDays(7);
+
+    /// `None` outside 1..=365.
+    pub fn new(days: u32) -> Option<Self> {
+        (Self::MIN..=Self::MAX)
+            .contains(&days)
+            .then_some(Self(days))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for RequiredDays {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Why no list could be built. Everything else ends in a list, complete or
+/// explicitly not.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RefundError {
+    #[error(
+        "没有找到打卡训练营 {0} (no check-in camp with id {0}; GET /api/camps lists the camps)"
+    )]
+    CampNotFound(CheckinId),
+    /// The camps list or the ranking could not be read whole.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// A camp's whole ranking at one moment, with the camp it belongs to: what
+/// the store keeps under `zsxq:ranking:{checkin_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RankingSnapshot {
+    pub version: u32,
+    pub camp: Camp,
+    pub rows: Vec<RankingRow>,
+    /// When the ranking was read (unix ms).
+    pub fetched_at: i64,
+}
+
+/// Whether a list's ranking came from the cache or was just read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankingSource {
+    Cache,
+    Upstream,
+}
+
+/// One participant (SPEC §3 field names, from the original service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundRow {
+    pub planet_user_id: UserId,
+    /// `null` when the number could not be had; then
+    /// `number_missing_reason` says why.
+    pub planet_number: Option<MemberNumber>,
+    pub planet_nickname: String,
+    pub planet_alias: String,
+    pub checkined_days: u32,
+    pub required_days: u32,
+    pub is_qualified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number_missing_reason: Option<String>,
+    /// Position in the ranking (the paged form's `index` counts these).
+    #[serde(skip)]
+    pub position: u64,
+}
+
+/// Counts over a list or a page (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Statistics {
+    pub total_count: usize,
+    pub qualified_count: usize,
+    pub unqualified_count: usize,
+    /// Percent of participants who qualified, rounded to 2 decimals.
+    pub qualified_rate: f64,
+    /// Nicknames of the qualified, in ranking order, joined with 、.
+    pub qualified_names: String,
+}
+
+impl Statistics {
+    pub fn of(rows: &[RefundRow]) -> Self {
+        let qualified: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.is_qualified)
+            .map(|r| r.planet_nickname.as_str())
+            .collect();
+        Self {
+            total_count: rows.len(),
+            qualified_count: qualified.len(),
+            unqualified_count: rows.len() - qualified.len(),
+            qualified_rate: rate_percent(qualified.len() as u64, rows.len() as u64),
+            qualified_names: qualified.join("、"),
+        }
+    }
+}
+
+/// A whole refund list (`POST /api/camps/:checkinId/refund-list`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RefundList {
+    pub checkin_id: CheckinId,
+    pub title: String,
+    /// The camp's status when its ranking was read: ongoing, over, closed.
+    pub status: String,
+    /// The camp's own requirement, for reference.
+    pub checkin_days: u32,
+    /// The requirement this list was judged by.
+    pub required_days: u32,
+    /// Every row has its number. `false` means some rows carry
+    /// `number_missing_reason` instead.
+    pub complete: bool,
+    /// Rows without a number.
+    pub missing_count: usize,
+    pub refund_list: Vec<RefundRow>,
+    pub statistics: Statistics,
+    pub ranking_source: RankingSource,
+    /// Where the numbers came from and what they cost.
+    pub lookup: ResolveReport,
+    /// When this list was built (ISO-8601 UTC).
+    pub generated_at: String,
+}
+
+/// One page of a refund list (`GET /api/camps/:checkinId/refund-list`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RefundPage {
+    pub checkin_id: CheckinId,
+    pub title: String,
+    pub status: String,
+    pub required_days: u32,
+    /// The position this page continues after (0 = the start).
+    pub index: u64,
+    pub page_size: usize,
+    /// Every row of this page has its number.
+    pub complete: bool,
+    pub refund_list: Vec<RefundRow>,
+    pub has_more: bool,
+    /// The last row's position: the `index` of the next page.
+    pub next_index: u64,
+    pub page_statistics: Statistics,
+    pub ranking_source: RankingSource,
+    pub lookup: ResolveReport,
+}
+
+/// A scope's camps and when they were read.
+type CachedCamps = (Instant, Arc<Vec<Camp>>);
+
+/// Builds refund lists; one per process, shared by the HTTP API and the CLI.
+pub struct RefundService {
+    cache: Arc<MemberCache>,
+    /// Camps per scope with when they were read. A Tokio mutex held across
+    /// the upstream call on purpose: concurrent requests for a cold scope
+    /// wait for one call instead of making one each.
+    camps: tokio::sync::Mutex<HashMap<&'static str, CachedCamps>>,
+    /// One build per camp at a time (see the module doc). A std mutex: held
+    /// only to find or insert the camp's turn, never across an await.
+    turns: Mutex<HashMap<CheckinId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RefundService {
+    pub fn new(cache: Arc<MemberCache>) -> Arc<Self> {
+        Arc::new(Self {
+            cache,
+            camps: tokio::sync::Mutex::new(HashMap::new()),
+            turns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn cache(&self) -> &Arc<MemberCache> {
+        &self.cache
+    }
+
+    /// The camps of one scope, newest first; reused for [`CAMPS_TTL`].
+    pub async fn camps(&self, scope: CampScope) -> Result<Arc<Vec<Camp>>, UpstreamError> {
+        self.camps_within(scope, CAMPS_TTL).await
+    }
+
+    async fn camps_within(
+        &self,
+        scope: CampScope,
+        max_age: Duration,
+    ) -> Result<Arc<Vec<Camp>>, UpstreamError> {
+        let mut cached = self.camps.lock().await;
+        if let Some((at, camps)) = cached.get(scope.as_str())
+            && at.elapsed() < max_age
+        {
+            return Ok(Arc::clone(camps));
+        }
+        let mut camps = self
+            .cache
+            .upstream()
+            .camps(scope, CAMPS_FETCH_COUNT, Priority::Interactive)
+            .await?;
+        // The upstream answers newest first; sorting again (stably) keeps
+        // that promise even if it ever does not.
+        camps.sort_by_key(|c| {
+            std::cmp::Reverse(parse_zsxq_time_ms(&c.create_time).unwrap_or(i64::MIN))
+        });
+        let camps = Arc::new(camps);
+        cached.insert(scope.as_str(), (Instant::now(), Arc::clone(&camps)));
+        Ok(camps)
+    }
+
+    /// Finds a camp in the camps lists (over, closed, then ongoing).
+    pub async fn camp(&self, checkin: CheckinId) -> Result<Camp, RefundError> {
+        for max_age in [CAMPS_TTL, CAMPS_RECHECK_AFTER] {
+            for scope in LOOKUP_ORDER {
+                let camps = self.camps_within(scope, max_age).await?;
+                if let Some(camp) = camps.iter().find(|c| c.checkin_id == checkin) {
+                    return Ok(camp.clone());
+                }
+            }
+        }
+        Err(RefundError::CampNotFound(checkin))
+    }
+
+    /// The whole refund list of a camp, judged by `required`.
+    pub async fn refund_list(
+        &self,
+        checkin: CheckinId,
+        required: RequiredDays,
+    ) -> Result<RefundList, RefundError> {
+        let turn = self.turn(checkin);
+        let _turn = turn.lock().await;
+        let (snapshot, ranking_source) = self.ranking(checkin).await?;
+        let ids: Vec<UserId> = snapshot.rows.iter().map(|r| r.user.user_id).collect();
+        let resolution = self.cache.resolve_many(&ids).await;
+        let refund_list = rows_of(&snapshot.rows, &resolution, required);
+        let missing_count = refund_list
+            .iter()
+            .filter(|r| r.planet_number.is_none())
+            .count();
+        Ok(RefundList {
+            checkin_id: snapshot.camp.checkin_id,
+            title: snapshot.camp.title.clone(),
+            status: snapshot.camp.status.clone(),
+            checkin_days: snapshot.camp.checkin_days,
+            required_days: required.get(),
+            complete: missing_count == 0,
+            missing_count,
+            statistics: Statistics::of(&refund_list),
+            refund_list,
+            ranking_source,
+            lookup: resolution.report,
+            generated_at: iso_utc(self.cache.now_ms()),
+        })
+    }
+
+    /// One page: the rows after ranking position `after`, at most
+    /// `page_size`. Uses the cached whole ranking when there is one;
+    /// otherwise reads only the upstream ranking pages this page covers, and
+    /// resolves only this page's numbers.
+    pub async fn refund_page(
+        &self,
+        checkin: CheckinId,
+        required: RequiredDays,
+        after: u64,
+        page_size: usize,
+    ) -> Result<RefundPage, RefundError> {
+        let page_size = page_size.max(1);
+        let turn = self.turn(checkin);
+        let _turn = turn.lock().await;
+        let (camp, mut rows, ranking_source) = match self.cached_ranking(checkin).await {
+            Some(snapshot) => {
+                let start = snapshot
+                    .rows
+                    .iter()
+                    .position(|r| r.rankings > after)
+                    .unwrap_or(snapshot.rows.len());
+                let end = snapshot.rows.len().min(start + page_size + 1);
+                let rows = snapshot.rows[start..end].to_vec();
+                (snapshot.camp, rows, RankingSource::Cache)
+            }
+            None => {
+                let camp = self.camp(checkin).await?;
+                let slice = upstream::ranking_slice(
+                    self.cache.upstream().as_ref(),
+                    checkin,
+                    after,
+                    page_size + 1,
+                    Priority::Interactive,
+                )
+                .await?;
+                if after == 0 && slice.ended {
+                    // This page read the whole ranking: keep it like a full
+                    // list would.
+                    self.keep(&self.snapshot(camp.clone(), slice.rows.clone()))
+                        .await;
+                }
+                (camp, slice.rows, RankingSource::Upstream)
+            }
+        };
+        let has_more = rows.len() > page_size;
+        rows.truncate(page_size);
+        let ids: Vec<UserId> = rows.iter().map(|r| r.user.user_id).collect();
+        let resolution = self.cache.resolve_many(&ids).await;
+        let refund_list = rows_of(&rows, &resolution, required);
+        Ok(RefundPage {
+            checkin_id: camp.checkin_id,
+            title: camp.title,
+            status: camp.status,
+            required_days: required.get(),
+            index: after,
+            page_size,
+            complete: refund_list.iter().all(|r| r.planet_number.is_some()),
+            has_more,
+            next_index: rows.last().map_or(after, |r| r.rankings),
+            page_statistics: Statistics::of(&refund_list),
+            refund_list,
+            ranking_source,
+            lookup: resolution.report,
+        })
+    }
+
+    /// The camp's whole ranking: cached, or read whole and cached.
+    async fn ranking(
+        &self,
+        checkin: CheckinId,
+    ) -> Result<(RankingSnapshot, RankingSource), RefundError> {
+        if let Some(snapshot) = self.cached_ranking(checkin).await {
+            return Ok((snapshot, RankingSource::Cache));
+        }
+        let camp = self.camp(checkin).await?;
+        let rows = upstream::full_ranking(
+            self.cache.upstream().as_ref(),
+            checkin,
+            Priority::Interactive,
+        )
+        .await?;
+        let snapshot = self.snapshot(camp, rows);
+        self.keep(&snapshot).await;
+        Ok((snapshot, RankingSource::Upstream))
+    }
+
+    fn snapshot(&self, camp: Camp, rows: Vec<RankingRow>) -> RankingSnapshot {
+        RankingSnapshot {
+            version: SNAPSHOT_VERSION,
+            camp,
+            rows,
+            fetched_at: self.cache.now_ms(),
+        }
+    }
+
+    /// The cached ranking, if any; an unreadable one counts as absent (it is
+    /// fetched again and overwritten).
+    async fn cached_ranking(&self, checkin: CheckinId) -> Option<RankingSnapshot> {
+        if !self.cache.enabled() {
+            return None;
+        }
+        let bytes = match self.cache.store().get_ranking(checkin).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(error = %e, %checkin, "could not read the cached ranking");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<RankingSnapshot>(&bytes) {
+            Ok(s) if s.version == SNAPSHOT_VERSION && s.camp.checkin_id == checkin => Some(s),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, %checkin, "cached ranking is unreadable; fetching it again");
+                None
+            }
+        }
+    }
+
+    /// Caches a ranking: finished camps for `CACHE_TTL`, ongoing ones for
+    /// [`ONGOING_RANKING_TTL`]. A store failure is logged and ignored.
+    async fn keep(&self, snapshot: &RankingSnapshot) {
+        if !self.cache.enabled() {
+            return;
+        }
+        // Never longer than CACHE_TTL: every key of ours lives at most that.
+        let ttl = if is_finished(&snapshot.camp.status) {
+            self.cache.ttl()
+        } else {
+            ONGOING_RANKING_TTL.min(self.cache.ttl())
+        };
+        let bytes = match serde_json::to_vec(snapshot) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not encode a ranking");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .cache
+            .store()
+            .put_ranking(snapshot.camp.checkin_id, &bytes, ttl)
+            .await
+        {
+            tracing::warn!(error = %e, checkin = %snapshot.camp.checkin_id, "could not cache the ranking");
+        }
+    }
+
+    fn turn(&self, checkin: CheckinId) -> Arc<tokio::sync::Mutex<()>> {
+        match self.turns.lock() {
+            Ok(mut turns) => Arc::clone(turns.entry(checkin).or_default()),
+            // A poisoned map only loses the de-duplication, not correctness.
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+/// Whether a camp's ranking can no longer change.
+pub fn is_finished(status: &str) -> bool {
+    matches!(status, "over" | "closed")
+}
+
+/// Joins ranking rows with their resolved numbers, in ranking order.
+fn rows_of(rows: &[RankingRow], resolution: &Resolution, required: RequiredDays) -> Vec<RefundRow> {
+    rows.iter()
+        .map(|r| {
+            let resolved = resolution.get(r.user.user_id);
+            let member = resolved.and_then(Resolved::member);
+            let nickname = match (&r.user.name, member) {
+                (name, Some(m)) if name.trim().is_empty() => m.name.clone(),
+                (name, _) => name.clone(),
+            };
+            let number_missing_reason = match resolved {
+                Some(Resolved::Found { .. }) => None,
+                Some(Resolved::Missing { reason, .. }) => Some(reason.clone()),
+                None => Some("未能取到编号 (the number was not looked up)".to_string()),
+            };
+            RefundRow {
+                planet_user_id: r.user.user_id,
+                planet_number: member.map(|m| m.number),
+                planet_nickname: nickname,
+                planet_alias: r.user.alias.clone(),
+                checkined_days: r.checkined_days,
+                required_days: required.get(),
+                is_qualified: r.checkined_days >= required.get(),
+                number_missing_reason,
+                position: r.rankings,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, days: u32, qualified: bool) -> RefundRow {
+        RefundRow {
+            planet_user_id: UserId::new(1).unwrap(),
+            planet_number: MemberNumber::new(1),
+            planet_nickname: name.into(),
+            planet_alias: String::new(),
+            checkined_days: days,
+            required_days: 7,
+            is_qualified: qualified,
+            number_missing_reason: None,
+            position: 1,
+        }
+    }
+
+    #[test]
+    fn statistics_round_the_rate_to_two_decimals_and_join_names_with_the_chinese_comma() {
+        let rows = [
+            row("青弦", 7, true),
+            row("🐱猫猫", 3, false),
+            row("Tom \"The Cat\" Li", 9, true),
+        ];
+        let s = Statistics::of(&rows);
+        assert_eq!(s.total_count, 3);
+        assert_eq!(s.qualified_count, 2);
+        assert_eq!(s.unqualified_count, 1);
+        assert_eq!(s.qualified_rate, 66.67);
+        assert_eq!(s.qualified_names, "青弦、Tom \"The Cat\" Li");
+        let empty = Statistics::of(&[]);
+        assert_eq!(
+            (empty.qualified_rate, empty.qualified_names.as_str()),
+            (0.0, "")
+        );
+    }
+
+    #[test]
+    fn required_days_accept_1_to_365_only() {
+        assert!(RequiredDays::new(0).is_none());
+        assert!(RequiredDays::new(366).is_none());
+        assert_eq!(RequiredDays::new(1).map(RequiredDays::get), Some(1));
+        assert_eq!(RequiredDays::new(365).map(RequiredDays::get), Some(365));
+        assert_eq!(RequiredDays::default().get(), 7);
+    }
+}
