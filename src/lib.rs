@@ -7,8 +7,9 @@
 //! - `store/` — Redis and embedded stores behind one trait, the circuit
 //!   breaker, every Redis key name.
 //! - `cache/` — read-through lookups, singleflight, sync.
-//! - `http/` — the REST API; `startup.rs` wires it all; `config.rs` reads the
-//!   environment; `cli.rs`, `demo.rs` — the command line.
+//! - `http/` — the REST API; `web/` — the operator's page, embedded and
+//!   served by the same router; `startup.rs` wires it all; `config.rs` reads
+//!   the environment; `cli.rs`, `demo.rs` — the command line.
 //! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
 
 pub mod cache;
@@ -24,3 +25,4 @@ pub mod store;
 pub mod telemetry;
 pub mod testkit;
 pub mod upstream;
+pub mod web;

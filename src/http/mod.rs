@@ -66,6 +66,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/users/{user_id}", get(users::by_id))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // The operator's web page (src/web): the HTML and its embedded assets.
+        .route("/", get(crate::web::index))
+        .route("/assets/{file}", get(crate::web::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
