@@ -58,7 +58,8 @@
   }
 
   function fmtDuration(ms) {
-    const s = Math.max(0, Math.round(Number(ms) / 1000));
+    if (Number(ms) < 1000) return `${Math.max(0, Math.round(Number(ms) || 0))} 毫秒`;
+    const s = Math.round(Number(ms) / 1000);
     if (s < 60) return `${s} 秒`;
     return `${Math.floor(s / 60)} 分 ${s % 60} 秒`;
   }
@@ -848,6 +849,11 @@
     async function runSync(forceAll) {
       const body = { force: forceAll, concurrency: 5 };
       let answer = null;
+      // Ask for the token before the bar starts moving.
+      if (!(await adminToken())) {
+        syncResult.textContent = '已取消：需要管理员令牌';
+        return;
+      }
       progress.show();
       progress.indeterminate();
       progress.text('正在同步…', '');
