@@ -132,6 +132,18 @@ async fn refund_list_from_the_camps_page_shows_member_numbers_and_exports_csv() 
     // The camps page: finished camps first, every one of them listed.
     browser.goto(&app.url("/")).await;
     let card = format!("a.camp-card[data-checkin-id=\"{id}\"]");
+    browser
+        .wait_js(
+            "the camps list (or an error)",
+            SLOW,
+            "return document.querySelector('.camp-card') || document.querySelector('.notice-error')",
+        )
+        .await;
+    let error = browser.text(".notice-error").await;
+    assert!(
+        error.is_empty(),
+        "the camps page shows an error: {error} (GET /api/camps comes with branch `refund`)"
+    );
     browser.find(&card).await;
     let titles = browser
         .js(

@@ -271,7 +271,8 @@
   const defaultDays = (camp) => Math.max(1, Math.min(DEFAULT_REQUIRED_DAYS, Number(camp.checkin_days) || DEFAULT_REQUIRED_DAYS));
 
   async function fetchCamps(scope, signal) {
-    const { data } = await api(`/api/camps?scope=${encodeURIComponent(scope)}&count=50`, { signal });
+    // 20 is the upstream's own default page of camps: the newest ones.
+    const { data } = await api(`/api/camps?scope=${encodeURIComponent(scope)}&count=20`, { signal });
     const camps = (data && Array.isArray(data.camps)) ? data.camps : [];
     for (const c of camps) knownCamps.set(String(c.checkin_id), c);
     return camps;
@@ -437,10 +438,11 @@
       let complete = true;
       try {
         // Page after page, so a cold list shows how far it is.
-        let index = null;
+        let index = 0;
         for (let guard = 0; guard < 10000; guard++) {
-          const q = new URLSearchParams({ required_days: String(days), page_size: String(REFUND_PAGE_SIZE) });
-          if (index !== null && index !== undefined) q.set('index', String(index));
+          const q = new URLSearchParams({
+            required_days: String(days), page_size: String(REFUND_PAGE_SIZE), index: String(index),
+          });
           const { data } = await api(`${refundBase(id)}?${q}`, { signal: ctx.signal });
           const page = (data && Array.isArray(data.refund_list)) ? data.refund_list : [];
           rows.push(...page);
