@@ -716,7 +716,7 @@
           h('td', { class: 'col-number' }, h('span', { class: 'member-no' }, String(u.number))),
           h('td', { class: 'col-name' }, h('span', { class: 'name' }, u.name || '—')),
           h('td', { class: 'col-id' }, String(u.user_id)),
-          h('td', {}, fmtZsxqTime(u.join_time)),
+          h('td', { class: 'col-time' }, fmtZsxqTime(u.join_time)),
           h('td', {}, STATUS_NAMES[u.status] || u.status || '—')))
           : [h('tr', {}, h('td', { colspan: 5, class: 'empty' },
             '还没有缓存的成员。', h('a', { href: '#/cache' }, '去同步')))]));
