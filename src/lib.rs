@@ -6,10 +6,12 @@
 //!   1059 retry; `sim/` — the simulated Zsxq API used by demo and tests.
 //! - `store/` — Redis and embedded stores behind one trait, the circuit
 //!   breaker, every Redis key name.
-//! - `cache/` — read-through lookups, singleflight, sync, batched numbers.
+//! - `cache/` — read-through lookups, singleflight, near cache, write-back,
+//!   sync jobs, refresh, batched numbers.
 //! - `refund/` — refund lists of check-in camps and their exports.
-//! - `http/` — the REST API; `startup.rs` wires it all; `config.rs` reads the
-//!   environment; `cli.rs`, `demo.rs`, `bench.rs` — the command line.
+//! - `http/` — the REST API; `web/` — the operator's page, embedded and
+//!   served by the same router; `startup.rs` wires it all; `config.rs` reads
+//!   the environment; `cli.rs`, `demo.rs`, `bench/` — the command line.
 //! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
 
 pub mod bench;
@@ -27,3 +29,4 @@ pub mod store;
 pub mod telemetry;
 pub mod testkit;
 pub mod upstream;
+pub mod web;

@@ -104,6 +104,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(openapi::document))
+        // The operator's web page (src/web): the HTML and its embedded assets.
+        .route("/", get(crate::web::index))
+        .route("/assets/{file}", get(crate::web::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
