@@ -9,10 +9,16 @@
 //! - **Priority:** a person waiting on a lookup or a refund list goes first;
 //!   background work (sync, refresh) takes a slot only while no interactive
 //!   caller is waiting.
-//! - **Backoff on throttle (AIMD):** a 1059/429 doubles an extra gap added to
-//!   the spacing of every slot (at least one period, at most 30 s); each
-//!   success takes a fixed step off it. A throttled upstream is not hammered
-//!   at full rate, and the pace recovers gradually.
+//! - **Backoff on throttle (AIMD):** while throttles dominate, each 1059/429
+//!   doubles an extra gap added to the spacing of every slot (at least one
+//!   period, at most 30 s); each success takes a fixed step off it. A
+//!   throttled upstream is not hammered at full rate, and the pace recovers
+//!   gradually. "Dominate" matters: the real upstream rejects about a quarter
+//!   of calls at random however slowly one goes, and slowing down for those
+//!   only starves the caller (the retry handles them). So the gap only grows
+//!   while a moving average of the throttle share is above
+//!   [`THROTTLE_SHARE_TRIGGER`] — a burst of consecutive throttles, the
+//!   signature of a real rate limit.
 //! - **Safety margin:** slots are spaced 2% wider than `60 s / rate`, so the
 //!   jitter of network latency can never squeeze 51 calls into an upstream's
 //!   rolling minute of 50; the cost is 2% of throughput.
@@ -26,6 +32,12 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Throttle share (moving average, weight [`SHARE_WEIGHT`] per answer)
+/// above which throttles slow the pace. Random rejection of 25% keeps the
+/// average near 0.29; five throttles in a row push it past 0.4.
+pub const THROTTLE_SHARE_TRIGGER: f64 = 0.35;
+const SHARE_WEIGHT: f64 = 0.1;
 
 /// Largest extra spacing after repeated throttles.
 const MAX_PENALTY: Duration = Duration::from_secs(30);
@@ -89,6 +101,8 @@ pub struct Budget {
 struct Penalty {
     /// Added to the spacing of every slot while non-zero.
     extra: Duration,
+    /// Moving average of the share of answers that were throttles.
+    throttle_share: f64,
     /// While penalised, the earliest instant the next slot may start.
     next_free: Option<Instant>,
 }
@@ -206,13 +220,17 @@ impl Budget {
     pub fn on_throttle(&self) {
         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut p) = self.penalty.lock() {
-            p.extra = (p.extra * 2).max(self.period).min(MAX_PENALTY);
+            p.throttle_share = p.throttle_share * (1.0 - SHARE_WEIGHT) + SHARE_WEIGHT;
+            if p.throttle_share > THROTTLE_SHARE_TRIGGER {
+                p.extra = (p.extra * 2).max(self.period).min(MAX_PENALTY);
+            }
         }
     }
 
     /// A call succeeded: take one step off the extra spacing.
     pub fn on_success(&self) {
         if let Ok(mut p) = self.penalty.lock() {
+            p.throttle_share *= 1.0 - SHARE_WEIGHT;
             let step = (self.period / 4).max(Duration::from_millis(50));
             p.extra = p.extra.saturating_sub(step);
         }
@@ -268,14 +286,24 @@ mod tests {
     }
 
     #[test]
-    fn throttles_widen_the_spacing_multiplicatively_and_successes_narrow_it_additively() {
+    fn a_run_of_throttles_widens_the_spacing_multiplicatively_and_successes_narrow_it_additively() {
         let budget = Budget::new(600, Duration::ZERO, 5);
         let period = budget.period();
-        budget.on_throttle();
-        assert_eq!(budget.penalty(), period);
-        budget.on_throttle();
-        budget.on_throttle();
-        assert_eq!(budget.penalty(), period * 4);
+        // The first throttles only raise the share; then the gap grows.
+        let mut first_penalised = None;
+        for i in 1..=10 {
+            budget.on_throttle();
+            if first_penalised.is_none() && !budget.penalty().is_zero() {
+                first_penalised = Some(i);
+                assert_eq!(budget.penalty(), period);
+            }
+        }
+        assert_eq!(
+            first_penalised,
+            Some(5),
+            "five throttles in a row trigger it"
+        );
+        assert_eq!(budget.penalty(), period * 32);
         for _ in 0..200 {
             budget.on_throttle();
         }
@@ -291,12 +319,27 @@ mod tests {
         assert_eq!(budget.penalty(), Duration::ZERO);
     }
 
+    #[test]
+    fn random_rejection_of_a_quarter_of_calls_does_not_slow_the_pace() {
+        let budget = Budget::new(600, Duration::ZERO, 5);
+        for _ in 0..500 {
+            budget.on_success();
+            budget.on_success();
+            budget.on_success();
+            budget.on_throttle();
+            assert!(budget.penalty().is_zero());
+        }
+    }
+
     #[tokio::test]
     async fn a_penalty_spaces_slots_wider_than_the_rate() {
-        // 6000/min = ~10 ms a slot; after a throttle each slot waits ~20 ms.
+        // 6000/min = ~10 ms a slot; once penalised by two periods, each slot
+        // waits ~30 ms.
         let budget = Budget::new(6000, Duration::ZERO, 5);
-        budget.on_throttle();
-        budget.on_throttle();
+        for _ in 0..6 {
+            budget.on_throttle();
+        }
+        assert_eq!(budget.penalty(), budget.period() * 2);
         let start = Instant::now();
         for _ in 0..6 {
             drop(budget.acquire(Priority::Interactive).await);
