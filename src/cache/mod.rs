@@ -165,55 +165,6 @@ pub fn rate_percent(part: u64, whole: u64) -> f64 {
 }
 
 impl MemberCache {
-    /// A cache with the default refresh policy for `ttl` (see
-    /// [`CachePolicy::for_ttl`]).
-    pub fn new(
-        store: Arc<dyn Store>,
-        upstream: Arc<dyn Upstream>,
-        budget: Arc<Budget>,
-        clock: Arc<dyn Clock>,
-        ttl: Duration,
-        enabled: bool,
-    ) -> Arc<Self> {
-        let mut policy = CachePolicy::for_ttl(ttl);
-        policy.enabled = enabled;
-        Self::build(
-            store,
-            upstream,
-            budget,
-            clock,
-            policy,
-            NearOptions::defaults(ttl),
-        )
-    }
-
-    /// [`MemberCache::new`] with an explicit refresh policy.
-    pub fn with_policy(
-        store: Arc<dyn Store>,
-        upstream: Arc<dyn Upstream>,
-        budget: Arc<Budget>,
-        clock: Arc<dyn Clock>,
-        policy: CachePolicy,
-    ) -> Arc<Self> {
-        let near = NearOptions::defaults(policy.ttl);
-        Self::build(store, upstream, budget, clock, policy, near)
-    }
-
-    /// [`MemberCache::new`] with the near cache sized explicitly.
-    pub fn with_near(
-        store: Arc<dyn Store>,
-        upstream: Arc<dyn Upstream>,
-        budget: Arc<Budget>,
-        clock: Arc<dyn Clock>,
-        ttl: Duration,
-        enabled: bool,
-        near: NearOptions,
-    ) -> Arc<Self> {
-        let mut policy = CachePolicy::for_ttl(ttl);
-        policy.enabled = enabled;
-        Self::build(store, upstream, budget, clock, policy, near)
-    }
-
     /// The cache with every knob given.
     pub fn build(
         store: Arc<dyn Store>,
