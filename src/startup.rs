@@ -208,6 +208,7 @@ impl Application {
                 "shutdown grace elapsed: ending with requests still running"
             ),
         }
+        report_interrupted_sync(&cache, grace).await;
         cache.flush_stats().await;
         if !cache.write_back_queue().is_empty() {
             let flushed = tokio::time::timeout(
@@ -245,6 +246,28 @@ async fn wait_for_requests(in_flight: &InFlight, grace: Duration) {
             );
         }
         tokio::time::sleep((deadline - now).min(SHUTDOWN_PROGRESS_EVERY)).await;
+    }
+}
+
+/// A sync job runs in its own task, outside any request: give it the grace
+/// period to finish, then say what it completed. Members it cached stay
+/// cached; running it again skips them (`force: false`).
+async fn report_interrupted_sync(cache: &MemberCache, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while cache.jobs().running().is_some() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(job) = cache.jobs().running() {
+        tracing::warn!(
+            job_id = job.job_id.as_str(),
+            done = job.done,
+            failed = job.failed,
+            total = job.total,
+            "shutdown interrupted a sync: {} of {} members were cached ({} failed); run the sync again to finish",
+            job.done,
+            job.total,
+            job.failed
+        );
     }
 }
 

@@ -4,6 +4,8 @@
 //! commands that print data (`refund-list --format csv`) keep standard
 //! output clean for a pipe or a file.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
@@ -12,6 +14,9 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // Colours only for a person at a terminal; log files and collectors
+        // get plain text they can search.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -510,15 +510,31 @@ impl MemberCache {
     }
 
     /// Flushes counters every second until the process ends.
+    /// Also logs the upstream budget once a minute when it was used, so the
+    /// logs alone tell how hard the upstream was pushed (issue #3).
     pub fn spawn_stats_flusher(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            let mut last_logged_calls = 0;
+            for second in 1u64.. {
                 tick.tick().await;
                 let Some(cache) = weak.upgrade() else { return };
                 cache.flush_stats().await;
+                let snap = cache.budget.snapshot();
+                if second % 60 == 0 && snap.upstream_calls != last_logged_calls {
+                    last_logged_calls = snap.upstream_calls;
+                    tracing::info!(
+                        upstream_calls = snap.upstream_calls,
+                        throttled = snap.throttled,
+                        retries = snap.retries,
+                        queue_wait_ms_interactive = snap.queue_wait_ms_interactive,
+                        queue_wait_ms_background = snap.queue_wait_ms_background,
+                        penalty_ms = cache.budget.penalty().as_millis() as u64,
+                        "upstream budget"
+                    );
+                }
             }
         });
     }

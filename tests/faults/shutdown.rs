@@ -149,3 +149,51 @@ async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
     assert!(logs.contains("shutdown grace elapsed"), "{logs}");
     assert!(logs.contains("waiting for in-flight requests"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_sync_cut_off_by_shutdown_reports_what_it_completed() {
+    let mut sim_cfg = SimConfig::for_tests();
+    sim_cfg.no_member_list = true;
+    let sim = zsxq_cache::sim::spawn(sim_cfg).await.expect("simulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut service = start(
+        &sim,
+        dir.path(),
+        &[("SHUTDOWN_GRACE_SECS", "1"), ("API_CONCURRENCY", "1")],
+    )
+    .await;
+    // One member at a time, slowly: the sync cannot finish within the grace.
+    sim.set_latency_ms(60);
+    let started: serde_json::Value = reqwest::Client::new()
+        .post(service.url("/api/users/sync"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"async": true, "concurrency": 1}))
+        .send()
+        .await
+        .expect("sync request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(started["code"], 202, "{started}");
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    service.signal("TERM");
+    let status = service
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exits after the grace");
+    let logs = service.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("shutdown interrupted a sync"))
+        .unwrap_or_else(|| panic!("no report of the interrupted sync in:\n{logs}"));
+    println!("[SIGTERM, async sync] exited {status}; {line}");
+    assert!(status.success());
+    let done: u64 = line
+        .split("done=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("done=N in the line");
+    assert!(done > 0, "some members were cached before the cut: {line}");
+    assert!(line.contains("total="), "{line}");
+}
