@@ -447,29 +447,8 @@ fn fuzz_rounds(n: u32) -> impl Iterator<Item = u32> {
 
 /// Every key in the Redis at `url`, by SCAN.
 fn scan_keys(rt: &tokio::runtime::Runtime, url: &str) -> Vec<String> {
-    rt.block_on(async {
-        let client = redis::Client::open(url).expect("url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .expect("scan");
-            keys.extend(batch);
-            if next == 0 {
-                return keys;
-            }
-            cursor = next;
-        }
-    })
+    rt.block_on(zsxq_cache::testkit::scan_keys(url, "*"))
+        .expect("scan")
 }
 
 #[test]

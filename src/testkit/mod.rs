@@ -9,4 +9,4 @@ pub mod faulty_store;
 pub mod redis_server;
 
 pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisServer, scan_keys};

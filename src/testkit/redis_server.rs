@@ -225,3 +225,30 @@ fn ping(port: u16) -> io::Result<bool> {
     stream.read_exact(&mut reply)?;
     Ok(&reply == b"+PONG\r\n")
 }
+
+/// Every key matching `pattern` in the Redis at `url`, found with `SCAN`
+/// (never `KEYS`), sorted. For tests that look behind the store.
+pub async fn scan_keys(url: &str, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            keys.sort();
+            keys.dedup();
+            return Ok(keys);
+        }
+    }
+}

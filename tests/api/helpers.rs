@@ -281,22 +281,9 @@ impl TestApp {
 
     /// Every key in this test's Redis, via SCAN.
     pub async fn redis_keys(&self) -> Vec<String> {
-        let mut conn = self.redis_conn().await;
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .expect("scan");
-            keys.extend(batch);
-            if next == 0 {
-                return keys;
-            }
-            cursor = next;
-        }
+        let url = self.redis.as_ref().expect("a Redis test").url();
+        zsxq_cache::testkit::scan_keys(&url, "*")
+            .await
+            .expect("scan")
     }
 }
