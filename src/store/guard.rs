@@ -241,12 +241,14 @@ impl Store for GuardedStore {
         owner: &str,
         ttl: Duration,
     ) -> Result<LeaseState, StoreError> {
-        self.guard(self.read_timeout, self.inner.try_lease(id, owner, ttl))
+        // Off the hot path (only cold misses, which then wait on the upstream
+        // anyway): the write bound, so a busy moment does not trip the breaker.
+        self.guard(self.batch_timeout(1), self.inner.try_lease(id, owner, ttl))
             .await
     }
 
     async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError> {
-        self.guard(self.read_timeout, self.inner.end_lease(id, owner, end))
+        self.guard(self.batch_timeout(1), self.inner.end_lease(id, owner, end))
             .await
     }
 
