@@ -199,8 +199,12 @@ impl Application {
             let _ = signalled.send(());
         };
         let router = http::router(self.state);
+        // No Nagle delay on answers: an answer is one write, sent at once.
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(
-            self.listener,
+            listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown);

@@ -456,8 +456,7 @@ async fn redis_benchmark(port: u16, connections: u32) -> anyhow::Result<(f64, f6
     // "GET: 98039.22 requests per second, p50=0.271 msec"
     let line = text
         .split(['\r', '\n'])
-        .filter(|l| l.starts_with("GET:"))
-        .next_back()
+        .rfind(|l| l.starts_with("GET:"))
         .with_context(|| format!("reading redis-benchmark's output: {text}"))?;
     let rps = line
         .trim_start_matches("GET:")
