@@ -95,9 +95,10 @@ pub struct ReliabilityConfig {
     /// single read before the circuit breaker opens and the near cache or the
     /// upstream answers instead.
     pub store_timeout: Duration,
-    /// `NEAR_CACHE_SIZE`: members kept in process memory in front of the
-    /// store; 0 turns the near cache off.
-    pub near_cache_size: u64,
+    /// `NEAR_CACHE_MB` in bytes: the near cache's memory bound (members'
+    /// records and their JSON); 0 turns the near cache off, and so does the
+    /// older `NEAR_CACHE_SIZE=0`.
+    pub near_cache_bytes: u64,
     /// `NEAR_CACHE_TTL`: how long a near-cache entry is trusted without asking
     /// the store; never more than `CACHE_TTL`.
     pub near_cache_ttl: Duration,
@@ -327,12 +328,26 @@ impl Config {
             v.parse("STORE_TIMEOUT_MS", 50u64, "milliseconds, 5..5000", |t| {
                 (5..=5_000).contains(t)
             })?;
+        // Bounded by bytes since issue #8. NEAR_CACHE_SIZE (an entry count)
+        // is still read so existing configurations stay valid; only its 0
+        // ("off") still means something.
         let near_cache_size = v.parse(
             "NEAR_CACHE_SIZE",
             10_000u64,
-            "an entry count 0..1000000 (0 turns it off)",
+            "an entry count 0..1000000 (0 turns it off; the bound is NEAR_CACHE_MB)",
             |n| *n <= 1_000_000,
         )?;
+        let near_cache_mb = v.parse(
+            "NEAR_CACHE_MB",
+            16u64,
+            "megabytes, 0..4096 (0 turns it off)",
+            |n| *n <= 4_096,
+        )?;
+        let near_cache_bytes = if near_cache_size == 0 {
+            0
+        } else {
+            near_cache_mb << 20
+        };
         // The near cache must never outlive what the store would answer, so
         // its TTL is capped by CACHE_TTL; the default follows a short CACHE_TTL.
         let near_cache_ttl = v.parse(
@@ -346,7 +361,7 @@ impl Config {
         })?;
         Ok(ReliabilityConfig {
             store_timeout: Duration::from_millis(store_timeout_ms),
-            near_cache_size,
+            near_cache_bytes,
             near_cache_ttl: Duration::from_secs(near_cache_ttl),
             shutdown_grace: Duration::from_secs(grace),
         })
@@ -515,6 +530,7 @@ mod tests {
             ("STORE_TIMEOUT_MS", "0"),
             ("STORE_TIMEOUT_MS", "fast"),
             ("NEAR_CACHE_SIZE", "-1"),
+            ("NEAR_CACHE_MB", "lots"),
             ("NEAR_CACHE_TTL", "0"),
             ("HTTP_RATE_LIMIT", "lots"),
             ("CORS_ORIGINS", "*"),
@@ -534,7 +550,7 @@ mod tests {
     fn reliability_and_edge_defaults_are_safe() {
         let c = Config::from_vars(&vars(&[])).unwrap();
         assert_eq!(c.reliability.store_timeout, Duration::from_millis(50));
-        assert_eq!(c.reliability.near_cache_size, 10_000);
+        assert_eq!(c.reliability.near_cache_bytes, 16 << 20);
         assert_eq!(c.reliability.near_cache_ttl, Duration::from_secs(60));
         assert_eq!(c.reliability.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.edge.http_rate_limit, None, "rate limit is off by default");

@@ -96,6 +96,7 @@ pub fn build_state_with_store(
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<AppState>> {
+    let events_origin = store.events_origin();
     let store = guard_store(store, config.reliability.store_timeout);
     let budget = Arc::new(Budget::new(
         config.upstream.rate_per_min,
@@ -113,10 +114,18 @@ pub fn build_state_with_store(
         enabled: config.cache_enabled,
     };
     let near = NearOptions {
-        capacity: config.reliability.near_cache_size,
+        max_bytes: config.reliability.near_cache_bytes,
         fresh_for: config.reliability.near_cache_ttl,
     };
     let cache = MemberCache::build(store, upstream, budget, clock, policy, near);
+    // Other replicas' changes drop our near-cache entries (Redis only: the
+    // store tells whether it announces its writes).
+    let invalidation = match (&config.store, events_origin) {
+        (StoreConfig::Redis { url }, Some(origin)) if cache.near().is_enabled() => Some(
+            crate::cache::invalidation::spawn(url.expose().to_owned(), origin, cache.near_handle()),
+        ),
+        _ => None,
+    };
     cache.spawn_stats_flusher();
     cache.spawn_write_back_flusher();
     if config.cache_enabled {
@@ -136,6 +145,7 @@ pub fn build_state_with_store(
         rate_limit,
         cors_origins: config.edge.cors_origins.clone(),
         in_flight: Arc::new(InFlight::default()),
+        invalidation,
     }))
 }
 
@@ -189,8 +199,12 @@ impl Application {
             let _ = signalled.send(());
         };
         let router = http::router(self.state);
+        // No Nagle delay on answers: an answer is one write, sent at once.
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(
-            self.listener,
+            listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown);

@@ -399,6 +399,9 @@ fn known_key(key: &str) -> bool {
     };
     key.strip_prefix(keys::USER_PREFIX).is_some_and(digits)
         || key.strip_prefix(keys::NUMBER_PREFIX).is_some_and(digits)
+        // Fleet leases on cold members (issue #8); a "not a member" answer
+        // stays under one for 30 s. Still built from a parsed id only.
+        || key.strip_prefix(keys::LEASE_USER_PREFIX).is_some_and(digits)
         || keys::FIXED.contains(&key)
 }
 

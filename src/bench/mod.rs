@@ -4,6 +4,7 @@
 //! are shared and noisy, so every figure is printed with what it is measured
 //! against rather than asserted.
 
+pub mod hot;
 pub mod refund;
 pub mod sync;
 
@@ -26,12 +27,16 @@ pub enum BenchCommand {
     /// Refund list of the 167-participant camp: cold, warm, and cold while
     /// the simulator rejects calls (issue #4).
     Refund(refund::BenchArgs),
+    /// Hot lookups against nginx proxy_cache, cold stampedes over three
+    /// replicas, paging at 1k/100k members, memory per member, RSS (issue #8).
+    Hot(hot::HotArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Sync(args) => sync::run(args).await,
         BenchCommand::Refund(args) => refund::run(args).await,
+        BenchCommand::Hot(args) => hot::run(args).await,
     }
 }
 

@@ -184,11 +184,7 @@ impl MemberCache {
             }
         }
         let (hits, missed) = (out.report.cache_hits as u64, misses.len() as u64);
-        self.count(|c| {
-            c.total_requests += hits + missed;
-            c.cache_hits += hits;
-            c.cache_misses += missed;
-        });
+        self.count_lookups(hits, missed);
 
         // Former members answered recently: no call, same answer.
         misses.retain(|id| match self.known_not_member(*id) {
@@ -288,6 +284,9 @@ impl MemberCache {
                 tracing::warn!(error = %e, members = chunk.len(), "could not cache members from the member list");
                 return;
             }
+            // This process skips its own change announcements: keep its
+            // near cache in step here.
+            chunk.iter().for_each(|m| self.near().insert(m));
         }
     }
 
@@ -315,7 +314,7 @@ impl MemberCache {
                     out.by_id.insert(
                         id,
                         Resolved::Found {
-                            member: cached.member,
+                            member: cached.member.member.clone(),
                             source: NumberSource::MemberCall,
                         },
                     );

@@ -13,8 +13,18 @@
 //!   meanwhile are queued (`write_back.rs`) and written once it is back.
 //! - Counters are kept in memory and flushed to the store's stats hash once a
 //!   second, so the hot path makes no extra store round trip for statistics.
+//!   They are plain atomics: a hit costs one relaxed `fetch_add`, where a
+//!   mutex shared by every request was a contention point under load.
+//! - Across replicas sharing one Redis (issue #8): a cold member is fetched
+//!   by one replica only. The fetch task first takes a short lease in the
+//!   store (`zsxq:lease:user:{id}`, `SET NX PX`, in the spirit of memcache
+//!   leases); the others poll the store until the winner's record lands, and
+//!   take the lease themselves if it lapses. Near-cache entries are dropped
+//!   when another replica changes a record or clears the cache
+//!   (`invalidation.rs`).
 
 pub mod batch;
+pub mod invalidation;
 pub mod jobs;
 pub mod near;
 pub mod refresh;
@@ -31,9 +41,11 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::{CachedMember, Member, MemberNumber, UserId};
-use crate::store::{Page, SortBy, SortOrder, StatCounters, Store, StoreError};
+use crate::store::{
+    LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
+};
 use crate::upstream::{Budget, Priority, Upstream, UpstreamError};
-use near::NearCache;
+use near::{NearCache, Record};
 use write_back::{WriteBackQueue, store_or_queue};
 
 /// Whether an answer came from the cache.
@@ -54,7 +66,71 @@ pub enum LookupError {
 }
 
 /// The result of one fetch, shared between everyone waiting on it.
-type FetchResult = Option<Result<CachedMember, UpstreamError>>;
+type FetchResult = Option<Result<Arc<Record>, UpstreamError>>;
+
+/// How long a fleet lease on a cold member lives without renewal: a replica
+/// that dies mid-fetch holds the others up at most this long.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+/// How often the lease holder renews it while the upstream call runs (the
+/// call may wait its turn in the budget for longer than [`LEASE_TTL`]).
+const LEASE_RENEW_EVERY: Duration = Duration::from_millis(500);
+/// Polling the store while another replica holds the lease: first pause,
+/// then doubling up to the cap.
+const LEASE_POLL_FIRST: Duration = Duration::from_millis(5);
+const LEASE_POLL_MAX: Duration = Duration::from_millis(50);
+/// Longest a replica waits on another's lease before fetching anyway (an
+/// upstream call with its retries can take this long; past it, something is
+/// wrong with the holder and an answer matters more than one call).
+const LEASE_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Lookup counters not yet flushed to the store: relaxed atomics, since
+/// they are only summed, never used to order anything.
+#[derive(Debug, Default)]
+struct PendingCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl PendingCounters {
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes the counts, leaving zero. Every request is a hit or a miss, so
+    /// the total is their sum.
+    fn take(&self) -> StatCounters {
+        let hits = self.hits.swap(0, Ordering::Relaxed);
+        let misses = self.misses.swap(0, Ordering::Relaxed);
+        StatCounters {
+            total_requests: hits + misses,
+            cache_hits: hits,
+            cache_misses: misses,
+            api_calls: 0,
+        }
+    }
+
+    /// The counts, without taking them.
+    fn peek(&self) -> StatCounters {
+        let hits = self.hits.load(Ordering::Relaxed);
+        let misses = self.misses.load(Ordering::Relaxed);
+        StatCounters {
+            total_requests: hits + misses,
+            cache_hits: hits,
+            cache_misses: misses,
+            api_calls: 0,
+        }
+    }
+
+    /// Puts back counts a failed flush took.
+    fn restore(&self, c: &StatCounters) {
+        self.hits.fetch_add(c.cache_hits, Ordering::Relaxed);
+        self.misses.fetch_add(c.cache_misses, Ordering::Relaxed);
+    }
+}
 
 pub struct MemberCache {
     store: Arc<dyn Store>,
@@ -75,7 +151,7 @@ pub struct MemberCache {
     /// calling the upstream again.
     inflight: Arc<Mutex<HashMap<UserId, watch::Receiver<FetchResult>>>>,
     /// Counters not yet flushed to the store.
-    pending: Mutex<StatCounters>,
+    pending: PendingCounters,
     /// Upstream calls already accounted for in flushed stats.
     flushed_calls: AtomicU64,
     /// Set once the upstream refused the member list (11507/1006/1030), so
@@ -89,23 +165,26 @@ pub struct MemberCache {
     near: Arc<NearCache>,
     /// Members fetched while the store could not take them.
     write_back: Arc<WriteBackQueue>,
+    /// Names this process in fleet leases, so a lease it holds is renewed
+    /// rather than waited on.
+    lease_owner: Arc<str>,
 }
 
 /// Sizes of the in-process layers in front of the store.
 #[derive(Debug, Clone, Copy)]
 pub struct NearOptions {
-    /// `NEAR_CACHE_SIZE`: entries; 0 turns the near cache off.
-    pub capacity: u64,
+    /// `NEAR_CACHE_MB` in bytes; 0 turns the near cache off.
+    pub max_bytes: u64,
     /// `NEAR_CACHE_TTL`: how long an entry is trusted without the store.
     pub fresh_for: Duration,
 }
 
 impl NearOptions {
-    /// The configuration defaults: 10 000 members, trusted for a minute (or
-    /// the store TTL if shorter).
+    /// The configuration defaults: 16 MiB (some 10 000 members), trusted
+    /// for a minute (or the store TTL if shorter).
     pub fn defaults(store_ttl: Duration) -> Self {
         Self {
-            capacity: 10_000,
+            max_bytes: 16 << 20,
             fresh_for: Duration::from_secs(60).min(store_ttl),
         }
     }
@@ -181,7 +260,7 @@ impl MemberCache {
             enabled,
         } = policy;
         let near = if enabled {
-            NearCache::new(near.capacity, near.fresh_for, ttl, clock.clone())
+            NearCache::new(near.max_bytes, near.fresh_for, ttl, clock.clone())
         } else {
             NearCache::disabled(clock.clone())
         };
@@ -201,11 +280,12 @@ impl MemberCache {
                 .build(),
             refreshing: Arc::new(Mutex::new(std::collections::HashSet::new())),
             inflight: Arc::new(Mutex::new(HashMap::new())),
-            pending: Mutex::new(StatCounters::default()),
+            pending: PendingCounters::default(),
             flushed_calls: AtomicU64::new(0),
             listing_refused: AtomicBool::new(false),
             sync_lock: tokio::sync::Mutex::new(()),
             jobs: jobs::SyncJobs::default(),
+            lease_owner: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
         })
     }
 
@@ -233,6 +313,11 @@ impl MemberCache {
         &self.near
     }
 
+    /// The near cache, shared (for the invalidation listener).
+    pub fn near_handle(&self) -> Arc<NearCache> {
+        self.near.clone()
+    }
+
     pub fn write_back_queue(&self) -> &WriteBackQueue {
         &self.write_back
     }
@@ -247,54 +332,52 @@ impl MemberCache {
         self.clock.now_ms()
     }
 
-    fn count(&self, f: impl FnOnce(&mut StatCounters)) {
-        if let Ok(mut p) = self.pending.lock() {
-            f(&mut p);
-        }
+    /// Counts lookups answered elsewhere (a refund list's batch read).
+    pub(crate) fn count_lookups(&self, hits: u64, misses: u64) {
+        self.pending.hits.fetch_add(hits, Ordering::Relaxed);
+        self.pending.misses.fetch_add(misses, Ordering::Relaxed);
     }
 
     /// Looks a member up by id: cache first, upstream on a miss (seed §5.1.2).
     pub async fn get(&self, id: UserId) -> Result<(CachedMember, CacheStatus), LookupError> {
+        let (record, status) = self.lookup(id).await?;
+        Ok((record.member.clone(), status))
+    }
+
+    /// [`MemberCache::get`] for the HTTP hot path: the record with its JSON
+    /// already serialised, shared rather than copied.
+    pub async fn lookup(&self, id: UserId) -> Result<(Arc<Record>, CacheStatus), LookupError> {
         if self.enabled
-            && let Some(member) = self.cached(id).await
+            && let Some(record) = self.cached(id).await
         {
-            self.count(|c| {
-                c.total_requests += 1;
-                c.cache_hits += 1;
-            });
-            if self.clock.now_ms() - member.updated_at > self.soft_ttl.as_millis() as i64 {
-                self.spawn_refresh(member.clone());
+            self.pending.hit();
+            if self.clock.now_ms() - record.member.updated_at > self.soft_ttl.as_millis() as i64 {
+                self.spawn_refresh(record.member.clone());
             }
-            return Ok((member, CacheStatus::Hit));
+            return Ok((record, CacheStatus::Hit));
         }
         // A recent "not a member" answer is served from memory: counted as a
         // hit, since it is the cache that saved the upstream call.
         if let Some(e) = self.negative.get(&id) {
-            self.count(|c| {
-                c.total_requests += 1;
-                c.cache_hits += 1;
-            });
+            self.pending.hit();
             return Err(e.into());
         }
-        self.count(|c| {
-            c.total_requests += 1;
-            c.cache_misses += 1;
-        });
-        let member = self.fetch_shared(id).await?;
-        Ok((member, CacheStatus::Miss))
+        self.pending.miss();
+        let record = self.fetch_shared(id).await?;
+        Ok((record, CacheStatus::Miss))
     }
 
     /// The member from the near cache, else the store (filling the near
     /// cache); while the store fails, whatever the near cache still holds.
-    async fn cached(&self, id: UserId) -> Option<CachedMember> {
-        if let Some(member) = self.near.get(id) {
-            return Some(member);
+    async fn cached(&self, id: UserId) -> Option<Arc<Record>> {
+        if let Some(record) = self.near.get(id) {
+            return Some(record);
         }
         match self.store.get_members(&[id]).await {
             Ok(found) => {
-                let member = found.into_iter().next().flatten()?;
-                self.near.insert(&member);
-                Some(member)
+                let record = Record::new(found.into_iter().next().flatten()?);
+                self.near.insert_record(record.clone());
+                Some(record)
             }
             Err(_) => self.near.get_stale(id),
         }
@@ -316,25 +399,27 @@ impl MemberCache {
         &self,
         number: MemberNumber,
     ) -> Result<(CachedMember, CacheStatus), LookupError> {
+        let (record, status) = self.lookup_by_number(number).await?;
+        Ok((record.member.clone(), status))
+    }
+
+    /// [`MemberCache::get_by_number`] with the JSON already serialised.
+    pub async fn lookup_by_number(
+        &self,
+        number: MemberNumber,
+    ) -> Result<(Arc<Record>, CacheStatus), LookupError> {
         if self.enabled
             && let Some(id) = self.cached_id_for(number).await
         {
-            let (member, status) = self.get(id).await?;
-            if member.member.number == number {
-                return Ok((member, status));
+            let (record, status) = self.lookup(id).await?;
+            if record.member.member.number == number {
+                return Ok((record, status));
             }
         }
+        self.pending.miss();
         if self.listing_refused.load(Ordering::Relaxed) {
-            self.count(|c| {
-                c.total_requests += 1;
-                c.cache_misses += 1;
-            });
             return Err(LookupError::NumberNotFound(number));
         }
-        self.count(|c| {
-            c.total_requests += 1;
-            c.cache_misses += 1;
-        });
         let after = MemberNumber::new(number.get() - 1);
         match self
             .upstream
@@ -344,7 +429,7 @@ impl MemberCache {
             Ok(page) => match page.into_iter().next() {
                 Some(member) if member.number == number => {
                     let cached = self.write_back(member).await;
-                    Ok((cached, CacheStatus::Miss))
+                    Ok((Record::new(cached), CacheStatus::Miss))
                 }
                 _ => Err(LookupError::NumberNotFound(number)),
             },
@@ -390,7 +475,7 @@ impl MemberCache {
 
     /// One upstream fetch per member at a time; every concurrent caller gets
     /// the same answer.
-    async fn fetch_shared(&self, id: UserId) -> Result<CachedMember, UpstreamError> {
+    async fn fetch_shared(&self, id: UserId) -> Result<Arc<Record>, UpstreamError> {
         let mut rx = {
             // The map only holds receivers; a panic elsewhere cannot leave it
             // inconsistent, so a poisoned lock is simply taken over.
@@ -436,9 +521,7 @@ impl MemberCache {
         self.negative.invalidate_all();
         self.near.clear();
         self.write_back.clear();
-        if let Ok(mut p) = self.pending.lock() {
-            *p = StatCounters::default();
-        }
+        self.pending.take();
         self.flushed_calls.store(
             self.budget.stats.calls.load(Ordering::Relaxed),
             Ordering::Relaxed,
@@ -451,20 +534,14 @@ impl MemberCache {
     pub async fn flush_stats(&self) {
         let calls_now = self.budget.stats.calls.load(Ordering::Relaxed);
         let calls_before = self.flushed_calls.load(Ordering::Relaxed);
-        let mut delta = match self.pending.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(_) => return,
-        };
+        let mut delta = self.pending.take();
         delta.api_calls += calls_now.saturating_sub(calls_before);
         if delta.is_zero() {
             return;
         }
         match self.store.add_stats(&delta).await {
             Ok(()) => self.flushed_calls.store(calls_now, Ordering::Relaxed),
-            Err(_) => {
-                delta.api_calls -= calls_now.saturating_sub(calls_before);
-                self.count(|c| c.add(&delta));
-            }
+            Err(_) => self.pending.restore(&delta),
         }
     }
 
@@ -473,9 +550,7 @@ impl MemberCache {
     pub async fn stats_counters(&self) -> crate::store::StoredStats {
         self.flush_stats().await;
         let mut stored = self.store.stats().await.unwrap_or_default();
-        if let Ok(p) = self.pending.lock() {
-            stored.counters.add(&p);
-        }
+        stored.counters.add(&self.pending.peek());
         stored.counters.api_calls += self
             .budget
             .stats
@@ -564,32 +639,21 @@ impl MemberCache {
     }
 
     fn spawn_fetch(&self, id: UserId, tx: watch::Sender<FetchResult>) {
-        let upstream = self.upstream.clone();
-        let store = self.store.clone();
-        let (near, queue) = (self.near.clone(), self.write_back.clone());
-        let clock = self.clock.clone();
+        let fetch = Fetch {
+            id,
+            upstream: self.upstream.clone(),
+            store: self.store.clone(),
+            near: self.near.clone(),
+            queue: self.write_back.clone(),
+            clock: self.clock.clone(),
+            negative: self.negative.clone(),
+            ttl: self.ttl,
+            enabled: self.enabled,
+            owner: self.lease_owner.clone(),
+        };
         let inflight = self.inflight.clone();
-        let negative = self.negative.clone();
-        let (ttl, enabled) = (self.ttl, self.enabled);
         tokio::spawn(async move {
-            // The answer carries the very timestamps that are stored, so a
-            // miss and the hits after it agree on `cached_at`.
-            let now = clock.now_ms();
-            let result = upstream
-                .member_summary(id, Priority::Interactive)
-                .await
-                .map(|member| CachedMember {
-                    member,
-                    cached_at: now,
-                    updated_at: now,
-                });
-            if enabled && let Ok(cached) = &result {
-                near.insert(cached);
-                store_or_queue(store.as_ref(), &queue, cached.clone(), ttl).await;
-            }
-            if let Err(e @ UpstreamError::NotMember { .. }) = &result {
-                negative.insert(id, e.clone());
-            }
+            let result = fetch.run().await;
             let _ = tx.send(Some(result));
             if let Ok(mut map) = inflight.lock()
                 && map
@@ -599,5 +663,163 @@ impl MemberCache {
                 map.remove(&id);
             }
         });
+    }
+}
+
+/// One cold member's fetch, owned by its own task so that callers who
+/// disconnect neither cancel nor waste it.
+struct Fetch {
+    id: UserId,
+    upstream: Arc<dyn Upstream>,
+    store: Arc<dyn Store>,
+    near: Arc<NearCache>,
+    queue: Arc<WriteBackQueue>,
+    clock: Arc<dyn Clock>,
+    negative: moka::sync::Cache<UserId, UpstreamError>,
+    ttl: Duration,
+    enabled: bool,
+    owner: Arc<str>,
+}
+
+/// What waiting on another replica's lease ended with.
+enum Waited {
+    /// The holder's record landed in the store.
+    Found(CachedMember),
+    /// The lease is ours now (it lapsed or was released without a record),
+    /// or the store cannot arbitrate: fetch.
+    Fetch,
+    /// The holder learned the user is not a member.
+    NotMember(UpstreamError),
+}
+
+impl Fetch {
+    async fn run(self) -> Result<Arc<Record>, UpstreamError> {
+        if !self.enabled {
+            return self.call_upstream().await;
+        }
+        match self.wait_for_lease().await {
+            Waited::Found(member) => {
+                let record = Record::new(member);
+                self.near.insert_record(record.clone());
+                Ok(record)
+            }
+            Waited::NotMember(e) => {
+                self.negative.insert(self.id, e.clone());
+                Err(e)
+            }
+            Waited::Fetch => {
+                let renew = self.spawn_lease_renewal();
+                let result = self.call_upstream().await;
+                renew.abort();
+                let end = match &result {
+                    Err(UpstreamError::NotMember { code, message }) => LeaseEnd::NotMember {
+                        code: *code,
+                        message: message.clone(),
+                    },
+                    _ => LeaseEnd::Done,
+                };
+                // Ended after the write, so waiters polling the store find
+                // the record rather than a free lease.
+                if let Err(e) = self.store.end_lease(self.id, &self.owner, end).await {
+                    tracing::debug!(error = %e, user_id = %self.id, "could not end a fetch lease; it lapses by itself");
+                }
+                result
+            }
+        }
+    }
+
+    /// Takes the fleet lease on this member, or waits for whoever holds it.
+    /// Store trouble never blocks a fetch: without an answer from the store
+    /// this replica fetches by itself (its in-process singleflight still
+    /// holds), as it did before leases existed.
+    async fn wait_for_lease(&self) -> Waited {
+        let started = tokio::time::Instant::now();
+        let mut pause = LEASE_POLL_FIRST;
+        loop {
+            match self.store.try_lease(self.id, &self.owner, LEASE_TTL).await {
+                Err(_) => return Waited::Fetch,
+                Ok(LeaseState::Granted) => {
+                    // The previous holder may have written and let go between
+                    // our miss and this grant: look once more before calling.
+                    if let Ok(found) = self.store.get_members(&[self.id]).await
+                        && let Some(member) = found.into_iter().next().flatten()
+                    {
+                        let _ = self
+                            .store
+                            .end_lease(self.id, &self.owner, LeaseEnd::Done)
+                            .await;
+                        return Waited::Found(member);
+                    }
+                    return Waited::Fetch;
+                }
+                Ok(LeaseState::NotMember { code, message }) => {
+                    return Waited::NotMember(UpstreamError::NotMember { code, message });
+                }
+                Ok(LeaseState::Taken) => {}
+            }
+            if started.elapsed() >= LEASE_WAIT_MAX {
+                tracing::warn!(user_id = %self.id, "another replica held the fetch lease too long; fetching anyway");
+                return Waited::Fetch;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LEASE_POLL_MAX);
+            if let Ok(found) = self.store.get_members(&[self.id]).await
+                && let Some(member) = found.into_iter().next().flatten()
+            {
+                return Waited::Found(member);
+            }
+        }
+    }
+
+    /// Keeps the lease alive while the upstream call runs.
+    fn spawn_lease_renewal(&self) -> tokio::task::JoinHandle<()> {
+        let (store, owner, id) = (self.store.clone(), self.owner.clone(), self.id);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LEASE_RENEW_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let _ = store.try_lease(id, &owner, LEASE_TTL).await;
+            }
+        })
+    }
+
+    /// The upstream call and, on success, the write to the near cache and
+    /// the store (or the write-back queue).
+    async fn call_upstream(&self) -> Result<Arc<Record>, UpstreamError> {
+        // The answer carries the very timestamps that are stored, so a miss
+        // and the hits after it agree on `cached_at`.
+        let now = self.clock.now_ms();
+        let result = self
+            .upstream
+            .member_summary(self.id, Priority::Interactive)
+            .await
+            .map(|member| CachedMember {
+                member,
+                cached_at: now,
+                updated_at: now,
+            });
+        match result {
+            Ok(cached) => {
+                let record = Record::new(cached);
+                if self.enabled {
+                    self.near.insert_record(record.clone());
+                    store_or_queue(
+                        self.store.as_ref(),
+                        &self.queue,
+                        record.member.clone(),
+                        self.ttl,
+                    )
+                    .await;
+                }
+                Ok(record)
+            }
+            Err(e) => {
+                if let UpstreamError::NotMember { .. } = &e {
+                    self.negative.insert(self.id, e.clone());
+                }
+                Err(e)
+            }
+        }
     }
 }

@@ -1,13 +1,19 @@
 //! The near cache: recently served members in process memory, in front of
-//! the store (issue #6, item 1).
+//! the store (issue #6, item 1; issue #8, item 1).
 //!
-//! Two jobs:
+//! Three jobs:
 //! - **Speed.** A member served in the last `NEAR_CACHE_TTL` seconds is
-//!   answered without a store round trip.
+//!   answered without a store round trip. Each entry keeps the member's JSON
+//!   already serialised ([`Record::json`]), so a hot lookup copies bytes into
+//!   the envelope instead of serialising eleven fields on every request.
 //! - **Outages.** When the store fails (Redis down or hung, the embedded file
 //!   erroring), a member this process has seen is still answered from here
 //!   for as long as its store record would have lived, so cached members keep
 //!   being served while the store is away.
+//! - **Agreement across replicas.** With Redis, `invalidation.rs` calls
+//!   [`NearCache::invalidate`] / [`NearCache::clear`] when another replica
+//!   changed a record or cleared the cache, so staleness is bounded by the
+//!   pub/sub delay rather than by `NEAR_CACHE_TTL`.
 //!
 //! Each entry therefore has two horizons: *fresh until* (`NEAR_CACHE_TTL`,
 //! after which [`NearCache::get`] ignores it and the store is asked again) and
@@ -15,26 +21,60 @@
 //! which moka evicts it). An entry can never outlive the record the store
 //! holds, so the near cache never answers what the store would not.
 //!
-//! Bounded by entry count (`NEAR_CACHE_SIZE`; a member is a few hundred bytes,
-//! so the default 10 000 is a few megabytes). moka's sync cache is used: every
-//! call is a short, non-blocking map operation, never held across an await.
-//!
-//! Staleness: a record rewritten in the store by someone else (a forced sync,
-//! another replica) may be served from here for up to `NEAR_CACHE_TTL`; member
-//! records change rarely (the number never), so a minute is the default.
-//!
-//! The module keeps to `get`/`insert`/`invalidate`/`clear` (plus the stale and
-//! by-number reads) so that cross-replica invalidation can be layered on
-//! later by calling `invalidate` from a subscriber.
+//! Bounded by **bytes** (`NEAR_CACHE_MB`): a weigher charges each entry its
+//! JSON, its strings and a fixed overhead, so a group with long introductions
+//! cannot grow the process past its budget the way an entry count could.
+//! moka's sync cache is used: every call is a short, non-blocking map
+//! operation, never held across an await.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use moka::Expiry;
 use moka::sync::Cache;
 
 use crate::clock::Clock;
 use crate::domain::{CachedMember, MemberNumber, UserId};
+
+/// A member as the near cache hands it out: the record and its JSON
+/// (`CachedMember`'s serde form, an object), serialised once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub member: CachedMember,
+    /// `serde_json::to_vec(&member)`: a JSON object, so it ends with `}`.
+    pub json: Bytes,
+}
+
+impl Record {
+    /// Serialises `member` once. Serialising plain strings and integers
+    /// cannot fail; if it ever did, `json` is empty and readers fall back to
+    /// serialising `member` themselves.
+    pub fn new(member: CachedMember) -> Arc<Self> {
+        let json = serde_json::to_vec(&member)
+            .map(Bytes::from)
+            .unwrap_or_default();
+        Arc::new(Self { member, json })
+    }
+
+    /// Bytes this record costs in memory, roughly: its JSON, its strings
+    /// and the fixed parts (struct, `Arc`, moka's bookkeeping).
+    fn weight(&self) -> u32 {
+        let m = &self.member.member;
+        let strings = m.name.len()
+            + m.unique_id.len()
+            + m.avatar_url.len()
+            + m.join_time.len()
+            + m.status.len()
+            + m.expired_time.len()
+            + m.introduction.len();
+        u32::try_from(self.json.len() + strings + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+    }
+}
+
+/// Fixed bytes charged per entry besides its strings: the record struct,
+/// the `Arc`, the entry, moka's per-entry bookkeeping and the number index.
+const ENTRY_OVERHEAD: usize = 400;
 
 /// One cached member and when to stop trusting it. Both horizons are read
 /// from the injected clock (as the stores do), so a test can jump past them;
@@ -42,7 +82,7 @@ use crate::domain::{CachedMember, MemberNumber, UserId};
 /// reclaimed without anyone reading the entry.
 #[derive(Clone)]
 struct Entry {
-    member: Arc<CachedMember>,
+    record: Arc<Record>,
     /// Unix ms after which `get` ignores the entry; `get_stale` still sees it.
     fresh_until_ms: i64,
     /// Unix ms at which the store record expires; nothing sees it after.
@@ -77,7 +117,7 @@ impl Expiry<UserId, Entry> for UntilStoreExpiry {
 
 /// Recently served members, by id, with a number → id index.
 pub struct NearCache {
-    /// `None` when turned off (`NEAR_CACHE_SIZE=0` or `CACHE_ENABLED=false`):
+    /// `None` when turned off (`NEAR_CACHE_MB=0` or `CACHE_ENABLED=false`):
     /// every call is then a no-op and lookups behave as without it.
     members: Option<Cache<UserId, Entry>>,
     /// Number → id, so lookups by number are served during an outage too.
@@ -101,27 +141,30 @@ impl std::fmt::Debug for NearCache {
 }
 
 impl NearCache {
-    /// A near cache of at most `capacity` members (0 turns it off), each
+    /// A near cache of at most `max_bytes` (0 turns it off), each entry
     /// trusted for `fresh_for` (capped at `store_ttl`).
     pub fn new(
-        capacity: u64,
+        max_bytes: u64,
         fresh_for: Duration,
         store_ttl: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let (members, numbers) = if capacity == 0 {
+        let (members, numbers) = if max_bytes == 0 {
             (None, None)
         } else {
             (
                 Some(
                     Cache::builder()
-                        .max_capacity(capacity)
+                        .max_capacity(max_bytes)
+                        .weigher(|_: &UserId, e: &Entry| e.record.weight())
                         .expire_after(UntilStoreExpiry)
                         .build(),
                 ),
                 Some(
+                    // One number per member at most; an entry is a few
+                    // dozen bytes, already charged in ENTRY_OVERHEAD.
                     Cache::builder()
-                        .max_capacity(capacity)
+                        .max_capacity((max_bytes / 256).max(16))
                         .time_to_live(store_ttl.max(Duration::from_millis(1)))
                         .build(),
                 ),
@@ -141,18 +184,19 @@ impl NearCache {
         Self::new(0, Duration::ZERO, Duration::ZERO, clock)
     }
 
-    /// The member if it was cached here within `NEAR_CACHE_TTL`.
-    pub fn get(&self, id: UserId) -> Option<CachedMember> {
+    /// The member if it was cached here within `NEAR_CACHE_TTL`. The hot
+    /// path: a map read and an `Arc` clone, nothing allocated.
+    pub fn get(&self, id: UserId) -> Option<Arc<Record>> {
         let entry = self.members.as_ref()?.get(&id)?;
         let now = self.clock.now_ms();
-        (now < entry.fresh_until_ms && now < entry.expires_at_ms).then(|| (*entry.member).clone())
+        (now < entry.fresh_until_ms && now < entry.expires_at_ms).then_some(entry.record)
     }
 
     /// The member if this process has it at all and its store record would
     /// still be alive: the answer while the store is unavailable.
-    pub fn get_stale(&self, id: UserId) -> Option<CachedMember> {
+    pub fn get_stale(&self, id: UserId) -> Option<Arc<Record>> {
         let entry = self.members.as_ref()?.get(&id)?;
-        (self.clock.now_ms() < entry.expires_at_ms).then(|| (*entry.member).clone())
+        (self.clock.now_ms() < entry.expires_at_ms).then_some(entry.record)
     }
 
     /// The id of the member with `number`, if one is held here (fresh or not)
@@ -160,16 +204,24 @@ impl NearCache {
     pub fn id_for_number(&self, number: MemberNumber) -> Option<UserId> {
         let id = self.numbers.as_ref()?.get(&number)?;
         let entry = self.members.as_ref()?.get(&id)?;
-        (entry.member.member.number == number && self.clock.now_ms() < entry.expires_at_ms)
+        (entry.record.member.member.number == number && self.clock.now_ms() < entry.expires_at_ms)
             .then_some(id)
     }
 
     /// Remembers a member just read from the store or fetched upstream. A
     /// record whose store lifetime is already over is not kept.
     pub fn insert(&self, member: &CachedMember) {
+        if self.is_enabled() {
+            self.insert_record(Record::new(member.clone()));
+        }
+    }
+
+    /// [`NearCache::insert`] of a record already serialised.
+    pub fn insert_record(&self, record: Arc<Record>) {
         let (Some(members), Some(numbers)) = (&self.members, &self.numbers) else {
             return;
         };
+        let member = &record.member;
         let now = self.clock.now_ms();
         let expires_at_ms = member.updated_at.saturating_add(millis(self.store_ttl));
         let left_ms = expires_at_ms.saturating_sub(now);
@@ -180,16 +232,17 @@ impl NearCache {
             return;
         }
         let id = member.member.user_id;
+        let number = member.member.number;
         members.insert(
             id,
             Entry {
-                member: Arc::new(member.clone()),
+                record,
                 fresh_until_ms: now.saturating_add(millis(self.fresh_for)),
                 expires_at_ms,
                 lives_for: Duration::from_millis(left_ms),
             },
         );
-        numbers.insert(member.member.number, id);
+        numbers.insert(number, id);
     }
 
     /// Forgets one member (its number entry is ignored from then on, since
@@ -251,7 +304,11 @@ mod tests {
     }
 
     fn near(fresh_for: Duration, clock: Arc<ManualClock>) -> NearCache {
-        NearCache::new(100, fresh_for, Duration::from_secs(3600), clock)
+        NearCache::new(1 << 20, fresh_for, Duration::from_secs(3600), clock)
+    }
+
+    fn got(r: Option<Arc<Record>>) -> Option<CachedMember> {
+        r.map(|r| r.member.clone())
     }
 
     #[test]
@@ -260,7 +317,7 @@ mod tests {
         let cache = near(Duration::from_secs(60), clock.clone());
         let m = member(454881884228, 177, clock.now_ms());
         cache.insert(&m);
-        assert_eq!(cache.get(m.member.user_id), Some(m.clone()));
+        assert_eq!(got(cache.get(m.member.user_id)), Some(m.clone()));
         assert_eq!(cache.id_for_number(m.member.number), Some(m.member.user_id));
         assert_eq!(cache.id_for_number(MemberNumber::new(178).unwrap()), None);
     }
@@ -272,11 +329,11 @@ mod tests {
         let m = member(1, 1, clock.now_ms());
         cache.insert(&m);
         clock.advance_ms(61_000);
-        assert_eq!(cache.get(m.member.user_id), None, "no longer fresh");
-        assert_eq!(cache.get_stale(m.member.user_id), Some(m.clone()));
+        assert_eq!(got(cache.get(m.member.user_id)), None, "no longer fresh");
+        assert_eq!(got(cache.get_stale(m.member.user_id)), Some(m.clone()));
         clock.advance_ms(3_600_000);
         assert_eq!(
-            cache.get_stale(m.member.user_id),
+            got(cache.get_stale(m.member.user_id)),
             None,
             "never past the store record's expiry"
         );
@@ -289,7 +346,7 @@ mod tests {
         // Written two hours ago with a one-hour store TTL: gone from the store.
         let old = member(2, 2, clock.now_ms() - 7_200_000);
         cache.insert(&old);
-        assert_eq!(cache.get_stale(old.member.user_id), None);
+        assert_eq!(got(cache.get_stale(old.member.user_id)), None);
     }
 
     #[test]
@@ -313,11 +370,43 @@ mod tests {
         cache.insert(&a);
         cache.insert(&b);
         cache.invalidate(a.member.user_id);
-        assert_eq!(cache.get_stale(a.member.user_id), None);
+        assert_eq!(got(cache.get_stale(a.member.user_id)), None);
         assert_eq!(cache.id_for_number(a.member.number), None);
         assert!(cache.get(b.member.user_id).is_some());
         cache.clear();
-        assert_eq!(cache.get_stale(b.member.user_id), None);
+        assert_eq!(got(cache.get_stale(b.member.user_id)), None);
+    }
+
+    #[test]
+    fn the_json_is_the_members_serde_form() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = near(Duration::from_secs(60), clock.clone());
+        let m = member(7, 77, clock.now_ms());
+        cache.insert(&m);
+        let record = cache.get(m.member.user_id).unwrap();
+        let back: CachedMember = serde_json::from_slice(&record.json).unwrap();
+        assert_eq!(back, m);
+        assert!(record.json.ends_with(b"}"));
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_members_beyond_it() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        // Room for a handful of entries of ~700 bytes each.
+        let cache = NearCache::new(
+            8_000,
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            clock.clone(),
+        );
+        for id in 1..=200 {
+            cache.insert(&member(id, id, clock.now_ms()));
+        }
+        if let Some(m) = &cache.members {
+            m.run_pending_tasks();
+            assert!(m.weighted_size() <= 8_000, "{}", m.weighted_size());
+            assert!(m.entry_count() < 200);
+        }
     }
 
     #[test]

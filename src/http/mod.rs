@@ -43,6 +43,8 @@ pub struct AppState {
     pub cors_origins: Vec<String>,
     /// Requests being served now; shutdown waits for them.
     pub in_flight: Arc<edge::InFlight>,
+    /// The near-cache invalidation listener (Redis only).
+    pub invalidation: Option<Arc<crate::cache::invalidation::Listener>>,
 }
 
 impl AppState {
@@ -152,7 +154,14 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         "store": app.cache.store().kind(),
         "store_reachable": store_ok,
         "mode": if store_ok { "normal" } else { "degraded" },
-        "near_cache": { "enabled": near.is_enabled(), "entries": near.len() },
+        "near_cache": {
+            "enabled": near.is_enabled(),
+            "entries": near.len(),
+            "invalidation": app.invalidation.as_ref().map(|l| serde_json::json!({
+                "subscribed": l.is_subscribed(),
+                "applied": l.applied(),
+            })),
+        },
         "write_back": {
             "pending": queue.len(),
             "written": queue.written(),

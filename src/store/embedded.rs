@@ -46,8 +46,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ClearReport, Page, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
-    human_bytes, ttl_millis,
+    ClearReport, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
+    StoredStats, human_bytes, ttl_millis,
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
@@ -581,6 +581,22 @@ impl Store for EmbeddedStore {
             Ok(())
         })
         .await
+    }
+
+    /// One process owns the file (redb locks it), and the cache's
+    /// singleflight already makes one upstream call per member in a process:
+    /// there is nobody to lease against.
+    async fn try_lease(&self, _: UserId, _: &str, _: Duration) -> Result<LeaseState, StoreError> {
+        Ok(LeaseState::Granted)
+    }
+
+    async fn end_lease(&self, _: UserId, _: &str, _: LeaseEnd) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Nothing to tell: no other process reads this file while we hold it.
+    fn events_origin(&self) -> Option<String> {
+        None
     }
 }
 

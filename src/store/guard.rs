@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{ClearReport, Page, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats};
+use super::{
+    ClearReport, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
+    StoredStats,
+};
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 
 /// Breaker state; a std mutex because it is held for a few instructions and
@@ -230,6 +233,27 @@ impl Store for GuardedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.guard(self.read_timeout, self.inner.ping()).await
+    }
+
+    async fn try_lease(
+        &self,
+        id: UserId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseState, StoreError> {
+        // Off the hot path (only cold misses, which then wait on the upstream
+        // anyway): the write bound, so a busy moment does not trip the breaker.
+        self.guard(self.batch_timeout(1), self.inner.try_lease(id, owner, ttl))
+            .await
+    }
+
+    async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError> {
+        self.guard(self.batch_timeout(1), self.inner.end_lease(id, owner, end))
+            .await
+    }
+
+    fn events_origin(&self) -> Option<String> {
+        self.inner.events_origin()
     }
 }
 

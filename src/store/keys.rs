@@ -34,6 +34,23 @@ pub fn ranking(id: CheckinId) -> String {
     format!("{RANKING_PREFIX}{id}")
 }
 
+/// Prefix of fleet leases on cold members; Rust code uses [`lease_user`].
+pub const LEASE_USER_PREFIX: &str = "zsxq:lease:user:";
+
+/// `zsxq:lease:user:{user_id}` — short-lived string naming the process that
+/// is fetching this member from the upstream right now (`SET NX PX`), or
+/// `gone:<code>:<message>` for a while after it learned the user is not a
+/// member. Not a store key: `clear` leaves leases to lapse by themselves.
+pub fn lease_user(id: UserId) -> String {
+    format!("{LEASE_USER_PREFIX}{id}")
+}
+
+/// Pub/sub channel on which every write that changed a record, and every
+/// clear, is announced, so other replicas drop their near-cache entries
+/// (`cache/invalidation.rs` reads it; the message format is documented
+/// there).
+pub const EVENTS: &str = "zsxq:events";
+
 /// Set of every cached user id (seed §4.2.3).
 pub const USERS_ALL: &str = "zsxq:users:all";
 
@@ -81,6 +98,7 @@ mod tests {
         assert_eq!(number(n), "zsxq:number:177");
         let camp = CheckinId::parse("8424481182").unwrap();
         assert_eq!(ranking(camp), "zsxq:ranking:8424481182");
+        assert_eq!(lease_user(id), "zsxq:lease:user:454881884228");
     }
 
     #[test]
@@ -91,6 +109,7 @@ mod tests {
         assert!(is_store_key(IDX_EXPIRY));
         assert!(is_store_key("zsxq:ranking:8424481182"));
         assert!(!is_store_key("zsxq:lease:sync"));
+        assert!(!is_store_key("zsxq:lease:user:1"));
         assert!(!is_store_key("other:user:1"));
     }
 }

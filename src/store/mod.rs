@@ -94,6 +94,35 @@ pub struct StoredStats {
     pub last_sync_time: Option<i64>,
 }
 
+/// What [`Store::try_lease`] found: the fleet-wide right to fetch one cold
+/// member from the upstream (issue #8: one upstream call per cold member,
+/// however many replicas ask at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseState {
+    /// The caller holds the lease (newly, or renewed): fetch, write, then
+    /// [`Store::end_lease`].
+    Granted,
+    /// Another process holds it: wait for its record to land in the store.
+    Taken,
+    /// The last holder learned that the user is not a member; the answer is
+    /// shared for a short while so the others need not ask again.
+    NotMember { code: i64, message: String },
+}
+
+/// How a lease holder's fetch ended, for [`Store::end_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// Record written (or the fetch failed in a way others should retry):
+    /// free the lease.
+    Done,
+    /// The upstream said "not a member": keep that answer under the lease
+    /// key for [`NOT_MEMBER_LEASE_TTL`].
+    NotMember { code: i64, message: String },
+}
+
+/// How long a shared "not a member" answer stays under a lease key.
+pub const NOT_MEMBER_LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// The storage contract. All methods are batched where the caller has several
 /// members at hand, so a refund list of 167 people is one round trip.
 #[async_trait]
@@ -162,6 +191,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap reachability check.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Takes (or, for the same `owner`, renews) the lease on fetching
+    /// member `id` for `ttl`. Single-process stores always grant it: the
+    /// cache's in-process singleflight already makes one call per member.
+    async fn try_lease(
+        &self,
+        id: UserId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseState, StoreError>;
+
+    /// Ends a lease `owner` holds (a lease someone else took over after it
+    /// lapsed is left alone).
+    async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError>;
+
+    /// The name this store's writes carry on the change channel
+    /// (`zsxq:events`), so the process can ignore its own messages; `None`
+    /// for stores that publish nothing (the embedded one).
+    fn events_origin(&self) -> Option<String>;
 }
 
 /// A TTL in whole milliseconds, at least 1 (Redis refuses 0 and both stores

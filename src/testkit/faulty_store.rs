@@ -14,7 +14,8 @@ use async_trait::async_trait;
 
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use crate::store::{
-    ClearReport, Page, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
+    ClearReport, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
+    StoredStats,
 };
 
 /// What the wrapped store does now.
@@ -174,5 +175,24 @@ impl Store for FaultyStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.check().await?;
         self.inner.ping().await
+    }
+
+    async fn try_lease(
+        &self,
+        id: UserId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseState, StoreError> {
+        self.check().await?;
+        self.inner.try_lease(id, owner, ttl).await
+    }
+
+    async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError> {
+        self.check().await?;
+        self.inner.end_lease(id, owner, end).await
+    }
+
+    fn events_origin(&self) -> Option<String> {
+        self.inner.events_origin()
     }
 }

@@ -163,6 +163,112 @@ impl Setup {
     }
 }
 
+/// Several replicas of the service on one private Redis and one simulator,
+/// as production runs them behind a load balancer (issue #8).
+pub struct Fleet {
+    pub sim: SimHandle,
+    pub redis: RedisServer,
+    pub replicas: Vec<SocketAddr>,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Fleet {
+    pub fn url(&self, replica: usize, path: &str) -> String {
+        format!("http://{}{}", self.replicas[replica], path)
+    }
+
+    pub async fn get(&self, replica: usize, path: &str) -> Answer {
+        let resp = self
+            .http
+            .get(self.url(replica, path))
+            .send()
+            .await
+            .expect("request");
+        TestApp::answer(resp).await
+    }
+
+    /// Waits until every replica listens on the events channel, so a test
+    /// never changes something before the others can hear of it.
+    pub async fn wait_until_listening(&self) {
+        for replica in 0..self.replicas.len() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let ready = self.get(replica, "/readyz").await;
+                if ready.data()["near_cache"]["invalidation"]["subscribed"] == true {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "replica {replica} never subscribed: {}",
+                    ready.body
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+impl Setup {
+    /// Starts `n` replicas of the service sharing one simulator and one
+    /// private Redis (the store is always Redis here).
+    pub async fn spawn_fleet(self, n: usize) -> Fleet {
+        let sim = zsxq_cache::sim::spawn(self.sim.clone())
+            .await
+            .expect("simulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = RedisServer::start().expect("redis-server starts");
+        let mut vars: HashMap<String, String> = HashMap::new();
+        for (k, v) in [
+            ("ZSXQ_API_BASE", sim.base_url.clone()),
+            ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+            ("ZSXQ_ACCESS_TOKEN", self.sim.token.clone()),
+            ("ADMIN_TOKEN", ADMIN.to_string()),
+            ("API_RATE_LIMIT", "6000".into()),
+            ("API_REQUEST_DELAY", "0".into()),
+            ("API_RETRY_BASE_MS", "5".into()),
+            ("API_TIMEOUT_MS", "3000".into()),
+            ("REDIS_URL", redis.url()),
+        ] {
+            vars.insert(k.to_string(), v);
+        }
+        for (k, v) in self.vars {
+            vars.insert(k.to_string(), v);
+        }
+        let config = Config::from_vars(&vars).expect("valid test config");
+        let (mut replicas, mut stops) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let app = Application::build(config.clone(), listener)
+                .await
+                .expect("app builds");
+            replicas.push(app.local_addr().expect("addr"));
+            let (stop, stopped) = oneshot::channel::<()>();
+            tokio::spawn(app.run(async {
+                let _ = stopped.await;
+            }));
+            stops.push(stop);
+        }
+        Fleet {
+            sim,
+            redis,
+            replicas,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            stops,
+        }
+    }
+}
+
 pub async fn spawn_app(store: StoreKind) -> TestApp {
     Setup::new(store).spawn().await
 }
@@ -199,7 +305,7 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    async fn answer(resp: reqwest::Response) -> Answer {
+    pub async fn answer(resp: reqwest::Response) -> Answer {
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
         let body =

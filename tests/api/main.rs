@@ -14,4 +14,5 @@ mod lookup;
 mod paging;
 mod redis_layout;
 mod refund;
+mod replicas;
 mod sync;

@@ -1,0 +1,229 @@
+//! Cross-replica near-cache invalidation over Redis pub/sub (issue #8,
+//! item 1).
+//!
+//! Every replica keeps recently served members in its near cache
+//! (`near.rs`). When one replica writes a record whose content changed (a
+//! forced sync, a refresh that found new upstream data) or clears the cache,
+//! the others must stop serving their copies. The Redis store announces such
+//! writes itself, inside the script that performs them (`store/redis.rs`,
+//! `WRITE_MEMBERS`, and `clear`), on the channel [`keys::EVENTS`]
+//! (`zsxq:events`):
+//!
+//! - `<origin> u <id>,<id>,…` — these members' records changed;
+//! - `<origin> c` — the cache was cleared.
+//!
+//! `<origin>` names the writing process ([`Store::events_origin`]); each
+//! replica ignores its own messages, since it updated its near cache itself
+//! when it wrote.
+//!
+//! The listener here holds its own connection (a subscribed connection can
+//! do nothing else) made from the configured URL. Pub/sub delivers at most
+//! once: a replica that was disconnected may have missed messages, so every
+//! (re)subscription clears the whole near cache before trusting it again.
+//! While disconnected, staleness falls back to the near cache's own bound,
+//! `NEAR_CACHE_TTL`. Reconnects back off from 100 ms to 5 s.
+//!
+//! Only for Redis: the embedded store has a single process by construction
+//! (redb locks the file), so there is nobody to tell.
+//!
+//! [`Store::events_origin`]: crate::store::Store::events_origin
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::near::NearCache;
+use crate::domain::UserId;
+use crate::store::keys;
+
+/// First pause before resubscribing after a failure; doubles up to the cap.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// What the listener is doing, for `/readyz` and for tests that must know
+/// a replica listens before they change anything.
+#[derive(Debug, Default)]
+pub struct Listener {
+    subscribed: AtomicBool,
+    /// Messages from other replicas applied so far.
+    applied: AtomicU64,
+}
+
+impl Listener {
+    /// Whether the channel is subscribed right now.
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// Messages from other replicas applied since start.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+}
+
+/// One message read off the channel.
+#[derive(Debug, PartialEq, Eq)]
+enum Event<'a> {
+    Changed { origin: &'a str, ids: Vec<UserId> },
+    Cleared { origin: &'a str },
+}
+
+/// Parses a message; `None` for anything not in the format above (another
+/// version, a person typing `PUBLISH` by hand).
+fn parse(message: &str) -> Option<Event<'_>> {
+    let mut parts = message.splitn(3, ' ');
+    let origin = parts.next().filter(|o| !o.is_empty())?;
+    match (parts.next()?, parts.next()) {
+        ("c", None) => Some(Event::Cleared { origin }),
+        ("u", Some(ids)) => Some(Event::Changed {
+            origin,
+            ids: ids
+                .split(',')
+                .filter_map(|raw| UserId::parse(raw).ok())
+                .collect(),
+        }),
+        _ => None,
+    }
+}
+
+/// Applies one message to the near cache unless this process sent it.
+fn apply(message: &str, own_origin: &str, near: &NearCache) -> bool {
+    match parse(message) {
+        Some(Event::Changed { origin, ids }) if origin != own_origin => {
+            ids.into_iter().for_each(|id| near.invalidate(id));
+            true
+        }
+        Some(Event::Cleared { origin }) if origin != own_origin => {
+            near.clear();
+            true
+        }
+        Some(_) => false,
+        None => {
+            tracing::debug!(message, "ignoring an unknown message on the events channel");
+            false
+        }
+    }
+}
+
+/// Starts listening on [`keys::EVENTS`] at `url` until the process ends.
+/// `origin` is this process's store origin, whose messages are skipped.
+pub fn spawn(url: String, origin: String, near: Arc<NearCache>) -> Arc<Listener> {
+    let listener = Arc::new(Listener::default());
+    let status = listener.clone();
+    tokio::spawn(async move {
+        let client = match redis::Client::open(url) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "near-cache invalidation disabled: bad Redis URL");
+                return;
+            }
+        };
+        let mut pause = RECONNECT_FIRST;
+        loop {
+            match listen(&client, &origin, &near, &status).await {
+                Ok(()) => pause = RECONNECT_FIRST,
+                Err(e) => tracing::debug!(error = %e, "events channel unavailable; retrying"),
+            }
+            status.subscribed.store(false, Ordering::Relaxed);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RECONNECT_MAX);
+        }
+    });
+    listener
+}
+
+/// One subscription, until the connection ends.
+async fn listen(
+    client: &redis::Client,
+    origin: &str,
+    near: &NearCache,
+    status: &Listener,
+) -> redis::RedisResult<()> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(keys::EVENTS).await?;
+    // Whatever was announced while we were not listening is lost: start over.
+    near.clear();
+    status.subscribed.store(true, Ordering::Relaxed);
+    tracing::info!(
+        channel = keys::EVENTS,
+        "listening for near-cache invalidations"
+    );
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        let Ok(payload) = msg.get_payload::<String>() else {
+            continue;
+        };
+        if apply(&payload, origin, near) {
+            status.applied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    tracing::info!("events channel closed; resubscribing");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::domain::{CachedMember, Member, MemberNumber};
+
+    fn member(id: u64) -> CachedMember {
+        CachedMember {
+            member: Member {
+                user_id: UserId::new(id).unwrap(),
+                number: MemberNumber::new(id).unwrap(),
+                name: "n".into(),
+                unique_id: String::new(),
+                avatar_url: String::new(),
+                join_time: String::new(),
+                status: String::new(),
+                expired_time: String::new(),
+                introduction: String::new(),
+            },
+            cached_at: 1_000_000,
+            updated_at: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn messages_parse_into_changes_and_clears() {
+        assert_eq!(
+            parse("abc u 1,22,x,333"),
+            Some(Event::Changed {
+                origin: "abc",
+                ids: vec![
+                    UserId::new(1).unwrap(),
+                    UserId::new(22).unwrap(),
+                    UserId::new(333).unwrap()
+                ]
+            })
+        );
+        assert_eq!(parse("abc c"), Some(Event::Cleared { origin: "abc" }));
+        for bad in ["", "abc", "abc x 1", " u 1", "abc c extra"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn other_replicas_messages_drop_entries_and_own_messages_do_not() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let near = NearCache::new(
+            1 << 20,
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            clock.clone(),
+        );
+        assert!(clock.now_ms() > 0);
+        near.insert(&member(1));
+        near.insert(&member(2));
+        assert!(!apply("me u 1", "me", &near));
+        assert!(near.get(UserId::new(1).unwrap()).is_some());
+        assert!(apply("other u 1", "me", &near));
+        assert!(near.get(UserId::new(1).unwrap()).is_none());
+        assert!(near.get(UserId::new(2).unwrap()).is_some());
+        assert!(apply("other c", "me", &near));
+        assert!(near.get(UserId::new(2).unwrap()).is_none());
+    }
+}
