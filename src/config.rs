@@ -116,6 +116,17 @@ pub struct EdgeConfig {
     pub cors_origins: Vec<String>,
 }
 
+/// How several replicas share one upstream budget (issue #7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// `FLEET_BUDGET`: with Redis, take every upstream slot from the fleet's
+    /// schedule in Redis (on by default; ignored on the embedded store).
+    pub shared: bool,
+    /// `FLEET_SIZE_HINT`: how many replicas share the budget; while Redis is
+    /// unreachable each one uses `API_RATE_LIMIT / FLEET_SIZE_HINT`.
+    pub size_hint: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: IpAddr,
@@ -138,6 +149,7 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub reliability: ReliabilityConfig,
     pub edge: EdgeConfig,
+    pub fleet: FleetConfig,
 }
 
 /// A configuration problem, naming the variable.
@@ -294,6 +306,15 @@ impl Config {
 
         let reliability = Self::reliability_from(&v, cache_ttl)?;
         let edge = Self::edge_from(&v)?;
+        let fleet = FleetConfig {
+            shared: v.bool("FLEET_BUDGET", true)?,
+            size_hint: v.parse(
+                "FLEET_SIZE_HINT",
+                1u32,
+                "the number of replicas, 1..100",
+                |n| (1..=100).contains(n),
+            )?,
+        };
 
         Ok(Config {
             host,
@@ -319,6 +340,7 @@ impl Config {
             admin_token,
             reliability,
             edge,
+            fleet,
         })
     }
 
@@ -497,6 +519,13 @@ mod tests {
         assert!(matches!(c.store, StoreConfig::Embedded { .. }));
         assert!(c.admin_token.is_none());
         assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            c.fleet,
+            FleetConfig {
+                shared: true,
+                size_hint: 1
+            }
+        );
     }
 
     #[test]
@@ -523,6 +552,9 @@ mod tests {
                 "https://ok.example, https://bad.example/path",
             ),
             ("SHUTDOWN_GRACE_SECS", "0"),
+            ("FLEET_BUDGET", "sometimes"),
+            ("FLEET_SIZE_HINT", "0"),
+            ("FLEET_SIZE_HINT", "101"),
         ] {
             let e = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}");

@@ -400,6 +400,7 @@ fn known_key(key: &str) -> bool {
     key.strip_prefix(keys::USER_PREFIX).is_some_and(digits)
         || key.strip_prefix(keys::NUMBER_PREFIX).is_some_and(digits)
         || keys::FIXED.contains(&key)
+        || key == keys::FLEET_BUDGET
 }
 
 #[test]
