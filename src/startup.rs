@@ -22,6 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreConfig};
 use crate::http::edge::{ClientRateLimit, InFlight};
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::refund::RefundService;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
@@ -116,7 +117,9 @@ pub fn build_state_with_store(
     store: Box<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<AppState>> {
-    let store = guard_store(store, config.reliability.store_timeout);
+    let guarded = GuardedStore::new(store, config.reliability.store_timeout, STORE_COOL_DOWN);
+    let store_metrics = guarded.metrics().clone();
+    let store: Arc<dyn Store> = Arc::new(guarded);
     let budget = Arc::new(build_budget(config)?);
     let upstream: Arc<dyn Upstream> = Arc::new(
         ZsxqClient::new(config.upstream.clone(), budget.clone())
@@ -144,6 +147,13 @@ pub fn build_state_with_store(
         limit
     });
     let refunds = RefundService::new(cache.clone());
+    let in_flight = Arc::new(InFlight::default());
+    let metrics = Arc::new(Metrics::new(
+        cache.clone(),
+        &store_metrics,
+        in_flight.clone(),
+        config.upstream.rate_per_min,
+    ));
     Ok(Arc::new(AppState {
         cache,
         refunds,
@@ -151,7 +161,8 @@ pub fn build_state_with_store(
         default_concurrency: config.upstream.concurrency.min(10),
         rate_limit,
         cors_origins: config.edge.cors_origins.clone(),
-        in_flight: Arc::new(InFlight::default()),
+        in_flight,
+        metrics,
     }))
 }
 

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::{CachedMember, Member, MemberNumber, UserId};
+use crate::metrics::CacheMetrics;
 use crate::store::{Page, SortBy, SortOrder, StatCounters, Store, StoreError};
 use crate::upstream::{Budget, Priority, Upstream, UpstreamError};
 use near::NearCache;
@@ -89,6 +90,9 @@ pub struct MemberCache {
     near: Arc<NearCache>,
     /// Members fetched while the store could not take them.
     write_back: Arc<WriteBackQueue>,
+    /// Hits and misses for `/metrics`, fed by [`MemberCache::count`] and
+    /// the tiers of a lookup.
+    metrics: CacheMetrics,
 }
 
 /// Sizes of the in-process layers in front of the store.
@@ -255,7 +259,13 @@ impl MemberCache {
             listing_refused: AtomicBool::new(false),
             sync_lock: tokio::sync::Mutex::new(()),
             jobs: jobs::SyncJobs::default(),
+            metrics: CacheMetrics::default(),
         })
+    }
+
+    /// The instruments `/metrics` reports.
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
     }
 
     pub fn jobs(&self) -> &jobs::SyncJobs {
@@ -296,9 +306,13 @@ impl MemberCache {
         self.clock.now_ms()
     }
 
+    /// Counts lookups for the stats hash and for `/metrics` alike.
     fn count(&self, f: impl FnOnce(&mut StatCounters)) {
+        let mut delta = StatCounters::default();
+        f(&mut delta);
+        self.metrics.requests(delta.cache_hits, delta.cache_misses);
         if let Ok(mut p) = self.pending.lock() {
-            f(&mut p);
+            p.add(&delta);
         }
     }
 
@@ -318,7 +332,13 @@ impl MemberCache {
         }
         // A recent "not a member" answer is served from memory: counted as a
         // hit, since it is the cache that saved the upstream call.
-        if let Some(e) = self.negative.get(&id) {
+        let negative = self.negative.get(&id);
+        self.metrics.tier(
+            "negative",
+            u64::from(negative.is_some()),
+            u64::from(negative.is_none()),
+        );
+        if let Some(e) = negative {
             self.count(|c| {
                 c.total_requests += 1;
                 c.cache_hits += 1;
@@ -337,15 +357,31 @@ impl MemberCache {
     /// cache); while the store fails, whatever the near cache still holds.
     async fn cached(&self, id: UserId) -> Option<CachedMember> {
         if let Some(member) = self.near.get(id) {
+            self.metrics.tier("near", 1, 0);
             return Some(member);
         }
+        self.metrics.tier("near", 0, 1);
         match self.store.get_members(&[id]).await {
             Ok(found) => {
-                let member = found.into_iter().next().flatten()?;
+                let member = found.into_iter().next().flatten();
+                self.metrics.tier(
+                    "store",
+                    u64::from(member.is_some()),
+                    u64::from(member.is_none()),
+                );
+                let member = member?;
                 self.near.insert(&member);
                 Some(member)
             }
-            Err(_) => self.near.get_stale(id),
+            Err(_) => {
+                let member = self.near.get_stale(id);
+                self.metrics.tier(
+                    "near_stale",
+                    u64::from(member.is_some()),
+                    u64::from(member.is_none()),
+                );
+                member
+            }
         }
     }
 
@@ -512,7 +548,11 @@ impl MemberCache {
             Ok(()) => self.flushed_calls.store(calls_now, Ordering::Relaxed),
             Err(_) => {
                 delta.api_calls -= calls_now.saturating_sub(calls_before);
-                self.count(|c| c.add(&delta));
+                // Put back as they were: `count` would report them to
+                // `/metrics` a second time.
+                if let Ok(mut p) = self.pending.lock() {
+                    p.add(&delta);
+                }
             }
         }
     }

@@ -35,6 +35,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::fleet::{FleetAnswer, FleetBudget};
+use crate::metrics::{PriorityLabels, UpstreamMetrics};
 
 /// Largest extra spacing after repeated throttles.
 const MAX_PENALTY: Duration = Duration::from_secs(30);
@@ -121,6 +122,8 @@ pub struct Budget {
     /// slot, so waiting callers poll nothing.
     fleet_turn: tokio::sync::Mutex<()>,
     pub stats: BudgetStats,
+    /// The same events by priority, for `/metrics`.
+    metrics: UpstreamMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -159,7 +162,31 @@ impl Budget {
             fleet: None,
             fleet_turn: tokio::sync::Mutex::new(()),
             stats: BudgetStats::default(),
+            metrics: UpstreamMetrics::default(),
         }
+    }
+
+    /// The instruments `/metrics` reports.
+    pub fn metrics(&self) -> &UpstreamMetrics {
+        &self.metrics
+    }
+
+    /// An HTTP request is about to be sent upstream.
+    pub fn record_call(&self, priority: Priority) {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .calls
+            .get_or_create(&PriorityLabels::from(priority))
+            .inc();
+    }
+
+    /// A failed call is about to be retried.
+    pub fn record_retry(&self, priority: Priority) {
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .retries
+            .get_or_create(&PriorityLabels::from(priority))
+            .inc();
     }
 
     /// Shares the rate with the other replicas through `fleet`, which must
@@ -239,6 +266,10 @@ impl Budget {
         };
         sum.fetch_add(waited, Ordering::Relaxed);
         count.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .queue_wait
+            .get_or_create(&PriorityLabels::from(priority))
+            .observe(waited as f64 / 1e6);
         permit
     }
 
@@ -295,10 +326,14 @@ impl Budget {
         tokio::time::sleep_until(slot.into()).await;
     }
 
-    /// A throttle was answered: double the extra spacing (at least one
-    /// period, at most 30 s).
-    pub fn on_throttle(&self) {
+    /// A throttle was answered to a call of `priority`: double the extra
+    /// spacing (at least one period, at most 30 s).
+    pub fn on_throttle(&self, priority: Priority) {
         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .throttled
+            .get_or_create(&PriorityLabels::from(priority))
+            .inc();
         if let Ok(mut p) = self.penalty.lock() {
             p.extra = (p.extra * 2).max(self.period).min(MAX_PENALTY);
         }
@@ -391,13 +426,13 @@ mod tests {
     fn throttles_widen_the_spacing_multiplicatively_and_successes_narrow_it_additively() {
         let budget = Budget::new(600, Duration::ZERO, 5);
         let period = budget.period();
-        budget.on_throttle();
+        budget.on_throttle(Priority::Interactive);
         assert_eq!(budget.penalty(), period);
-        budget.on_throttle();
-        budget.on_throttle();
+        budget.on_throttle(Priority::Interactive);
+        budget.on_throttle(Priority::Interactive);
         assert_eq!(budget.penalty(), period * 4);
         for _ in 0..200 {
-            budget.on_throttle();
+            budget.on_throttle(Priority::Interactive);
         }
         assert_eq!(budget.penalty(), MAX_PENALTY);
         budget.on_success();
@@ -415,8 +450,8 @@ mod tests {
     async fn a_penalty_spaces_slots_wider_than_the_rate() {
         // 6000/min = ~10 ms a slot; after a throttle each slot waits ~20 ms.
         let budget = Budget::new(6000, Duration::ZERO, 5);
-        budget.on_throttle();
-        budget.on_throttle();
+        budget.on_throttle(Priority::Interactive);
+        budget.on_throttle(Priority::Interactive);
         let start = Instant::now();
         for _ in 0..6 {
             drop(budget.acquire(Priority::Interactive).await);
