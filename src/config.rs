@@ -203,16 +203,24 @@ impl Vars<'_> {
     }
 }
 
+/// Reads `.env` from the working directory into the environment, without
+/// overriding variables that are already set. A missing file is normal; a
+/// malformed one is worth a warning only, because real environment
+/// variables may still carry everything. Called before logging starts
+/// (`RUST_LOG`, `LOG_FORMAT`) and again by [`Config::from_env`]; the second
+/// read changes nothing.
+pub fn load_dotenv() {
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("warning: .env could not be read: {e}");
+    }
+}
+
 impl Config {
     /// Reads `.env` (if present) and then the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is normal; a malformed one is worth a warning only,
-        // because real environment variables may still carry everything.
-        if let Err(e) = dotenvy::dotenv()
-            && !e.not_found()
-        {
-            eprintln!("warning: .env could not be read: {e}");
-        }
+        load_dotenv();
         let vars: HashMap<String, String> = std::env::vars().collect();
         Self::from_vars(&vars)
     }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::domain::{CachedMember, Member, MemberNumber, UserId};
@@ -644,7 +645,9 @@ impl MemberCache {
         let inflight = self.inflight.clone();
         let negative = self.negative.clone();
         let (ttl, enabled) = (self.ttl, self.enabled);
-        tokio::spawn(async move {
+        // The fetch runs in its own task; it keeps the span of the request
+        // that started it, so its log lines carry that request's id.
+        let task = async move {
             // The answer carries the very timestamps that are stored, so a
             // miss and the hits after it agree on `cached_at`.
             let now = clock.now_ms();
@@ -671,6 +674,7 @@ impl MemberCache {
             {
                 map.remove(&id);
             }
-        });
+        };
+        tokio::spawn(task.in_current_span());
     }
 }
