@@ -132,13 +132,23 @@ pub struct UpstreamMetrics {
 }
 
 impl Default for UpstreamMetrics {
+    /// Every series starts at zero, so a first throttle shows as an increase
+    /// (a series born at 1 does not, for `rate` and `increase`).
     fn default() -> Self {
-        Self {
+        let m = Self {
             calls: Family::default(),
             throttled: Family::default(),
             retries: Family::default(),
             queue_wait: Family::new_with_constructor(queue_histogram),
+        };
+        for p in [Priority::Interactive, Priority::Background] {
+            let labels = PriorityLabels::from(p);
+            let _ = m.calls.get_or_create(&labels);
+            let _ = m.throttled.get_or_create(&labels);
+            let _ = m.retries.get_or_create(&labels);
+            let _ = m.queue_wait.get_or_create(&labels);
         }
+        m
     }
 }
 
@@ -154,12 +164,23 @@ pub struct CacheMetrics {
     pub tiers: Family<TierLabels, Counter>,
 }
 
+/// The layers [`CacheMetrics::tier`] is called with.
+const TIERS: [&str; 4] = ["near", "store", "near_stale", "negative"];
+
 impl Default for CacheMetrics {
+    /// Every series starts at zero (see [`UpstreamMetrics::default`]).
     fn default() -> Self {
-        Self {
+        let m = Self {
             requests: Family::default(),
             tiers: Family::default(),
+        };
+        for result in ["hit", "miss"] {
+            let _ = m.requests.get_or_create(&ResultLabels { result });
+            for tier in TIERS {
+                let _ = m.tiers.get_or_create(&TierLabels { tier, result });
+            }
         }
+        m
     }
 }
 
@@ -175,8 +196,9 @@ impl CacheMetrics {
         }
     }
 
-    /// Counts `hits` and `misses` of one tier.
+    /// Counts `hits` and `misses` of one tier (one of [`TIERS`]).
     pub fn tier(&self, tier: &'static str, hits: u64, misses: u64) {
+        debug_assert!(TIERS.contains(&tier), "{tier}");
         for (result, n) in [("hit", hits), ("miss", misses)] {
             if n > 0 {
                 self.tiers

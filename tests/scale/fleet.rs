@@ -24,11 +24,11 @@ use zsxq_cache::testkit::RedisServer;
 const LIMIT_PER_MIN: u32 = 2400;
 
 /// Replicas sharing one Redis and one simulator.
-struct Fleet {
-    sim: SimHandle,
-    redis: RedisServer,
-    replicas: Vec<SocketAddr>,
-    http: reqwest::Client,
+pub struct Fleet {
+    pub sim: SimHandle,
+    pub redis: RedisServer,
+    pub replicas: Vec<SocketAddr>,
+    pub http: reqwest::Client,
     stops: Vec<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -44,7 +44,7 @@ impl Drop for Fleet {
 impl Fleet {
     /// `n` replicas over one simulator of `members` members, with the
     /// simulator limiting at [`LIMIT_PER_MIN`] too; `extra` variables win.
-    async fn start(n: usize, members: usize, extra: &[(&str, &str)]) -> Fleet {
+    pub async fn start(n: usize, members: usize, extra: &[(&str, &str)]) -> Fleet {
         let sim = zsxq_cache::sim::spawn(SimConfig {
             members,
             latency_ms: 20,
@@ -102,7 +102,7 @@ impl Fleet {
 
     /// Sends every `(replica, member index)` lookup at once; returns how
     /// many answered with the member's right number, and the wall time.
-    async fn lookups(&self, requests: &[(usize, usize)]) -> (usize, Duration) {
+    pub async fn lookups(&self, requests: &[(usize, usize)]) -> (usize, Duration) {
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for &(replica, member) in requests {

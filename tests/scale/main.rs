@@ -9,5 +9,6 @@
 #[allow(dead_code)]
 mod process;
 
+mod deploy;
 mod fleet;
 mod logs;
