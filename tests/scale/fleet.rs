@@ -5,9 +5,9 @@
 //! The tests run at a high rate (2400 calls a minute) so they finish in
 //! seconds; the limit is checked over windows of a few seconds, scaled from
 //! the per-minute figure. Each process may use one slot early at the start of
-//! any window (a burst of one), so a window of `w` holds at most `w / spacing
-//! + 1` calls per replica; windows are chosen long enough that the 2% safety
-//! margin covers that.
+//! any window (a burst of one), so a window of `w` holds at most
+//! `w / spacing + 1` calls per replica; windows are chosen long enough that
+//! the 2% safety margin covers that.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
