@@ -53,7 +53,8 @@ pub const IDX_EXPIRY: &str = "zsxq:idx:expiry";
 
 /// The fleet-wide upstream budget (`upstream/fleet.rs`): a hash with the
 /// schedule every replica takes its upstream slots from. Not a store key:
-/// a cache clear leaves it alone, and it expires a minute after its last use.
+/// a cache clear leaves it alone, and it expires by itself a minute and a
+/// half or so after its last use.
 pub const FLEET_BUDGET: &str = "zsxq:budget:upstream";
 
 /// Every fixed key the store owns, for `clear`.

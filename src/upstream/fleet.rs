@@ -32,13 +32,24 @@
 //!   schedule. A local-only penalty would just hand the slots to the other
 //!   replicas.
 //! - **Redis down: degrade, never stall, never overspend badly.** A failed or
-//!   slow (> 200 ms) call marks the fleet unreachable for a second; meanwhile
-//!   each replica spaces its calls at `FLEET_SIZE_HINT` times the period —
-//!   `API_RATE_LIMIT / FLEET_SIZE_HINT` a minute each — so a fleet whose
-//!   operator set the hint to its size stays within the budget without Redis.
-//!   With the default hint of 1 a lone replica loses nothing, and a larger
-//!   fleet that left the hint at 1 overspends only until the 1059 backoff
-//!   (local AIMD) slows it. The key expires by itself 60 s after its last use.
+//!   slow (> 500 ms, the store's own response bound) call marks the fleet
+//!   unreachable for a second; meanwhile each replica spaces its calls at
+//!   `FLEET_SIZE_HINT` times the period — `API_RATE_LIMIT / FLEET_SIZE_HINT`
+//!   a minute each — so a fleet whose operator set the hint to its size
+//!   stays within the budget without Redis. With the default hint of 1 a
+//!   lone replica loses nothing, and a larger fleet that left the hint at 1
+//!   overspends only until the 1059 backoff (local AIMD) slows it.
+//! - **Slots taken alone are paid back.** When only some replicas lose
+//!   Redis (a partition, a slow answer), the others keep spending the whole
+//!   budget through it, so the fallback slots are extra. Each replica counts
+//!   them (one spacing each, at most [`DEBT_CAP`]) and, when Redis answers
+//!   again, pushes the fleet's schedule back by that much in the same script
+//!   call: the fleet's total over the next seconds comes back to the budget.
+//!   The cap keeps a long outage (when every replica spent its share alone,
+//!   which was within the budget) from pausing the fleet for long.
+//! - **Self-cleaning.** The key expires by itself when unused for a minute
+//!   plus the longest possible spacing (period and 30 s of penalty), so a
+//!   forgotten penalty cannot outlive a quiet period by much.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,8 +62,13 @@ use super::budget::Priority;
 use crate::store::keys;
 
 /// Longest a replica waits on Redis for a slot decision before it uses its
-/// local fallback instead. Redis answers in well under a millisecond.
-const CALL_TIMEOUT: Duration = Duration::from_millis(200);
+/// local fallback instead. Redis answers in well under a millisecond; the
+/// bound is the store's (`RESPONSE_TIMEOUT`), generous enough that a busy
+/// process that polls the answer late does not mistake itself for an outage.
+const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Most fallback spending one replica pays back when Redis returns.
+pub const DEBT_CAP: Duration = Duration::from_secs(5);
 
 /// How long the fleet is not asked again after a failed call.
 const COOL_DOWN: Duration = Duration::from_secs(1);
@@ -65,8 +81,8 @@ const MAX_EXTRA: Duration = Duration::from_secs(30);
 
 /// Takes the next slot if it is due. KEYS[1] = the budget hash; ARGV[1] =
 /// steady spacing (µs), ARGV[2] = `i` (interactive) or `b` (background),
-/// ARGV[3] = seconds the state is kept. Returns {wait µs (0 = granted),
-/// penalty µs}.
+/// ARGV[3] = seconds the state is kept, ARGV[4] = µs of fallback spending
+/// to pay back first. Returns {wait µs (0 = granted), penalty µs}.
 const TAKE_SLOT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -76,6 +92,12 @@ local tat = tonumber(s[1]) or 0
 local extra = tonumber(s[2]) or 0
 local held = tonumber(s[3]) or 0
 local spacing = tonumber(ARGV[1]) + extra
+local debt = tonumber(ARGV[4]) or 0
+if debt > 0 then
+  tat = math.max(tat, now) + debt
+  redis.call('HSET', KEYS[1], 'tat', string.format('%d', tat))
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
 if ARGV[2] == 'b' and held > now then
   return {math.max(held, tat) - now, extra}
 end
@@ -143,6 +165,8 @@ pub struct FleetBudget {
     /// while it is non-zero, so a healthy fleet makes one script call per
     /// upstream call.
     extra_seen_us: AtomicU64,
+    /// Fallback slots not yet paid back to the fleet's schedule, µs.
+    debt_us: AtomicU64,
 }
 
 impl std::fmt::Debug for FleetBudget {
@@ -183,6 +207,7 @@ impl FleetBudget {
             size_hint,
             down_until: Mutex::new(None),
             extra_seen_us: AtomicU64::new(0),
+            debt_us: AtomicU64::new(0),
         })
     }
 
@@ -191,6 +216,7 @@ impl FleetBudget {
         if self.cooling_down() {
             return FleetAnswer::Unreachable;
         }
+        let debt = self.debt_us.swap(0, Ordering::Relaxed);
         let mut invocation = self.take.key(keys::FLEET_BUDGET);
         invocation
             .arg(micros(self.spacing))
@@ -198,14 +224,9 @@ impl FleetBudget {
                 Priority::Interactive => "i",
                 Priority::Background => "b",
             })
-            .arg(self.keep_secs());
-        let mut conn = self.conn.clone();
-        let answer = tokio::time::timeout(
-            CALL_TIMEOUT,
-            invocation.invoke_async::<(i64, i64)>(&mut conn),
-        )
-        .await;
-        match answer {
+            .arg(self.keep_secs())
+            .arg(debt);
+        match self.invoke::<(i64, i64)>(&invocation).await {
             Ok(Ok((wait_us, extra_us))) => {
                 self.mark_reachable();
                 self.extra_seen_us
@@ -217,19 +238,40 @@ impl FleetBudget {
                 }
             }
             Ok(Err(e)) => {
+                self.owe(debt);
                 self.mark_unreachable(&e.to_string());
                 FleetAnswer::Unreachable
             }
             Err(_) => {
-                self.mark_unreachable("no answer within 200 ms");
+                // The script may have run; paying twice only slows the
+                // fleet a little, never lets it overspend.
+                self.owe(debt);
+                self.mark_unreachable("no answer within 500 ms");
                 FleetAnswer::Unreachable
             }
         }
     }
 
-    /// Waits for this replica's share of the budget while Redis is away.
+    /// Waits for this replica's share of the budget while Redis is away; the
+    /// slot is owed to the fleet's schedule.
     pub async fn fallback_slot(&self) {
         self.fallback.until_ready().await;
+        self.owe(micros(self.spacing));
+    }
+
+    /// Adds `us` to what is paid back, up to [`DEBT_CAP`].
+    fn owe(&self, us: u64) {
+        let cap = micros(DEBT_CAP);
+        let _ = self
+            .debt_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                Some(d.saturating_add(us).min(cap))
+            });
+    }
+
+    /// Fallback spending not yet paid back.
+    pub fn debt(&self) -> Duration {
+        Duration::from_micros(self.debt_us.load(Ordering::Relaxed))
     }
 
     /// `FLEET_SIZE_HINT`.
@@ -272,14 +314,33 @@ impl FleetBudget {
         if self.cooling_down() {
             return;
         }
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<i64>(&mut conn)).await {
+        match self.invoke::<i64>(&invocation).await {
             Ok(Ok(extra_us)) => self
                 .extra_seen_us
                 .store(extra_us.max(0) as u64, Ordering::Relaxed),
             Ok(Err(e)) => self.mark_unreachable(&e.to_string()),
-            Err(_) => self.mark_unreachable("no answer within 200 ms"),
+            Err(_) => self.mark_unreachable("no answer within 500 ms"),
         }
+    }
+
+    /// Runs a script under [`CALL_TIMEOUT`]. A call that found the
+    /// connection refused or dropped (Redis restarted since the last call)
+    /// is sent once more on a fresh connection: all three scripts may run
+    /// twice without harm (a slot taken twice is only unused).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<redis::RedisResult<T>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(CALL_TIMEOUT, async {
+            let mut conn = self.conn.clone();
+            match invocation.invoke_async::<T>(&mut conn).await {
+                Err(e) if e.is_connection_refusal() || e.is_connection_dropped() => {
+                    invocation.invoke_async::<T>(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     fn keep_secs(&self) -> u64 {
@@ -412,7 +473,7 @@ mod tests {
             fleet.try_take(Priority::Interactive).await,
             FleetAnswer::Unreachable
         );
-        assert!(started.elapsed() < Duration::from_millis(450));
+        assert!(started.elapsed() < Duration::from_millis(900));
         assert!(!fleet.reachable());
         let started = Instant::now();
         for _ in 0..3 {
@@ -423,6 +484,40 @@ mod tests {
             started.elapsed() >= Duration::from_millis(290),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn slots_taken_while_redis_was_away_are_paid_back_to_the_fleet() {
+        let mut redis = RedisServer::start().expect("redis-server");
+        let spacing = Duration::from_millis(100);
+        let fleet = FleetBudget::connect(&redis.url(), spacing, 1).unwrap();
+        redis.stop().unwrap();
+        assert_eq!(
+            fleet.try_take(Priority::Interactive).await,
+            FleetAnswer::Unreachable
+        );
+        for _ in 0..3 {
+            fleet.fallback_slot().await;
+        }
+        assert_eq!(fleet.debt(), spacing * 3);
+        redis.restart().unwrap();
+        tokio::time::sleep(COOL_DOWN + Duration::from_millis(50)).await;
+        let FleetAnswer::Wait(wait) = fleet.try_take(Priority::Interactive).await else {
+            panic!("the schedule must be pushed back by the three slots taken alone");
+        };
+        assert!(
+            wait > spacing * 2 && wait <= spacing * 3,
+            "paid back: {wait:?}"
+        );
+        assert_eq!(fleet.debt(), Duration::ZERO);
+        for _ in 0..1000 {
+            fleet.owe(micros(Duration::from_secs(1)));
+        }
+        assert_eq!(
+            fleet.debt(),
+            DEBT_CAP,
+            "a long outage is paid back only so far"
         );
     }
 

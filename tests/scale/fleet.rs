@@ -91,10 +91,7 @@ impl Fleet {
             sim,
             redis,
             replicas,
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("client"),
+            http: reqwest::Client::new(),
             stops,
             _dir: dir,
         }
@@ -122,6 +119,38 @@ impl Fleet {
             right += usize::from(done.unwrap_or(false));
         }
         (right, started.elapsed())
+    }
+}
+
+impl Fleet {
+    /// Fleet-budget waits and fallback slots, summed over the replicas.
+    pub async fn budget_counters(&self) -> (u64, u64) {
+        let (mut waits, mut fallbacks) = (0, 0);
+        for replica in &self.replicas {
+            let text = self
+                .http
+                .get(format!("http://{replica}/metrics"))
+                .send()
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("body");
+            for line in text.lines() {
+                let value = || {
+                    line.rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                if line.starts_with("zsxq_fleet_budget_waits_total ") {
+                    waits += value();
+                } else if line.starts_with("zsxq_fleet_budget_fallbacks_total ") {
+                    fallbacks += value();
+                }
+            }
+        }
+        (waits, fallbacks)
     }
 }
 
@@ -173,6 +202,10 @@ async fn three_replicas_under_a_thousand_cold_lookups_stay_within_one_budget() {
         stats.by_kind.member_summary,
         stats.throttled,
         allowed_within(window),
+    );
+    let (waits, fallbacks) = fleet.budget_counters().await;
+    println!(
+        "[fleet budget] schedule in Redis said wait {waits} times; {fallbacks} slots taken from the local fallback"
     );
     assert_eq!(right, 1000, "every lookup answered with the right number");
     assert_eq!(stats.throttled, 0, "the simulator never had to throttle");
