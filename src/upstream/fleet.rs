@@ -51,8 +51,8 @@
 //!   plus the longest possible spacing (period and 30 s of penalty), so a
 //!   forgotten penalty cannot outlive a quiet period by much.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -159,8 +159,10 @@ pub struct FleetBudget {
     /// is unreachable.
     fallback: DefaultDirectRateLimiter,
     size_hint: u32,
-    /// While set and in the future, Redis is not asked.
-    down_until: Mutex<Option<Instant>>,
+    /// Set while Redis is taken for unreachable; while in the future, Redis
+    /// is not asked. Shared with the probe that clears it when Redis answers
+    /// again, so an idle replica does not report a stale outage.
+    down_until: Arc<Mutex<Option<Instant>>>,
     /// The fleet penalty in the last answer, µs; successes narrow it only
     /// while it is non-zero, so a healthy fleet makes one script call per
     /// upstream call.
@@ -205,7 +207,7 @@ impl FleetBudget {
             spacing,
             fallback: RateLimiter::direct(quota),
             size_hint,
-            down_until: Mutex::new(None),
+            down_until: Arc::new(Mutex::new(None)),
             extra_seen_us: AtomicU64::new(0),
             debt_us: AtomicU64::new(0),
         })
@@ -355,16 +357,51 @@ impl FleetBudget {
     }
 
     fn mark_unreachable(&self, why: &str) {
-        if let Ok(mut d) = self.down_until.lock() {
-            if d.is_none() {
-                tracing::warn!(
-                    error = why,
-                    fallback_per_min = self.fallback_rate_per_min(),
-                    "fleet budget unreachable in Redis: spacing this replica's upstream calls by FLEET_SIZE_HINT"
-                );
-            }
-            *d = Some(Instant::now() + COOL_DOWN);
+        let Ok(mut d) = self.down_until.lock() else {
+            return;
+        };
+        let newly = d.is_none();
+        *d = Some(Instant::now() + COOL_DOWN);
+        drop(d);
+        if newly {
+            tracing::warn!(
+                error = why,
+                fallback_per_min = self.fallback_rate_per_min(),
+                "fleet budget unreachable in Redis: spacing this replica's upstream calls by FLEET_SIZE_HINT"
+            );
+            self.spawn_probe();
         }
+    }
+
+    /// PINGs Redis every cool-down until it answers (or a slot request got
+    /// through first), then marks it reachable: `/readyz` and `/metrics` of
+    /// a replica with no upstream traffic still tell the truth.
+    fn spawn_probe(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (down_until, conn) = (Arc::downgrade(&self.down_until), self.conn.clone());
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(COOL_DOWN).await;
+                let Some(down_until) = down_until.upgrade() else {
+                    return;
+                };
+                if down_until.lock().map(|d| d.is_none()).unwrap_or(true) {
+                    return;
+                }
+                let mut conn = conn.clone();
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut conn);
+                if let Ok(Ok(_)) = tokio::time::timeout(CALL_TIMEOUT, ping).await
+                    && let Ok(mut d) = down_until.lock()
+                    && d.take().is_some()
+                {
+                    tracing::info!("fleet budget reachable again");
+                    return;
+                }
+            }
+        });
     }
 
     fn mark_reachable(&self) {
@@ -502,7 +539,13 @@ mod tests {
         }
         assert_eq!(fleet.debt(), spacing * 3);
         redis.restart().unwrap();
-        tokio::time::sleep(COOL_DOWN + Duration::from_millis(50)).await;
+        // Nobody asks for a slot meanwhile: the probe notices Redis is back.
+        let deadline = Instant::now() + COOL_DOWN * 4;
+        while !fleet.reachable() {
+            assert!(Instant::now() < deadline, "still taken for unreachable");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(fleet.debt(), spacing * 3, "the probe pays nothing back");
         let FleetAnswer::Wait(wait) = fleet.try_take(Priority::Interactive).await else {
             panic!("the schedule must be pushed back by the three slots taken alone");
         };
