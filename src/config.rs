@@ -117,6 +117,17 @@ pub struct EdgeConfig {
     pub cors_origins: Vec<String>,
 }
 
+/// How several replicas share one upstream budget (issue #7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// `FLEET_BUDGET`: with Redis, take every upstream slot from the fleet's
+    /// schedule in Redis (on by default; ignored on the embedded store).
+    pub shared: bool,
+    /// `FLEET_SIZE_HINT`: how many replicas share the budget; while Redis is
+    /// unreachable each one uses `API_RATE_LIMIT / FLEET_SIZE_HINT`.
+    pub size_hint: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: IpAddr,
@@ -139,6 +150,7 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub reliability: ReliabilityConfig,
     pub edge: EdgeConfig,
+    pub fleet: FleetConfig,
 }
 
 /// A configuration problem, naming the variable.
@@ -192,16 +204,24 @@ impl Vars<'_> {
     }
 }
 
+/// Reads `.env` from the working directory into the environment, without
+/// overriding variables that are already set. A missing file is normal; a
+/// malformed one is worth a warning only, because real environment
+/// variables may still carry everything. Called before logging starts
+/// (`RUST_LOG`, `LOG_FORMAT`) and again by [`Config::from_env`]; the second
+/// read changes nothing.
+pub fn load_dotenv() {
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("warning: .env could not be read: {e}");
+    }
+}
+
 impl Config {
     /// Reads `.env` (if present) and then the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is normal; a malformed one is worth a warning only,
-        // because real environment variables may still carry everything.
-        if let Err(e) = dotenvy::dotenv()
-            && !e.not_found()
-        {
-            eprintln!("warning: .env could not be read: {e}");
-        }
+        load_dotenv();
         let vars: HashMap<String, String> = std::env::vars().collect();
         Self::from_vars(&vars)
     }
@@ -295,6 +315,15 @@ impl Config {
 
         let reliability = Self::reliability_from(&v, cache_ttl)?;
         let edge = Self::edge_from(&v)?;
+        let fleet = FleetConfig {
+            shared: v.bool("FLEET_BUDGET", true)?,
+            size_hint: v.parse(
+                "FLEET_SIZE_HINT",
+                1u32,
+                "the number of replicas, 1..100",
+                |n| (1..=100).contains(n),
+            )?,
+        };
 
         Ok(Config {
             host,
@@ -320,6 +349,7 @@ impl Config {
             admin_token,
             reliability,
             edge,
+            fleet,
         })
     }
 
@@ -512,6 +542,13 @@ mod tests {
         assert!(matches!(c.store, StoreConfig::Embedded { .. }));
         assert!(c.admin_token.is_none());
         assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            c.fleet,
+            FleetConfig {
+                shared: true,
+                size_hint: 1
+            }
+        );
     }
 
     #[test]
@@ -539,6 +576,9 @@ mod tests {
                 "https://ok.example, https://bad.example/path",
             ),
             ("SHUTDOWN_GRACE_SECS", "0"),
+            ("FLEET_BUDGET", "sometimes"),
+            ("FLEET_SIZE_HINT", "0"),
+            ("FLEET_SIZE_HINT", "101"),
         ] {
             let e = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}");

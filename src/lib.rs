@@ -12,6 +12,8 @@
 //! - `http/` — the REST API; `web/` — the operator's page, embedded and
 //!   served by the same router; `startup.rs` wires it all; `config.rs` reads
 //!   the environment; `cli.rs`, `demo.rs`, `bench/` — the command line.
+//! - `metrics.rs` — the Prometheus registry behind `GET /metrics`;
+//!   `telemetry.rs` — logs.
 //! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
 
 pub mod bench;
@@ -22,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod refund;
 pub mod sim;
 pub mod startup;

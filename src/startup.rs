@@ -22,11 +22,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreConfig};
 use crate::http::edge::{ClientRateLimit, InFlight};
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::refund::RefundService;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::guard::GuardedStore;
 use crate::store::redis::RedisStore;
+use crate::upstream::fleet::FleetBudget;
 use crate::upstream::{Budget, Upstream, ZsxqClient};
 
 /// How long a single store read may take before the breaker opens, when not
@@ -80,6 +82,25 @@ pub async fn open_unguarded_store(
     Ok(inner)
 }
 
+/// The upstream budget: `API_RATE_LIMIT` for this process, shared with the
+/// other replicas through Redis when Redis is the store (`FLEET_BUDGET`).
+fn build_budget(config: &Config) -> anyhow::Result<Budget> {
+    let budget = Budget::new(
+        config.upstream.rate_per_min,
+        config.upstream.request_delay,
+        config.upstream.concurrency,
+    );
+    let StoreConfig::Redis { url } = &config.store else {
+        return Ok(budget);
+    };
+    if !config.fleet.shared {
+        return Ok(budget);
+    }
+    let fleet = FleetBudget::connect(url.expose(), budget.period(), config.fleet.size_hint)
+        .context("configuring the fleet budget in Redis (check REDIS_URL / REDIS_HOST)")?;
+    Ok(budget.with_fleet(fleet))
+}
+
 /// Builds the service's parts from a configuration: store, budget,
 /// upstream client, cache. Shared by `serve`, `demo` and the in-process CLI
 /// commands, so they all run the very same wiring.
@@ -97,12 +118,10 @@ pub fn build_state_with_store(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<AppState>> {
     let events_origin = store.events_origin();
-    let store = guard_store(store, config.reliability.store_timeout);
-    let budget = Arc::new(Budget::new(
-        config.upstream.rate_per_min,
-        config.upstream.request_delay,
-        config.upstream.concurrency,
-    ));
+    let guarded = GuardedStore::new(store, config.reliability.store_timeout, STORE_COOL_DOWN);
+    let store_metrics = guarded.metrics().clone();
+    let store: Arc<dyn Store> = Arc::new(guarded);
+    let budget = Arc::new(build_budget(config)?);
     let upstream: Arc<dyn Upstream> = Arc::new(
         ZsxqClient::new(config.upstream.clone(), budget.clone())
             .context("building the HTTP client")?,
@@ -137,6 +156,13 @@ pub fn build_state_with_store(
         limit
     });
     let refunds = RefundService::new(cache.clone());
+    let in_flight = Arc::new(InFlight::default());
+    let metrics = Arc::new(Metrics::new(
+        cache.clone(),
+        &store_metrics,
+        in_flight.clone(),
+        config.upstream.rate_per_min,
+    ));
     Ok(Arc::new(AppState {
         cache,
         refunds,
@@ -144,8 +170,9 @@ pub fn build_state_with_store(
         default_concurrency: config.upstream.concurrency.min(10),
         rate_limit,
         cors_origins: config.edge.cors_origins.clone(),
-        in_flight: Arc::new(InFlight::default()),
+        in_flight,
         invalidation,
+        metrics,
     }))
 }
 

@@ -403,6 +403,7 @@ fn known_key(key: &str) -> bool {
         // stays under one for 30 s. Still built from a parsed id only.
         || key.strip_prefix(keys::LEASE_USER_PREFIX).is_some_and(digits)
         || keys::FIXED.contains(&key)
+        || key == keys::FLEET_BUDGET
 }
 
 #[test]

@@ -157,9 +157,13 @@ impl MemberCache {
 
         // 1. One batched read.
         let mut misses: Vec<UserId> = Vec::new();
+        let mut store_answered = false;
         let cached = if self.enabled && !unique.is_empty() {
             match self.store.get_members(&unique).await {
-                Ok(found) => found,
+                Ok(found) => {
+                    store_answered = true;
+                    found
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, ids = unique.len(), "store read failed; resolving every number upstream");
                     vec![None; unique.len()]
@@ -184,6 +188,9 @@ impl MemberCache {
             }
         }
         let (hits, missed) = (out.report.cache_hits as u64, misses.len() as u64);
+        if store_answered {
+            self.metrics().tier("store", hits, missed);
+        }
         self.count_lookups(hits, missed);
 
         // Former members answered recently: no call, same answer.

@@ -38,9 +38,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::domain::{CachedMember, Member, MemberNumber, UserId};
+use crate::metrics::CacheMetrics;
 use crate::store::{
     LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
 };
@@ -92,14 +94,6 @@ struct PendingCounters {
 }
 
 impl PendingCounters {
-    fn hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn miss(&self) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Takes the counts, leaving zero. Every request is a hit or a miss, so
     /// the total is their sum.
     fn take(&self) -> StatCounters {
@@ -168,6 +162,9 @@ pub struct MemberCache {
     /// Names this process in fleet leases, so a lease it holds is renewed
     /// rather than waited on.
     lease_owner: Arc<str>,
+    /// Hits and misses for `/metrics`, fed by [`MemberCache::count`] and
+    /// the tiers of a lookup.
+    metrics: CacheMetrics,
 }
 
 /// Sizes of the in-process layers in front of the store.
@@ -286,7 +283,13 @@ impl MemberCache {
             sync_lock: tokio::sync::Mutex::new(()),
             jobs: jobs::SyncJobs::default(),
             lease_owner: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+            metrics: CacheMetrics::default(),
         })
+    }
+
+    /// The instruments `/metrics` reports.
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
     }
 
     pub fn jobs(&self) -> &jobs::SyncJobs {
@@ -332,10 +335,22 @@ impl MemberCache {
         self.clock.now_ms()
     }
 
+    /// One lookup answered from a cache tier, for the stats hash and
+    /// `/metrics` alike.
+    fn hit(&self) {
+        self.count_lookups(1, 0);
+    }
+
+    /// One lookup that had to go to the upstream.
+    fn miss(&self) {
+        self.count_lookups(0, 1);
+    }
+
     /// Counts lookups answered elsewhere (a refund list's batch read).
     pub(crate) fn count_lookups(&self, hits: u64, misses: u64) {
         self.pending.hits.fetch_add(hits, Ordering::Relaxed);
         self.pending.misses.fetch_add(misses, Ordering::Relaxed);
+        self.metrics.requests(hits, misses);
     }
 
     /// Looks a member up by id: cache first, upstream on a miss (seed §5.1.2).
@@ -350,7 +365,7 @@ impl MemberCache {
         if self.enabled
             && let Some(record) = self.cached(id).await
         {
-            self.pending.hit();
+            self.hit();
             if self.clock.now_ms() - record.member.updated_at > self.soft_ttl.as_millis() as i64 {
                 self.spawn_refresh(record.member.clone());
             }
@@ -358,11 +373,17 @@ impl MemberCache {
         }
         // A recent "not a member" answer is served from memory: counted as a
         // hit, since it is the cache that saved the upstream call.
-        if let Some(e) = self.negative.get(&id) {
-            self.pending.hit();
+        let negative = self.negative.get(&id);
+        self.metrics.tier(
+            "negative",
+            u64::from(negative.is_some()),
+            u64::from(negative.is_none()),
+        );
+        if let Some(e) = negative {
+            self.hit();
             return Err(e.into());
         }
-        self.pending.miss();
+        self.miss();
         let record = self.fetch_shared(id).await?;
         Ok((record, CacheStatus::Miss))
     }
@@ -371,15 +392,31 @@ impl MemberCache {
     /// cache); while the store fails, whatever the near cache still holds.
     async fn cached(&self, id: UserId) -> Option<Arc<Record>> {
         if let Some(record) = self.near.get(id) {
+            self.metrics.tier("near", 1, 0);
             return Some(record);
         }
+        self.metrics.tier("near", 0, 1);
         match self.store.get_members(&[id]).await {
             Ok(found) => {
-                let record = Record::new(found.into_iter().next().flatten()?);
+                let member = found.into_iter().next().flatten();
+                self.metrics.tier(
+                    "store",
+                    u64::from(member.is_some()),
+                    u64::from(member.is_none()),
+                );
+                let record = Record::new(member?);
                 self.near.insert_record(record.clone());
                 Some(record)
             }
-            Err(_) => self.near.get_stale(id),
+            Err(_) => {
+                let member = self.near.get_stale(id);
+                self.metrics.tier(
+                    "near_stale",
+                    u64::from(member.is_some()),
+                    u64::from(member.is_none()),
+                );
+                member
+            }
         }
     }
 
@@ -416,7 +453,7 @@ impl MemberCache {
                 return Ok((record, status));
             }
         }
-        self.pending.miss();
+        self.miss();
         if self.listing_refused.load(Ordering::Relaxed) {
             return Err(LookupError::NumberNotFound(number));
         }
@@ -652,7 +689,7 @@ impl MemberCache {
             owner: self.lease_owner.clone(),
         };
         let inflight = self.inflight.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let result = fetch.run().await;
             let _ = tx.send(Some(result));
             if let Ok(mut map) = inflight.lock()
@@ -662,7 +699,8 @@ impl MemberCache {
             {
                 map.remove(&id);
             }
-        });
+        };
+        tokio::spawn(task.in_current_span());
     }
 }
 

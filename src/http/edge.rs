@@ -38,8 +38,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{ApiError, envelope};
 
-/// Paths a load balancer polls; never rate limited.
-const HEALTH_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+/// Paths a load balancer or Prometheus polls; never rate limited.
+const HEALTH_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Largest non-JSON error body read to build an envelope from; axum's
 /// rejection texts are one line.
@@ -236,6 +236,9 @@ pub async fn envelope_errors(request: Request, next: Next) -> Response {
             answer.headers_mut().insert(name.clone(), value.clone());
         }
     }
+    // Keep what the layers inside left for the ones outside (the route
+    // template the metrics are labelled with).
+    *answer.extensions_mut() = parts.extensions;
     answer
 }
 

@@ -4,11 +4,13 @@
 //! domain types and return [`error::ApiError`] — the one error type with an
 //! `IntoResponse`, so every failure has the same envelope. The layers in
 //! `edge.rs` (rate limit, CORS, envelopes for framework rejections, the
-//! in-flight count) wrap every route.
+//! in-flight count) and `observe.rs` (metrics, request ids) wrap every
+//! route.
 
 pub mod camps;
 pub mod edge;
 pub mod error;
+pub mod observe;
 pub mod openapi;
 pub mod users;
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Router, middleware};
 use subtle::ConstantTimeEq;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub in_flight: Arc<edge::InFlight>,
     /// The near-cache invalidation listener (Redis only).
     pub invalidation: Option<Arc<crate::cache::invalidation::Listener>>,
+    /// What `GET /metrics` exposes; the HTTP layer records into it too.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -106,9 +110,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics))
         // The operator's web page (src/web): the HTML and its embedded assets.
         .route("/", get(crate::web::index))
         .route("/assets/{file}", get(crate::web::asset))
+        // Tags each answer with its route template, for the metrics below.
+        .route_layer(middleware::from_fn(observe::tag_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -123,6 +130,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         state.in_flight.clone(),
         edge::count_in_flight,
     ));
+    router = router.layer(middleware::from_fn_with_state(
+        state.metrics.clone(),
+        observe::record_metrics,
+    ));
+    // Outermost but CORS: every log line of the request, from any layer,
+    // carries its id.
+    router = router.layer(middleware::from_fn(observe::request_id));
     if let Some(cors) = edge::cors_layer(&state.cors_origins) {
         router = router.layer(cors);
     }
@@ -138,6 +152,28 @@ async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "该接口不支持此方法 (method not allowed on this endpoint)",
     )
+}
+
+/// `GET /metrics`: the Prometheus exposition (OpenMetrics text).
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    match app.metrics.encode() {
+        Ok(text) => {
+            let mut response = text.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "metrics could not be encoded");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "指标暂不可用 (metrics unavailable)",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Process alive.

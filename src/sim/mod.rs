@@ -238,6 +238,18 @@ impl SimHandle {
         self.state.stats()
     }
 
+    /// When the recent `/v2` calls arrived, as offsets from the simulator's
+    /// start, oldest first (throttled calls included).
+    pub fn arrivals(&self) -> Vec<std::time::Duration> {
+        self.state.arrivals()
+    }
+
+    /// The most calls that arrived within any `window`, and where that
+    /// window started: the rate a client really kept, whatever its average.
+    pub fn max_calls_within(&self, window: std::time::Duration) -> (usize, std::time::Duration) {
+        max_within(&self.arrivals(), window)
+    }
+
     /// Zeroes the call counters, like `POST /__sim/reset`.
     pub fn reset_stats(&self) {
         self.state.reset_stats();
@@ -254,6 +266,25 @@ impl SimHandle {
             None => Ok(()),
         }
     }
+}
+
+/// The most of the sorted `times` that fall within any half-open window of
+/// length `window`, and the start of the first such window.
+pub fn max_within(
+    times: &[std::time::Duration],
+    window: std::time::Duration,
+) -> (usize, std::time::Duration) {
+    let mut best = (0, std::time::Duration::ZERO);
+    let mut first = 0;
+    for (last, &t) in times.iter().enumerate() {
+        while t.saturating_sub(times[first]) >= window {
+            first += 1;
+        }
+        if last + 1 - first > best.0 {
+            best = (last + 1 - first, times[first]);
+        }
+    }
+    best
 }
 
 impl fmt::Debug for SimHandle {

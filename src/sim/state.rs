@@ -26,6 +26,10 @@ use super::data::SimData;
 /// The window of the per-minute limit.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// Arrival times kept for [`SimState::arrivals`]: the most recent ones, so a
+/// simulator left running for days holds a bounded log.
+const ARRIVALS_KEPT: usize = 100_000;
+
 /// How a broken upstream answers `/v2` calls, for fault tests (issue #6).
 /// The call is still counted, delayed, throttled and authenticated as usual;
 /// the fault then replaces or spoils its answer.
@@ -216,6 +220,12 @@ pub struct SimState {
     window: Mutex<VecDeque<Instant>>,
     /// Seeded so a run with a given seed rejects the same sequence of calls.
     rng: Mutex<SmallRng>,
+    /// When the simulator started; arrivals are measured from it.
+    started: Instant,
+    /// When each of the last [`ARRIVALS_KEPT`] `/v2` calls arrived, so tests
+    /// can check a client's rate over any window, not just the totals (a
+    /// fleet of replicas must stay within one budget).
+    arrivals: Mutex<VecDeque<Instant>>,
 }
 
 impl std::fmt::Debug for SimState {
@@ -246,6 +256,8 @@ impl SimState {
             throttled: AtomicU64::new(0),
             window: Mutex::new(VecDeque::new()),
             rng: Mutex::new(SmallRng::seed_from_u64(cfg.seed)),
+            started: Instant::now(),
+            arrivals: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -362,6 +374,22 @@ impl SimState {
     pub fn count_call(&self, kind: CallKind) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.by_kind[kind.slot()].fetch_add(1, Ordering::Relaxed);
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+        if arrivals.len() == ARRIVALS_KEPT {
+            arrivals.pop_front();
+        }
+        arrivals.push_back(Instant::now());
+    }
+
+    /// When the recent `/v2` calls arrived (throttled ones included), as
+    /// offsets from the simulator's start, oldest first.
+    pub fn arrivals(&self) -> Vec<Duration> {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|t| t.duration_since(self.started))
+            .collect()
     }
 
     /// Decides whether a call may proceed, counting it as throttled if not.
@@ -430,5 +458,9 @@ impl SimState {
             counter.store(0, Ordering::Relaxed);
         }
         self.throttled.store(0, Ordering::Relaxed);
+        self.arrivals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }

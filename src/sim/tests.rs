@@ -694,6 +694,9 @@ async fn stats_count_every_call_by_kind_and_reset_zeroes_them() {
     // An unauthenticated call still counts.
     send(reqwest::Client::new().get(group_path(&sim, "/checkins?scope=over"))).await;
 
+    let arrivals = sim.arrivals();
+    assert_eq!(arrivals.len(), 6, "every call's arrival is logged");
+    assert!(arrivals.windows(2).all(|w| w[0] <= w[1]), "oldest first");
     let stats = sim_stats(&sim).await;
     assert_eq!(
         stats,
@@ -708,6 +711,25 @@ async fn stats_count_every_call_by_kind_and_reset_zeroes_them() {
     send(http.post(format!("{}/__sim/reset", sim.base_url))).await;
     assert_eq!(sim.stats(), SimStats::default());
     assert_eq!(sim_stats(&sim).await["calls"], 0);
+    assert!(sim.arrivals().is_empty());
+}
+
+#[test]
+fn the_busiest_window_is_found_over_arrival_times() {
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|&m| Duration::from_millis(m))
+            .collect::<Vec<_>>()
+    };
+    let second = Duration::from_secs(1);
+    assert_eq!(max_within(&[], second), (0, Duration::ZERO));
+    // 400..1200 fall within one second; 0 and 1000 do not share one (half-open).
+    let times = ms(&[0, 400, 900, 1000, 1100, 1150, 1200, 3000]);
+    assert_eq!(max_within(&times, second), (6, Duration::from_millis(400)));
+    assert_eq!(
+        max_within(&times, Duration::from_millis(1)),
+        (1, Duration::ZERO)
+    );
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ use super::{
     StoredStats,
 };
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
+use crate::metrics::{OpLabels, StoreMetrics};
 
 /// Breaker state; a std mutex because it is held for a few instructions and
 /// never across an await.
@@ -50,6 +51,8 @@ pub struct GuardedStore {
     bulk_timeout: Duration,
     cool_down: Duration,
     state: Mutex<State>,
+    /// Operation times, failures and breaker state for `/metrics`.
+    metrics: StoreMetrics,
 }
 
 impl GuardedStore {
@@ -62,7 +65,13 @@ impl GuardedStore {
             bulk_timeout: Duration::from_secs(60),
             cool_down,
             state: Mutex::new(State::Closed),
+            metrics: StoreMetrics::default(),
         }
+    }
+
+    /// The instruments `/metrics` reports.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
     }
 
     /// Whether the breaker currently lets calls through.
@@ -70,7 +79,14 @@ impl GuardedStore {
         matches!(self.state.lock().map(|s| *s), Ok(State::Closed))
     }
 
-    async fn guard<T, Fut>(&self, timeout: Duration, op: Fut) -> Result<T, StoreError>
+    /// Runs `op` (named `name` in `/metrics`) under `timeout`, unless the
+    /// breaker is open; opens or closes the breaker by its outcome.
+    async fn guard<T, Fut>(
+        &self,
+        name: &'static str,
+        timeout: Duration,
+        op: Fut,
+    ) -> Result<T, StoreError>
     where
         Fut: Future<Output = Result<T, StoreError>>,
     {
@@ -89,10 +105,15 @@ impl GuardedStore {
                 };
             }
         }
+        let started = Instant::now();
         let result = match tokio::time::timeout(timeout, op).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout(timeout)),
         };
+        self.metrics
+            .op_seconds
+            .get_or_create(&OpLabels { op: name })
+            .observe(started.elapsed().as_secs_f64());
         if let Ok(mut state) = self.state.lock() {
             match &result {
                 Ok(_) => {
@@ -103,16 +124,20 @@ impl GuardedStore {
                         );
                     }
                     *state = State::Closed;
+                    self.metrics.breaker_open.set(0);
                 }
                 // A corrupt record is a data problem, not an outage.
                 Err(StoreError::Corrupt(_)) => {}
                 Err(e) => {
+                    self.metrics.failures.inc();
                     if matches!(*state, State::Closed) {
                         tracing::warn!(store = self.inner.kind(), error = %e, "store failing, breaker open: serving from the near cache and the upstream");
+                        self.metrics.breaker_opened.inc();
                     }
                     *state = State::Open {
                         until: Instant::now() + self.cool_down,
                     };
+                    self.metrics.breaker_open.set(1);
                 }
             }
         }
@@ -143,6 +168,7 @@ impl Store for GuardedStore {
 
     async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
         self.guard(
+            "get_members",
             self.read_timeout_for(ids.len()),
             self.inner.get_members(ids),
         )
@@ -150,12 +176,17 @@ impl Store for GuardedStore {
     }
 
     async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError> {
-        self.guard(self.read_timeout, self.inner.user_id_by_number(number))
-            .await
+        self.guard(
+            "user_id_by_number",
+            self.read_timeout,
+            self.inner.user_id_by_number(number),
+        )
+        .await
     }
 
     async fn put_members(&self, members: &[CachedMember], ttl: Duration) -> Result<(), StoreError> {
         self.guard(
+            "put_members",
             self.batch_timeout(members.len()),
             self.inner.put_members(members, ttl),
         )
@@ -163,8 +194,12 @@ impl Store for GuardedStore {
     }
 
     async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {
-        self.guard(self.batch_timeout(ids.len()), self.inner.cached_ids(ids))
-            .await
+        self.guard(
+            "cached_ids",
+            self.batch_timeout(ids.len()),
+            self.inner.cached_ids(ids),
+        )
+        .await
     }
 
     async fn page(
@@ -175,6 +210,7 @@ impl Store for GuardedStore {
         limit: u64,
     ) -> Result<Page, StoreError> {
         self.guard(
+            "page",
             self.batch_timeout(limit as usize),
             self.inner.page(sort, order, offset, limit),
         )
@@ -182,27 +218,37 @@ impl Store for GuardedStore {
     }
 
     async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {
-        self.guard(self.batch_timeout(limit as usize), self.inner.oldest(limit))
-            .await
+        self.guard(
+            "oldest",
+            self.batch_timeout(limit as usize),
+            self.inner.oldest(limit),
+        )
+        .await
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
         // Counting prunes expired members first (a write), hence the slow bound.
-        self.guard(SLOW_OP_TIMEOUT, self.inner.count()).await
+        self.guard("count", SLOW_OP_TIMEOUT, self.inner.count())
+            .await
     }
 
     async fn clear(&self) -> Result<ClearReport, StoreError> {
-        self.guard(self.bulk_timeout, self.inner.clear()).await
+        self.guard("clear", self.bulk_timeout, self.inner.clear())
+            .await
     }
 
     async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError> {
-        self.guard(SLOW_OP_TIMEOUT, self.inner.add_stats(delta))
+        self.guard("add_stats", SLOW_OP_TIMEOUT, self.inner.add_stats(delta))
             .await
     }
 
     async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.guard(SLOW_OP_TIMEOUT, self.inner.get_ranking(checkin))
-            .await
+        self.guard(
+            "get_ranking",
+            SLOW_OP_TIMEOUT,
+            self.inner.get_ranking(checkin),
+        )
+        .await
     }
 
     async fn put_ranking(
@@ -212,6 +258,7 @@ impl Store for GuardedStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.guard(
+            "put_ranking",
             SLOW_OP_TIMEOUT,
             self.inner.put_ranking(checkin, snapshot, ttl),
         )
@@ -219,20 +266,27 @@ impl Store for GuardedStore {
     }
 
     async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError> {
-        self.guard(SLOW_OP_TIMEOUT, self.inner.set_last_sync_time(ms))
-            .await
+        self.guard(
+            "set_last_sync_time",
+            SLOW_OP_TIMEOUT,
+            self.inner.set_last_sync_time(ms),
+        )
+        .await
     }
 
     async fn stats(&self) -> Result<StoredStats, StoreError> {
-        self.guard(SLOW_OP_TIMEOUT, self.inner.stats()).await
+        self.guard("stats", SLOW_OP_TIMEOUT, self.inner.stats())
+            .await
     }
 
     async fn memory_usage(&self) -> Result<String, StoreError> {
-        self.guard(SLOW_OP_TIMEOUT, self.inner.memory_usage()).await
+        self.guard("memory_usage", SLOW_OP_TIMEOUT, self.inner.memory_usage())
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.guard(self.read_timeout, self.inner.ping()).await
+        self.guard("ping", self.read_timeout, self.inner.ping())
+            .await
     }
 
     async fn try_lease(
@@ -243,13 +297,21 @@ impl Store for GuardedStore {
     ) -> Result<LeaseState, StoreError> {
         // Off the hot path (only cold misses, which then wait on the upstream
         // anyway): the write bound, so a busy moment does not trip the breaker.
-        self.guard(self.batch_timeout(1), self.inner.try_lease(id, owner, ttl))
-            .await
+        self.guard(
+            "try_lease",
+            self.batch_timeout(1),
+            self.inner.try_lease(id, owner, ttl),
+        )
+        .await
     }
 
     async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError> {
-        self.guard(self.batch_timeout(1), self.inner.end_lease(id, owner, end))
-            .await
+        self.guard(
+            "end_lease",
+            self.batch_timeout(1),
+            self.inner.end_lease(id, owner, end),
+        )
+        .await
     }
 
     fn events_origin(&self) -> Option<String> {
@@ -323,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _switch) = guarded(&dir, Duration::from_secs(30));
         let result = store
-            .guard(Duration::from_secs(1), async {
+            .guard("test", Duration::from_secs(1), async {
                 Err::<(), _>(StoreError::Corrupt("bad".into()))
             })
             .await;

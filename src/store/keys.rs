@@ -68,6 +68,12 @@ pub const IDX_JOIN_TIME: &str = "zsxq:idx:join_time";
 /// indexes never claim members that are gone.
 pub const IDX_EXPIRY: &str = "zsxq:idx:expiry";
 
+/// The fleet-wide upstream budget (`upstream/fleet.rs`): a hash with the
+/// schedule every replica takes its upstream slots from. Not a store key:
+/// a cache clear leaves it alone, and it expires by itself a minute and a
+/// half or so after its last use.
+pub const FLEET_BUDGET: &str = "zsxq:budget:upstream";
+
 /// Every fixed key the store owns, for `clear`.
 pub const FIXED: [&str; 5] = [USERS_ALL, STATS, IDX_NUMBER, IDX_JOIN_TIME, IDX_EXPIRY];
 
@@ -110,6 +116,7 @@ mod tests {
         assert!(is_store_key("zsxq:ranking:8424481182"));
         assert!(!is_store_key("zsxq:lease:sync"));
         assert!(!is_store_key("zsxq:lease:user:1"));
+        assert!(!is_store_key(FLEET_BUDGET));
         assert!(!is_store_key("other:user:1"));
     }
 }

@@ -22,10 +22,17 @@
 //! - **Safety margin:** slots are spaced 2% wider than `60 s / rate`, so the
 //!   jitter of network latency can never squeeze 51 calls into an upstream's
 //!   rolling minute of 50; the cost is 2% of throughput.
+//! - **Fleet:** with Redis, a slot from this process's limiter is then
+//!   checked against the fleet's schedule in Redis (`fleet.rs`), so several
+//!   replicas together keep to `API_RATE_LIMIT`. One caller per process asks
+//!   the fleet at a time (the others wait here, not in Redis), and it keeps
+//!   the priority: background work gives its turn up to an interactive
+//!   caller of this process, and the fleet refuses it while one of any
+//!   process waits. Throttles and successes move the fleet's penalty too.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
@@ -39,11 +46,19 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 pub const THROTTLE_SHARE_TRIGGER: f64 = 0.35;
 const SHARE_WEIGHT: f64 = 0.1;
 
+use super::fleet::{FleetAnswer, FleetBudget};
+use crate::metrics::{PriorityLabels, UpstreamMetrics};
+
 /// Largest extra spacing after repeated throttles.
 const MAX_PENALTY: Duration = Duration::from_secs(30);
 
 /// Spacing multiplier; see the module docs.
 const SAFETY: f64 = 1.02;
+
+/// Longest sleep between two requests for a fleet slot: a long wait (a
+/// penalty) is slept in steps, so background work notices an interactive
+/// caller of its own process and gives up its turn.
+const FLEET_POLL_MAX: Duration = Duration::from_millis(250);
 
 /// Who is waiting for the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,6 +84,23 @@ pub struct BudgetStats {
     pub wait_us_background: AtomicU64,
     pub acquired_interactive: AtomicU64,
     pub acquired_background: AtomicU64,
+    /// Times the fleet's schedule in Redis said "not yet".
+    pub fleet_waits: AtomicU64,
+    /// Slots taken from the local fallback because Redis was unreachable.
+    pub fleet_fallbacks: AtomicU64,
+}
+
+/// How the rate is shared with other replicas, for `/readyz` and the stats.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetMode {
+    /// One process, its own budget (the embedded store, or `FLEET_BUDGET=false`).
+    #[default]
+    Off,
+    /// Every replica takes its slots from the schedule in Redis.
+    Shared,
+    /// Redis is out of reach: `API_RATE_LIMIT / FLEET_SIZE_HINT` locally.
+    Fallback,
 }
 
 /// A snapshot of [`BudgetStats`] for JSON.
@@ -80,6 +112,8 @@ pub struct BudgetSnapshot {
     /// Mean wait for a slot, milliseconds.
     pub queue_wait_ms_interactive: f64,
     pub queue_wait_ms_background: f64,
+    /// Whether the budget is shared with other replicas right now.
+    pub fleet: FleetMode,
 }
 
 pub struct Budget {
@@ -94,7 +128,14 @@ pub struct Budget {
     period: Duration,
     /// `API_CONCURRENCY`, for callers that bound their own fan-out to it.
     concurrency: usize,
+    /// The fleet's schedule in Redis; `None` for a lone process.
+    fleet: Option<Arc<FleetBudget>>,
+    /// Held by the one caller of this process that asks the fleet for a
+    /// slot, so waiting callers poll nothing.
+    fleet_turn: tokio::sync::Mutex<()>,
     pub stats: BudgetStats,
+    /// The same events by priority, for `/metrics`.
+    metrics: UpstreamMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -132,7 +173,49 @@ impl Budget {
             penalty: Mutex::new(Penalty::default()),
             period,
             concurrency: concurrency.max(1),
+            fleet: None,
+            fleet_turn: tokio::sync::Mutex::new(()),
             stats: BudgetStats::default(),
+            metrics: UpstreamMetrics::default(),
+        }
+    }
+
+    /// The instruments `/metrics` reports.
+    pub fn metrics(&self) -> &UpstreamMetrics {
+        &self.metrics
+    }
+
+    /// An HTTP request is about to be sent upstream.
+    pub fn record_call(&self, priority: Priority) {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .calls
+            .get_or_create(&PriorityLabels::from(priority))
+            .inc();
+    }
+
+    /// A failed call is about to be retried.
+    pub fn record_retry(&self, priority: Priority) {
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .retries
+            .get_or_create(&PriorityLabels::from(priority))
+            .inc();
+    }
+
+    /// Shares the rate with the other replicas through `fleet`, which must
+    /// space calls by [`Budget::period`].
+    pub fn with_fleet(mut self, fleet: FleetBudget) -> Self {
+        self.fleet = Some(Arc::new(fleet));
+        self
+    }
+
+    /// How the rate is shared now.
+    pub fn fleet_mode(&self) -> FleetMode {
+        match &self.fleet {
+            None => FleetMode::Off,
+            Some(f) if f.reachable() => FleetMode::Shared,
+            Some(_) => FleetMode::Fallback,
         }
     }
 
@@ -156,6 +239,9 @@ impl Budget {
                 let _guard = WaitingGuard(&self.interactive_waiting);
                 self.wait_penalty().await;
                 self.limiter.until_ready().await;
+                // Still counted as waiting: background work of this
+                // process keeps yielding while we wait for the fleet.
+                self.fleet_slot(priority).await;
             }
             Priority::Background => {
                 self.wait_penalty().await;
@@ -173,6 +259,7 @@ impl Budget {
                         }
                     }
                 }
+                self.fleet_slot(priority).await;
             }
         }
         // The semaphore is never closed, so acquire cannot fail.
@@ -193,7 +280,45 @@ impl Budget {
         };
         sum.fetch_add(waited, Ordering::Relaxed);
         count.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .queue_wait
+            .get_or_create(&PriorityLabels::from(priority))
+            .observe(waited as f64 / 1e6);
         permit
+    }
+
+    /// Waits for the fleet's next slot, when the rate is shared. One caller
+    /// of this process asks at a time; background work gives its turn up
+    /// whenever an interactive caller of this process is waiting.
+    async fn fleet_slot(&self, priority: Priority) {
+        let Some(fleet) = &self.fleet else { return };
+        let yields = |p: Priority| {
+            p == Priority::Background && self.interactive_waiting.load(Ordering::SeqCst) > 0
+        };
+        loop {
+            while yields(priority) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _turn = self.fleet_turn.lock().await;
+            loop {
+                if yields(priority) {
+                    break;
+                }
+                match fleet.try_take(priority).await {
+                    FleetAnswer::Granted => return,
+                    FleetAnswer::Wait(wait) => {
+                        self.stats.fleet_waits.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(wait.clamp(Duration::from_millis(1), FLEET_POLL_MAX))
+                            .await;
+                    }
+                    FleetAnswer::Unreachable => {
+                        self.stats.fleet_fallbacks.fetch_add(1, Ordering::Relaxed);
+                        fleet.fallback_slot().await;
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// While penalised, reserves the next slot `period + extra` after the
@@ -215,15 +340,26 @@ impl Budget {
         tokio::time::sleep_until(slot.into()).await;
     }
 
-    /// A throttle was answered: double the extra spacing (at least one
-    /// period, at most 30 s).
-    pub fn on_throttle(&self) {
+    /// A throttle was answered to a call of `priority`: double the extra
+    /// spacing (at least one period, at most 30 s).
+    pub fn on_throttle(&self, priority: Priority) {
         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .throttled
+            .get_or_create(&PriorityLabels::from(priority))
+            .inc();
+        let mut dominant = false;
         if let Ok(mut p) = self.penalty.lock() {
             p.throttle_share = p.throttle_share * (1.0 - SHARE_WEIGHT) + SHARE_WEIGHT;
-            if p.throttle_share > THROTTLE_SHARE_TRIGGER {
+            dominant = p.throttle_share > THROTTLE_SHARE_TRIGGER;
+            if dominant {
                 p.extra = (p.extra * 2).max(self.period).min(MAX_PENALTY);
             }
+        }
+        // Random 1059s must not slow the fleet either: only a run of
+        // throttles is passed on.
+        if dominant {
+            self.tell_fleet(true);
         }
     }
 
@@ -234,6 +370,30 @@ impl Budget {
             let step = (self.period / 4).max(Duration::from_millis(50));
             p.extra = p.extra.saturating_sub(step);
         }
+        if self
+            .fleet
+            .as_ref()
+            .is_some_and(|f| !f.penalty_seen().is_zero())
+        {
+            self.tell_fleet(false);
+        }
+    }
+
+    /// Moves the fleet's penalty in the background: the caller's answer is
+    /// not held up by a Redis round trip.
+    fn tell_fleet(&self, throttled: bool) {
+        let (Some(fleet), Ok(runtime)) = (&self.fleet, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let fleet = fleet.clone();
+        runtime.spawn(async move {
+            if throttled {
+                fleet.widen().await;
+            } else {
+                fleet.narrow().await;
+            }
+        });
     }
 
     /// The extra spacing now (zero when not penalised).
@@ -262,6 +422,7 @@ impl Budget {
                 &self.stats.wait_us_background,
                 &self.stats.acquired_background,
             ),
+            fleet: self.fleet_mode(),
         }
     }
 }
@@ -292,7 +453,7 @@ mod tests {
         // The first throttles only raise the share; then the gap grows.
         let mut first_penalised = None;
         for i in 1..=10 {
-            budget.on_throttle();
+            budget.on_throttle(Priority::Interactive);
             if first_penalised.is_none() && !budget.penalty().is_zero() {
                 first_penalised = Some(i);
                 assert_eq!(budget.penalty(), period);
@@ -305,7 +466,7 @@ mod tests {
         );
         assert_eq!(budget.penalty(), period * 32);
         for _ in 0..200 {
-            budget.on_throttle();
+            budget.on_throttle(Priority::Interactive);
         }
         assert_eq!(budget.penalty(), MAX_PENALTY);
         budget.on_success();
@@ -326,7 +487,7 @@ mod tests {
             budget.on_success();
             budget.on_success();
             budget.on_success();
-            budget.on_throttle();
+            budget.on_throttle(Priority::Interactive);
             assert!(budget.penalty().is_zero());
         }
     }
@@ -337,7 +498,7 @@ mod tests {
         // waits ~30 ms.
         let budget = Budget::new(6000, Duration::ZERO, 5);
         for _ in 0..6 {
-            budget.on_throttle();
+            budget.on_throttle(Priority::Interactive);
         }
         assert_eq!(budget.penalty(), budget.period() * 2);
         let start = Instant::now();

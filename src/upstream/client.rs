@@ -9,7 +9,6 @@
 //! delay. Everything else fails fast with its typed error.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -70,7 +69,7 @@ impl ZsxqClient {
                 _ => dur,
             })
             .notify(|e, dur| {
-                self.budget.stats.retries.fetch_add(1, Ordering::Relaxed);
+                self.budget.record_retry(priority);
                 tracing::warn!(error = %e, retry_in_ms = dur.as_millis() as u64, "upstream call failed, retrying");
             })
             .await;
@@ -83,7 +82,7 @@ impl ZsxqClient {
     /// One HTTP attempt, after taking a budget slot.
     async fn attempt(&self, url: &str, priority: Priority) -> Result<Value, UpstreamError> {
         let _permit = self.budget.acquire(priority).await;
-        self.budget.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.budget.record_call(priority);
         let response = self
             .http
             .get(url)
@@ -99,7 +98,7 @@ impl ZsxqClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(|s| Duration::from_secs(s.min(120)));
-            self.budget.on_throttle();
+            self.budget.on_throttle(priority);
             return Err(UpstreamError::Throttled {
                 code: 429,
                 retry_after,
@@ -111,7 +110,7 @@ impl ZsxqClient {
         let body = response.bytes().await.map_err(classify_reqwest)?;
         match wire::decode_envelope(&body) {
             Err(e) if e.is_throttle() => {
-                self.budget.on_throttle();
+                self.budget.on_throttle(priority);
                 Err(e)
             }
             other => {

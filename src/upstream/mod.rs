@@ -2,6 +2,8 @@
 //!
 //! - `client.rs`: HTTP, headers, signature, retries (where the 1059 retry is).
 //! - `budget.rs`: the process-wide rate limit, concurrency and priority.
+//! - `fleet.rs`: the fleet-wide share of that rate, in Redis, for several
+//!   replicas.
 //! - `wire.rs`: the upstream's JSON and envelope decoding.
 //! - `error.rs`: typed failures with the upstream's meaning.
 //!
@@ -12,6 +14,7 @@
 pub mod budget;
 pub mod client;
 pub mod error;
+pub mod fleet;
 pub mod wire;
 
 use std::collections::HashSet;

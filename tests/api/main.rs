@@ -11,6 +11,7 @@ mod freshness;
 mod input;
 mod jobs;
 mod lookup;
+mod metrics;
 mod paging;
 mod redis_layout;
 mod refund;

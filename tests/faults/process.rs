@@ -20,7 +20,7 @@ pub struct Service {
 
 /// A free port on 127.0.0.1 (the OS picks; the tiny race with another
 /// process binding it first is retried by [`Service::start`]).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,0 +1,443 @@
+//! The files in `deploy/` are exercised, not just shipped (issue #7, items
+//! 3 and 5): the systemd unit passes `systemd-analyze verify` and its
+//! security review, the alert rules pass `promtool check rules` and their
+//! unit tests, the Grafana dashboard parses and queries only series that
+//! `/metrics` really exposes (its PromQL checked by promtool too), and two
+//! replicas serve behind the shipped nginx config, fail over when one dies
+//! and pass request ids through.
+//!
+//! The tools come from Debian packages (`systemd`, `prometheus` for
+//! promtool, `nginx`), which `.ci/run` installs. A test whose tool is
+//! missing says so and checks what it can without it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::fleet::Fleet;
+use crate::process::{Service, free_port};
+
+fn deploy(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(file)
+}
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(deploy(file)).unwrap_or_else(|e| panic!("deploy/{file}: {e}"))
+}
+
+/// Whether `tool` runs here (`arg` is its harmless version flag).
+fn have(tool: &str, arg: &str) -> bool {
+    let found = Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!(
+            "[deploy] {tool} is not installed: that part of the check is skipped (.ci/run installs it)"
+        );
+    }
+    found
+}
+
+/// Runs a command; returns success, stdout and stderr.
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("command runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Replaces `from` by `to` in `text`, insisting it is there: a deploy file
+/// that changed under the test must break it, not silently skip a rewrite.
+fn rewrite(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "expected {from:?} in the deploy file");
+    text.replace(from, to)
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let unit = read("zsxq-cache@.service");
+    for needed in [
+        "EnvironmentFile=/etc/zsxq-cache/production.env",
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/zsxq-cache",
+        "Restart=on-failure",
+        "Environment=PORT=%i",
+    ] {
+        assert!(unit.contains(needed), "the unit lacks {needed}");
+    }
+    if !have("systemd-analyze", "--version") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    // The real binary where the unit expects the installed one, so verify
+    // can check ExecStart; the instance name is the port.
+    let unit = rewrite(
+        &unit,
+        "ExecStart=/usr/local/bin/zsxq-cache",
+        &format!("ExecStart={}", env!("CARGO_BIN_EXE_zsxq-cache")),
+    );
+    let path = dir.path().join("zsxq-cache@3013.service");
+    std::fs::write(&path, unit).expect("write");
+    let (ok, out, err) = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+    assert!(ok && err.trim().is_empty(), "verify: {out}{err}");
+    let (_, out, err) = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&path));
+    let level = format!("{out}{err}")
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for zsxq-cache@3013.service:")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<f64>().ok())
+        })
+        .unwrap_or_else(|| panic!("no exposure level in: {out}{err}"));
+    println!(
+        "[deploy] systemd-analyze verify: clean; security exposure {level} (0 = locked down, 10 = open)"
+    );
+    assert!(level <= 2.0, "exposure {level}");
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let rules = read("prometheus/alerts.yml");
+    for alert in [
+        "ZsxqCacheHitRateLow",
+        "ZsxqUpstreamCallsHigh",
+        "ZsxqRedisUnreachable",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    if !have("promtool", "--version") {
+        return;
+    }
+    let dir = deploy("prometheus");
+    let (ok, out, err) = run(Command::new("promtool")
+        .args(["check", "rules", "alerts.yml"])
+        .current_dir(&dir));
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(Command::new("promtool")
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&dir));
+    assert!(ok, "{out}{err}");
+    println!("[deploy] promtool: alerts.yml checks, alerts.test.yml passes");
+}
+
+/// Every sample name a `/metrics` exposition can carry, from its `# TYPE`
+/// lines (families not yet incremented have no samples but are declared).
+fn exposed_names(exposition: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_count", "_sum"],
+            "info" => &["_info"],
+            _ => &[""],
+        };
+        for s in suffixes {
+            names.insert(format!("{name}{s}"));
+        }
+    }
+    names
+}
+
+/// The `zsxq_…` metric names used in `text`.
+fn used_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("zsxq_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        names.insert(text[start..end].to_string());
+        i = end;
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_alerts_query_only_series_the_service_exposes() {
+    let dashboard: Value =
+        serde_json::from_str(&read("grafana/zsxq-cache.json")).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "zsxq-cache");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut exprs = Vec::new();
+    let mut ids = BTreeSet::new();
+    for panel in panels {
+        assert!(ids.insert(panel["id"].as_u64().expect("id")), "unique ids");
+        assert!(panel["title"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(panel["gridPos"]["w"].as_u64().is_some());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 20, "{} queries", exprs.len());
+
+    // A live replica (Redis, fleet budget on) after a little traffic.
+    let fleet = Fleet::start(1, 20, &[]).await;
+    let (right, _) = fleet.lookups(&[(0, 1), (0, 1)]).await;
+    assert_eq!(right, 2);
+    let exposition = fleet
+        .http
+        .get(format!("http://{}/metrics", fleet.replicas[0]))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let exposed = exposed_names(&exposition);
+    let rules: String = read("prometheus/alerts.yml")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (what, text) in [("the dashboard", exprs.join("\n")), ("alerts.yml", rules)] {
+        let used = used_names(&text);
+        assert!(!used.is_empty());
+        let unknown: Vec<_> = used.difference(&exposed).collect();
+        assert!(
+            unknown.is_empty(),
+            "{what} queries series /metrics does not expose: {unknown:?}"
+        );
+    }
+
+    // The PromQL itself, with Grafana's variables filled in, through
+    // promtool's parser (as recording rules).
+    if !have("promtool", "--version") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let expr = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {}\n",
+            serde_json::to_string(&expr).expect("quoted")
+        ));
+    }
+    let path = dir.path().join("dashboard.rules.yml");
+    std::fs::write(&path, rules).expect("write");
+    let (ok, out, err) = run(Command::new("promtool").args(["check", "rules"]).arg(&path));
+    assert!(ok, "{out}{err}");
+    println!(
+        "[deploy] dashboard: {} panels, {} queries over {} exposed series names; promtool parses them all",
+        panels.len(),
+        exprs.len(),
+        exposed.len()
+    );
+}
+
+/// A running nginx, stopped (gracefully, then for good) when dropped.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_over() {
+    if !have("nginx", "-v") {
+        return;
+    }
+    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig {
+        members: 60,
+        ..zsxq_cache::sim::SimConfig::for_tests()
+    })
+    .await
+    .expect("simulator");
+    let redis = zsxq_cache::testkit::RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().expect("dir");
+    let vars = vec![
+        ("ZSXQ_API_BASE", sim.base_url.clone()),
+        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+        ("REDIS_URL", redis.url()),
+        ("FLEET_SIZE_HINT", "2".to_string()),
+        ("API_RATE_LIMIT", "6000".to_string()),
+        ("API_REQUEST_DELAY", "0".to_string()),
+        ("LOG_FORMAT", "json".to_string()),
+    ];
+    let mut a = Service::start(dir.path(), &vars).await;
+    let b = Service::start(dir.path(), &vars).await;
+
+    // The shipped site file, with the test's ports and paths, inside a
+    // minimal main configuration.
+    let nginx_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(&nginx_dir).expect("dir");
+    let prefix = nginx_dir.display().to_string();
+    let port = free_port();
+    let mut site = read("nginx.conf");
+    site = rewrite(&site, "127.0.0.1:3013", &a.addr.to_string());
+    site = rewrite(&site, "127.0.0.1:3014", &b.addr.to_string());
+    site = rewrite(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+    site = rewrite(&site, "/var/log/nginx", &prefix);
+    std::fs::write(nginx_dir.join("zsxq-cache.conf"), site).expect("write");
+    let main = format!(
+        "daemon off;\nworker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {prefix}/body;\n  proxy_temp_path {prefix}/proxy;\n  \
+         fastcgi_temp_path {prefix}/fastcgi;\n  uwsgi_temp_path {prefix}/uwsgi;\n  scgi_temp_path {prefix}/scgi;\n  \
+         include {prefix}/zsxq-cache.conf;\n}}\n"
+    );
+    let conf = nginx_dir.join("nginx.conf");
+    std::fs::write(&conf, main).expect("write");
+    let nginx_args = |cmd: &mut Command| {
+        cmd.arg("-p")
+            .arg(&nginx_dir)
+            .arg("-e")
+            .arg(nginx_dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf);
+    };
+    let mut check = Command::new("nginx");
+    nginx_args(&mut check);
+    let (ok, out, err) = run(check.arg("-t"));
+    assert!(ok, "nginx -t: {out}{err}");
+    let mut serve = Command::new("nginx");
+    nginx_args(&mut serve);
+    let _nginx = Nginx(
+        serve
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts"),
+    );
+    let front = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{front}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "nginx did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let lookup = |i: usize, id: Option<&'static str>| {
+        let m = &sim.data.members[i];
+        let mut req = http.get(format!("{front}/api/users/{}", m.user_id));
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        let number = m.number;
+        async move {
+            let resp = req.send().await.expect("through nginx");
+            let echoed = resp.headers().get("x-request-id").cloned();
+            let body: Value = resp.json().await.expect("json");
+            (body["data"]["number"].as_u64() == Some(number), echoed)
+        }
+    };
+    let ready: Value = http
+        .get(format!("{front}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["data"]["upstream"]["fleet"], "shared", "{ready}");
+    let mut right = 0;
+    for i in 0..20 {
+        right += usize::from(lookup(i, None).await.0);
+    }
+    assert_eq!(right, 20);
+    let (ok, echoed) = lookup(20, Some("via-nginx-0042")).await;
+    assert!(ok);
+    assert_eq!(echoed.expect("echoed"), "via-nginx-0042");
+    let (_, made_up) = lookup(21, None).await;
+    let made_up = made_up.expect("an id").to_str().expect("ascii").to_string();
+    assert!(
+        made_up.len() == 32 && made_up.bytes().all(|b| b.is_ascii_hexdigit()),
+        "nginx's $request_id reaches the replica and comes back: {made_up}"
+    );
+    let metrics = http
+        .get(format!("{front}/metrics"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        metrics.status(),
+        403,
+        "/metrics is not served through the balancer"
+    );
+
+    // Both replicas took a share.
+    let served = |addr: std::net::SocketAddr| {
+        let http = http.clone();
+        async move {
+            let text = http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("body");
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("zsxq_http_requests_total{route=\"/api/users/{user_id}\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    let (on_a, on_b) = (served(a.addr).await, served(b.addr).await);
+    assert!(on_a > 0.0 && on_b > 0.0, "a {on_a}, b {on_b}");
+    assert_eq!(on_a + on_b, 22.0);
+
+    // One replica dies: nginx retries on the other, nobody notices.
+    a.kill();
+    let mut right = 0;
+    for i in 22..42 {
+        right += usize::from(lookup(i, None).await.0);
+    }
+    let access =
+        std::fs::read_to_string(nginx_dir.join("zsxq-cache.access.log")).unwrap_or_default();
+    println!(
+        "[deploy] nginx: 22 lookups over 2 replicas (a {on_a}, b {on_b}); after killing a, {right}/20 answered; \
+         access log lines with request_id=via-nginx-0042: {}",
+        access.matches("request_id=via-nginx-0042").count()
+    );
+    assert_eq!(right, 20, "failover to the surviving replica");
+    assert!(access.contains("request_id=via-nginx-0042"));
+    assert!(
+        b.logs().contains("\"request_id\":\"via-nginx-0042\"")
+            || a.logs().contains("\"request_id\":\"via-nginx-0042\""),
+        "the replica's JSON log line carries the id nginx passed"
+    );
+}

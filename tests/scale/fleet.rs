@@ -1,0 +1,286 @@
+//! One upstream budget for the fleet (issue #7, item 2): three replicas
+//! under concurrent load never call the upstream faster than
+//! `API_RATE_LIMIT` together, measured from the simulator's arrival log.
+//!
+//! The tests run at a high rate (2400 calls a minute) so they finish in
+//! seconds; the limit is checked over windows of a few seconds, scaled from
+//! the per-minute figure. Each process may use one slot early at the start of
+//! any window (a burst of one), so a window of `w` holds at most
+//! `w / spacing + 1` calls per replica; windows are chosen long enough that
+//! the 2% safety margin covers that.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use zsxq_cache::config::Config;
+use zsxq_cache::sim::{SimConfig, SimHandle};
+use zsxq_cache::startup::Application;
+use zsxq_cache::testkit::RedisServer;
+
+/// `API_RATE_LIMIT` of every replica and the simulator's per-minute limit.
+const LIMIT_PER_MIN: u32 = 2400;
+
+/// Replicas sharing one Redis and one simulator.
+pub struct Fleet {
+    pub sim: SimHandle,
+    pub redis: RedisServer,
+    pub replicas: Vec<SocketAddr>,
+    pub http: reqwest::Client,
+    stops: Vec<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Fleet {
+    /// `n` replicas over one simulator of `members` members, with the
+    /// simulator limiting at [`LIMIT_PER_MIN`] too; `extra` variables win.
+    pub async fn start(n: usize, members: usize, extra: &[(&str, &str)]) -> Fleet {
+        let sim = zsxq_cache::sim::spawn(SimConfig {
+            members,
+            latency_ms: 20,
+            rate_per_min: LIMIT_PER_MIN,
+            ..SimConfig::for_tests()
+        })
+        .await
+        .expect("simulator");
+        let redis = RedisServer::start().expect("redis-server (apt-get install -y redis-server)");
+        let dir = tempfile::tempdir().expect("dir");
+        let mut vars: HashMap<String, String> = [
+            ("ZSXQ_API_BASE", sim.base_url.clone()),
+            ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+            ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+            ("REDIS_URL", redis.url()),
+            ("API_RATE_LIMIT", LIMIT_PER_MIN.to_string()),
+            ("API_REQUEST_DELAY", "0".to_string()),
+            ("API_CONCURRENCY", "5".to_string()),
+            ("API_RETRY_BASE_MS", "50".to_string()),
+            ("WARMUP_INTERVAL", "0".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let mut replicas = Vec::new();
+        let mut stops = Vec::new();
+        for _ in 0..n {
+            let config = Config::from_vars(&vars).expect("config");
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let app = Application::build(config, listener)
+                .await
+                .expect("replica builds");
+            replicas.push(app.local_addr().expect("addr"));
+            let (stop, stopped) = oneshot::channel::<()>();
+            tokio::spawn(app.run(async {
+                let _ = stopped.await;
+            }));
+            stops.push(stop);
+        }
+        Fleet {
+            sim,
+            redis,
+            replicas,
+            http: reqwest::Client::new(),
+            stops,
+            _dir: dir,
+        }
+    }
+
+    /// Sends every `(replica, member index)` lookup at once; returns how
+    /// many answered with the member's right number, and the wall time.
+    pub async fn lookups(&self, requests: &[(usize, usize)]) -> (usize, Duration) {
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for &(replica, member) in requests {
+            let m = &self.sim.data.members[member];
+            let url = format!("http://{}/api/users/{}", self.replicas[replica], m.user_id);
+            let (http, number) = (self.http.clone(), m.number);
+            tasks.spawn(async move {
+                let Ok(resp) = http.get(url).send().await else {
+                    return false;
+                };
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                body["data"]["number"].as_u64() == Some(number)
+            });
+        }
+        let mut right = 0;
+        while let Some(done) = tasks.join_next().await {
+            right += usize::from(done.unwrap_or(false));
+        }
+        (right, started.elapsed())
+    }
+}
+
+impl Fleet {
+    /// Fleet-budget waits and fallback slots, summed over the replicas.
+    pub async fn budget_counters(&self) -> (u64, u64) {
+        let (mut waits, mut fallbacks) = (0, 0);
+        for replica in &self.replicas {
+            let text = self
+                .http
+                .get(format!("http://{replica}/metrics"))
+                .send()
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("body");
+            for line in text.lines() {
+                let value = || {
+                    line.rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                if line.starts_with("zsxq_fleet_budget_waits_total ") {
+                    waits += value();
+                } else if line.starts_with("zsxq_fleet_budget_fallbacks_total ") {
+                    fallbacks += value();
+                }
+            }
+        }
+        (waits, fallbacks)
+    }
+}
+
+/// Calls the limit allows within `window`, scaled from the per-minute limit.
+fn allowed_within(window: Duration) -> usize {
+    (f64::from(LIMIT_PER_MIN) * window.as_secs_f64() / 60.0).floor() as usize
+}
+
+/// A cheap, reproducible stream of member indexes.
+fn members_drawn(count: usize, members: usize, mut seed: u64) -> Vec<usize> {
+    (0..count)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((seed >> 33) % members as u64) as usize
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_under_a_thousand_cold_lookups_stay_within_one_budget() {
+    const MEMBERS: usize = 300;
+    let fleet = Fleet::start(3, MEMBERS, &[]).await;
+    // Every member once, then 700 more drawn at random; round-robin over the
+    // replicas, as a load balancer would spread them.
+    let mut wanted: Vec<usize> = (0..MEMBERS).collect();
+    wanted.extend(members_drawn(1000 - MEMBERS, MEMBERS, 7));
+    let requests: Vec<(usize, usize)> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| (i % 3, m))
+        .collect();
+
+    let (right, took) = fleet.lookups(&requests).await;
+    let stats = fleet.sim.stats();
+    let window = Duration::from_secs(10);
+    let (busiest, at) = fleet.sim.max_calls_within(window);
+    let arrivals = fleet.sim.arrivals();
+    let span = arrivals.last().copied().unwrap_or_default()
+        - arrivals.first().copied().unwrap_or_default();
+    let mean_per_min =
+        (arrivals.len().saturating_sub(1)) as f64 / span.as_secs_f64().max(1e-9) * 60.0;
+    println!(
+        "[fleet budget] 3 replicas, 1000 cold lookups of {MEMBERS} members: {right} right in {took:.1?}; \
+         {} upstream calls ({} member summaries), {} throttled; busiest 10 s window {busiest} calls \
+         (allowed {}) from {at:.1?}; mean {mean_per_min:.0}/min against API_RATE_LIMIT {LIMIT_PER_MIN}",
+        stats.calls,
+        stats.by_kind.member_summary,
+        stats.throttled,
+        allowed_within(window),
+    );
+    let (waits, fallbacks) = fleet.budget_counters().await;
+    println!(
+        "[fleet budget] schedule in Redis said wait {waits} times; {fallbacks} slots taken from the local fallback"
+    );
+    assert_eq!(right, 1000, "every lookup answered with the right number");
+    assert_eq!(stats.throttled, 0, "the simulator never had to throttle");
+    assert!(
+        busiest <= allowed_within(window),
+        "{busiest} calls within 10 s from {at:?}: over {LIMIT_PER_MIN}/min"
+    );
+    assert!(
+        mean_per_min <= f64::from(LIMIT_PER_MIN),
+        "mean rate {mean_per_min:.0}/min"
+    );
+    // Every member needs one call; without the fleet lease (issue #8) a
+    // member asked of two replicas at once may cost one call on each.
+    assert!(
+        (MEMBERS as u64..=3 * MEMBERS as u64).contains(&stats.by_kind.member_summary),
+        "{stats:?}"
+    );
+    assert_eq!(stats.calls, stats.by_kind.member_summary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_fleet_budget_three_replicas_would_spend_three_budgets() {
+    // The check above has teeth: the same measure catches replicas that
+    // each keep only their own limit.
+    let fleet = Fleet::start(3, 180, &[("FLEET_BUDGET", "false")]).await;
+    let requests: Vec<(usize, usize)> = (0..180).map(|m| (m % 3, m)).collect();
+    let (right, took) = fleet.lookups(&requests).await;
+    let window = Duration::from_secs(1);
+    let (busiest, _) = fleet.sim.max_calls_within(window);
+    println!(
+        "[no fleet budget] 180 lookups on 3 replicas in {took:.1?}: busiest second {busiest} calls (allowed {})",
+        allowed_within(window)
+    );
+    assert_eq!(right, 180);
+    assert!(
+        busiest > 2 * allowed_within(window),
+        "three local budgets should have run at about three times the limit: {busiest}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_replicas_fall_back_to_their_share_and_keep_answering() {
+    const MEMBERS: usize = 300;
+    let mut fleet = Fleet::start(3, MEMBERS, &[("FLEET_SIZE_HINT", "3")]).await;
+    fleet.redis.stop().expect("redis stops");
+    let requests: Vec<(usize, usize)> = (0..MEMBERS).map(|m| (m % 3, m)).collect();
+    let (right, took) = fleet.lookups(&requests).await;
+    let stats = fleet.sim.stats();
+    // Three independent limiters may each use a slot early in a window, so
+    // the window is long enough for the 2% margin to cover three of them.
+    let window = Duration::from_secs(7);
+    let (busiest, at) = fleet.sim.max_calls_within(window);
+    println!(
+        "[fleet budget, Redis down] {MEMBERS} lookups on 3 replicas with FLEET_SIZE_HINT=3: {right} right in {took:.1?}; \
+         {} calls, {} throttled; busiest 7 s window {busiest} (allowed {}) from {at:.1?}",
+        stats.calls,
+        stats.throttled,
+        allowed_within(window)
+    );
+    assert_eq!(right, MEMBERS, "no stall: every lookup answered");
+    assert_eq!(stats.throttled, 0);
+    assert!(
+        busiest <= allowed_within(window),
+        "{busiest} calls within 7 s from {at:?}"
+    );
+    for replica in &fleet.replicas {
+        let ready: serde_json::Value = fleet
+            .http
+            .get(format!("http://{replica}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(ready["data"]["upstream"]["fleet"], "fallback", "{ready}");
+    }
+}

@@ -1,0 +1,14 @@
+//! Scale-out tests (issue #7): several replicas of the service sharing one
+//! Redis and one upstream budget, measured at the simulator, and the
+//! operational surface that running a fleet needs (logs, deploy files).
+//!
+//! Each test starts what it needs: a simulator, a private `redis-server`
+//! (never the shared one) and the replicas on port 0, in this process.
+
+#[path = "../faults/process.rs"]
+#[allow(dead_code)]
+mod process;
+
+mod deploy;
+mod fleet;
+mod logs;
