@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use zsxq_cache::clock::{ManualClock, SystemClock};
+use zsxq_cache::clock::{Clock, ManualClock, SystemClock};
 use zsxq_cache::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;
@@ -1021,4 +1021,15 @@ async fn timed<T, E: std::fmt::Display>(
     let started = Instant::now();
     let result = call.await.map(|_| ()).map_err(|e| e.to_string());
     (op, result, started.elapsed())
+}
+
+#[test]
+fn opening_an_embedded_file_another_handle_holds_says_what_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.redb");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let _held = EmbeddedStore::open(&path, clock.clone()).unwrap();
+    let err = EmbeddedStore::open(&path, clock).unwrap_err().to_string();
+    assert!(err.contains("already open"), "{err}");
+    assert!(err.contains("serve"), "{err}");
 }

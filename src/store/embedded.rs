@@ -118,14 +118,17 @@ impl EmbeddedStore {
     /// Opens the database file at `path`, creating it (and its parent
     /// directories) and every table if needed. Existing data is kept.
     /// Blocks briefly (file open, one commit); meant for start-up.
+    /// If another handle in this process still holds the file (a command
+    /// that just finished, whose background work is still letting go), the
+    /// open waits up to two seconds for it; a file held longer — usually a
+    /// running `serve` — is refused with a message that says so.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Embedded(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let db = Database::create(path)
-            .map_err(|e| StoreError::Embedded(format!("cannot open {}: {e}", path.display())))?;
+        let db = create_waiting_for_release(path)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             // Opening a table in a write transaction creates it, so read
@@ -179,6 +182,33 @@ impl Inner {
             txn.commit().map_err(db_err)?;
         }
         Ok(())
+    }
+}
+
+/// How long `open` waits for a handle that is being released.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn create_waiting_for_release(path: &Path) -> Result<Database, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match Database::create(path) {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < RELEASE_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Embedded(format!(
+                    "{} is already open (is `zsxq-cache serve` running with it? stop it, or use Redis)",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(StoreError::Embedded(format!(
+                    "cannot open {}: {e}",
+                    path.display()
+                )));
+            }
+        }
     }
 }
 
