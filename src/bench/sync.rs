@@ -171,6 +171,22 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
             checked,
             wrong
         );
+        let departed: Vec<String> = rig
+            .sim
+            .data
+            .departed
+            .iter()
+            .map(|d| d.user_id.to_string())
+            .collect();
+        for f in report["data"]["failed_users"].as_array().into_iter().flatten() {
+            let id = f["user_id"].as_str().unwrap_or_default();
+            let why = if departed.iter().any(|d| d == id) {
+                "left the group"
+            } else {
+                "NOT EXPECTED"
+            };
+            println!("              failed {id} ({why}): {}", f["error"]);
+        }
     }
     Ok(())
 }

@@ -59,7 +59,10 @@ impl ZsxqClient {
             .with_max_delay(Duration::from_secs(10))
             .with_max_times(self.cfg.max_retries)
             .with_total_delay(Some(Duration::from_secs(60)))
-            .with_jitter();
+            .with_jitter()
+            // backon without its `std` feature seeds every backoff alike, so
+            // all callers would retry in lockstep; seed each one freshly.
+            .with_jitter_seed(rand::random());
         let result = (|| self.attempt(&url, priority))
             .retry(backoff)
             .sleep(tokio::time::sleep)
