@@ -178,7 +178,11 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|d| d.user_id.to_string())
             .collect();
-        for f in report["data"]["failed_users"].as_array().into_iter().flatten() {
+        for f in report["data"]["failed_users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let id = f["user_id"].as_str().unwrap_or_default();
             let why = if departed.iter().any(|d| d == id) {
                 "left the group"
