@@ -465,8 +465,7 @@ impl MemberCache {
         {
             Ok(page) => match page.into_iter().next() {
                 Some(member) if member.number == number => {
-                    let cached = self.write_back(member).await;
-                    Ok((Record::new(cached), CacheStatus::Miss))
+                    Ok((self.write_back(member).await, CacheStatus::Miss))
                 }
                 _ => Err(LookupError::NumberNotFound(number)),
             },
@@ -488,26 +487,28 @@ impl MemberCache {
         self.listing_refused.load(Ordering::Relaxed)
     }
 
-    /// Caches a member fetched from the upstream; a store failure is logged
-    /// and ignored (the answer is still good).
-    async fn write_back(&self, member: Member) -> CachedMember {
+    /// Caches a member fetched from the upstream; if the store cannot take
+    /// it, it is queued for write-back (the answer is still good).
+    async fn write_back(&self, member: Member) -> Arc<Record> {
         let now = self.clock.now_ms();
-        let cached = CachedMember {
+        // Serialised once: the same record goes to the near cache and back
+        // to the caller.
+        let record = Record::new(CachedMember {
             member,
             cached_at: now,
             updated_at: now,
-        };
+        });
         if self.enabled {
-            self.near.insert(&cached);
+            self.near.insert_record(record.clone());
             store_or_queue(
                 self.store.as_ref(),
                 &self.write_back,
-                cached.clone(),
+                record.member.clone(),
                 self.ttl,
             )
             .await;
         }
-        cached
+        record
     }
 
     /// One upstream fetch per member at a time; every concurrent caller gets
