@@ -176,17 +176,6 @@ pub struct NearOptions {
     pub fresh_for: Duration,
 }
 
-impl NearOptions {
-    /// The configuration defaults: 16 MiB (some 10 000 members), trusted
-    /// for a minute (or the store TTL if shorter).
-    pub fn defaults(store_ttl: Duration) -> Self {
-        Self {
-            max_bytes: 16 << 20,
-            fresh_for: Duration::from_secs(60).min(store_ttl),
-        }
-    }
-}
-
 /// What `GET /api/users/cache/stats` reports (seed §5.1.6).
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheStats {
@@ -216,19 +205,6 @@ pub struct CachePolicy {
     pub negative_ttl: Duration,
     /// `CACHE_ENABLED`.
     pub enabled: bool,
-}
-
-impl CachePolicy {
-    /// Soft TTL at three quarters of the hard one, negative answers for 5
-    /// minutes.
-    pub fn for_ttl(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            soft_ttl: ttl.mul_f64(0.75),
-            negative_ttl: Duration::from_secs(300),
-            enabled: true,
-        }
-    }
 }
 
 /// Percentage with two decimals; 0 when nothing was asked yet.

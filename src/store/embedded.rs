@@ -46,7 +46,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ClearReport, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
+    ClearReport, LeaseEnd, LeaseState, Page, STAT_API_CALLS, STAT_CACHE_HITS, STAT_CACHE_MISSES,
+    STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy, SortOrder, StatCounters, Store, StoreError,
     StoredStats, human_bytes, ttl_millis,
 };
 use crate::clock::Clock;
@@ -63,13 +64,6 @@ const RANKINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("rankings");
 
 /// Bytes of the expiry header in front of every `rankings` value.
 const RANKING_HEADER: usize = 8;
-
-/// Counter names, the same as the Redis stats hash fields.
-const STAT_TOTAL_REQUESTS: &str = "total_requests";
-const STAT_CACHE_HITS: &str = "cache_hits";
-const STAT_CACHE_MISSES: &str = "cache_misses";
-const STAT_API_CALLS: &str = "api_calls";
-const STAT_LAST_SYNC_TIME: &str = "last_sync_time";
 
 /// Keys besides member hashes and number keys that the Redis layout holds
 /// while members are cached: `users:all` and the three sorted indexes.

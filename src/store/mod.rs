@@ -38,6 +38,14 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Names of the persisted counters: the seed's `zsxq:stats:cache` fields
+/// (seed §4.2.4), used by both stores so their stats read alike.
+const STAT_TOTAL_REQUESTS: &str = "total_requests";
+const STAT_CACHE_HITS: &str = "cache_hits";
+const STAT_CACHE_MISSES: &str = "cache_misses";
+const STAT_API_CALLS: &str = "api_calls";
+const STAT_LAST_SYNC_TIME: &str = "last_sync_time";
+
 /// Order of `GET /api/users` pages (seed §5.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortBy {

@@ -68,7 +68,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Pipeline, RedisError, RedisResult, Value};
 
 use super::{
-    ClearReport, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, SortBy, SortOrder, StatCounters,
+    ClearReport, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, STAT_API_CALLS, STAT_CACHE_HITS,
+    STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy, SortOrder, StatCounters,
     Store, StoreError, StoredStats, keys, ttl_millis,
 };
 use crate::clock::Clock;
@@ -97,13 +98,6 @@ const CLEAR_SCAN_COUNT: usize = 1_000;
 /// How often `page` re-reads after finding ids whose hash vanished between
 /// pruning and reading (eviction, concurrent expiry).
 const PAGE_ATTEMPTS: usize = 3;
-
-/// Counter fields of `zsxq:stats:cache`, as the seed names them.
-const STAT_TOTAL_REQUESTS: &str = "total_requests";
-const STAT_CACHE_HITS: &str = "cache_hits";
-const STAT_CACHE_MISSES: &str = "cache_misses";
-const STAT_API_CALLS: &str = "api_calls";
-const STAT_LAST_SYNC_TIME: &str = "last_sync_time";
 
 /// Inside a write batch: for each member (KEYS[i] = its hash, ARGV[2i] = id,
 /// ARGV[2i+1] = new number) delete the number key of its previous number if
