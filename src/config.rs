@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::GroupId;
+use crate::store::redis_link::RedisTarget;
 
 /// A string that must never be printed: the upstream token and the admin
 /// token. `Debug` and `Display` show a placeholder.
@@ -64,8 +65,29 @@ impl UpstreamAuth {
 pub enum StoreConfig {
     /// A redb file; the default, so the product runs without Redis.
     Embedded { path: PathBuf },
-    /// A Redis server (`redis://…` URL; the password may be inside it).
-    Redis { url: Secret },
+    /// Redis: one server, or a cluster when `url` lists several nodes
+    /// (comma-separated) or `REDIS_CLUSTER=true` (the password may be inside
+    /// the URLs). `read_from_replicas` only with a cluster.
+    Redis {
+        url: Secret,
+        cluster: bool,
+        read_from_replicas: bool,
+    },
+}
+
+impl StoreConfig {
+    /// Where Redis is, for `store::redis_link`; `None` for the embedded
+    /// store. The URL list was validated when the configuration was read.
+    pub fn redis_target(&self) -> Option<RedisTarget> {
+        match self {
+            StoreConfig::Embedded { .. } => None,
+            StoreConfig::Redis {
+                url,
+                cluster,
+                read_from_replicas,
+            } => RedisTarget::parse(url.expose(), *cluster, *read_from_replicas).ok(),
+        }
+    }
 }
 
 /// Everything about talking to the upstream.
@@ -429,12 +451,21 @@ impl Config {
     /// `REDIS_URL` wins; else `REDIS_HOST` (with PORT/PASSWORD/DB) selects
     /// Redis; with neither, the embedded store is used.
     fn store_from(v: &Vars<'_>) -> Result<StoreConfig, ConfigError> {
+        let cluster = v.bool("REDIS_CLUSTER", false)?;
+        let read_from_replicas = v.bool("REDIS_READ_FROM_REPLICAS", false)?;
         if let Some(url) = v.get("REDIS_URL") {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(err("REDIS_URL", "expected a redis:// or rediss:// URL"));
-            }
+            let target = RedisTarget::parse(url, cluster, read_from_replicas).map_err(|e| {
+                let var = if e.starts_with("replica") {
+                    "REDIS_READ_FROM_REPLICAS"
+                } else {
+                    "REDIS_URL"
+                };
+                err(var, e)
+            })?;
             return Ok(StoreConfig::Redis {
                 url: Secret::new(url),
+                cluster: target.is_cluster(),
+                read_from_replicas,
             });
         }
         if let Some(host) = v.get("REDIS_HOST") {
@@ -451,8 +482,16 @@ impl Config {
                 None => String::new(),
             };
             let url = format!("redis://{auth}{host}:{port}/{db}");
+            if read_from_replicas && !cluster {
+                return Err(err(
+                    "REDIS_READ_FROM_REPLICAS",
+                    "replica reads need a cluster (several URLs or REDIS_CLUSTER=true)",
+                ));
+            }
             return Ok(StoreConfig::Redis {
                 url: Secret::new(url),
+                cluster,
+                read_from_replicas,
             });
         }
         let path = v.get("EMBEDDED_PATH").unwrap_or("zsxq-cache.redb");
@@ -648,10 +687,50 @@ mod tests {
             ("REDIS_DB", "2"),
         ]))
         .unwrap();
-        let StoreConfig::Redis { url } = c.store else {
+        let StoreConfig::Redis { url, .. } = c.store else {
             panic!("expected redis")
         };
         assert_eq!(url.expose(), "redis://:p%40ss%20word@cache.internal:6380/2");
+    }
+
+    #[test]
+    fn several_redis_urls_select_a_cluster() {
+        let c = Config::from_vars(&vars(&[
+            ("REDIS_URL", "redis://10.0.0.1:7000,redis://10.0.0.2:7000"),
+            ("REDIS_READ_FROM_REPLICAS", "true"),
+        ]))
+        .unwrap();
+        assert!(matches!(
+            c.store.redis_target(),
+            Some(RedisTarget::Cluster {
+                read_from_replicas: true,
+                ..
+            })
+        ));
+        let single = Config::from_vars(&vars(&[("REDIS_URL", "redis://10.0.0.1:7000")])).unwrap();
+        assert!(matches!(
+            single.store.redis_target(),
+            Some(RedisTarget::Single(_))
+        ));
+        let forced = Config::from_vars(&vars(&[
+            ("REDIS_URL", "redis://10.0.0.1:7000"),
+            ("REDIS_CLUSTER", "true"),
+        ]))
+        .unwrap();
+        assert!(forced.store.redis_target().unwrap().is_cluster());
+        let e = Config::from_vars(&vars(&[(
+            "REDIS_URL",
+            "redis://:pw@10.0.0.1:7000,10.0.0.2:7000",
+        )]))
+        .unwrap_err();
+        assert_eq!(e.var, "REDIS_URL");
+        assert!(!e.to_string().contains("pw@"), "{e}");
+        let e = Config::from_vars(&vars(&[
+            ("REDIS_HOST", "cache"),
+            ("REDIS_READ_FROM_REPLICAS", "true"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.var, "REDIS_READ_FROM_REPLICAS");
     }
 
     #[test]

@@ -74,10 +74,15 @@ pub async fn open_unguarded_store(
             EmbeddedStore::open(path, clock)
                 .with_context(|| format!("opening the embedded store at {}", path.display()))?,
         ),
-        StoreConfig::Redis { url } => Box::new(
-            RedisStore::connect(url.expose(), clock)
-                .context("configuring the Redis store (check REDIS_URL / REDIS_HOST)")?,
-        ),
+        StoreConfig::Redis { .. } => {
+            let target = cfg
+                .redis_target()
+                .context("REDIS_URL lists no usable node")?;
+            Box::new(
+                RedisStore::connect_target(&target, clock)
+                    .context("configuring the Redis store (check REDIS_URL / REDIS_HOST)")?,
+            )
+        }
     };
     Ok(inner)
 }
@@ -90,13 +95,13 @@ fn build_budget(config: &Config) -> anyhow::Result<Budget> {
         config.upstream.request_delay,
         config.upstream.concurrency,
     );
-    let StoreConfig::Redis { url } = &config.store else {
+    let Some(target) = config.store.redis_target() else {
         return Ok(budget);
     };
     if !config.fleet.shared {
         return Ok(budget);
     }
-    let fleet = FleetBudget::connect(url.expose(), budget.period(), config.fleet.size_hint)
+    let fleet = FleetBudget::connect(&target, budget.period(), config.fleet.size_hint)
         .context("configuring the fleet budget in Redis (check REDIS_URL / REDIS_HOST)")?;
     Ok(budget.with_fleet(fleet))
 }
@@ -140,9 +145,18 @@ pub fn build_state_with_store(
     // Other replicas' changes drop our near-cache entries (Redis only: the
     // store tells whether it announces its writes).
     let invalidation = match (&config.store, events_origin) {
-        (StoreConfig::Redis { url }, Some(origin)) if cache.near().is_enabled() => Some(
-            crate::cache::invalidation::spawn(url.expose().to_owned(), origin, cache.near_handle()),
-        ),
+        (StoreConfig::Redis { .. }, Some(origin)) if cache.near().is_enabled() => {
+            let nodes = config
+                .store
+                .redis_target()
+                .map(|t| t.nodes())
+                .unwrap_or_default();
+            Some(crate::cache::invalidation::spawn(
+                nodes,
+                origin,
+                cache.near_handle(),
+            ))
+        }
         _ => None,
     };
     cache.spawn_stats_flusher();

@@ -421,7 +421,11 @@ async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &Harne
             .await
             .unwrap();
         assert_eq!(ids, HashSet::from(["71".to_owned()]));
-        for index in ["zsxq:idx:number", "zsxq:idx:join_time", "zsxq:idx:expiry"] {
+        for index in [
+            "zsxq:{idx}:number",
+            "zsxq:{idx}:join_time",
+            "zsxq:{idx}:expiry",
+        ] {
             let n: u64 = redis::cmd("ZCARD")
                 .arg(index)
                 .query_async(&mut conn)

@@ -107,24 +107,40 @@ fn apply(message: &str, own_origin: &str, near: &NearCache) -> bool {
     }
 }
 
-/// Starts listening on [`keys::EVENTS`] at `url` until the process ends.
-/// `origin` is this process's store origin, whose messages are skipped.
-pub fn spawn(url: String, origin: String, near: Arc<NearCache>) -> Arc<Listener> {
+/// Starts listening on [`keys::EVENTS`] until the process ends, on the
+/// first of `nodes` that answers: the one server, or any node of a Redis
+/// Cluster (a message published on one node of a cluster reaches the
+/// subscribers of every node, so after losing a node the listener simply
+/// moves on to the next). `origin` is this process's store origin, whose
+/// messages are skipped.
+pub fn spawn(nodes: Vec<String>, origin: String, near: Arc<NearCache>) -> Arc<Listener> {
     let listener = Arc::new(Listener::default());
     let status = listener.clone();
     tokio::spawn(async move {
-        let client = match redis::Client::open(url) {
+        let clients: Vec<redis::Client> = match nodes
+            .into_iter()
+            .map(redis::Client::open)
+            .collect::<Result<_, _>>()
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "near-cache invalidation disabled: bad Redis URL");
                 return;
             }
         };
+        if clients.is_empty() {
+            return;
+        }
         let mut pause = RECONNECT_FIRST;
+        let mut turn = 0usize;
         loop {
-            match listen(&client, &origin, &near, &status).await {
+            let client = &clients[turn % clients.len()];
+            match listen(client, &origin, &near, &status).await {
                 Ok(()) => pause = RECONNECT_FIRST,
-                Err(e) => tracing::debug!(error = %e, "events channel unavailable; retrying"),
+                Err(e) => {
+                    turn = turn.wrapping_add(1);
+                    tracing::debug!(error = %e, "events channel unavailable; retrying");
+                }
             }
             status.subscribed.store(false, Ordering::Relaxed);
             tokio::time::sleep(pause).await;

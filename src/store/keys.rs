@@ -57,16 +57,19 @@ pub const USERS_ALL: &str = "zsxq:users:all";
 /// Counters hash, no TTL (seed §4.2.4).
 pub const STATS: &str = "zsxq:stats:cache";
 
+/// The sorted indexes share the hash tag `{idx}`, so on a Redis Cluster
+/// they live in one slot and can be updated in one atomic pipeline.
+///
 /// Sorted set user_id → member number, for O(page) paging by number.
-pub const IDX_NUMBER: &str = "zsxq:idx:number";
+pub const IDX_NUMBER: &str = "zsxq:{idx}:number";
 
 /// Sorted set user_id → join time (unix ms), for paging by join time.
-pub const IDX_JOIN_TIME: &str = "zsxq:idx:join_time";
+pub const IDX_JOIN_TIME: &str = "zsxq:{idx}:join_time";
 
 /// Sorted set user_id → expiry (unix ms). Lets the store drop index entries
 /// of members whose hash has expired, so `zsxq:users:all` and the sorted
 /// indexes never claim members that are gone.
-pub const IDX_EXPIRY: &str = "zsxq:idx:expiry";
+pub const IDX_EXPIRY: &str = "zsxq:{idx}:expiry";
 
 /// The fleet-wide upstream budget (`upstream/fleet.rs`): a hash with the
 /// schedule every replica takes its upstream slots from. Not a store key:

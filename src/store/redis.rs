@@ -64,9 +64,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_routing::Slot;
 use redis::{FromRedisValue, Pipeline, RedisError, RedisResult, Value};
 
+use super::redis_link::{Link, RedisTarget};
 use super::{
     ClearReport, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, STAT_API_CALLS, STAT_CACHE_HITS,
     STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy, SortOrder, StatCounters,
@@ -99,40 +100,37 @@ const CLEAR_SCAN_COUNT: usize = 1_000;
 /// pruning and reading (eviction, concurrent expiry).
 const PAGE_ATTEMPTS: usize = 3;
 
-/// Inside a write batch: for each member (KEYS[i] = its hash, ARGV[2i] = id,
-/// ARGV[2i+1] = new number) delete the number key of its previous number if
-/// that key still points to it. ARGV[1] is the number-key prefix.
-const DROP_OLD_NUMBERS: &str = r"
+/// Deletes each number key in KEYS whose value is still the id in the same
+/// position of ARGV: the key a member left behind when its number changed.
+/// Another member may own that number by now, so the value is checked.
+/// Returns how many were deleted. KEYS share one slot (one call per slot on
+/// a cluster).
+const DROP_STALE_NUMBERS: &str = r"
 local dropped = 0
-for i, user_key in ipairs(KEYS) do
-  local id = ARGV[2 * i]
-  local new_number = ARGV[2 * i + 1]
-  local old_number = redis.call('HGET', user_key, 'number')
-  if old_number and old_number ~= new_number then
-    local number_key = ARGV[1] .. old_number
-    if redis.call('GET', number_key) == id then
-      dropped = dropped + redis.call('DEL', number_key)
-    end
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
+    dropped = dropped + redis.call('DEL', key)
   end
 end
 return dropped
 ";
 
-/// Writes member hashes. KEYS = the hashes; ARGV[1] = TTL (ms), ARGV[2] =
-/// this process's origin, ARGV[3] = the events channel, ARGV[4] = length of
-/// the hash-key prefix; then per member: its field count `n` and `n`
-/// field/value pairs. An existing hash is replaced whole (so no piece of a
-/// longer old value survives). Ids whose content changed (anything but
-/// `cached_at`/`updated_at`) are announced on the channel as
-/// `<origin> u <id>,<id>,…`; brand-new members are not, since no replica can
-/// hold them in its near cache. Returns how many changed.
+/// Writes member hashes. KEYS = the hashes (one slot); ARGV[1] = TTL (ms);
+/// then per member: its field count `n` and `n` field/value pairs. An
+/// existing hash is replaced whole (so no piece of a longer old value
+/// survives). Returns, per member, whether its content changed (anything
+/// but `cached_at`/`updated_at`; 0 for a new member, which no replica can
+/// hold in its near cache) and its previous number when that differs from
+/// the new one (else ''), so the caller can drop the old number key and
+/// announce the change.
 const WRITE_MEMBERS: &str = r"
-local pos = 5
-local changed = {}
+local pos = 2
+local out = {}
 for _, key in ipairs(KEYS) do
   local n = tonumber(ARGV[pos])
   pos = pos + 1
   local old = redis.call('HGETALL', key)
+  local changed, old_number = 0, ''
   if #old > 0 then
     local prev, old_count, new_count, differs = {}, 0, 0, false
     for j = 1, #old, 2 do
@@ -146,21 +144,21 @@ for _, key in ipairs(KEYS) do
       if f ~= 'cached_at' and f ~= 'updated_at' then
         new_count = new_count + 1
         if prev[f] ~= ARGV[j + 1] then differs = true end
+        if f == 'number' and prev[f] and prev[f] ~= ARGV[j + 1] then
+          old_number = prev[f]
+        end
       end
     end
-    if differs or old_count ~= new_count then
-      changed[#changed + 1] = string.sub(key, tonumber(ARGV[4]) + 1)
-    end
+    if differs or old_count ~= new_count then changed = 1 end
     redis.call('DEL', key)
   end
   redis.call('HSET', key, unpack(ARGV, pos, pos + 2 * n - 1))
   redis.call('PEXPIRE', key, ARGV[1])
   pos = pos + 2 * n
+  out[#out + 1] = changed
+  out[#out + 1] = old_number
 end
-if #changed > 0 then
-  redis.call('PUBLISH', ARGV[3], ARGV[2] .. ' u ' .. table.concat(changed, ','))
-end
-return #changed
+return out
 ";
 
 /// Takes or renews a fetch lease. KEYS[1] = the lease key; ARGV[1] = owner,
@@ -206,52 +204,9 @@ end
 return 0
 ";
 
-/// One pruning step. KEYS = users:all, idx:number, idx:join_time, idx:expiry;
-/// ARGV = now (ms), offset, batch size, member-hash prefix. Looks at up to
-/// `batch` ids due by `now` and forgets those whose hash is gone. Returns
-/// {ids seen, ids kept}; kept ids (hash still alive, e.g. clocks differ) are
-/// skipped over by the caller's offset.
-const PRUNE_EXPIRED: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', ARGV[2], ARGV[3])
-local kept = 0
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[4] .. id) == 1 then
-    kept = kept + 1
-  else
-    redis.call('SREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('ZREM', KEYS[4], id)
-  end
-end
-return {#ids, kept}
-";
-
-/// Forgets the given ids (ARGV[2..]) whose hash (ARGV[1] .. id) is gone, from
-/// the set and every index (KEYS as for [`PRUNE_EXPIRED`]). Returns how many.
-const FORGET_VANISHED: &str = r"
-local removed = 0
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  if redis.call('EXISTS', ARGV[1] .. id) == 0 then
-    redis.call('SREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('ZREM', KEYS[4], id)
-    removed = removed + 1
-  end
-end
-return removed
-";
-
-/// The keys a member's presence is recorded in besides its own hash, in the
-/// order the scripts above expect them.
-const MEMBERSHIP_KEYS: [&str; 4] = [
-    keys::USERS_ALL,
-    keys::IDX_NUMBER,
-    keys::IDX_JOIN_TIME,
-    keys::IDX_EXPIRY,
-];
+/// The sorted indexes, in one hash slot (`{idx}` tag) so that a cluster can
+/// update them together.
+const INDEX_KEYS: [&str; 3] = [keys::IDX_NUMBER, keys::IDX_JOIN_TIME, keys::IDX_EXPIRY];
 
 /// Whether a failed request may be sent again.
 #[derive(Debug, Clone, Copy)]
@@ -275,9 +230,9 @@ impl Replay {
 /// Members, indexes and counters in Redis. Cheap to share behind an `Arc`;
 /// all methods take `&self`.
 pub struct RedisStore {
-    /// Multiplexed, self-reconnecting connection; cloning it is an `Arc`
-    /// clone, so each call works on its own handle.
-    conn: ConnectionManager,
+    /// Multiplexed, self-reconnecting connection to a server or a cluster;
+    /// cloning it is an `Arc` clone, so each call works on its own handle.
+    link: Link,
     /// Source of "now" for expiry scores, so pruning agrees with the TTLs the
     /// rest of the service reasons about.
     clock: Arc<dyn Clock>,
@@ -289,32 +244,46 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password; never print it.
-        f.debug_struct("RedisStore").finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.link.is_cluster())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Commands bound for Redis, each with the slot group of the key that
+/// routes it ([`Link::slot_of`]): one group on a standalone server, one per
+/// hash slot on a cluster.
+#[derive(Default)]
+struct Batch {
+    cmds: Vec<(Option<Slot>, redis::Cmd)>,
+}
+
+impl Batch {
+    fn push(&mut self, link: &Link, key: &str, cmd: redis::Cmd) {
+        self.cmds.push((link.slot_of(key), cmd));
     }
 }
 
 impl RedisStore {
-    /// Builds the store without dialling: an unreachable Redis is not an
-    /// error here, only on use, and the store reconnects by itself later.
-    /// Fails only for a malformed URL or when called outside a Tokio runtime
-    /// (the connection manager needs one to run its background task).
+    /// Builds the store for `url` (one server) without dialling: an
+    /// unreachable Redis is not an error here, only on use, and the store
+    /// reconnects by itself later. Fails only for a malformed URL or when
+    /// called outside a Tokio runtime (the connection needs one).
     pub fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(StoreError::Redis(RedisError::from((
+        let target = RedisTarget::parse(url, false, false).map_err(|e| {
+            StoreError::Redis(RedisError::from((
                 redis::ErrorKind::Client,
-                "RedisStore::connect must be called inside a Tokio runtime",
-            ))));
-        }
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            // No retry loop inside a call: a failed dial fails the call now,
-            // and the next call dials again.
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+                "bad Redis URL",
+                e,
+            )))
+        })?;
+        Self::connect_target(&target, clock)
+    }
+
+    /// As [`RedisStore::connect`], for a server or a cluster.
+    pub fn connect_target(target: &RedisTarget, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         Ok(Self {
-            conn,
+            link: Link::new(target, RESPONSE_TIMEOUT.max(CONNECT_TIMEOUT))?,
             clock,
             origin: uuid::Uuid::new_v4().simple().to_string(),
         })
@@ -324,12 +293,12 @@ impl RedisStore {
     /// when `replay` allows the error it failed with.
     async fn call<T, F, Fut>(&self, replay: Replay, request: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Link) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let mut replayed = false;
         loop {
-            let attempt = tokio::time::timeout(ROUND_TRIP_DEADLINE, request(self.conn.clone()));
+            let attempt = tokio::time::timeout(ROUND_TRIP_DEADLINE, request(self.link.clone()));
             match attempt.await {
                 Err(_) => return Err(StoreError::Timeout(ROUND_TRIP_DEADLINE)),
                 Ok(Ok(value)) => return Ok(value),
@@ -339,12 +308,63 @@ impl RedisStore {
         }
     }
 
-    /// Sends a pipeline and returns one raw reply per non-ignored command.
+    /// Sends a pipeline (all its keys in one slot) and returns one raw reply
+    /// per command.
     async fn pipeline(&self, replay: Replay, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         self.call(replay, |mut conn| async move {
             pipe.query_async::<Vec<Value>>(&mut conn).await
         })
         .await
+    }
+
+    /// Runs a batch and returns one reply per command, in order. On a
+    /// standalone server it is one pipeline — a `MULTI`/`EXEC` when `atomic`;
+    /// on a cluster one pipeline per slot (each atomic when asked), sent
+    /// concurrently, so nothing ever crosses slots. Atomicity across slots
+    /// does not exist on a cluster: callers order their writes so that a
+    /// half-applied batch is harmless (see the module notes).
+    async fn exec(
+        &self,
+        replay: Replay,
+        atomic: bool,
+        batch: Batch,
+    ) -> Result<Vec<Value>, StoreError> {
+        let total = batch.cmds.len();
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let mut groups: Vec<(Option<Slot>, Vec<usize>, Pipeline)> = Vec::new();
+        let mut group_of: HashMap<Option<Slot>, usize> = HashMap::new();
+        for (i, (slot, cmd)) in batch.cmds.into_iter().enumerate() {
+            let g = *group_of.entry(slot).or_insert_with(|| {
+                let mut pipe = redis::pipe();
+                if atomic {
+                    pipe.atomic();
+                }
+                groups.push((slot, Vec::new(), pipe));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+            groups[g].2.add_command(cmd);
+        }
+        let replies = futures_util::future::try_join_all(
+            groups
+                .iter()
+                .map(|(_, _, pipe)| self.pipeline(replay, pipe)),
+        )
+        .await?;
+        let mut out: Vec<Option<Value>> = vec![None; total];
+        for ((_, positions, _), values) in groups.iter().zip(replies) {
+            if values.len() != positions.len() {
+                return Err(short_reply(positions.len(), values.len()));
+            }
+            for (&i, value) in positions.iter().zip(values) {
+                out[i] = Some(value);
+            }
+        }
+        out.into_iter()
+            .map(|v| v.ok_or_else(|| short_reply(total, 0)))
+            .collect()
     }
 
     /// Sends one command and decodes its reply.
@@ -363,52 +383,167 @@ impl RedisStore {
     }
 
     /// Forgets set and index entries of members that expired by now. Walks
-    /// only entries due by now, [`PRUNE_BATCH`] at a time.
+    /// only entries due by now, [`PRUNE_BATCH`] at a time; an entry whose
+    /// hash is still alive (rewritten, or clocks differ) is skipped over.
     async fn prune_expired(&self) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut offset = 0usize;
         loop {
-            let mut cmd = eval(PRUNE_EXPIRED, &MEMBERSHIP_KEYS);
-            cmd.arg(now)
+            let due = redis::cmd("ZRANGEBYSCORE")
+                .arg(keys::IDX_EXPIRY)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
                 .arg(offset)
                 .arg(PRUNE_BATCH)
-                .arg(keys::USER_PREFIX);
-            let (seen, kept): (usize, usize) = self
-                .command(Replay::Idempotent, &cmd, "prune reply")
+                .take();
+            let raw: Vec<String> = self
+                .command(Replay::Idempotent, &due, "ZRANGEBYSCORE reply")
                 .await?;
-            if seen > kept {
-                tracing::debug!(removed = seen - kept, "pruned expired members from indexes");
+            let ids = raw
+                .iter()
+                .map(|r| parse_indexed_id(keys::IDX_EXPIRY, r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let alive = self.cached_ids(&ids).await?;
+            let gone: Vec<UserId> = ids
+                .iter()
+                .zip(&alive)
+                .filter(|(_, alive)| !**alive)
+                .map(|(&id, _)| id)
+                .collect();
+            let forgotten = self.forget(&gone).await?;
+            if forgotten > 0 {
+                tracing::debug!(removed = forgotten, "pruned expired members from indexes");
             }
-            offset += kept;
-            if seen < PRUNE_BATCH {
+            // Entries removed no longer occupy a rank; the rest are skipped.
+            offset += ids.len() - usize::try_from(forgotten).unwrap_or(ids.len());
+            if ids.len() < PRUNE_BATCH {
                 return Ok(());
             }
         }
     }
 
-    /// Forgets `ids` whose hash is gone; returns how many were forgotten.
-    async fn forget_vanished(&self, ids: &[UserId]) -> Result<u64, StoreError> {
-        let mut cmd = eval(FORGET_VANISHED, &MEMBERSHIP_KEYS);
-        cmd.arg(keys::USER_PREFIX);
-        for id in ids {
-            cmd.arg(id.get());
+    /// Forgets `ids`, whose hash was seen gone, from the set and the
+    /// indexes; returns how many stay forgotten. The check and the removal
+    /// cannot be one script on a cluster (the hash lives in another slot), so
+    /// the removal is re-checked: a member rewritten in between is put back
+    /// from its hash.
+    async fn forget(&self, ids: &[UserId]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
         }
-        self.command(Replay::Idempotent, &cmd, "forget reply").await
+        let mut batch = Batch::default();
+        for index in INDEX_KEYS {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(index);
+            for id in ids {
+                zrem.arg(id.get());
+            }
+            batch.push(&self.link, index, zrem);
+        }
+        let mut srem = redis::cmd("SREM");
+        srem.arg(keys::USERS_ALL);
+        for id in ids {
+            srem.arg(id.get());
+        }
+        batch.push(&self.link, keys::USERS_ALL, srem);
+        self.exec(Replay::Idempotent, true, batch).await?;
+
+        let alive = self.cached_ids(ids).await?;
+        let back: Vec<UserId> = ids
+            .iter()
+            .zip(&alive)
+            .filter(|(_, alive)| **alive)
+            .map(|(&id, _)| id)
+            .collect();
+        let restored = self.reindex(&back).await?;
+        Ok(ids.len() as u64 - restored)
     }
 
-    /// Reads the hashes of `ids` in one pipeline; `None` where absent.
-    async fn read_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
+    /// Puts `ids` back into the set and indexes from their hashes (expiry
+    /// from the hash's own TTL); returns how many were found.
+    async fn reindex(&self, ids: &[UserId]) -> Result<u64, StoreError> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(0);
         }
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::default();
         for &id in ids {
-            pipe.hgetall(keys::user(id));
+            let key = keys::user(id);
+            batch.push(&self.link, &key, redis::cmd("HGETALL").arg(&key).take());
+            batch.push(&self.link, &key, redis::cmd("PTTL").arg(&key).take());
         }
-        let replies = self.pipeline(Replay::Idempotent, &pipe).await?;
-        if replies.len() != ids.len() {
-            return Err(short_reply(ids.len(), replies.len()));
+        let replies = self.exec(Replay::Idempotent, false, batch).await?;
+        let now = self.clock.now_ms();
+        let mut entries = Vec::new();
+        for (&id, pair) in ids.iter().zip(replies.chunks(2)) {
+            let [fields, pttl] = pair else { continue };
+            let fields: HashMap<String, String> = decode(fields.clone(), "member hash")?;
+            let pttl: i64 = decode(pttl.clone(), "PTTL reply")?;
+            if fields.is_empty() || pttl < 0 {
+                continue;
+            }
+            let m = member_from_hash(id, fields)?;
+            entries.push(IndexEntry::of(&m, now.saturating_add(pttl)));
         }
+        let found = entries.len() as u64;
+        let mut batch = Batch::default();
+        self.push_index(&mut batch, &entries, None);
+        self.exec(Replay::Idempotent, true, batch).await?;
+        Ok(found)
+    }
+
+    /// Appends the set and index writes for `entries` to `batch`: `SADD`
+    /// to the seed's set, `ZADD`s to the indexes (one slot), and, when
+    /// `ttl_ms` is given, a TTL extension of those shared keys.
+    fn push_index(&self, batch: &mut Batch, entries: &[IndexEntry], ttl_ms: Option<i64>) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg(keys::USERS_ALL);
+        for e in entries {
+            sadd.arg(e.id.get());
+        }
+        batch.push(&self.link, keys::USERS_ALL, sadd);
+        batch.push(
+            &self.link,
+            keys::IDX_NUMBER,
+            zadd(keys::IDX_NUMBER, entries.iter().map(|e| (e.number, e.id))),
+        );
+        batch.push(
+            &self.link,
+            keys::IDX_JOIN_TIME,
+            zadd(
+                keys::IDX_JOIN_TIME,
+                entries.iter().map(|e| (e.join_ms, e.id)),
+            ),
+        );
+        batch.push(
+            &self.link,
+            keys::IDX_EXPIRY,
+            zadd(
+                keys::IDX_EXPIRY,
+                entries.iter().map(|e| (e.expires_at, e.id)),
+            ),
+        );
+        if let Some(ttl_ms) = ttl_ms {
+            let mut extend = eval(EXTEND_TTL, &[keys::USERS_ALL]);
+            extend.arg(ttl_ms);
+            batch.push(&self.link, keys::USERS_ALL, extend);
+            let mut extend = eval(EXTEND_TTL, &INDEX_KEYS);
+            extend.arg(ttl_ms);
+            batch.push(&self.link, keys::IDX_NUMBER, extend);
+        }
+    }
+
+    /// Reads the hashes of `ids`; `None` where absent.
+    async fn read_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
+        let mut batch = Batch::default();
+        for &id in ids {
+            let key = keys::user(id);
+            batch.push(&self.link, &key, redis::cmd("HGETALL").arg(&key).take());
+        }
+        let replies = self.exec(Replay::Idempotent, false, batch).await?;
         ids.iter()
             .zip(replies)
             .map(|(&id, reply)| {
@@ -424,21 +559,63 @@ impl RedisStore {
 
     /// Deletes `keys` one `DEL` each, returning which ones existed.
     async fn delete_each(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::default();
         for key in keys {
-            pipe.del(key);
+            batch.push(&self.link, key, redis::cmd("DEL").arg(key).take());
         }
-        let replies = self.pipeline(Replay::Idempotent, &pipe).await?;
-        if replies.len() != keys.len() {
-            return Err(short_reply(keys.len(), replies.len()));
-        }
+        let replies = self.exec(Replay::Idempotent, false, batch).await?;
         replies
             .into_iter()
             .map(|reply| decode::<u64>(reply, "DEL reply").map(|n| n > 0))
             .collect()
+    }
+
+    /// Runs `cmd` once per node that holds data — every master of a cluster,
+    /// or the one server — and returns the replies.
+    async fn on_every_master(&self, cmd: &redis::Cmd) -> Result<Vec<Value>, StoreError> {
+        let masters = self
+            .call(
+                Replay::Idempotent,
+                |link| async move { link.masters().await },
+            )
+            .await?;
+        if masters.is_empty() {
+            if self.link.is_cluster() {
+                return Err(StoreError::Corrupt("the cluster lists no master".into()));
+            }
+            let value = self.command(Replay::Idempotent, cmd, "reply").await?;
+            return Ok(vec![value]);
+        }
+        let mut out = Vec::with_capacity(masters.len());
+        for (host, port) in &masters {
+            let value = self
+                .call(Replay::Idempotent, |link| {
+                    let cmd = cmd.clone();
+                    async move { link.on_node(host, *port, cmd).await }
+                })
+                .await?;
+            out.push(value);
+        }
+        Ok(out)
+    }
+}
+
+/// What the set and the indexes record of one member.
+struct IndexEntry {
+    id: UserId,
+    number: u64,
+    join_ms: i64,
+    expires_at: i64,
+}
+
+impl IndexEntry {
+    fn of(m: &CachedMember, expires_at: i64) -> Self {
+        Self {
+            id: m.member.user_id,
+            number: m.member.number.get(),
+            join_ms: m.member.join_time_ms(),
+            expires_at,
+        }
     }
 }
 
@@ -478,90 +655,117 @@ impl Store for RedisStore {
         let ttl_ms = ttl_millis(ttl);
         let expires_at = self.clock.now_ms().saturating_add(ttl_ms);
 
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-
-        let user_keys: Vec<String> = members
-            .iter()
-            .map(|m| keys::user(m.member.user_id))
-            .collect();
-        let mut drop_old = eval(DROP_OLD_NUMBERS, &user_keys);
-        drop_old.arg(keys::NUMBER_PREFIX);
-        for m in &members {
-            drop_old
-                .arg(m.member.user_id.get())
-                .arg(m.member.number.get());
-        }
-        pipe.add_command(drop_old).ignore();
-
-        let mut write = eval(WRITE_MEMBERS, &user_keys);
-        write
-            .arg(ttl_ms)
-            .arg(&self.origin)
-            .arg(keys::EVENTS)
-            .arg(keys::USER_PREFIX.len());
-        for m in &members {
-            let fields = hash_fields(m);
-            write.arg(fields.len());
-            for (field, value) in fields {
-                write.arg(field).arg(value);
+        // Round 1: the hashes, one script call per slot group (one call in
+        // all on a standalone server). Written first so that no number key,
+        // set entry or index entry ever names a member whose hash is not
+        // there yet.
+        let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let slot = self.link.slot_of(&keys::user(m.member.user_id));
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, positions)) => positions.push(i),
+                None => groups.push((slot, vec![i])),
             }
         }
-        pipe.add_command(write).ignore();
+        let mut batch = Batch::default();
+        for (_, positions) in &groups {
+            let user_keys: Vec<String> = positions
+                .iter()
+                .map(|&i| keys::user(members[i].member.user_id))
+                .collect();
+            let mut write = eval(WRITE_MEMBERS, &user_keys);
+            write.arg(ttl_ms);
+            for &i in positions {
+                let fields = hash_fields(members[i]);
+                write.arg(fields.len());
+                for (field, value) in fields {
+                    write.arg(field).arg(value);
+                }
+            }
+            batch.push(&self.link, &user_keys[0], write);
+        }
+        let replies = self.exec(Replay::Idempotent, false, batch).await?;
+        let mut changed: Vec<UserId> = Vec::new();
+        let mut stale_numbers: Vec<(String, UserId)> = Vec::new();
+        for ((_, positions), reply) in groups.iter().zip(replies) {
+            let flat: Vec<Value> = decode(reply, "write reply")?;
+            if flat.len() != positions.len() * 2 {
+                return Err(short_reply(positions.len() * 2, flat.len()));
+            }
+            for (&i, pair) in positions.iter().zip(flat.chunks(2)) {
+                let id = members[i].member.user_id;
+                if decode::<i64>(pair[0].clone(), "write reply")? == 1 {
+                    changed.push(id);
+                }
+                let old: String = decode(pair[1].clone(), "write reply")?;
+                if let Ok(old) = MemberNumber::parse(&old) {
+                    stale_numbers.push((keys::number(old), id));
+                }
+            }
+        }
+
+        // Round 2: number keys, the seed's set, the indexes (atomic per slot
+        // group; on a standalone server one MULTI), the number keys members
+        // left behind, and the announcement of changed records.
+        let mut batch = Batch::default();
         for m in &members {
-            pipe.cmd("SET")
-                .arg(keys::number(m.member.number))
+            let key = keys::number(m.member.number);
+            let set = redis::cmd("SET")
+                .arg(&key)
                 .arg(m.member.user_id.get())
                 .arg("PX")
                 .arg(ttl_ms)
-                .ignore();
+                .take();
+            batch.push(&self.link, &key, set);
         }
-
-        pipe.cmd("SADD").arg(keys::USERS_ALL);
-        for m in &members {
-            pipe.arg(m.member.user_id.get());
+        let entries: Vec<IndexEntry> = members
+            .iter()
+            .map(|m| IndexEntry::of(m, expires_at))
+            .collect();
+        self.push_index(&mut batch, &entries, Some(ttl_ms));
+        let mut by_slot: Vec<(Option<Slot>, Vec<&(String, UserId)>)> = Vec::new();
+        for stale in &stale_numbers {
+            let slot = self.link.slot_of(&stale.0);
+            match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, list)) => list.push(stale),
+                None => by_slot.push((slot, vec![stale])),
+            }
         }
-        pipe.ignore();
-        zadd(
-            &mut pipe,
-            keys::IDX_NUMBER,
-            members
-                .iter()
-                .map(|m| (m.member.number.get(), m.member.user_id)),
-        );
-        zadd(
-            &mut pipe,
-            keys::IDX_JOIN_TIME,
-            members
-                .iter()
-                .map(|m| (m.member.join_time_ms(), m.member.user_id)),
-        );
-        zadd(
-            &mut pipe,
-            keys::IDX_EXPIRY,
-            members.iter().map(|m| (expires_at, m.member.user_id)),
-        );
+        for (_, list) in &by_slot {
+            let number_keys: Vec<&str> = list.iter().map(|(k, _)| k.as_str()).collect();
+            let mut drop = eval(DROP_STALE_NUMBERS, &number_keys);
+            for (_, id) in list {
+                drop.arg(id.get());
+            }
+            batch.push(&self.link, number_keys[0], drop);
+        }
+        self.exec(Replay::Idempotent, true, batch).await?;
 
-        let mut extend = eval(EXTEND_TTL, &MEMBERSHIP_KEYS);
-        extend.arg(ttl_ms);
-        pipe.add_command(extend).ignore();
-
-        self.pipeline(Replay::Idempotent, &pipe).await?;
+        if !changed.is_empty() {
+            let ids: Vec<String> = changed.iter().map(|id| id.to_string()).collect();
+            let publish = redis::cmd("PUBLISH")
+                .arg(keys::EVENTS)
+                .arg(format!("{} u {}", self.origin, ids.join(",")))
+                .take();
+            // Best effort, as for clear: other replicas' near-cache entries
+            // expire after NEAR_CACHE_TTL anyway.
+            if let Err(e) = self
+                .command::<i64>(Replay::Idempotent, &publish, "PUBLISH reply")
+                .await
+            {
+                tracing::warn!(error = %e, "could not announce changed members to other replicas");
+            }
+        }
         Ok(())
     }
 
     async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::default();
         for &id in ids {
-            pipe.exists(keys::user(id));
+            let key = keys::user(id);
+            batch.push(&self.link, &key, redis::cmd("EXISTS").arg(&key).take());
         }
-        let replies = self.pipeline(Replay::Idempotent, &pipe).await?;
-        if replies.len() != ids.len() {
-            return Err(short_reply(ids.len(), replies.len()));
-        }
+        let replies = self.exec(Replay::Idempotent, false, batch).await?;
         replies
             .into_iter()
             .map(|reply| decode::<bool>(reply, "EXISTS reply"))
@@ -627,7 +831,7 @@ impl Store for RedisStore {
             if vanished.is_empty() {
                 return Ok(Page { members, total });
             }
-            let forgotten = self.forget_vanished(&vanished).await?;
+            let forgotten = self.forget(&vanished).await?;
             if attempt == PAGE_ATTEMPTS {
                 return Ok(Page {
                     members,
@@ -685,11 +889,16 @@ impl Store for RedisStore {
                 .filter_map(|raw| UserId::parse(raw).ok())
                 .collect();
             if !ids.is_empty() {
-                let mut numbers = redis::pipe();
+                let mut numbers = Batch::default();
                 for &id in &ids {
-                    numbers.hget(keys::user(id), "number");
+                    let key = keys::user(id);
+                    numbers.push(
+                        &self.link,
+                        &key,
+                        redis::cmd("HGET").arg(&key).arg("number").take(),
+                    );
                 }
-                let replies = self.pipeline(Replay::Idempotent, &numbers).await?;
+                let replies = self.exec(Replay::Idempotent, false, numbers).await?;
                 let mut doomed = Vec::with_capacity(ids.len() * 2);
                 let mut is_user = Vec::with_capacity(ids.len() * 2);
                 for (&id, reply) in ids.iter().zip(replies) {
@@ -723,33 +932,59 @@ impl Store for RedisStore {
         // 3. Leftovers the set no longer knew about: stale number keys,
         // hashes whose set entry was lost. SCAN may repeat keys; DEL's reply
         // tells whether a key was still there, so nothing is counted twice.
-        let mut cursor: u64 = 0;
+        // On a cluster every master holds part of the keyspace and is
+        // scanned in turn; a standalone server is the one "node".
+        let masters = self
+            .call(
+                Replay::Idempotent,
+                |link| async move { link.masters().await },
+            )
+            .await?;
+        let nodes: Vec<Option<(String, u16)>> = if masters.is_empty() {
+            vec![None]
+        } else {
+            masters.into_iter().map(Some).collect()
+        };
         let mut seen = HashSet::new();
-        loop {
-            let scan = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(keys::NAMESPACE_PATTERN)
-                .arg("COUNT")
-                .arg(CLEAR_SCAN_COUNT)
-                .take();
-            let (next, found): (u64, Vec<String>) = self
-                .command(Replay::Idempotent, &scan, "SCAN reply")
-                .await?;
-            let doomed: Vec<String> = found
-                .into_iter()
-                .filter(|key| keys::is_store_key(key) && seen.insert(key.clone()))
-                .collect();
-            let existed = self.delete_each(&doomed).await?;
-            for (key, existed) in doomed.iter().zip(existed) {
-                if existed {
-                    report.deleted_keys += 1;
-                    report.deleted_users += u64::from(key.starts_with(keys::USER_PREFIX));
+        for node in &nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let scan = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(keys::NAMESPACE_PATTERN)
+                    .arg("COUNT")
+                    .arg(CLEAR_SCAN_COUNT)
+                    .take();
+                let reply = match node {
+                    None => {
+                        self.command(Replay::Idempotent, &scan, "SCAN reply")
+                            .await?
+                    }
+                    Some((host, port)) => {
+                        self.call(Replay::Idempotent, |link| {
+                            let scan = scan.clone();
+                            async move { link.on_node(host, *port, scan).await }
+                        })
+                        .await?
+                    }
+                };
+                let (next, found): (u64, Vec<String>) = decode(reply, "SCAN reply")?;
+                let doomed: Vec<String> = found
+                    .into_iter()
+                    .filter(|key| keys::is_store_key(key) && seen.insert(key.clone()))
+                    .collect();
+                let existed = self.delete_each(&doomed).await?;
+                for (key, existed) in doomed.iter().zip(existed) {
+                    if existed {
+                        report.deleted_keys += 1;
+                        report.deleted_users += u64::from(key.starts_with(keys::USER_PREFIX));
+                    }
                 }
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
         // Other replicas drop their near caches. Best effort: the clear is
@@ -856,14 +1091,19 @@ impl Store for RedisStore {
     }
 
     async fn memory_usage(&self) -> Result<String, StoreError> {
+        // Summed over the masters of a cluster (replicas hold copies).
         let info = redis::cmd("INFO").arg("memory").take();
-        let text: String = self
-            .command(Replay::Idempotent, &info, "INFO reply")
-            .await?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("used_memory_human:"))
-            .map(|value| value.trim().to_owned())
-            .ok_or_else(|| StoreError::Corrupt("INFO memory lacks used_memory_human".into()))
+        let mut bytes: u64 = 0;
+        for reply in self.on_every_master(&info).await? {
+            let text: String = decode(reply, "INFO reply")?;
+            let used = text
+                .lines()
+                .find_map(|line| line.strip_prefix("used_memory:"))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .ok_or_else(|| StoreError::Corrupt("INFO memory lacks used_memory".into()))?;
+            bytes = bytes.saturating_add(used);
+        }
+        Ok(human_bytes(bytes))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -942,17 +1182,32 @@ fn eval<K: AsRef<str>>(script: &str, keys: &[K]) -> redis::Cmd {
     cmd
 }
 
-/// Appends `ZADD index score id …` for every entry, reply ignored.
+/// `ZADD index score id …` for every entry.
 fn zadd<S: redis::ToRedisArgs>(
-    pipe: &mut Pipeline,
     index: &str,
     entries: impl Iterator<Item = (S, UserId)>,
-) {
-    pipe.cmd("ZADD").arg(index);
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("ZADD");
+    cmd.arg(index);
     for (score, id) in entries {
-        pipe.arg(score).arg(id.get());
+        cmd.arg(score).arg(id.get());
     }
-    pipe.ignore();
+    cmd
+}
+
+/// Bytes the way Redis's `used_memory_human` prints them (`1.02M`).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
 }
 
 /// Decodes a reply, reporting a reply of the wrong shape as corrupt data.

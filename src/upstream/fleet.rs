@@ -55,8 +55,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::store::redis_link::{Link, RedisTarget};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::budget::Priority;
 use crate::store::keys;
@@ -149,7 +149,7 @@ pub enum FleetAnswer {
 pub struct FleetBudget {
     /// Our own connection, separate from the store's so a slow store
     /// pipeline never delays a slot decision; multiplexed and reconnecting.
-    conn: ConnectionManager,
+    conn: Link,
     take: redis::Script,
     widen: redis::Script,
     narrow: redis::Script,
@@ -186,13 +186,13 @@ impl FleetBudget {
     /// `spacing` apart; `size_hint` replicas share it when Redis is away.
     /// Nothing is dialled here, so a replica starts while Redis is down.
     /// Must be called inside a Tokio runtime.
-    pub fn connect(url: &str, spacing: Duration, size_hint: u32) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+    pub fn connect(
+        target: &RedisTarget,
+        spacing: Duration,
+        size_hint: u32,
+    ) -> redis::RedisResult<Self> {
+        // One key, so a cluster routes every script call to its slot.
+        let conn = Link::new(target, CALL_TIMEOUT)?;
         let size_hint = size_hint.max(1);
         let fallback_period = spacing
             .saturating_mul(size_hint)
@@ -425,12 +425,17 @@ fn micros(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn single(url: &str) -> RedisTarget {
+        RedisTarget::Single(url.to_owned())
+    }
     use crate::testkit::RedisServer;
 
     #[tokio::test]
     async fn slots_are_granted_one_spacing_apart_by_redis_time() {
         let redis = RedisServer::start().expect("redis-server");
-        let fleet = FleetBudget::connect(&redis.url(), Duration::from_millis(200), 1).unwrap();
+        let fleet =
+            FleetBudget::connect(&single(&redis.url()), Duration::from_millis(200), 1).unwrap();
         assert_eq!(
             fleet.try_take(Priority::Interactive).await,
             FleetAnswer::Granted
@@ -453,8 +458,8 @@ mod tests {
     async fn a_waiting_interactive_caller_holds_the_next_slot_against_background_work() {
         let redis = RedisServer::start().expect("redis-server");
         let spacing = Duration::from_millis(100);
-        let a = FleetBudget::connect(&redis.url(), spacing, 1).unwrap();
-        let b = FleetBudget::connect(&redis.url(), spacing, 1).unwrap();
+        let a = FleetBudget::connect(&single(&redis.url()), spacing, 1).unwrap();
+        let b = FleetBudget::connect(&single(&redis.url()), spacing, 1).unwrap();
         assert_eq!(a.try_take(Priority::Background).await, FleetAnswer::Granted);
         // Replica a has a person waiting; replica b only a sync.
         assert!(matches!(
@@ -476,7 +481,7 @@ mod tests {
     async fn throttles_widen_the_fleet_spacing_and_successes_narrow_it() {
         let redis = RedisServer::start().expect("redis-server");
         let spacing = Duration::from_millis(100);
-        let fleet = FleetBudget::connect(&redis.url(), spacing, 1).unwrap();
+        let fleet = FleetBudget::connect(&single(&redis.url()), spacing, 1).unwrap();
         fleet.widen().await;
         fleet.widen().await;
         assert_eq!(fleet.penalty_seen(), spacing * 2);
@@ -500,7 +505,8 @@ mod tests {
             .and_then(|l| l.local_addr())
             .unwrap();
         let spacing = Duration::from_millis(50);
-        let fleet = FleetBudget::connect(&format!("redis://{closed}"), spacing, 3).unwrap();
+        let fleet =
+            FleetBudget::connect(&single(&format!("redis://{closed}")), spacing, 3).unwrap();
         let started = Instant::now();
         assert_eq!(
             fleet.try_take(Priority::Interactive).await,
@@ -528,7 +534,7 @@ mod tests {
     async fn slots_taken_while_redis_was_away_are_paid_back_to_the_fleet() {
         let mut redis = RedisServer::start().expect("redis-server");
         let spacing = Duration::from_millis(100);
-        let fleet = FleetBudget::connect(&redis.url(), spacing, 1).unwrap();
+        let fleet = FleetBudget::connect(&single(&redis.url()), spacing, 1).unwrap();
         redis.stop().unwrap();
         assert_eq!(
             fleet.try_take(Priority::Interactive).await,
@@ -567,7 +573,8 @@ mod tests {
     #[tokio::test]
     async fn the_state_key_expires_by_itself() {
         let redis = RedisServer::start().expect("redis-server");
-        let fleet = FleetBudget::connect(&redis.url(), Duration::from_millis(10), 1).unwrap();
+        let fleet =
+            FleetBudget::connect(&single(&redis.url()), Duration::from_millis(10), 1).unwrap();
         assert_eq!(
             fleet.try_take(Priority::Background).await,
             FleetAnswer::Granted
