@@ -6,7 +6,9 @@
 //! itself uses it.
 
 pub mod faulty_store;
+pub mod redis_cluster;
 pub mod redis_server;
 
 pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisServer, scan_keys};
