@@ -7,6 +7,11 @@
 //! `redis-cli` recipes, TTLs on every key, no leftovers after `clear`), the
 //! scenario also inspects Redis directly through a plain connection.
 //!
+//! A third instantiation runs every scenario on a real Redis Cluster (three
+//! masters, three replicas, built by `testkit::RedisCluster`), so that the
+//! cluster and a single server are held to the very same answers (issue #7).
+//! Looking behind the store there goes through the cluster client.
+//!
 //! Time: the Redis store runs on the wall clock and real TTLs (a 1 s TTL and
 //! a 2 s wait); the embedded store runs on a `ManualClock` moved forward.
 
@@ -17,14 +22,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use zsxq_cache::clock::{Clock, ManualClock, SystemClock};
 use zsxq_cache::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;
+use zsxq_cache::store::redis_link::RedisTarget;
 use zsxq_cache::store::{
     ClearReport, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
 };
-use zsxq_cache::testkit::RedisServer;
+use zsxq_cache::testkit::{RedisCluster, RedisServer};
 
 /// The TTL of ordinary writes in these tests.
 const TTL: Duration = Duration::from_secs(3_600);
@@ -42,6 +50,8 @@ struct Harness {
     manual_clock: Option<Arc<ManualClock>>,
     /// Set for the Redis store; killed when the harness drops.
     redis: Option<RedisServer>,
+    /// Set for the store on a Redis Cluster; killed when the harness drops.
+    cluster: Option<RedisCluster>,
     /// Keeps the redb file's directory alive for the test.
     _dir: Option<tempfile::TempDir>,
     /// The redb file, for reopening.
@@ -56,6 +66,27 @@ impl Harness {
             store: Box::new(store),
             manual_clock: None,
             redis: Some(server),
+            cluster: None,
+            _dir: None,
+            path: None,
+        }
+    }
+
+    async fn redis_cluster() -> Self {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .unwrap()
+            .expect("start a redis cluster");
+        let target = RedisTarget::Cluster {
+            nodes: cluster.urls(),
+            read_from_replicas: false,
+        };
+        let store = RedisStore::connect_target(&target, Arc::new(SystemClock)).expect("connect");
+        Harness {
+            store: Box::new(store),
+            manual_clock: None,
+            redis: None,
+            cluster: Some(cluster),
             _dir: None,
             path: None,
         }
@@ -70,6 +101,7 @@ impl Harness {
             store: Box::new(store),
             manual_clock: Some(clock),
             redis: None,
+            cluster: None,
             _dir: Some(dir),
             path: Some(path),
         }
@@ -83,11 +115,67 @@ impl Harness {
         }
     }
 
-    /// A plain connection to the test's Redis, for looking behind the store.
-    async fn raw_redis(&self) -> Option<MultiplexedConnection> {
-        let server = self.redis.as_ref()?;
-        let client = redis::Client::open(server.url()).unwrap();
-        Some(client.get_multiplexed_async_connection().await.unwrap())
+    /// A plain connection to the test's Redis, for looking behind the store:
+    /// the server, or a cluster client (which routes each key to its node).
+    async fn raw_redis(&self) -> Option<Raw> {
+        if let Some(server) = &self.redis {
+            let client = redis::Client::open(server.url()).unwrap();
+            return Some(Raw {
+                conn: RawConn::Single(client.get_multiplexed_async_connection().await.unwrap()),
+                nodes: vec![server.url()],
+            });
+        }
+        let cluster = self.cluster.as_ref()?;
+        let client = ClusterClient::new(cluster.urls()).unwrap();
+        Some(Raw {
+            conn: RawConn::Cluster(client.get_async_connection().await.unwrap()),
+            nodes: cluster
+                .masters()
+                .iter()
+                .map(|p| format!("redis://127.0.0.1:{p}"))
+                .collect(),
+        })
+    }
+}
+
+/// A connection behind the store's back, with the nodes that hold data
+/// (for SCAN, which sees one node's keys).
+struct Raw {
+    conn: RawConn,
+    nodes: Vec<String>,
+}
+
+#[derive(Clone)]
+enum RawConn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Raw {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match &mut self.conn {
+            RawConn::Single(c) => c.req_packed_command(cmd),
+            RawConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match &mut self.conn {
+            RawConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RawConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }
 
@@ -125,24 +213,32 @@ fn ids_of(members: &[CachedMember]) -> Vec<u64> {
     members.iter().map(|m| m.member.user_id.get()).collect()
 }
 
-/// Every `zsxq:*` key in the test's Redis, found with SCAN (never KEYS).
-async fn namespace_keys(conn: &mut MultiplexedConnection) -> Vec<String> {
+/// Every `zsxq:*` key in the test's Redis (every master of a cluster),
+/// found with SCAN (never KEYS).
+async fn namespace_keys(raw: &mut Raw) -> Vec<String> {
     let mut keys = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("zsxq:*")
-            .arg("COUNT")
-            .arg(100)
-            .query_async(conn)
+    for node in &raw.nodes {
+        let mut conn = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
             .await
             .unwrap();
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("zsxq:*")
+                .arg("COUNT")
+                .arg(100)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
         }
     }
     keys.sort();
@@ -604,6 +700,16 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $scenario() {
                     let h = super::Harness::embedded().await;
+                    super::$scenario(&h).await;
+                }
+            )*
+        }
+
+        mod redis_cluster_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let h = super::Harness::redis_cluster().await;
                     super::$scenario(&h).await;
                 }
             )*
