@@ -1,33 +1,32 @@
 //! The Redis Cluster test fixture (`testkit::RedisCluster`), exercised on a
 //! real six-node cluster: it must come up settled, survive an operator's
-//! failover and a killed master with every key still readable, take the
+//! failover and a killed master while a client keeps reading, take the
 //! killed node back as a replica, and flush clean.
 //!
-//! Keys are written and read through a small synchronous client below that
-//! follows `MOVED` redirects itself. The crate does not enable the `redis`
-//! cluster feature yet (the cluster-capable store is being written
-//! separately), and the point here is the fixture, not a client: this one
-//! only has to reach the node that owns a key, whatever the cluster's current
-//! layout, and report exactly what that node answered.
+//! Keys are written and read with the `redis` crate's async cluster client,
+//! the one the store uses, so this also shows that the client sees no wrong
+//! answer during either failover and recovers on the same connection without
+//! being rebuilt. The fixture itself is synchronous: the test drives it from
+//! the test thread while the client runs on a Tokio runtime beside it.
 //!
 //! One test, because building a cluster costs seconds; the phases run in
 //! order on the same cluster.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
+use redis::AsyncCommands;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use zsxq_cache::testkit::RedisCluster;
 
 /// Enough keys to land in hundreds of slots, so every master holds some.
 const KEY_COUNT: usize = 300;
 
-/// How long one read may keep failing (node down, cluster down during an
-/// election) before the reader calls it an outage.
-const READ_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the client may take to find its way after a fault, on the same
+/// connection, before the test calls it a failure to recover.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(10);
 
 fn key(i: usize) -> String {
     format!("fixture:member:{i}")
@@ -37,106 +36,7 @@ fn value(i: usize) -> String {
     format!("value-{i}")
 }
 
-/// Reaches the owner of a key by following `MOVED`; retries while a node is
-/// unreachable or the cluster is between layouts.
-struct RedirectingClient {
-    /// Every node's port: where to look when the last known owner is gone.
-    seeds: Vec<u16>,
-    /// Open connections by port, dropped on any connection error.
-    connections: HashMap<u16, redis::Connection>,
-    /// Last node that answered for each key, to skip most redirects.
-    owners: HashMap<String, u16>,
-    /// Round-robin position in `seeds` for the next fallback.
-    next_seed: usize,
-}
-
-impl RedirectingClient {
-    fn new(seeds: Vec<u16>) -> Self {
-        RedirectingClient {
-            seeds,
-            connections: HashMap::new(),
-            owners: HashMap::new(),
-            next_seed: 0,
-        }
-    }
-
-    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        self.run(key, redis::cmd("SET").arg(key).arg(value))
-            .map(|_: String| ())
-    }
-
-    fn get(&mut self, key: &str) -> Result<Option<String>, String> {
-        self.run(key, redis::cmd("GET").arg(key))
-    }
-
-    fn run<T: redis::FromRedisValue>(&mut self, key: &str, cmd: &redis::Cmd) -> Result<T, String> {
-        let deadline = Instant::now() + READ_DEADLINE;
-        let mut port = self.owners.get(key).copied().unwrap_or(self.seeds[0]);
-        loop {
-            let error = match self.query(port, cmd) {
-                Ok(answer) => {
-                    self.owners.insert(key.to_string(), port);
-                    return Ok(answer);
-                }
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "{key}: still failing after {READ_DEADLINE:?}: {error}"
-                ));
-            }
-            if let Some((address, _slot)) = error.redirect_node() {
-                port = address
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse().ok())
-                    .ok_or_else(|| format!("{key}: unreadable redirect {error}"))?;
-                continue;
-            }
-            let transient = error.is_io_error()
-                || error.is_connection_refusal()
-                || error.is_connection_dropped()
-                || error.is_timeout()
-                || error
-                    .code()
-                    .is_some_and(|code| ["CLUSTERDOWN", "TRYAGAIN", "LOADING"].contains(&code));
-            if !transient {
-                return Err(format!("{key}: 127.0.0.1:{port}: {error}"));
-            }
-            self.connections.remove(&port);
-            self.next_seed = (self.next_seed + 1) % self.seeds.len();
-            port = self.seeds[self.next_seed];
-            if !error.is_connection_refusal() {
-                // Down or between layouts: give the cluster a moment. A
-                // refused connection just means "try another node".
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    fn query<T: redis::FromRedisValue>(
-        &mut self,
-        port: u16,
-        cmd: &redis::Cmd,
-    ) -> redis::RedisResult<T> {
-        let conn = match self.connections.entry(port) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-                let conn = client.get_connection_with_timeout(Duration::from_millis(500))?;
-                conn.set_read_timeout(Some(Duration::from_secs(1)))?;
-                conn.set_write_timeout(Some(Duration::from_secs(1)))?;
-                entry.insert(conn)
-            }
-        };
-        let result = cmd.query(conn);
-        if result.as_ref().is_err_and(|e| e.is_unrecoverable_error()) {
-            self.connections.remove(&port);
-        }
-        result
-    }
-}
-
-/// One command on one node, for looking behind the cluster.
+/// One command on one node, for looking behind the cluster client.
 fn on_node<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> T {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("valid url");
     let mut conn = client
@@ -146,43 +46,61 @@ fn on_node<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> T {
         .unwrap_or_else(|e| panic!("127.0.0.1:{port}: {e}"))
 }
 
-/// Reads every key in a loop on its own thread until stopped; returns how
-/// many reads it made and every wrong answer or outage it saw.
-fn spawn_reader(
-    seeds: Vec<u16>,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<(usize, Vec<String>)> {
-    thread::spawn(move || {
-        let mut client = RedirectingClient::new(seeds);
-        let mut reads = 0;
-        let mut problems = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            for i in (0..KEY_COUNT).step_by(7) {
-                match client.get(&key(i)) {
-                    Ok(Some(got)) if got == value(i) => {}
-                    Ok(other) => problems.push(format!("{}: read {other:?}", key(i))),
-                    Err(e) => problems.push(e),
-                }
-                reads += 1;
-            }
-        }
-        (reads, problems)
-    })
+/// What a reader saw while the cluster changed under it.
+#[derive(Debug, Default)]
+struct ReadLog {
+    reads: usize,
+    /// Errors are allowed while a master is down; they must not be lies.
+    errors: usize,
+    /// A value that is not the one written, or a missing key: never allowed.
+    wrong: Vec<String>,
 }
 
-fn assert_every_key_readable(client: &mut RedirectingClient) {
+/// Reads a spread of keys in a loop until `stop` is set.
+async fn read_until_stopped(mut conn: ClusterConnection, stop: Arc<AtomicBool>) -> ReadLog {
+    let mut log = ReadLog::default();
+    while !stop.load(Ordering::Relaxed) {
+        for i in (0..KEY_COUNT).step_by(7) {
+            match conn.get::<_, Option<String>>(key(i)).await {
+                Ok(Some(got)) if got == value(i) => {}
+                Ok(other) => log.wrong.push(format!("{}: read {other:?}", key(i))),
+                Err(_) => log.errors += 1,
+            }
+            log.reads += 1;
+        }
+    }
+    log
+}
+
+/// Every key reads back right on `conn`, retrying each for a while so the
+/// client can refresh its slot map after a fault.
+async fn assert_every_key_readable(conn: &mut ClusterConnection) {
     for i in 0..KEY_COUNT {
-        assert_eq!(
-            client.get(&key(i)).expect("read after the fault"),
-            Some(value(i)),
-            "{}",
-            key(i)
-        );
+        let deadline = Instant::now() + RECOVERY_DEADLINE;
+        loop {
+            match conn.get::<_, Option<String>>(key(i)).await {
+                Ok(got) => {
+                    assert_eq!(got, Some(value(i)), "{}", key(i));
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("{}: {e}; retrying", key(i));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{}: not readable within {RECOVERY_DEADLINE:?}: {e}", key(i)),
+            }
+        }
     }
 }
 
 #[test]
 fn a_cluster_serves_every_key_through_a_failover_a_killed_master_and_a_rejoin() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
     let started = Instant::now();
     let mut cluster = RedisCluster::start().expect("start a redis cluster");
     eprintln!("start: {:?}", started.elapsed());
@@ -202,29 +120,38 @@ fn a_cluster_serves_every_key_through_a_failover_a_killed_master_and_a_rejoin() 
             .join(",")
     );
 
+    let client = ClusterClient::builder(cluster.urls())
+        .connection_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(1))
+        .retries(5)
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+        .overall_response_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .expect("cluster client");
+    let mut conn = runtime
+        .block_on(client.get_async_connection())
+        .expect("connect to the cluster");
+
     // Keys spread over many slots, hence over every master, and replicated
     // before any fault so that a promoted replica has all of them.
-    let mut client = RedirectingClient::new(ports.clone());
-    for i in 0..KEY_COUNT {
-        client.set(&key(i), &value(i)).expect("write a key");
-    }
+    runtime.block_on(async {
+        for i in 0..KEY_COUNT {
+            let () = conn.set(key(i), value(i)).await.expect("write a key");
+        }
+    });
     let mut total = 0;
     for master in cluster.masters() {
         let keys: usize = on_node(master, &redis::cmd("DBSIZE"));
         assert!(keys > 0, "master 127.0.0.1:{master} holds no key");
         total += keys;
-        // WAIT counts replicas that have what this connection wrote, so it
-        // goes over the connection that wrote the master's keys.
-        let acked: usize = client
-            .query(master, redis::cmd("WAIT").arg(1).arg(1000))
-            .expect("WAIT");
-        assert_eq!(acked, 1, "master 127.0.0.1:{master} replicated");
     }
     assert_eq!(total, KEY_COUNT);
+    cluster.wait_for_replication().expect("replicas catch up");
 
-    // Faults happen while another thread keeps reading.
+    // Faults happen while a task keeps reading on a clone of the connection.
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = spawn_reader(ports.clone(), Arc::clone(&stop));
+    let reader = runtime.spawn(read_until_stopped(conn.clone(), Arc::clone(&stop)));
 
     let old_master = cluster.masters()[0];
     let timer = Instant::now();
@@ -245,16 +172,20 @@ fn a_cluster_serves_every_key_through_a_failover_a_killed_master_and_a_rejoin() 
     assert!(masters.contains(&promoted));
     assert!(!masters.contains(&victim) && !cluster.replicas().contains(&victim));
 
+    // Let the reader run on the settled cluster for a moment too.
+    std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let (reads, problems) = reader.join().expect("reader thread");
-    eprintln!("reads during the faults: {reads}");
-    assert!(reads > 0);
+    let log = runtime.block_on(reader).expect("reader task");
+    eprintln!("reads during the faults: {log:?}");
+    assert!(log.reads > 0);
     assert!(
-        problems.is_empty(),
-        "{} of {reads} reads went wrong: {problems:?}",
-        problems.len()
+        log.wrong.is_empty(),
+        "{} of {} reads were wrong: {:?}",
+        log.wrong.len(),
+        log.reads,
+        log.wrong
     );
-    assert_every_key_readable(&mut client);
+    runtime.block_on(assert_every_key_readable(&mut conn));
 
     let timer = Instant::now();
     cluster
@@ -264,7 +195,7 @@ fn a_cluster_serves_every_key_through_a_failover_a_killed_master_and_a_rejoin() 
     assert!(cluster.replicas().contains(&victim), "rejoins as a replica");
     assert_eq!(cluster.masters().len(), 3);
     assert_eq!(cluster.replicas().len(), 3);
-    assert_every_key_readable(&mut client);
+    runtime.block_on(assert_every_key_readable(&mut conn));
 
     cluster.flushall().expect("flushall");
     for port in cluster.ports() {

@@ -291,6 +291,54 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// Waits until every running replica has acknowledged everything its
+    /// master had written when this was called, so that a failover right
+    /// after cannot lose those writes. Replicas acknowledge about once a
+    /// second, so this can take that long.
+    pub fn wait_for_replication(&mut self) -> io::Result<()> {
+        let roles = self.all_roles()?;
+        let mut targets = Vec::new();
+        for master in roles.iter().filter(|line| line.master) {
+            let info: String = admin(master.port, &["INFO", "replication"])?;
+            let offset: u64 = field(&info, "master_repl_offset")
+                .and_then(|offset| offset.parse().ok())
+                .ok_or_else(|| {
+                    io::Error::other(format!(
+                        "127.0.0.1:{}: INFO replication has no master_repl_offset",
+                        master.port
+                    ))
+                })?;
+            let replicas: Vec<u16> = roles
+                .iter()
+                .filter(|line| line.master_id.as_deref() == Some(master.id.as_str()))
+                .map(|line| line.port)
+                .collect();
+            targets.push((master.port, offset, replicas));
+        }
+        self.wait_until(SETTLE_TIMEOUT, "the replicas to catch up", |_| {
+            for (master, offset, replicas) in &targets {
+                let info: String =
+                    admin(*master, &["INFO", "replication"]).map_err(|e| e.to_string())?;
+                for replica in replicas {
+                    let acked = info
+                        .lines()
+                        .filter(|line| line.starts_with("slave"))
+                        .find(|line| line.contains(&format!("port={replica},")))
+                        .and_then(|line| field_in_list(line, "offset"))
+                        .and_then(|acked| acked.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    if acked < *offset {
+                        return Err(format!(
+                            "replica 127.0.0.1:{replica} acknowledged {acked} of \
+                             127.0.0.1:{master}'s {offset}"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Picks free ports and starts the six nodes, retrying with new ports if
     /// one was taken in the meantime.
     fn spawn_nodes() -> io::Result<Self> {
@@ -781,6 +829,16 @@ fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The value of `name=value` in a comma-separated `INFO` entry such as
+/// `slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0`.
+fn field_in_list<'a>(entry: &'a str, name: &str) -> Option<&'a str> {
+    let list = entry.split_once(':').map_or(entry, |(_, list)| list);
+    list.split(',').find_map(|pair| {
+        pair.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
+}
+
 /// Waits up to `timeout` for `child` to exit; `None` if it is still running.
 fn wait_for_exit(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
@@ -834,5 +892,13 @@ mod tests {
         assert_eq!(field(info, "cluster_state"), Some("ok"));
         assert_eq!(field(info, "cluster_slots_assigned"), Some("16384"));
         assert_eq!(field(info, "cluster_slots"), None);
+    }
+
+    #[test]
+    fn reads_a_replica_entry_of_info_replication() {
+        let entry = "slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0";
+        assert_eq!(field_in_list(entry, "offset"), Some("42"));
+        assert_eq!(field_in_list(entry, "port"), Some("7001"));
+        assert_eq!(field_in_list(entry, "off"), None);
     }
 }
