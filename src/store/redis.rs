@@ -9,9 +9,10 @@
 //!   would turn the whole hash into a hashtable (1 076 B instead of 456 B);
 //! - `zsxq:number:{n}` → user_id, written with the hash and expiring with it;
 //! - `zsxq:users:all` set of ids (the seed's recipes read it);
-//! - `zsxq:idx:number`, `zsxq:idx:join_time` sorted sets for O(log n + page)
-//!   paging, and `zsxq:idx:expiry` (score = expiry in unix ms by the injected
-//!   clock) to find index entries whose hash has expired;
+//! - `zsxq:{idx}:number`, `zsxq:{idx}:join_time` sorted sets for O(log n +
+//!   page) paging, and `zsxq:{idx}:expiry` (score = expiry in unix ms by the
+//!   injected clock) to find index entries whose hash has expired. The
+//!   `{idx}` hash tag keeps the three in one slot on a Redis Cluster;
 //! - `zsxq:ranking:{checkin_id}` a camp's cached ranking (the refund
 //!   module's JSON), one string with its own TTL;
 //! - `zsxq:stats:cache` counters, the only key without a TTL;
@@ -28,33 +29,38 @@
 //! means replacing the sorted sets with nearly free structures (not done).
 //!
 //! Decisions worth knowing before changing this file:
-//! - **Connection.** A lazily created `ConnectionManager` with 500 ms connect
-//!   and response timeouts and no internal retry loop. Nothing is dialled at
-//!   construction, so the service starts while Redis is down; every failed
-//!   call makes the manager dial again in the background, so the store
-//!   recovers by itself once Redis is back. A call that finds the previous
-//!   dial refused is replayed once (nothing was sent, so that is always safe);
-//!   that hides the stale error of the attempt made while Redis was still down.
-//!   Each round trip also sits under our own deadline, so no call can hang even
-//!   if a library timeout were missed.
-//! - **Atomic batches.** A batch of writes is one `MULTI`/`EXEC` pipeline: the
-//!   hash, its number key and every index entry appear together. The hashes
-//!   are written by a script ([`WRITE_MEMBERS`]) that replaces each whole,
-//!   compares old and new content and publishes the ids that changed. Two small Lua
-//!   scripts run inside it: one drops the number key a member leaves behind
-//!   when its number changed (only if that key still points to the member),
-//!   one extends the TTL of the shared keys without ever shortening it (a
+//! - **Connection.** A [`Link`] (`redis_link.rs`): a lazily created
+//!   `ConnectionManager` for one server, or the cluster client for a Redis
+//!   Cluster, with 500 ms connect and response timeouts and no retry loop of
+//!   ours. Nothing is dialled at construction, so the service starts while
+//!   Redis is down; the connection recovers by itself once Redis is back. A
+//!   call that finds the previous dial refused is replayed once (nothing was
+//!   sent, so that is always safe). Each round trip also sits under our own
+//!   deadline, so no call can hang even if a library timeout were missed.
+//! - **One code path for a server and a cluster.** A cluster refuses a
+//!   pipeline or script whose keys span slots, so every script here touches
+//!   only the keys it is given, all in one slot, and a batch of commands is
+//!   split by slot ([`Batch`], [`RedisStore::exec`]): on a standalone server
+//!   that is one group (one pipeline, a `MULTI` where asked), on a cluster
+//!   one pipeline per slot, sent concurrently. The contract suite runs the
+//!   same scenarios on both.
+//! - **Writes in two rounds.** Round 1 writes the hashes ([`WRITE_MEMBERS`],
+//!   once per slot group): it replaces each hash whole and reports which
+//!   records changed and which numbers were left behind. Round 2 writes the
+//!   number keys, the seed's set and the indexes, drops left-behind number
+//!   keys that still point to the member ([`DROP_STALE_NUMBERS`]) and
+//!   extends the TTL of the shared keys without ever shortening it (a
 //!   short-TTL write must not make the set and indexes expire before older
-//!   members — the seed's bug of keys expiring at different times).
+//!   members — the seed's bug of keys expiring at different times); then
+//!   changed ids are published on [`keys::EVENTS`]. Hashes go first so that
+//!   nothing ever names a member whose hash is not there yet.
 //! - **Expiry.** Redis expires hashes and number keys by itself. Set and index
-//!   entries are pruned before `count` and `page`: a script walks
-//!   `idx:expiry` up to "now" in bounded batches and forgets ids whose hash is
-//!   really gone. Checking and removing in one script means a member rewritten
-//!   concurrently is never dropped from the indexes. Cost is O(expired), not
-//!   O(members).
-//! - **Scripts reach member keys by prefix** (`zsxq:user:` + id read from a
-//!   sorted set), which standalone Redis allows. This store does not support
-//!   Redis Cluster; neither do the seed's multi-key pipelines.
+//!   entries are pruned before `count` and `page`: entries of `idx:expiry`
+//!   due by now are checked (`EXISTS`) in bounded batches and those whose
+//!   hash is gone are forgotten. The check and the removal cannot be one
+//!   script on a cluster, so [`RedisStore::forget`] re-checks afterwards and
+//!   puts back a member that was rewritten in between. Cost is O(expired),
+//!   not O(members).
 //! - **Stale number keys.** `user_id_by_number` trusts a number key only if
 //!   the member's hash still carries that number.
 

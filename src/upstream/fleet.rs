@@ -454,6 +454,36 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_on_a_redis_cluster_share_one_schedule() {
+        let cluster = tokio::task::spawn_blocking(crate::testkit::RedisCluster::start)
+            .await
+            .unwrap()
+            .expect("redis cluster");
+        let target = RedisTarget::Cluster {
+            nodes: cluster.urls(),
+            read_from_replicas: false,
+        };
+        let spacing = Duration::from_millis(200);
+        let a = FleetBudget::connect(&target, spacing, 1).unwrap();
+        let b = FleetBudget::connect(&target, spacing, 1).unwrap();
+        assert_eq!(
+            a.try_take(Priority::Interactive).await,
+            FleetAnswer::Granted
+        );
+        // The slot is taken fleet-wide: the other replica must wait for the
+        // next one, as on a single server.
+        let FleetAnswer::Wait(wait) = b.try_take(Priority::Interactive).await else {
+            panic!("the second replica got a slot that was not due");
+        };
+        assert!(wait <= spacing, "{wait:?}");
+        tokio::time::sleep(wait).await;
+        assert_eq!(
+            b.try_take(Priority::Interactive).await,
+            FleetAnswer::Granted
+        );
+    }
+
     #[tokio::test]
     async fn a_waiting_interactive_caller_holds_the_next_slot_against_background_work() {
         let redis = RedisServer::start().expect("redis-server");
