@@ -70,6 +70,10 @@ pub enum LookupError {
 /// The result of one fetch, shared between everyone waiting on it.
 type FetchResult = Option<Result<Arc<Record>, UpstreamError>>;
 
+/// What a number lookup in flight ends with: the member, nobody, or an
+/// upstream error (`None` while it runs).
+type NumberResult = Option<Result<Option<Arc<Record>>, UpstreamError>>;
+
 /// How long a fleet lease on a cold member lives without renewal: a replica
 /// that dies mid-fetch holds the others up at most this long.
 const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -144,6 +148,14 @@ pub struct MemberCache {
     /// Fetches in flight, by member: later callers subscribe instead of
     /// calling the upstream again.
     inflight: Arc<Mutex<HashMap<UserId, watch::Receiver<FetchResult>>>>,
+    /// Lookups by a number the cache does not hold, in flight: the same
+    /// singleflight as `inflight`, so a burst of requests for one cold
+    /// number costs one member-list call, not one per request.
+    number_flights: Arc<Mutex<HashMap<MemberNumber, watch::Receiver<NumberResult>>>>,
+    /// Numbers the member list recently said nobody holds, remembered for
+    /// `NEGATIVE_CACHE_TTL` like "not a member" answers: a mistyped number
+    /// cannot burn the budget either.
+    missing_numbers: moka::sync::Cache<MemberNumber, ()>,
     /// Counters not yet flushed to the store.
     pending: PendingCounters,
     /// Upstream calls already accounted for in flushed stats.
@@ -253,6 +265,11 @@ impl MemberCache {
                 .build(),
             refreshing: Arc::new(Mutex::new(std::collections::HashSet::new())),
             inflight: Arc::new(Mutex::new(HashMap::new())),
+            number_flights: Arc::new(Mutex::new(HashMap::new())),
+            missing_numbers: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(negative_ttl.max(Duration::from_millis(1)))
+                .build(),
             pending: PendingCounters::default(),
             flushed_calls: AtomicU64::new(0),
             listing_refused: AtomicBool::new(false),
@@ -409,7 +426,7 @@ impl MemberCache {
     /// know is looked up in the upstream's member list (one call, sorted by
     /// number) where listing is allowed.
     pub async fn get_by_number(
-        &self,
+        self: &Arc<Self>,
         number: MemberNumber,
     ) -> Result<(CachedMember, CacheStatus), LookupError> {
         let (record, status) = self.lookup_by_number(number).await?;
@@ -418,7 +435,7 @@ impl MemberCache {
 
     /// [`MemberCache::get_by_number`] with the JSON already serialised.
     pub async fn lookup_by_number(
-        &self,
+        self: &Arc<Self>,
         number: MemberNumber,
     ) -> Result<(Arc<Record>, CacheStatus), LookupError> {
         if self.enabled
@@ -429,10 +446,73 @@ impl MemberCache {
                 return Ok((record, status));
             }
         }
+        if self.missing_numbers.contains_key(&number) {
+            // As for "not a member": the cache saved the upstream call.
+            self.hit();
+            return Err(LookupError::NumberNotFound(number));
+        }
         self.miss();
         if self.listing_refused.load(Ordering::Relaxed) {
             return Err(LookupError::NumberNotFound(number));
         }
+        match self.fetch_number_shared(number).await? {
+            Some(record) => Ok((record, CacheStatus::Miss)),
+            None => Err(LookupError::NumberNotFound(number)),
+        }
+    }
+
+    /// One member-list call per cold number at a time, in its own task (a
+    /// caller who disconnects neither cancels nor wastes it); every
+    /// concurrent caller gets the same answer.
+    async fn fetch_number_shared(
+        self: &Arc<Self>,
+        number: MemberNumber,
+    ) -> Result<Option<Arc<Record>>, UpstreamError> {
+        let mut rx = {
+            let mut map = self
+                .number_flights
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(rx) = map.get(&number) {
+                rx.clone()
+            } else {
+                let (tx, rx) = watch::channel(None);
+                map.insert(number, rx.clone());
+                let cache = self.clone();
+                let task = async move {
+                    let result = cache.fetch_number(number).await;
+                    let _ = tx.send(Some(result));
+                    if let Ok(mut map) = cache.number_flights.lock()
+                        && map
+                            .get(&number)
+                            .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+                    {
+                        map.remove(&number);
+                    }
+                };
+                tokio::spawn(task.in_current_span());
+                rx
+            }
+        };
+        loop {
+            if let Some(result) = rx.borrow_and_update().clone() {
+                return result;
+            }
+            if rx.changed().await.is_err() {
+                return Err(UpstreamError::Transport(
+                    "number lookup was interrupted".into(),
+                ));
+            }
+        }
+    }
+
+    /// The member holding `number`, from the upstream's member list (one
+    /// call, sorted by number), cached on the way; `None` when nobody holds
+    /// it or the upstream refuses to list.
+    async fn fetch_number(
+        &self,
+        number: MemberNumber,
+    ) -> Result<Option<Arc<Record>>, UpstreamError> {
         let after = MemberNumber::new(number.get() - 1);
         match self
             .upstream
@@ -440,16 +520,17 @@ impl MemberCache {
             .await
         {
             Ok(page) => match page.into_iter().next() {
-                Some(member) if member.number == number => {
-                    Ok((self.write_back(member).await, CacheStatus::Miss))
+                Some(member) if member.number == number => Ok(Some(self.write_back(member).await)),
+                _ => {
+                    self.missing_numbers.insert(number, ());
+                    Ok(None)
                 }
-                _ => Err(LookupError::NumberNotFound(number)),
             },
             Err(e) if e.is_listing_refused() => {
                 self.note_listing_refused(&e);
-                Err(LookupError::NumberNotFound(number))
+                Ok(None)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -533,6 +614,7 @@ impl MemberCache {
     pub async fn clear(&self) -> Result<crate::store::ClearReport, StoreError> {
         let report = self.store.clear().await?;
         self.negative.invalidate_all();
+        self.missing_numbers.invalidate_all();
         self.near.clear();
         self.write_back.clear();
         self.pending.take();

@@ -9,6 +9,8 @@ on_both_stores!(
     an_unknown_number_is_a_404_envelope,
     a_non_member_id_is_a_404_envelope_and_is_not_cached,
     concurrent_cold_lookups_share_one_upstream_call,
+    concurrent_lookups_of_a_cold_number_share_one_member_list_call,
+    an_unknown_number_is_remembered_and_costs_one_call,
 );
 
 async fn a_cold_lookup_misses_then_the_next_one_hits(kind: StoreKind) {
@@ -105,4 +107,48 @@ async fn concurrent_cold_lookups_share_one_upstream_call(kind: StoreKind) {
         1,
         "50 concurrent misses, one upstream call"
     );
+}
+
+async fn concurrent_lookups_of_a_cold_number_share_one_member_list_call(kind: StoreKind) {
+    let app = spawn_app(kind).await;
+    app.sim.set_latency_ms(200);
+    let cold = &app.sim.data.members[30];
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (http, url) = (
+            app.http.clone(),
+            app.url(&format!("/api/users/number/{}", cold.number)),
+        );
+        tasks.push(tokio::spawn(async move {
+            let resp = http.get(url).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (status, body["data"]["user_id"].as_str().map(str::to_owned))
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), (200, Some(cold.user_id.to_string())));
+    }
+    assert_eq!(
+        app.sim.stats().by_kind.member_list,
+        1,
+        "50 concurrent misses on one number, one member-list call"
+    );
+}
+
+async fn an_unknown_number_is_remembered_and_costs_one_call(kind: StoreKind) {
+    let app = spawn_app(kind).await;
+    let beyond = app.sim.data.members.iter().map(|m| m.number).max().unwrap() + 1000;
+    for _ in 0..5 {
+        app.by_number(beyond).await.assert_error(404);
+    }
+    assert_eq!(
+        app.sim.stats().by_kind.member_list,
+        1,
+        "a number nobody holds is asked for once within NEGATIVE_CACHE_TTL"
+    );
+    // Clearing the cache forgets it, as it forgets "not a member" answers.
+    app.clear().await;
+    app.by_number(beyond).await.assert_error(404);
+    assert_eq!(app.sim.stats().by_kind.member_list, 2);
 }
