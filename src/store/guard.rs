@@ -8,7 +8,13 @@
 //! before it writes) and a redb commit fsyncs, which can take tens of
 //! milliseconds on a busy disk without anything being wrong.
 //!
-//! The first failure opens the breaker:
+//! An error from the store (refused, dropped, an I/O error) opens the breaker
+//! at once; timeouts open it after [`TIMEOUT_STRIKES`] in a row. A dead
+//! Redis answers with errors, so that is caught on the first call; a single
+//! slow answer is usually just a loaded machine (seen on 2 cores: one 50 ms
+//! read in a burst opened the breaker, which disabled the fleet leases and
+//! let a stampede through to the upstream), while a hung Redis times out on
+//! every call and trips the breaker within three. Once open,
 //! for `cool_down` every call fails at once with [`StoreError::Unavailable`]
 //! instead of waiting on a dead or hung Redis, and the cache falls back to the
 //! upstream. After the cool-down one call is let through as a probe; if it
@@ -32,12 +38,15 @@ use crate::metrics::{OpLabels, StoreMetrics};
 /// never across an await.
 #[derive(Debug, Clone, Copy)]
 enum State {
-    Closed,
+    /// Calls go through; `strikes` timeouts in a row so far.
+    Closed { strikes: u32 },
     /// Failing fast until the instant; then one probe goes through.
-    Open {
-        until: Instant,
-    },
+    Open { until: Instant },
 }
+
+/// Timeouts in a row that open the breaker (any other store error opens it
+/// at once).
+pub const TIMEOUT_STRIKES: u32 = 3;
 
 /// Base bound on a write or a multi-row read; grows by a millisecond a row.
 pub const SLOW_OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -64,7 +73,7 @@ impl GuardedStore {
             read_timeout,
             bulk_timeout: Duration::from_secs(60),
             cool_down,
-            state: Mutex::new(State::Closed),
+            state: Mutex::new(State::Closed { strikes: 0 }),
             metrics: StoreMetrics::default(),
         }
     }
@@ -76,7 +85,7 @@ impl GuardedStore {
 
     /// Whether the breaker currently lets calls through.
     pub fn is_closed(&self) -> bool {
-        matches!(self.state.lock().map(|s| *s), Ok(State::Closed))
+        matches!(self.state.lock().map(|s| *s), Ok(State::Closed { .. }))
     }
 
     /// Runs `op` (named `name` in `/metrics`) under `timeout`, unless the
@@ -123,14 +132,21 @@ impl GuardedStore {
                             "store reachable again, breaker closed"
                         );
                     }
-                    *state = State::Closed;
+                    *state = State::Closed { strikes: 0 };
                     self.metrics.breaker_open.set(0);
                 }
                 // A corrupt record is a data problem, not an outage.
                 Err(StoreError::Corrupt(_)) => {}
+                Err(StoreError::Timeout(_)) if matches!(*state, State::Closed { strikes } if strikes + 1 < TIMEOUT_STRIKES) =>
+                {
+                    self.metrics.failures.inc();
+                    if let State::Closed { strikes } = &mut *state {
+                        *strikes += 1;
+                    }
+                }
                 Err(e) => {
                     self.metrics.failures.inc();
-                    if matches!(*state, State::Closed) {
+                    if matches!(*state, State::Closed { .. }) {
                         tracing::warn!(store = self.inner.kind(), error = %e, "store failing, breaker open: serving from the near cache and the upstream");
                         self.metrics.breaker_opened.inc();
                     }
@@ -343,15 +359,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_hung_store_costs_one_read_timeout_then_fails_fast() {
+    async fn a_hung_store_costs_a_few_read_timeouts_then_fails_fast() {
         let dir = tempfile::tempdir().unwrap();
         let (store, switch) = guarded(&dir, Duration::from_secs(30));
         switch.set(Fault::Hanging);
-        let started = Instant::now();
-        let first = store.get_members(&[id()]).await;
-        assert!(matches!(first, Err(StoreError::Timeout(_))), "{first:?}");
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(!store.is_closed());
+        for strike in 1..=TIMEOUT_STRIKES {
+            let started = Instant::now();
+            let read = store.get_members(&[id()]).await;
+            assert!(matches!(read, Err(StoreError::Timeout(_))), "{read:?}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert_eq!(
+                store.is_closed(),
+                strike < TIMEOUT_STRIKES,
+                "strike {strike}"
+            );
+        }
         let started = Instant::now();
         let second = store.user_id_by_number(MemberNumber::new(1).unwrap()).await;
         assert!(matches!(second, Err(StoreError::Unavailable)), "{second:?}");
@@ -378,6 +400,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(store.ping().await.is_ok(), "the probe goes through");
         assert!(store.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_between_good_ones_does_not_open_the_breaker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, switch) = guarded(&dir, Duration::from_secs(30));
+        for _ in 0..5 {
+            switch.set(Fault::Hanging);
+            for _ in 1..TIMEOUT_STRIKES {
+                let read = store.get_members(&[id()]).await;
+                assert!(matches!(read, Err(StoreError::Timeout(_))), "{read:?}");
+            }
+            switch.set(Fault::None);
+            assert!(store.get_members(&[id()]).await.is_ok());
+            assert!(store.is_closed(), "a success resets the count");
+        }
     }
 
     #[tokio::test]
