@@ -304,6 +304,8 @@ async fn the_service_on_a_cluster_keeps_answering_right_numbers_through_a_failov
         assert_eq!(a.status, 200, "{:?}", a.body);
         assert_eq!(a.data()["number"].as_u64(), Some(*number));
     }
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.data()["store"], "redis-cluster", "{:?}", ready.body);
     let calls_before = app.sim.stats().calls;
 
     let master = cluster.masters()[2];

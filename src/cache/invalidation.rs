@@ -41,6 +41,12 @@ use crate::store::keys;
 /// First pause before resubscribing after a failure; doubles up to the cap.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How often a quiet subscription is checked with a PING, and how long the
+/// answer may take. A connection whose peer vanished without closing it
+/// (a host gone, a NAT entry dropped) would otherwise wait for messages
+/// forever while other replicas' changes went unheard.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the listener is doing, for `/readyz` and for tests that must know
 /// a replica listens before they change anything.
@@ -114,6 +120,32 @@ fn apply(message: &str, own_origin: &str, near: &NearCache) -> bool {
 /// moves on to the next). `origin` is this process's store origin, whose
 /// messages are skipped.
 pub fn spawn(nodes: Vec<String>, origin: String, near: Arc<NearCache>) -> Arc<Listener> {
+    spawn_with_heartbeat(nodes, origin, near, Heartbeat::default())
+}
+
+/// When a quiet subscription is checked, and how long its PING may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    pub every: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            every: HEARTBEAT_EVERY,
+            timeout: HEARTBEAT_TIMEOUT,
+        }
+    }
+}
+
+/// [`spawn`] with a chosen heartbeat (tests use a short one).
+pub fn spawn_with_heartbeat(
+    nodes: Vec<String>,
+    origin: String,
+    near: Arc<NearCache>,
+    heartbeat: Heartbeat,
+) -> Arc<Listener> {
     let listener = Arc::new(Listener::default());
     let status = listener.clone();
     tokio::spawn(async move {
@@ -135,7 +167,7 @@ pub fn spawn(nodes: Vec<String>, origin: String, near: Arc<NearCache>) -> Arc<Li
         let mut turn = 0usize;
         loop {
             let client = &clients[turn % clients.len()];
-            match listen(client, &origin, &near, &status).await {
+            match listen(client, &origin, &near, &status, heartbeat).await {
                 Ok(()) => pause = RECONNECT_FIRST,
                 Err(e) => {
                     turn = turn.wrapping_add(1);
@@ -156,6 +188,7 @@ async fn listen(
     origin: &str,
     near: &NearCache,
     status: &Listener,
+    beat: Heartbeat,
 ) -> redis::RedisResult<()> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(keys::EVENTS).await?;
@@ -166,13 +199,35 @@ async fn listen(
         channel = keys::EVENTS,
         "listening for near-cache invalidations"
     );
-    let mut messages = pubsub.on_message();
-    while let Some(msg) = messages.next().await {
-        let Ok(payload) = msg.get_payload::<String>() else {
-            continue;
-        };
-        if apply(&payload, origin, near) {
-            status.applied.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut messages) = pubsub.split();
+    let mut heartbeat = tokio::time::interval(beat.every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else { break };
+                heartbeat.reset();
+                let Ok(payload) = msg.get_payload::<String>() else {
+                    continue;
+                };
+                if apply(&payload, origin, near) {
+                    status.applied.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ = heartbeat.tick() => {
+                let answered = tokio::time::timeout(
+                    beat.timeout,
+                    sink.ping::<redis::Value>(),
+                )
+                .await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "events connection did not answer a PING",
+                    )));
+                }
+            }
         }
     }
     tracing::info!("events channel closed; resubscribing");
@@ -241,5 +296,69 @@ mod tests {
         assert!(near.get(UserId::new(2).unwrap()).is_some());
         assert!(apply("other c", "me", &near));
         assert!(near.get(UserId::new(2).unwrap()).is_none());
+    }
+
+    async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        let started = std::time::Instant::now();
+        while !cond() {
+            assert!(started.elapsed() < limit, "{what} within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_connection_is_noticed_by_its_heartbeat_and_replaced() {
+        let mut redis = crate::testkit::RedisServer::start().expect("redis-server");
+        let clock = Arc::new(crate::clock::SystemClock);
+        let near = Arc::new(NearCache::new(
+            1 << 20,
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            clock,
+        ));
+        let beat = Heartbeat {
+            every: Duration::from_millis(200),
+            timeout: Duration::from_millis(200),
+        };
+        let listener = spawn_with_heartbeat(vec![redis.url()], "me".into(), near.clone(), beat);
+        until("subscribed", Duration::from_secs(5), || {
+            listener.is_subscribed()
+        })
+        .await;
+
+        // A hung server keeps the TCP connection open but says nothing.
+        tokio::task::block_in_place(|| redis.pause()).unwrap();
+        until("the hang noticed", Duration::from_secs(5), || {
+            !listener.is_subscribed()
+        })
+        .await;
+        tokio::task::block_in_place(|| redis.resume()).unwrap();
+        until("subscribed again", Duration::from_secs(15), || {
+            listener.is_subscribed()
+        })
+        .await;
+
+        // And it hears other replicas again.
+        let mut fresh = member(7);
+        fresh.cached_at = chrono::Utc::now().timestamp_millis();
+        fresh.updated_at = fresh.cached_at;
+        near.insert(&fresh);
+        assert!(near.get(UserId::new(7).unwrap()).is_some());
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(keys::EVENTS)
+            .arg("other u 7")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        until("the change applied", Duration::from_secs(5), || {
+            near.get(UserId::new(7).unwrap()).is_none()
+        })
+        .await;
+        assert!(listener.applied() >= 1);
     }
 }

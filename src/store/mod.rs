@@ -136,7 +136,8 @@ pub const NOT_MEMBER_LEASE_TTL: Duration = Duration::from_secs(30);
 /// members at hand, so a refund list of 167 people is one round trip.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// A short name for logs and `/readyz` ("redis", "embedded").
+    /// A short name for logs and `/readyz` ("redis", "redis-cluster",
+    /// "embedded").
     fn kind(&self) -> &'static str;
 
     /// Looks up several members at once; `None` where not cached or expired.

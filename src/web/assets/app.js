@@ -822,7 +822,7 @@
         details.replaceChildren(
           h('div', {}, h('dt', {}, '存储'), h('dd', {},
             h('span', { class: `dot ${s.store_available ? 'dot-ok' : 'dot-bad'}` }),
-            `${s.store === 'redis' ? 'Redis' : s.store === 'embedded' ? '内置存储' : s.store || '—'}${s.store_available ? '' : '（不可用，正直接查询知识星球）'}`)),
+            `${s.store === 'redis' ? 'Redis' : s.store === 'redis-cluster' ? 'Redis Cluster' : s.store === 'embedded' ? '内置存储' : s.store || '—'}${s.store_available ? '' : '（不可用，正直接查询知识星球）'}`)),
           h('div', {}, h('dt', {}, '请求总数'), h('dd', {}, fmtInt(s.total_requests))),
           h('div', {}, h('dt', {}, '命中 / 未命中'), h('dd', {}, `${fmtInt(s.cache_hits)} / ${fmtInt(s.cache_misses)}`)),
           h('div', {}, h('dt', {}, '成员接口调用'), h('dd', {}, fmtInt(s.api_calls))),
