@@ -18,15 +18,17 @@ use tokio::sync::oneshot;
 use zsxq_cache::config::Config;
 use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::startup::Application;
-use zsxq_cache::testkit::RedisServer;
+use zsxq_cache::testkit::{RedisCluster, RedisServer};
 
 /// `API_RATE_LIMIT` of every replica and the simulator's per-minute limit.
 const LIMIT_PER_MIN: u32 = 2400;
 
-/// Replicas sharing one Redis and one simulator.
+/// Replicas sharing one Redis (a server or a cluster) and one simulator.
 pub struct Fleet {
     pub sim: SimHandle,
-    pub redis: RedisServer,
+    /// The Redis server, unless the fleet runs on a cluster.
+    pub redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
     pub replicas: Vec<SocketAddr>,
     pub http: reqwest::Client,
     stops: Vec<oneshot::Sender<()>>,
@@ -45,6 +47,29 @@ impl Fleet {
     /// `n` replicas over one simulator of `members` members, with the
     /// simulator limiting at [`LIMIT_PER_MIN`] too; `extra` variables win.
     pub async fn start(n: usize, members: usize, extra: &[(&str, &str)]) -> Fleet {
+        let redis = RedisServer::start().expect("redis-server (apt-get install -y redis-server)");
+        let url = redis.url();
+        Self::start_on(n, members, extra, &url, Some(redis), None).await
+    }
+
+    /// As [`Fleet::start`], on a 3-master/3-replica Redis Cluster.
+    pub async fn start_on_cluster(n: usize, members: usize, extra: &[(&str, &str)]) -> Fleet {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("join")
+            .expect("redis cluster");
+        let url = cluster.url_list();
+        Self::start_on(n, members, extra, &url, None, Some(cluster)).await
+    }
+
+    async fn start_on(
+        n: usize,
+        members: usize,
+        extra: &[(&str, &str)],
+        redis_url: &str,
+        redis: Option<RedisServer>,
+        cluster: Option<RedisCluster>,
+    ) -> Fleet {
         let sim = zsxq_cache::sim::spawn(SimConfig {
             members,
             latency_ms: 20,
@@ -53,13 +78,12 @@ impl Fleet {
         })
         .await
         .expect("simulator");
-        let redis = RedisServer::start().expect("redis-server (apt-get install -y redis-server)");
         let dir = tempfile::tempdir().expect("dir");
         let mut vars: HashMap<String, String> = [
             ("ZSXQ_API_BASE", sim.base_url.clone()),
             ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
             ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-            ("REDIS_URL", redis.url()),
+            ("REDIS_URL", redis_url.to_string()),
             ("API_RATE_LIMIT", LIMIT_PER_MIN.to_string()),
             ("API_REQUEST_DELAY", "0".to_string()),
             ("API_CONCURRENCY", "5".to_string()),
@@ -90,6 +114,7 @@ impl Fleet {
         Fleet {
             sim,
             redis,
+            _cluster: cluster,
             replicas,
             http: reqwest::Client::new(),
             stops,
@@ -171,16 +196,27 @@ fn members_drawn(count: usize, members: usize, mut seed: u64) -> Vec<usize> {
         .collect()
 }
 
+/// Three replicas, the simulator and 1000 clients share a test's two cores:
+/// a 50 ms store read can time out here, and an open breaker (rightly) stops
+/// the replicas coordinating through Redis, so each would fetch on its own.
+/// A generous timeout keeps the breaker closed, as it stays on a real
+/// deployment where Redis answers in well under a millisecond.
+const FLEET_STORE_TIMEOUT: (&str, &str) = ("STORE_TIMEOUT_MS", "2000");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_under_a_thousand_cold_lookups_stay_within_one_budget() {
+    let fleet = Fleet::start(3, 300, &[FLEET_STORE_TIMEOUT]).await;
+    a_thousand_cold_lookups_stay_within_one_budget(fleet, "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_on_a_redis_cluster_stay_within_one_budget_too() {
+    let fleet = Fleet::start_on_cluster(3, 300, &[FLEET_STORE_TIMEOUT]).await;
+    a_thousand_cold_lookups_stay_within_one_budget(fleet, "redis cluster").await;
+}
+
+async fn a_thousand_cold_lookups_stay_within_one_budget(fleet: Fleet, on: &str) {
     const MEMBERS: usize = 300;
-    // Three replicas, the simulator and 1000 clients share this test's two
-    // cores: a 50 ms store read can time out here, and an open breaker
-    // (rightly) stops the replicas coordinating through Redis, so each
-    // would fetch on its own. A generous timeout keeps the breaker closed,
-    // as it stays on a real deployment where Redis answers in well under a
-    // millisecond.
-    let fleet = Fleet::start(3, MEMBERS, &[("STORE_TIMEOUT_MS", "2000")]).await;
     // Every member once, then 700 more drawn at random; round-robin over the
     // replicas, as a load balancer would spread them.
     let mut wanted: Vec<usize> = (0..MEMBERS).collect();
@@ -201,7 +237,7 @@ async fn three_replicas_under_a_thousand_cold_lookups_stay_within_one_budget() {
     let mean_per_min =
         (arrivals.len().saturating_sub(1)) as f64 / span.as_secs_f64().max(1e-9) * 60.0;
     println!(
-        "[fleet budget] 3 replicas, 1000 cold lookups of {MEMBERS} members: {right} right in {took:.1?}; \
+        "[fleet budget, {on}] 3 replicas, 1000 cold lookups of {MEMBERS} members: {right} right in {took:.1?}; \
          {} upstream calls ({} member summaries), {} throttled; busiest 10 s window {busiest} calls \
          (allowed {}) from {at:.1?}; mean {mean_per_min:.0}/min against API_RATE_LIMIT {LIMIT_PER_MIN}",
         stats.calls,
@@ -253,7 +289,12 @@ async fn without_the_fleet_budget_three_replicas_would_spend_three_budgets() {
 async fn with_redis_down_replicas_fall_back_to_their_share_and_keep_answering() {
     const MEMBERS: usize = 300;
     let mut fleet = Fleet::start(3, MEMBERS, &[("FLEET_SIZE_HINT", "3")]).await;
-    fleet.redis.stop().expect("redis stops");
+    fleet
+        .redis
+        .as_mut()
+        .expect("a Redis server")
+        .stop()
+        .expect("redis stops");
     let requests: Vec<(usize, usize)> = (0..MEMBERS).map(|m| (m % 3, m)).collect();
     let (right, took) = fleet.lookups(&requests).await;
     let stats = fleet.sim.stats();
