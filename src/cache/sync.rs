@@ -12,13 +12,16 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::MemberCache;
+
+/// How long a sync waits before reading back a write that timed out.
+const WRITE_CONFIRM_DELAY: Duration = Duration::from_millis(200);
 use crate::domain::{CachedMember, Member, UserId};
 use crate::store::StoreError;
 use crate::upstream::{self, CampScope, Priority, UpstreamError};
@@ -170,26 +173,22 @@ impl MemberCache {
             .store(records.len() as u64, Ordering::Relaxed);
         let mut report = empty_report("member_list", records.len() as u64, skipped);
         for chunk in records.chunks(WRITE_BATCH) {
-            match self.store.put_members(chunk, self.ttl()).await {
-                Ok(()) => {
-                    // Keep the near cache in step, so nobody is served the
-                    // record this sync just replaced.
-                    chunk.iter().for_each(|m| self.near.insert(m));
-                    report.success_count += chunk.len() as u64;
-                    progress
-                        .done
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    for m in chunk {
+            for (m, written) in chunk.iter().zip(self.write_confirmed(chunk).await) {
+                match written {
+                    Ok(()) => {
+                        // Keep the near cache in step, so nobody is served
+                        // the record this sync just replaced.
+                        self.near.insert(m);
+                        report.success_count += 1;
+                        progress.done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => {
                         report.failed_users.push(FailedUser {
                             user_id: m.member.user_id,
-                            error: format!("缓存写入失败 (cache write failed): {e}"),
+                            error,
                         });
+                        progress.failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    progress
-                        .failed
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
             }
         }
@@ -274,12 +273,39 @@ impl MemberCache {
             cached_at: now,
             updated_at: now,
         };
-        self.store
-            .put_members(std::slice::from_ref(&cached), self.ttl())
-            .await
-            .map_err(|e| format!("缓存写入失败 (cache write failed): {e}"))?;
+        let written = self.write_confirmed(std::slice::from_ref(&cached)).await;
+        written.into_iter().next().unwrap_or(Ok(()))?;
         self.near.insert(&cached);
         Ok(())
+    }
+
+    /// Writes `records` and says, per record, whether it is in the store. A
+    /// write that timed out may still land (a redb commit finishing after the
+    /// guard gave up, a Redis reply lost under load): those records are read
+    /// back once before being reported failed, so the report never calls a
+    /// member failed that the cache in fact holds.
+    async fn write_confirmed(&self, records: &[CachedMember]) -> Vec<Result<(), String>> {
+        let error = match self.store.put_members(records, self.ttl()).await {
+            Ok(()) => return vec![Ok(()); records.len()],
+            Err(e) => e,
+        };
+        let failed = |e: &dyn std::fmt::Display| format!("缓存写入失败 (cache write failed): {e}");
+        if !matches!(error, StoreError::Timeout(_)) {
+            return records.iter().map(|_| Err(failed(&error))).collect();
+        }
+        tokio::time::sleep(WRITE_CONFIRM_DELAY).await;
+        let ids: Vec<UserId> = records.iter().map(|m| m.member.user_id).collect();
+        match self.store.get_members(&ids).await {
+            Ok(found) => records
+                .iter()
+                .zip(found)
+                .map(|(m, stored)| match stored {
+                    Some(s) if s.updated_at == m.updated_at && s.member == m.member => Ok(()),
+                    _ => Err(failed(&error)),
+                })
+                .collect(),
+            Err(_) => records.iter().map(|_| Err(failed(&error))).collect(),
+        }
     }
 }
 

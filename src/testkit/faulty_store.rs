@@ -27,7 +27,14 @@ pub enum Fault {
     Failing,
     /// Every call hangs (for a minute), like a disk stuck in a flush.
     Hanging,
+    /// Writes land, but their answer comes [`SLOW_WRITE_DELAY`] late — later
+    /// than the breaker waits — like a commit that finishes after the caller
+    /// gave up, or a reply delayed on a loaded machine. Reads pass through.
+    SlowWrites,
 }
+
+/// How late [`Fault::SlowWrites`] answers.
+pub const SLOW_WRITE_DELAY: Duration = Duration::from_millis(600);
 
 /// Turns the fault of a [`FaultyStore`] after the store was handed away.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +46,7 @@ impl FaultSwitch {
             Fault::None => 0,
             Fault::Failing => 1,
             Fault::Hanging => 2,
+            Fault::SlowWrites => 3,
         };
         self.0.store(raw, Ordering::SeqCst);
     }
@@ -47,6 +55,7 @@ impl FaultSwitch {
         match self.0.load(Ordering::SeqCst) {
             1 => Fault::Failing,
             2 => Fault::Hanging,
+            3 => Fault::SlowWrites,
             _ => Fault::None,
         }
     }
@@ -73,7 +82,7 @@ impl FaultyStore {
 
     async fn check(&self) -> Result<(), StoreError> {
         match self.switch.get() {
-            Fault::None => Ok(()),
+            Fault::None | Fault::SlowWrites => Ok(()),
             Fault::Failing => Err(StoreError::Embedded(
                 "injected I/O error: Input/output error (os error 5)".into(),
             )),
@@ -103,7 +112,11 @@ impl Store for FaultyStore {
 
     async fn put_members(&self, members: &[CachedMember], ttl: Duration) -> Result<(), StoreError> {
         self.check().await?;
-        self.inner.put_members(members, ttl).await
+        let written = self.inner.put_members(members, ttl).await;
+        if self.switch.get() == Fault::SlowWrites {
+            tokio::time::sleep(SLOW_WRITE_DELAY).await;
+        }
+        written
     }
 
     async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {

@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use zsxq_cache::testkit::Fault;
+
 use crate::helpers::{Setup, StoreKind};
 use crate::on_both_stores;
 
@@ -119,4 +121,27 @@ async fn a_sync_falls_back_to_rankings_when_listing_is_refused(kind: StoreKind) 
     assert_eq!(b.status, 200);
     assert_eq!(b.data()["skipped_count"], participants.len() as u64);
     assert_eq!(app.sim.stats().by_kind.member_list, 1);
+}
+
+/// A write whose answer comes after the breaker stopped waiting has still
+/// landed: the report must not call those members failed (it used to, and
+/// `cached_users_count` then disagreed with `success_count`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_late_is_confirmed_and_reported_as_done() {
+    let app = Setup::new(StoreKind::Embedded)
+        .members(40)
+        .faulty_store()
+        .spawn()
+        .await;
+    app.store_fault
+        .as_ref()
+        .expect("faulty store")
+        .set(Fault::SlowWrites);
+    let a = app.sync(json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let d = a.data();
+    assert_eq!(d["success_count"], 40, "{d}");
+    assert_eq!(d["failed_count"], 0, "{d}");
+    app.store_fault.as_ref().unwrap().set(Fault::None);
+    assert_eq!(app.stats().await.data()["cached_users_count"], 40);
 }
