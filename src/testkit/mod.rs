@@ -12,3 +12,24 @@ pub mod redis_server;
 pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisServer, scan_keys};
+
+/// Starts `command`, turning "no such program" into an error that says
+/// which Debian package provides it.
+pub(crate) fn spawn_tool(
+    command: &mut std::process::Command,
+    program: &str,
+    package: &str,
+) -> std::io::Result<std::process::Child> {
+    command.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{program} not found on PATH; install it with `apt-get install -y {package}`"
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}

@@ -391,17 +391,7 @@ impl RedisCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let mut child = command.spawn().map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "redis-cli not found on PATH; install it with \
-                     `apt-get install -y redis-tools`",
-                )
-            } else {
-                e
-            }
-        })?;
+        let mut child = super::spawn_tool(&mut command, "redis-cli", "redis-tools")?;
         let status = match wait_for_exit(&mut child, CREATE_TIMEOUT)? {
             Some(status) => status,
             None => {
@@ -603,7 +593,8 @@ impl Node {
                 "refusing to start on the shared Redis port 6379",
             ));
         }
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--cluster-port")
@@ -636,19 +627,8 @@ impl Node {
             .args(["--loglevel", "notice"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "redis-server not found on PATH; install it with \
-                         `apt-get install -y redis-server`",
-                    )
-                } else {
-                    e
-                }
-            })?;
+            .stderr(Stdio::null());
+        let child = super::spawn_tool(&mut command, "redis-server", "redis-server")?;
         self.child = Some(child);
         match self.wait_until_ready() {
             Ok(()) => Ok(()),

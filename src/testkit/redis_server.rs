@@ -132,7 +132,8 @@ impl RedisServer {
                 "refusing to start on the shared Redis port 6379",
             ));
         }
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1"])
@@ -143,19 +144,8 @@ impl RedisServer {
             .args(["--loglevel", "warning"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "redis-server not found on PATH; install it with \
-                         `apt-get install -y redis-server`",
-                    )
-                } else {
-                    e
-                }
-            })?;
+            .stderr(Stdio::null());
+        let child = super::spawn_tool(&mut command, "redis-server", "redis-server")?;
         self.child = Some(child);
         self.paused = false;
         match self.wait_until_ready() {
