@@ -74,6 +74,10 @@ type FetchResult = Option<Result<Arc<Record>, UpstreamError>>;
 /// upstream error (`None` while it runs).
 type NumberResult = Option<Result<Option<Arc<Record>>, UpstreamError>>;
 
+/// Reads of a member after being granted its lease, before concluding it
+/// is not in the store (see `Fetch::read_after_grant`).
+const GRANTED_READ_ATTEMPTS: u32 = 3;
+
 /// How long a fleet lease on a cold member lives without renewal: a replica
 /// that dies mid-fetch holds the others up at most this long.
 const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -829,6 +833,24 @@ impl Fetch {
     /// Store trouble never blocks a fetch: without an answer from the store
     /// this replica fetches by itself (its in-process singleflight still
     /// holds), as it did before leases existed.
+    /// The member from the store, read with the lease in hand. A read that
+    /// fails (a lookup's short timeout on a busy machine) is tried again:
+    /// nobody else fetches while we hold the lease, and guessing "absent"
+    /// would spend an upstream call on a member another replica has just
+    /// written (seen: 2 calls instead of 1 for 1000 requests on 3 replicas).
+    async fn read_after_grant(&self) -> Option<CachedMember> {
+        for attempt in 1..=GRANTED_READ_ATTEMPTS {
+            match self.store.get_members(&[self.id]).await {
+                Ok(found) => return found.into_iter().next().flatten(),
+                Err(_) if attempt < GRANTED_READ_ATTEMPTS => {
+                    tokio::time::sleep(LEASE_POLL_FIRST).await;
+                }
+                Err(_) => {}
+            }
+        }
+        None
+    }
+
     async fn wait_for_lease(&self) -> Waited {
         let started = tokio::time::Instant::now();
         let mut pause = LEASE_POLL_FIRST;
@@ -838,9 +860,7 @@ impl Fetch {
                 Ok(LeaseState::Granted) => {
                     // The previous holder may have written and let go between
                     // our miss and this grant: look once more before calling.
-                    if let Ok(found) = self.store.get_members(&[self.id]).await
-                        && let Some(member) = found.into_iter().next().flatten()
-                    {
+                    if let Some(member) = self.read_after_grant().await {
                         let _ = self
                             .store
                             .end_lease(self.id, &self.owner, LeaseEnd::Done)

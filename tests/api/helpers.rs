@@ -11,7 +11,8 @@ use zsxq_cache::clock::SystemClock;
 use zsxq_cache::config::Config;
 use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::startup::{Application, open_unguarded_store};
-use zsxq_cache::testkit::{FaultSwitch, FaultyStore, RedisServer};
+use zsxq_cache::store::redis_link::RedisTarget;
+use zsxq_cache::testkit::{FaultSwitch, FaultyStore, RedisCluster, RedisServer};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
@@ -167,7 +168,9 @@ impl Setup {
 /// as production runs them behind a load balancer (issue #8).
 pub struct Fleet {
     pub sim: SimHandle,
-    pub redis: RedisServer,
+    /// The private Redis server, unless the fleet runs on a cluster.
+    pub redis: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
     pub replicas: Vec<SocketAddr>,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -183,6 +186,18 @@ impl Drop for Fleet {
 }
 
 impl Fleet {
+    /// Where the fleet's Redis is, for a store of the test's own.
+    pub fn store_target(&self) -> RedisTarget {
+        match (&self.redis, &self.cluster) {
+            (Some(redis), _) => RedisTarget::Single(redis.url()),
+            (None, Some(cluster)) => RedisTarget::Cluster {
+                nodes: cluster.urls(),
+                read_from_replicas: false,
+            },
+            (None, None) => unreachable!("a fleet always has a Redis"),
+        }
+    }
+
     pub fn url(&self, replica: usize, path: &str) -> String {
         format!("http://{}{}", self.replicas[replica], path)
     }
@@ -222,11 +237,32 @@ impl Setup {
     /// Starts `n` replicas of the service sharing one simulator and one
     /// private Redis (the store is always Redis here).
     pub async fn spawn_fleet(self, n: usize) -> Fleet {
+        let redis = RedisServer::start().expect("redis-server starts");
+        let url = redis.url();
+        self.spawn_fleet_on(n, url, Some(redis), None).await
+    }
+
+    /// As [`Setup::spawn_fleet`], on a 3-master/3-replica Redis Cluster.
+    pub async fn spawn_fleet_on_cluster(self, n: usize) -> Fleet {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("join")
+            .expect("a redis cluster starts");
+        let url = cluster.url_list();
+        self.spawn_fleet_on(n, url, None, Some(cluster)).await
+    }
+
+    async fn spawn_fleet_on(
+        self,
+        n: usize,
+        redis_url: String,
+        redis: Option<RedisServer>,
+        cluster: Option<RedisCluster>,
+    ) -> Fleet {
         let sim = zsxq_cache::sim::spawn(self.sim.clone())
             .await
             .expect("simulator starts");
         let dir = tempfile::tempdir().expect("temp dir");
-        let redis = RedisServer::start().expect("redis-server starts");
         let mut vars: HashMap<String, String> = HashMap::new();
         for (k, v) in [
             ("ZSXQ_API_BASE", sim.base_url.clone()),
@@ -237,7 +273,7 @@ impl Setup {
             ("API_REQUEST_DELAY", "0".into()),
             ("API_RETRY_BASE_MS", "5".into()),
             ("API_TIMEOUT_MS", "3000".into()),
-            ("REDIS_URL", redis.url()),
+            ("REDIS_URL", redis_url),
         ] {
             vars.insert(k.to_string(), v);
         }
@@ -261,6 +297,7 @@ impl Setup {
         Fleet {
             sim,
             redis,
+            cluster,
             replicas,
             http: reqwest::Client::new(),
             _dir: dir,

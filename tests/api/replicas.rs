@@ -10,7 +10,7 @@ use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
 use zsxq_cache::store::Store;
 use zsxq_cache::store::redis::RedisStore;
 
-use crate::helpers::{ADMIN, Setup, StoreKind};
+use crate::helpers::{ADMIN, Fleet, Setup, StoreKind};
 
 /// How long another replica may keep serving what changed. Pub/sub
 /// delivers in well under a millisecond here; the bound is generous for a
@@ -24,6 +24,19 @@ async fn a_record_changed_elsewhere_is_dropped_from_every_replicas_near_cache() 
         .members(20)
         .spawn_fleet(2)
         .await;
+    a_changed_record_leaves_every_near_cache(fleet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_too_a_changed_record_leaves_every_near_cache() {
+    let fleet = Setup::new(StoreKind::Redis)
+        .members(20)
+        .spawn_fleet_on_cluster(2)
+        .await;
+    a_changed_record_leaves_every_near_cache(fleet).await;
+}
+
+async fn a_changed_record_leaves_every_near_cache(fleet: Fleet) {
     fleet.wait_until_listening().await;
     let m = &fleet.sim.data.members[3];
     let path = format!("/api/users/{}", m.user_id);
@@ -34,7 +47,7 @@ async fn a_record_changed_elsewhere_is_dropped_from_every_replicas_near_cache() 
 
     // Another process rewrites the record with new content (what a forced
     // sync does after the member renamed themselves upstream).
-    let writer = RedisStore::connect(&fleet.redis.url(), Arc::new(SystemClock)).unwrap();
+    let writer = RedisStore::connect_target(&fleet.store_target(), Arc::new(SystemClock)).unwrap();
     let now = chrono::Utc::now().timestamp_millis();
     let renamed = CachedMember {
         member: Member {
@@ -79,6 +92,19 @@ async fn clearing_on_one_replica_empties_the_others_near_caches() {
         .members(20)
         .spawn_fleet(2)
         .await;
+    a_clear_empties_every_near_cache(fleet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_too_a_clear_empties_every_near_cache() {
+    let fleet = Setup::new(StoreKind::Redis)
+        .members(20)
+        .spawn_fleet_on_cluster(2)
+        .await;
+    a_clear_empties_every_near_cache(fleet).await;
+}
+
+async fn a_clear_empties_every_near_cache(fleet: Fleet) {
     fleet.wait_until_listening().await;
     let m = &fleet.sim.data.members[5];
     let path = format!("/api/users/{}", m.user_id);
