@@ -160,29 +160,37 @@ impl Worker {
             .name(format!("http-worker-{i}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    // Each connection holds a receiver; `closed` resolves
-                    // when the last one is dropped.
-                    let (open_tx, open_rx) = watch::channel(());
-                    while let Some((stream, peer)) = incoming.recv().await {
-                        match TcpStream::from_std(stream) {
-                            Ok(stream) => {
-                                tokio::spawn(serve_connection(
-                                    stream,
-                                    peer,
-                                    app.clone(),
-                                    closing.clone(),
-                                    open_rx.clone(),
-                                ));
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "a worker could not take a connection")
+                    let serving = async {
+                        // Each connection holds a receiver; `closed`
+                        // resolves when the last one is dropped.
+                        let (open_tx, open_rx) = watch::channel(());
+                        while let Some((stream, peer)) = incoming.recv().await {
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => {
+                                    tokio::spawn(serve_connection(
+                                        stream,
+                                        peer,
+                                        app.clone(),
+                                        closing.clone(),
+                                        open_rx.clone(),
+                                    ));
+                                }
+                                Err(e) => tracing::warn!(error = %e, "a worker could not take a connection"),
                             }
                         }
+                        drop(open_rx);
+                        open_tx.closed().await;
+                        let _ = drained_tx.send(());
+                        // Handlers' tasks keep running until told to stop.
+                        std::future::pending::<()>().await;
+                    };
+                    // Stopping wins over connections still open: past the
+                    // shutdown grace they are cut (the runtime's drop
+                    // closes them).
+                    tokio::select! {
+                        () = serving => {}
+                        _ = stopped => {}
                     }
-                    drop(open_rx);
-                    open_tx.closed().await;
-                    let _ = drained_tx.send(());
-                    let _ = stopped.await;
                 });
                 drop(runtime);
                 let _ = exited_tx.send(());
