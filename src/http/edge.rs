@@ -211,6 +211,14 @@ pub async fn envelope_errors(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
+    // Boxed: the body read is rare, and would otherwise make every
+    // request's future as large as its state.
+    Box::pin(into_envelope(response)).await
+}
+
+/// The envelope for a rejection (`response`, an error that is not JSON).
+async fn into_envelope(response: Response) -> Response {
+    let status = response.status();
     let (parts, body) = response.into_parts();
     let detail = match axum::body::to_bytes(body, REJECTION_TEXT_LIMIT).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),

@@ -99,7 +99,9 @@ pub fn router(state: Arc<AppState>) -> App {
         .route("/api/users/cache", delete(users::clear))
         .route("/api/users/cache/stats", get(users::stats))
         .route("/api/users/number/{number}", get(users::by_number))
-        .route("/api/users/{user_id}", get(users::by_id))
+        // Ids of plain digits are answered by the pipeline before routing
+        // (pipeline.rs); layers added here do not see those requests.
+        .route(pipeline::HOT_ROUTE, get(users::by_id))
         .route("/api/camps", get(camps::list))
         .route(
             "/api/camps/{checkin_id}/refund-list",
@@ -130,7 +132,7 @@ pub fn router(state: Arc<AppState>) -> App {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state.clone());
-    let pipeline = pipeline::Pipeline::new(routes, &state);
+    let pipeline = pipeline::Pipeline::new(routes, state.clone());
     // Outermost: preflights are answered before anything else, and every
     // answer, a 429 included, carries the CORS headers.
     match edge::cors_layer(&state.cors_origins) {
