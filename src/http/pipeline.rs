@@ -49,7 +49,8 @@ use super::observe::{ClosingLine, REQUEST_ID_HEADER, RequestId, RouteTag, method
 use super::users;
 use crate::metrics::RouteSeries;
 
-/// The template of the route [`Steps::hot_user_id`] answers.
+/// The template of the route [`hot_user_id`] answers: the metrics label of
+/// its answers, the same as the router's route for it in `mod.rs`.
 pub const HOT_ROUTE: &str = "/api/users/{user_id}";
 
 /// The router with the per-request steps around it.
@@ -181,6 +182,14 @@ mod tests {
             .uri(uri)
             .body(axum::body::Body::empty())
             .unwrap()
+    }
+
+    #[test]
+    fn the_hot_route_is_the_routers_route_for_users_by_id() {
+        let router = include_str!("mod.rs");
+        // (No leading dot: openapi.rs reads routes from this directory.)
+        let route = format!("route(\"{HOT_ROUTE}\", get(users::by_id))");
+        assert!(router.contains(&route), "{route} not in http/mod.rs");
     }
 
     #[test]
