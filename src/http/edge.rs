@@ -119,17 +119,25 @@ fn rate_key(client: IpAddr) -> IpAddr {
     }
 }
 
-/// The 429 answer (with `Retry-After`) when the client of `request` is over
-/// `HTTP_RATE_LIMIT`, else `None`. Requests without a known peer
-/// (in-process tests) share one key.
-pub fn refuse_over_limit(limit: &ClientRateLimit, request: &Request) -> Option<Response> {
+/// The 429 answer (with `Retry-After`) when the client of `request` (`peer`,
+/// else a `ConnectInfo` extension) is over `HTTP_RATE_LIMIT`, else `None`.
+/// Requests without a known peer (in-process tests) share one key.
+pub fn refuse_over_limit(
+    limit: &ClientRateLimit,
+    request: &Request,
+    peer: Option<SocketAddr>,
+) -> Option<Response> {
     if HEALTH_PATHS.contains(&request.uri().path()) {
         return None;
     }
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
+    let client = peer
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| *addr)
+        })
+        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
     let wait = limit.check(client).err()?;
     tracing::debug!(client = %client, wait_ms = wait.as_millis() as u64, "client over HTTP_RATE_LIMIT");
     let mut error = ApiError::new(

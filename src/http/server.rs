@@ -35,13 +35,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
+use tower::util::Either;
 
 use super::App;
 
@@ -224,7 +224,7 @@ async fn serve_connection(
 ) {
     // No Nagle delay on answers: an answer is one write, sent at once.
     let _ = stream.set_nodelay(true);
-    let service = TowerToHyperService::new(WithPeer { app, peer });
+    let service = TowerToHyperService::new(ForConnection::new(app, peer));
     let connection =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     let mut connection = pin!(connection);
@@ -249,28 +249,33 @@ async fn requested(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|closing| *closing).await;
 }
 
-/// `app` with the client's address in each request's extensions, where
-/// the rate limit reads it (as axum's `into_make_service_with_connect_info`
-/// puts it).
+/// `app` for one connection: told its client's address (for the rate
+/// limit), and taking hyper's request body as axum's.
 #[derive(Clone)]
-struct WithPeer {
-    app: App,
-    peer: SocketAddr,
+struct ForConnection(App);
+
+impl ForConnection {
+    fn new(app: App, peer: SocketAddr) -> Self {
+        let mut app = app;
+        match &mut app {
+            Either::Left(cors) => cors.get_mut().set_peer(peer),
+            Either::Right(pipeline) => pipeline.set_peer(peer),
+        }
+        Self(app)
+    }
 }
 
-impl tower::Service<hyper::Request<Incoming>> for WithPeer {
+impl tower::Service<hyper::Request<Incoming>> for ForConnection {
     type Response = Response;
     type Error = Infallible;
     type Future = <App as tower::Service<axum::extract::Request>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower::Service::<axum::extract::Request>::poll_ready(&mut self.app, cx)
+        tower::Service::<axum::extract::Request>::poll_ready(&mut self.0, cx)
     }
 
     fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
-        request.extensions_mut().insert(ConnectInfo(self.peer));
-        self.app.call(request)
+        self.0.call(request.map(Body::new))
     }
 }
 
