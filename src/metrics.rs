@@ -16,6 +16,13 @@
 //!   (`/api/users/{user_id}`), never by the raw path, and every unmatched
 //!   path is `unmatched`; methods outside the API's few are `other`. A
 //!   fuzzer cannot grow the series count.
+//! - **Handles resolved once on the hot path** (issue #8). A labelled
+//!   `Family` lookup takes a read lock and hashes the label set; done four
+//!   times per hot lookup, on a lock both cores share, it cost more than the
+//!   near-cache read itself. The cache's series all exist from the start, so
+//!   [`CacheMetrics`] keeps their handles; an HTTP route's `GET`/200 series
+//!   is resolved on its first answer and kept in its [`RouteSeries`]. A
+//!   handle is a clone of the same counter, so the exposition is unchanged.
 //! - **Explicit buckets**, chosen for what each histogram measures: HTTP
 //!   answers from a millisecond (a near-cache hit) to a minute (a sync);
 //!   store operations from 100 µs to the breaker's bounds; queue waits for an
@@ -25,8 +32,8 @@
 //!   is OpenMetrics text, which Prometheus reads natively.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -162,48 +169,57 @@ pub struct CacheMetrics {
     /// cache asked because the store failed) and `negative` (recent "not a
     /// member" answers), each `hit` or `miss`.
     pub tiers: Family<TierLabels, Counter>,
+    /// `requests{result="hit"}` and `{result="miss"}`, resolved once.
+    request_handles: [Counter; 2],
+    /// `tiers` for each of [`TIERS`] × (hit, miss), resolved once.
+    tier_handles: [[Counter; 2]; TIERS.len()],
 }
 
 /// The layers [`CacheMetrics::tier`] is called with.
 const TIERS: [&str; 4] = ["near", "store", "near_stale", "negative"];
 
+/// The `result` label values, in the order the resolved handles keep them.
+const RESULTS: [&str; 2] = ["hit", "miss"];
+
 impl Default for CacheMetrics {
-    /// Every series starts at zero (see [`UpstreamMetrics::default`]).
+    /// Every series starts at zero (see [`UpstreamMetrics::default`]), and
+    /// its handle is kept for counting.
     fn default() -> Self {
-        let m = Self {
-            requests: Family::default(),
-            tiers: Family::default(),
-        };
-        for result in ["hit", "miss"] {
-            let _ = m.requests.get_or_create(&ResultLabels { result });
-            for tier in TIERS {
-                let _ = m.tiers.get_or_create(&TierLabels { tier, result });
-            }
+        let requests: Family<ResultLabels, Counter> = Family::default();
+        let tiers: Family<TierLabels, Counter> = Family::default();
+        let request_handles =
+            RESULTS.map(|result| requests.get_or_create(&ResultLabels { result }).clone());
+        let tier_handles = TIERS.map(|tier| {
+            RESULTS.map(|result| tiers.get_or_create(&TierLabels { tier, result }).clone())
+        });
+        Self {
+            requests,
+            tiers,
+            request_handles,
+            tier_handles,
         }
-        m
     }
 }
 
 impl CacheMetrics {
     /// Counts `hits` and `misses` at the request level.
     pub fn requests(&self, hits: u64, misses: u64) {
-        for (result, n) in [("hit", hits), ("miss", misses)] {
+        for (counter, n) in self.request_handles.iter().zip([hits, misses]) {
             if n > 0 {
-                self.requests
-                    .get_or_create(&ResultLabels { result })
-                    .inc_by(n);
+                counter.inc_by(n);
             }
         }
     }
 
     /// Counts `hits` and `misses` of one tier (one of [`TIERS`]).
     pub fn tier(&self, tier: &'static str, hits: u64, misses: u64) {
-        debug_assert!(TIERS.contains(&tier), "{tier}");
-        for (result, n) in [("hit", hits), ("miss", misses)] {
+        let Some(i) = TIERS.iter().position(|t| *t == tier) else {
+            debug_assert!(false, "unknown tier {tier}");
+            return;
+        };
+        for (counter, n) in self.tier_handles[i].iter().zip([hits, misses]) {
             if n > 0 {
-                self.tiers
-                    .get_or_create(&TierLabels { tier, result })
-                    .inc_by(n);
+                counter.inc_by(n);
             }
         }
     }
@@ -236,7 +252,7 @@ impl Default for StoreMetrics {
     }
 }
 
-/// HTTP requests; updated by the middleware in `http/edge.rs`.
+/// HTTP requests; updated by the pipeline in `http/pipeline.rs`.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
     pub requests: Family<RouteStatusLabels, Counter>,
@@ -252,7 +268,69 @@ impl Default for HttpMetrics {
     }
 }
 
+/// The series of one route template, kept by the route's layer
+/// (`http/observe.rs`) so the hot combination needs no label lookup.
+#[derive(Debug)]
+pub struct RouteSeries {
+    /// The template, e.g. `/api/users/{user_id}`.
+    route: String,
+    /// The duration histogram and the counter of `GET` answered 200,
+    /// resolved on the first such answer (so, as before, a series appears
+    /// only once it has something to count).
+    get_ok: OnceLock<(Histogram, Counter)>,
+}
+
+impl RouteSeries {
+    pub fn new(route: &str) -> Self {
+        Self {
+            route: route.to_owned(),
+            get_ok: OnceLock::new(),
+        }
+    }
+
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+}
+
 impl HttpMetrics {
+    /// Records one answered request of `route` (`None`: no route matched).
+    pub fn observe_route(
+        &self,
+        route: Option<&RouteSeries>,
+        method: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
+        match route {
+            Some(series) if method == "GET" && status == 200 => {
+                let (duration, count) = series.get_ok.get_or_init(|| {
+                    let route = series.route.clone();
+                    let duration = self
+                        .duration
+                        .get_or_create(&RouteLabels {
+                            route: route.clone(),
+                            method,
+                        })
+                        .clone();
+                    let count = self
+                        .requests
+                        .get_or_create(&RouteStatusLabels {
+                            route,
+                            method,
+                            status,
+                        })
+                        .clone();
+                    (duration, count)
+                });
+                duration.observe(seconds);
+                count.inc();
+            }
+            Some(series) => self.observe(series.route.clone(), method, status, seconds),
+            None => self.observe("unmatched".to_owned(), method, status, seconds),
+        }
+    }
+
     /// Records one answered request.
     pub fn observe(&self, route: String, method: &'static str, status: u16, seconds: f64) {
         self.duration

@@ -239,16 +239,8 @@ impl Application {
             shutdown.await;
             let _ = signalled.send(());
         };
-        let router = http::router(self.state);
-        // No Nagle delay on answers: an answer is one write, sent at once.
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown);
+        let mut workers = http::server::Workers::start(http::router(self.state))?;
+        let server = workers.serve(self.listener, shutdown);
         let overdue = async {
             if on_signal.await.is_err() {
                 std::future::pending::<()>().await;
@@ -278,6 +270,8 @@ impl Application {
                 tracing::warn!(left, outcome = ?flushed.ok(), "members fetched during a store outage were not written back before exit");
             }
         }
+        // Last: tasks the handlers spawned (a sync) ran on the workers.
+        workers.stop().await;
         tracing::info!("shut down");
         Ok(())
     }

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use proptest::collection::vec;
@@ -28,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use zsxq_cache::config::Config;
 use zsxq_cache::http;
+use zsxq_cache::http::App;
 use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::startup::Application;
 use zsxq_cache::store::keys;
@@ -37,7 +37,7 @@ const ADMIN: &str = "fuzz-admin-token-0123456789";
 
 /// The service's router plus what it talks to, kept alive for the test.
 struct Target {
-    router: Router,
+    router: App,
     sim: SimHandle,
     redis: Option<RedisServer>,
     _dir: tempfile::TempDir,
@@ -287,7 +287,7 @@ fn case() -> impl Strategy<Value = Case> {
 
 /// Sends one case; `Ok(None)` when the case is not even a valid HTTP
 /// request (a URI or header the HTTP library refuses to build).
-async fn send(router: &Router, case: &Case) -> Result<Option<(u16, Vec<u8>)>, TestCaseError> {
+async fn send(router: &App, case: &Case) -> Result<Option<(u16, Vec<u8>)>, TestCaseError> {
     let uri = if case.query.is_empty() {
         case.path.clone()
     } else {
@@ -357,7 +357,7 @@ fn check(case: &Case, status: u16, body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 /// Runs `cases` generated requests; returns how many answered per status.
-fn fuzz(rt: &tokio::runtime::Runtime, router: &Router, cases: u32) -> HashMap<u16, u64> {
+fn fuzz(rt: &tokio::runtime::Runtime, router: &App, cases: u32) -> HashMap<u16, u64> {
     let statuses = Arc::new(std::sync::Mutex::new(HashMap::<u16, u64>::new()));
     let mut runner = TestRunner::new(RunnerConfig {
         cases,

@@ -52,10 +52,16 @@ const PAGING_RATIO_TARGET: f64 = 1.5;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HotArgs {
-    /// Seconds per wrk run (four runs: service and nginx, 50 and 1000
-    /// connections).
+    /// Seconds per wrk run (service and nginx, 50 and 1000 connections,
+    /// `--rounds` times each).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// wrk runs per target and connection count. The service and nginx
+    /// alternate, round after round, and each one's median round is
+    /// reported: load from elsewhere on a shared machine then falls on both
+    /// alike instead of on whichever ran during it.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Members in Redis for the large paging and memory figures.
     #[arg(long, default_value_t = 100_000)]
     pub members: usize,
@@ -65,6 +71,10 @@ pub struct HotArgs {
     /// Paging requests per measurement (each order and sort).
     #[arg(long, default_value_t = 400)]
     pub page_requests: usize,
+    /// Only the hot lookups and the Redis floor: skip the stampedes, paging
+    /// and memory (about a minute less), for iterating on the hot path.
+    #[arg(long)]
+    pub hot_only: bool,
 }
 
 /// One `wrk` run's figures.
@@ -74,6 +84,23 @@ struct WrkFigures {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+}
+
+impl WrkFigures {
+    /// Each figure's median over `runs` (errors: the total).
+    fn median(runs: &[Self]) -> Self {
+        let median = |figure: fn(&Self) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(figure).collect();
+            values.sort_by(f64::total_cmp);
+            percentile(&values, 0.5)
+        };
+        Self {
+            rps: median(|f| f.rps),
+            p50_ms: median(|f| f.p50_ms),
+            p99_ms: median(|f| f.p99_ms),
+            errors: runs.iter().map(|f| f.errors).sum(),
+        }
+    }
 }
 
 pub async fn run(args: HotArgs) -> anyhow::Result<()> {
@@ -128,16 +155,44 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
         .unwrap_or("?")
         .to_owned();
     println!("nginx proxy_cache status for the member: {cache_status}");
+    let service_url = replicas[0].url(&hot_path);
     for conns in [50u32, 1000] {
-        let svc = wrk(&replicas[0].url(&hot_path), conns, args.seconds).await?;
-        let ngx = wrk(&through_nginx, conns, args.seconds).await?;
-        report.hot.push((conns, svc, ngx));
+        let (mut svc, mut ngx) = (Vec::new(), Vec::new());
+        for round in 1..=args.rounds.max(1) {
+            // Who goes first alternates too, so neither always follows the
+            // other's leftovers (TIME_WAIT sockets, a warm cache).
+            if round % 2 == 1 {
+                svc.push(wrk(&service_url, conns, args.seconds).await?);
+                ngx.push(wrk(&through_nginx, conns, args.seconds).await?);
+            } else {
+                ngx.push(wrk(&through_nginx, conns, args.seconds).await?);
+                svc.push(wrk(&service_url, conns, args.seconds).await?);
+            }
+            let (s, n) = (svc[svc.len() - 1], ngx[ngx.len() - 1]);
+            println!(
+                "round {round}, {conns} connections: service {:.0} rps, p99 {:.2} ms | nginx {:.0} rps, p99 {:.2} ms",
+                s.rps, s.p99_ms, n.rps, n.p99_ms
+            );
+        }
+        report
+            .hot
+            .push((conns, WrkFigures::median(&svc), WrkFigures::median(&ngx)));
     }
+    report.rounds = args.rounds.max(1);
     drop(nginx);
     for conns in [50u32, 1000] {
         report
             .redis_get
             .push((conns, redis_benchmark(redis.port(), conns).await?));
+    }
+
+    if args.hot_only {
+        let ok = report.print();
+        return if ok {
+            Ok(())
+        } else {
+            bail!("some targets were missed (see FAIL above)")
+        };
     }
 
     // 2. Cold stampede over the three replicas.
@@ -315,7 +370,27 @@ async fn wait_until_up(url: &str) -> anyhow::Result<()> {
 /// nginx with `proxy_cache` in front of one replica.
 struct Nginx {
     port: u16,
-    _child: Child,
+    child: Child,
+}
+
+impl Drop for Nginx {
+    /// Stops the master with SIGTERM and waits for it, so it takes its
+    /// workers down: after the `SIGKILL` of `kill_on_drop` alone, orphaned
+    /// workers were seen still running after a run, where they would skew
+    /// whatever is measured next.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Nginx {
@@ -378,10 +453,7 @@ http {{
             .kill_on_drop(true)
             .spawn()
             .context("starting nginx")?;
-        let nginx = Self {
-            port,
-            _child: child,
-        };
+        let nginx = Self { port, child };
         wait_until_up(&nginx.url("/healthz")).await?;
         Ok(nginx)
     }
@@ -587,8 +659,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 #[derive(Default)]
 struct Report {
-    /// (connections, service, nginx)
+    /// (connections, service, nginx), each the median of `rounds` runs.
     hot: Vec<(u32, WrkFigures, WrkFigures)>,
+    rounds: usize,
     /// (connections, (rps, p50 ms))
     redis_get: Vec<(u32, (f64, f64))>,
     /// (user id, upstream calls, replicas)
@@ -609,7 +682,10 @@ impl Report {
             if ok { "PASS" } else { "FAIL" }
         };
         println!();
-        println!("== hot GET /api/users/:id (near-cache hit), wrk -t2, same machine, same run ==");
+        println!(
+            "== hot GET /api/users/:id (near-cache hit), wrk -t2, same machine, same run, median of {} alternating rounds ==",
+            self.rounds
+        );
         println!(
             "{:>6} | {:>12} {:>9} {:>9} {:>6} | {:>12} {:>9} {:>9} {:>6} | {:>9} {:>9}",
             "conns",
@@ -651,6 +727,10 @@ impl Report {
                 "floor: redis-benchmark -t get -c {conns}: {rps:.0} rps, p50 {p50:.3} ms (service at {:.2}× of it)",
                 service / rps
             );
+        }
+        if self.stampede.is_empty() {
+            // --hot-only: nothing else was measured.
+            return all_ok;
         }
         println!();
         println!("== cold stampede (simulator at 200 ms a call) ==");
@@ -723,5 +803,19 @@ Transfer/sec:     40.00MB
         assert!((f.p99_ms - 2.5).abs() < 1e-9);
         assert_eq!(f.errors, 9);
         assert_eq!(duration_ms("1.5s"), Some(1500.0));
+    }
+
+    #[test]
+    fn rounds_are_summarised_by_each_figures_median() {
+        let run = |rps, p99_ms, errors| WrkFigures {
+            rps,
+            p50_ms: 1.0,
+            p99_ms,
+            errors,
+        };
+        let m = WrkFigures::median(&[run(90.0, 9.0, 1), run(50.0, 3.0, 0), run(70.0, 5.0, 2)]);
+        assert_eq!(m.rps, 70.0);
+        assert_eq!(m.p99_ms, 5.0);
+        assert_eq!(m.errors, 3);
     }
 }

@@ -1,6 +1,7 @@
 //! What sits between the network and the handlers (issue #6, items 3–5):
 //! the per-client rate limit, CORS, the in-flight counter graceful shutdown
-//! reports from, and the layer that gives every error the envelope.
+//! reports from, and the step that gives every error the envelope. The
+//! steps run in `pipeline.rs`, in one service around the router.
 //!
 //! Decisions:
 //! - **Rate limit** (`HTTP_RATE_LIMIT`, off by default): governor's keyed
@@ -18,7 +19,7 @@
 //!   the layer is not installed at all: no CORS headers, same-origin only.
 //! - **Envelopes for framework rejections**: axum answers a body over the
 //!   limit, a path that is not UTF-8 or an unparseable query with plain
-//!   text. A response-mapping layer turns any error answer that is not JSON
+//!   text. A response-mapping step turns any error answer that is not JSON
 //!   into the envelope, so every answer a client gets has the same shape,
 //!   whatever handler it reached.
 
@@ -28,9 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -119,36 +119,36 @@ fn rate_key(client: IpAddr) -> IpAddr {
     }
 }
 
-/// Middleware: answers 429 with `Retry-After` when the client is over
-/// `HTTP_RATE_LIMIT`. Requests without a known peer (in-process tests) share
-/// one key.
-pub async fn rate_limit(
-    State(limit): State<Arc<ClientRateLimit>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The 429 answer (with `Retry-After`) when the client of `request` (`peer`,
+/// else a `ConnectInfo` extension) is over `HTTP_RATE_LIMIT`, else `None`.
+/// Requests without a known peer (in-process tests) share one key.
+pub fn refuse_over_limit(
+    limit: &ClientRateLimit,
+    request: &Request,
+    peer: Option<SocketAddr>,
+) -> Option<Response> {
     if HEALTH_PATHS.contains(&request.uri().path()) {
-        return next.run(request).await;
+        return None;
     }
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
-    match limit.check(client) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
-            tracing::debug!(client = %client, wait_ms = wait.as_millis() as u64, "client over HTTP_RATE_LIMIT");
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "请求过于频繁，请稍后重试 (too many requests: at most {} a minute per client; retry later)",
-                    limit.per_minute
-                ),
-            );
-            error.retry_after = Some(wait.max(Duration::from_secs(1)));
-            error.into_response()
-        }
-    }
+    let client = peer
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| *addr)
+        })
+        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
+    let wait = limit.check(client).err()?;
+    tracing::debug!(client = %client, wait_ms = wait.as_millis() as u64, "client over HTTP_RATE_LIMIT");
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "请求过于频繁，请稍后重试 (too many requests: at most {} a minute per client; retry later)",
+            limit.per_minute
+        ),
+    );
+    error.retry_after = Some(wait.max(Duration::from_secs(1)));
+    Some(error.into_response())
 }
 
 /// The CORS layer for `origins`, or `None` when none are configured.
@@ -188,30 +188,28 @@ impl InFlight {
     }
 }
 
-/// Decrements the in-flight count when a request ends, however it ends.
-struct InFlightGuard(Arc<InFlight>);
+impl InFlight {
+    /// Counts a request in until the guard is dropped, however it ends.
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self)
+    }
+}
 
-impl Drop for InFlightGuard {
+/// Decrements the in-flight count when a request ends, however it ends.
+#[derive(Debug)]
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// Middleware: counts requests in flight.
-pub async fn count_in_flight(
-    State(in_flight): State<Arc<InFlight>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    in_flight.0.fetch_add(1, Ordering::SeqCst);
-    let _guard = InFlightGuard(in_flight);
-    next.run(request).await
-}
-
-/// Middleware: an error answer that is not JSON (a framework rejection)
-/// becomes the envelope, keeping its status and headers.
-pub async fn envelope_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// An error answer that is not JSON (a framework rejection) becomes the
+/// envelope, keeping its status and headers; any other answer is returned
+/// as it is.
+pub async fn envelope_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -221,6 +219,14 @@ pub async fn envelope_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
+    // Boxed: the body read is rare, and would otherwise make every
+    // request's future as large as its state.
+    Box::pin(into_envelope(response)).await
+}
+
+/// The envelope for a rejection (`response`, an error that is not JSON).
+async fn into_envelope(response: Response) -> Response {
+    let status = response.status();
     let (parts, body) = response.into_parts();
     let detail = match axum::body::to_bytes(body, REJECTION_TEXT_LIMIT).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),

@@ -2,26 +2,31 @@
 //!
 //! Handlers live in one file per resource; they parse every parameter into
 //! domain types and return [`error::ApiError`] — the one error type with an
-//! `IntoResponse`, so every failure has the same envelope. The layers in
+//! `IntoResponse`, so every failure has the same envelope. The steps in
 //! `edge.rs` (rate limit, CORS, envelopes for framework rejections, the
 //! in-flight count) and `observe.rs` (metrics, request ids) wrap every
-//! route.
+//! request, run by `pipeline.rs` in one service around the router.
 
 pub mod camps;
 pub mod edge;
 pub mod error;
 pub mod observe;
 pub mod openapi;
+pub mod pipeline;
+pub mod server;
 pub mod users;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Router, middleware};
 use subtle::ConstantTimeEq;
+use tower::Layer as _;
+use tower::util::Either;
+use tower_http::cors::Cors;
 
 use crate::cache::MemberCache;
 use crate::config::Secret;
@@ -81,14 +86,21 @@ impl AppState {
     }
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    let mut router = Router::new()
+/// The service the server runs: the routes inside the [`pipeline::Pipeline`],
+/// inside CORS when origins are configured.
+pub type App = Either<Cors<pipeline::Pipeline>, pipeline::Pipeline>;
+
+/// The API: every route, with the per-request steps around them.
+pub fn router(state: Arc<AppState>) -> App {
+    let routes = Router::new()
         .route("/api/users", get(users::list))
         .route("/api/users/sync", post(users::sync))
         .route("/api/users/sync/{job_id}", get(users::sync_status))
         .route("/api/users/cache", delete(users::clear))
         .route("/api/users/cache/stats", get(users::stats))
         .route("/api/users/number/{number}", get(users::by_number))
+        // Ids of plain digits are answered by the pipeline before routing
+        // (pipeline.rs); layers added here do not see those requests.
         .route("/api/users/{user_id}", get(users::by_id))
         .route("/api/camps", get(camps::list))
         .route(
@@ -114,33 +126,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         // The operator's web page (src/web): the HTML and its embedded assets.
         .route("/", get(crate::web::index))
         .route("/assets/{file}", get(crate::web::asset))
-        // Tags each answer with its route template, for the metrics below.
-        .route_layer(middleware::from_fn(observe::tag_route))
+        // Tags each answer with its route template, for the metrics.
+        .route_layer(observe::TagRouteLayer)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(edge::envelope_errors));
-    if let Some(limit) = &state.rate_limit {
-        router = router.layer(middleware::from_fn_with_state(
-            limit.clone(),
-            edge::rate_limit,
-        ));
+        .with_state(state.clone());
+    let pipeline = pipeline::Pipeline::new(routes, state.clone());
+    // Outermost: preflights are answered before anything else, and every
+    // answer, a 429 included, carries the CORS headers.
+    match edge::cors_layer(&state.cors_origins) {
+        Some(cors) => Either::Left(cors.layer(pipeline)),
+        None => Either::Right(pipeline),
     }
-    router = router.layer(middleware::from_fn_with_state(
-        state.in_flight.clone(),
-        edge::count_in_flight,
-    ));
-    router = router.layer(middleware::from_fn_with_state(
-        state.metrics.clone(),
-        observe::record_metrics,
-    ));
-    // Outermost but CORS: every log line of the request, from any layer,
-    // carries its id.
-    router = router.layer(middleware::from_fn(observe::request_id));
-    if let Some(cors) = edge::cors_layer(&state.cors_origins) {
-        router = router.layer(cors);
-    }
-    router.with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -143,12 +143,20 @@ pub async fn list(
     ))
 }
 
-/// `GET /api/users/:userId` — the hot path (issue #8).
+/// `GET /api/users/:userId` — the hot path (issue #8). Ids of plain digits
+/// do not reach the router: the pipeline answers them with [`answer_by_id`]
+/// directly (see `pipeline.rs`); this handler serves the rest (ids that
+/// need percent-decoding, and refusals of what is not an id).
 pub async fn by_id(
     State(app): State<Arc<AppState>>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = UserId::parse(&raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    answer_by_id(&app, &raw).await
+}
+
+/// The answer to `GET /api/users/{raw}`, however the request was routed.
+pub async fn answer_by_id(app: &AppState, raw: &str) -> Result<Response, ApiError> {
+    let id = UserId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (record, cache_status) = app.cache.lookup(id).await?;
     Ok(member_answer(&record, cache_status))
 }

@@ -1,0 +1,244 @@
+//! What runs around every request (issue #8, the hot path), as one tower
+//! service in front of the router: the request id and its span, the
+//! metrics timer, the in-flight count, the per-client rate limit and the
+//! error envelopes, in that order (outermost first), then the router. CORS,
+//! when origins are configured, wraps all of it (tower-http's layer).
+//!
+//! Decision: one hand-written service instead of a `middleware::from_fn`
+//! layer per step. Each `from_fn` layer boxes its future and clones the
+//! boxed service inside it on every request, and `Router::layer` installs
+//! the stack on every route, so it runs after routing; for a near-cache hit
+//! answered in microseconds that bookkeeping (mostly `malloc` and `free`)
+//! cost more than the lookup. Here the steps are plain calls inside one
+//! future, allocated once per request. What each step does lives with its
+//! concern: `observe.rs` (ids, route labels, the closing line) and
+//! `edge.rs` (rate limit, in-flight count, envelopes).
+//!
+//! Decision: **the hot route is matched here, before the router.** `GET
+//! /api/users/{user_id}` with an id of plain ASCII digits goes straight to
+//! [`users::answer_by_id`], the function the route's handler calls. Routing
+//! it through axum costs a dozen allocations per request (the matched
+//! path and the path parameters put into the request, the route's boxed
+//! service cloned, the handler's future boxed, the parameter copied into a
+//! `String`) — as much again as the lookup and the answer. Everything else
+//! is unchanged: it runs inside the same steps (id, metrics under the same
+//! route label, in-flight count, rate limit, CORS), and what it matches is
+//! exactly what the route would match with nothing to decode: only `GET`
+//! (`HEAD` goes to the router, which strips the body), one segment after
+//! `/api/users/`, digits only, so no literal route (`sync`, `cache`,
+//! `number`) can be shadowed. Anything else — `%31`, `abc`, a trailing
+//! slash — is routed as before.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt as _;
+use tracing::Instrument as _;
+
+use super::AppState;
+use super::edge;
+use super::observe::{ClosingLine, REQUEST_ID_HEADER, RequestId, RouteTag, method_label};
+use super::users;
+use crate::metrics::RouteSeries;
+
+/// The template of the route [`hot_user_id`] answers: the metrics label of
+/// its answers, the same as the router's route for it in `mod.rs`.
+pub const HOT_ROUTE: &str = "/api/users/{user_id}";
+
+/// The router with the per-request steps around it.
+#[derive(Clone)]
+pub struct Pipeline {
+    router: Router,
+    steps: Arc<Steps>,
+    /// The client of the connection this copy serves (`server.rs` sets
+    /// it), for the rate limit. Kept here rather than put into every
+    /// request's extensions: that insert alone cost three allocations a
+    /// request. `None` in-process; then a `ConnectInfo` extension is used
+    /// if there is one.
+    peer: Option<SocketAddr>,
+}
+
+/// What the steps need, shared by every request.
+struct Steps {
+    /// Metrics, the in-flight count, the rate limit and the cache.
+    app: Arc<AppState>,
+    /// The series of [`HOT_ROUTE`], for the requests answered here.
+    hot: RouteSeries,
+}
+
+impl Pipeline {
+    pub fn new(router: Router, app: Arc<AppState>) -> Self {
+        Self {
+            router,
+            steps: Arc::new(Steps {
+                app,
+                hot: RouteSeries::new(HOT_ROUTE),
+            }),
+            peer: None,
+        }
+    }
+
+    /// This copy serves the connection of `peer`.
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer = Some(peer);
+    }
+}
+
+impl tower::Service<Request> for Pipeline {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    /// Always ready: the router is, and the steps hold no capacity.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let router = self.router.clone();
+        let steps = self.steps.clone();
+        let peer = self.peer;
+        Box::pin(async move { Ok(steps.serve(router, request, peer).await) })
+    }
+}
+
+impl Steps {
+    /// Gives the request its id, serves it inside a span carrying the id,
+    /// echoes the id and logs one closing line.
+    async fn serve(&self, router: Router, request: Request, peer: Option<SocketAddr>) -> Response {
+        let started = Instant::now();
+        let id = RequestId::accept(request.headers().get(REQUEST_ID_HEADER));
+        let span = tracing::info_span!("request", request_id = %id.as_str());
+        let closing = span.in_scope(|| ClosingLine::capture(&request));
+        let mut response = self
+            .metered(router, request, peer, started)
+            .instrument(span.clone())
+            .await;
+        if let Some(value) = id.header_value() {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        if let Some(line) = closing {
+            let status = response.status().as_u16();
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            span.in_scope(|| line.write(status, ms));
+        }
+        response
+    }
+
+    /// Counts and times the request (from `started`) by route template,
+    /// method and status.
+    async fn metered(
+        &self,
+        router: Router,
+        request: Request,
+        peer: Option<SocketAddr>,
+        started: Instant,
+    ) -> Response {
+        let method = method_label(request.method());
+        let (response, hot) = self.admitted(router, request, peer).await;
+        let route = if hot {
+            Some(&self.hot)
+        } else {
+            response.extensions().get::<RouteTag>().map(|t| &*t.0)
+        };
+        self.app.metrics.http.observe_route(
+            route,
+            method,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        response
+    }
+
+    /// Counted in flight; refused when the client is over its rate; else
+    /// answered — the hot route here, the rest by the router, with a
+    /// framework rejection turned into the envelope. `true` with an answer
+    /// of the hot route.
+    async fn admitted(
+        &self,
+        router: Router,
+        request: Request,
+        peer: Option<SocketAddr>,
+    ) -> (Response, bool) {
+        let _in_flight = self.app.in_flight.enter();
+        if let Some(limit) = &self.app.rate_limit
+            && let Some(refusal) = edge::refuse_over_limit(limit, &request, peer)
+        {
+            return (refusal, false);
+        }
+        if let Some(raw) = hot_user_id(&request) {
+            let answer = users::answer_by_id(&self.app, raw).await;
+            return (answer.unwrap_or_else(IntoResponse::into_response), true);
+        }
+        let response = match router.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        (edge::envelope_errors(response).await, false)
+    }
+}
+
+/// The raw id of a `GET /api/users/{user_id}` whose id is plain digits, the
+/// requests the pipeline answers without the router.
+fn hot_user_id(request: &Request) -> Option<&str> {
+    if request.method() != Method::GET {
+        return None;
+    }
+    let id = request.uri().path().strip_prefix("/api/users/")?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, uri: &str) -> Request {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_hot_route_is_the_routers_route_for_users_by_id() {
+        let router = include_str!("mod.rs");
+        // (No leading dot: openapi.rs reads routes from this directory.)
+        let route = format!("route(\"{HOT_ROUTE}\", get(users::by_id))");
+        assert!(router.contains(&route), "{route} not in http/mod.rs");
+    }
+
+    #[test]
+    fn only_get_of_a_plain_digit_id_takes_the_hot_route() {
+        let hot = |method, uri| hot_user_id(&request(method, uri)).map(str::to_owned);
+        assert_eq!(hot(Method::GET, "/api/users/123"), Some("123".into()));
+        assert_eq!(hot(Method::GET, "/api/users/123?x=1"), Some("123".into()));
+        // Refused by the same parser either way, so answered here too.
+        assert_eq!(hot(Method::GET, "/api/users/0123"), Some("0123".into()));
+        for uri in [
+            "/api/users/",
+            "/api/users/%31",
+            "/api/users/12a",
+            "/api/users/123/",
+            "/api/users/sync",
+            "/api/users/cache",
+            "/api/users/number/7",
+            "/api/users",
+            "/api/users//1",
+        ] {
+            assert_eq!(hot(Method::GET, uri), None, "{uri}");
+        }
+        for method in [Method::HEAD, Method::POST, Method::DELETE] {
+            assert_eq!(hot(method, "/api/users/123"), None);
+        }
+    }
+}

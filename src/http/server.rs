@@ -1,0 +1,290 @@
+//! Serving connections (issue #8, the hot path): one single-threaded Tokio
+//! runtime per core, each serving the connections handed to it — nginx's
+//! one worker per core, in one process.
+//!
+//! Decisions:
+//! - **Per-core runtimes rather than the work-stealing runtime.** A hot
+//!   lookup is answered in a few microseconds of our code and a few more of
+//!   kernel TCP; at that size the multi-threaded scheduler's bookkeeping
+//!   (a connection's task moving between cores, cross-thread wake-ups,
+//!   shared run queues) shows. Here a connection lives on one thread for
+//!   its whole life. Measured with `bench hot` on the 2-core machine: see
+//!   the README's benchmark section.
+//! - **One accept loop, round robin.** The caller's listener is used as it
+//!   is (tests bind port 0); the loop runs on the caller's runtime and hands
+//!   each accepted socket to the next worker. Accepting is rare (clients
+//!   keep connections alive), so the hand-off costs nothing per request, and
+//!   the spread is even where `SO_REUSEPORT`'s hash would split 50
+//!   connections unevenly between two threads.
+//! - **Tasks a handler spawns** (a background refresh, a shared fetch, a
+//!   sync job) run on that worker's runtime, so workers keep running after
+//!   their connections are closed, until [`Workers::stop`]: a sync still
+//!   finishes within the shutdown grace, as it did on the shared runtime.
+//! - **Graceful shutdown** as `axum::serve` does it: stop accepting, ask
+//!   every connection to finish its request and close (hyper's
+//!   `graceful_shutdown`), resolve once all are closed.
+//! - **HTTP/1.1 only**, hyper's defaults (keep-alive, vectored writes), as
+//!   the service served before; no upgrades (nothing here uses them).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tower::util::Either;
+
+use super::App;
+
+/// A connection accepted by the loop, on its way to a worker.
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// The worker threads and how to reach them.
+pub struct Workers {
+    workers: Vec<Worker>,
+    /// Set to `true` to ask every connection to close after its request.
+    closing: watch::Sender<bool>,
+}
+
+struct Worker {
+    /// Accepted connections; dropped to tell the worker no more will come.
+    connections: Option<mpsc::UnboundedSender<Accepted>>,
+    /// Resolves when the worker's connections are all closed.
+    drained: Option<oneshot::Receiver<()>>,
+    /// Dropped (or sent) to end the worker's runtime.
+    stop: Option<oneshot::Sender<()>>,
+    /// Resolves when the worker's runtime is gone (its tasks dropped).
+    exited: Option<oneshot::Receiver<()>>,
+}
+
+impl Workers {
+    /// Starts one worker per core, each serving `app`.
+    pub fn start(app: App) -> io::Result<Self> {
+        let count = std::thread::available_parallelism().map_or(1, usize::from);
+        let (closing, closing_rx) = watch::channel(false);
+        let workers = (0..count)
+            .map(|i| Worker::start(i, app.clone(), closing_rx.clone()))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Self { workers, closing })
+    }
+
+    /// Accepts connections on `listener` and hands them to the workers until
+    /// `shutdown` resolves; then stops accepting, asks every connection to
+    /// close after its request and resolves once all have.
+    pub async fn serve(
+        &mut self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let mut shutdown = pin!(shutdown);
+        let mut next = 0usize;
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than
+                    // spin (what axum::serve does).
+                    tracing::error!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            // A socket in non-blocking mode, ready to join another runtime.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not hand a connection to a worker");
+                    continue;
+                }
+            };
+            let worker = &self.workers[next % self.workers.len()];
+            next = next.wrapping_add(1);
+            if let Some(connections) = &worker.connections {
+                let _ = connections.send((stream, peer));
+            }
+        }
+        drop(listener);
+        let _ = self.closing.send(true);
+        for worker in &mut self.workers {
+            worker.connections = None;
+        }
+        for worker in &mut self.workers {
+            if let Some(drained) = worker.drained.take() {
+                let _ = drained.await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the workers' runtimes (dropping what handlers left running) and
+    /// waits for them to be gone, so the state they hold (the store) is
+    /// released when this returns.
+    pub async fn stop(mut self) {
+        for worker in &mut self.workers {
+            if let Some(stop) = worker.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for worker in &mut self.workers {
+            if let Some(exited) = worker.exited.take() {
+                let _ = exited.await;
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn start(i: usize, app: App, mut shared: watch::Receiver<bool>) -> io::Result<Self> {
+        let (connections, mut incoming) = mpsc::unbounded_channel::<Accepted>();
+        let (drained_tx, drained) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (exited_tx, exited) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("http-worker-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // Connections watch a channel of their worker's own,
+                    // relayed from the shared one: a connection checks it
+                    // on every poll, and a lock only this thread takes is
+                    // cheaper than one both cores bounce between them.
+                    let (closing_tx, closing) = watch::channel(false);
+                    tokio::spawn(async move {
+                        requested(&mut shared).await;
+                        let _ = closing_tx.send(true);
+                    });
+                    let serving = async {
+                        // Each connection holds a receiver; `closed`
+                        // resolves when the last one is dropped.
+                        let (open_tx, open_rx) = watch::channel(());
+                        while let Some((stream, peer)) = incoming.recv().await {
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => {
+                                    tokio::spawn(serve_connection(
+                                        stream,
+                                        peer,
+                                        app.clone(),
+                                        closing.clone(),
+                                        open_rx.clone(),
+                                    ));
+                                }
+                                Err(e) => tracing::warn!(error = %e, "a worker could not take a connection"),
+                            }
+                        }
+                        drop(open_rx);
+                        open_tx.closed().await;
+                        let _ = drained_tx.send(());
+                        // Handlers' tasks keep running until told to stop.
+                        std::future::pending::<()>().await;
+                    };
+                    // Stopping wins over connections still open: past the
+                    // shutdown grace they are cut (the runtime's drop
+                    // closes them).
+                    tokio::select! {
+                        () = serving => {}
+                        _ = stopped => {}
+                    }
+                });
+                drop(runtime);
+                let _ = exited_tx.send(());
+            })?;
+        Ok(Self {
+            connections: Some(connections),
+            drained: Some(drained),
+            stop: Some(stop),
+            exited: Some(exited),
+        })
+    }
+}
+
+/// Serves one connection until the client closes it, or until `closing`
+/// turns true and the request in progress (if any) is answered.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: App,
+    mut closing: watch::Receiver<bool>,
+    _open: watch::Receiver<()>,
+) {
+    // No Nagle delay on answers: an answer is one write, sent at once.
+    let _ = stream.set_nodelay(true);
+    let service = TowerToHyperService::new(ForConnection::new(app, peer));
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut connection = pin!(connection);
+    let result = tokio::select! {
+        // The connection first: it is what is ready nearly every time.
+        biased;
+        result = connection.as_mut() => result,
+        () = requested(&mut closing) => {
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::trace!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves once closing is asked for (or can no longer be).
+async fn requested(closing: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, not held across the
+    // connection's awaits (it is not `Send`).
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+/// `app` for one connection: told its client's address (for the rate
+/// limit), and taking hyper's request body as axum's.
+#[derive(Clone)]
+struct ForConnection(App);
+
+impl ForConnection {
+    fn new(app: App, peer: SocketAddr) -> Self {
+        let mut app = app;
+        match &mut app {
+            Either::Left(cors) => cors.get_mut().set_peer(peer),
+            Either::Right(pipeline) => pipeline.set_peer(peer),
+        }
+        Self(app)
+    }
+}
+
+impl tower::Service<hyper::Request<Incoming>> for ForConnection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = <App as tower::Service<axum::extract::Request>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::<axum::extract::Request>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
+        self.0.call(request.map(Body::new))
+    }
+}
+
+/// Errors that concern one connection only; the loop goes on at once.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
