@@ -20,8 +20,12 @@ use tokio::task::JoinSet;
 
 use super::MemberCache;
 
-/// How long a sync waits before reading back a write that timed out.
+/// How long a sync waits before reading back a write that timed out, and
+/// how many reads (each after twice the previous pause: 0.2, 0.4, 0.8 s) it
+/// makes before calling the write failed. A sync is background work; a
+/// record reported failed while the cache holds it is worse than a second.
 const WRITE_CONFIRM_DELAY: Duration = Duration::from_millis(200);
+const WRITE_CONFIRM_READS: u32 = 3;
 use crate::domain::{CachedMember, Member, UserId};
 use crate::store::StoreError;
 use crate::upstream::{self, CampScope, Priority, UpstreamError};
@@ -293,19 +297,26 @@ impl MemberCache {
         if !matches!(error, StoreError::Timeout(_)) {
             return records.iter().map(|_| Err(failed(&error))).collect();
         }
-        tokio::time::sleep(WRITE_CONFIRM_DELAY).await;
         let ids: Vec<UserId> = records.iter().map(|m| m.member.user_id).collect();
-        match self.store.get_members(&ids).await {
-            Ok(found) => records
-                .iter()
-                .zip(found)
-                .map(|(m, stored)| match stored {
-                    Some(s) if s.updated_at == m.updated_at && s.member == m.member => Ok(()),
-                    _ => Err(failed(&error)),
-                })
-                .collect(),
-            Err(_) => records.iter().map(|_| Err(failed(&error))).collect(),
+        let mut confirmed = vec![false; records.len()];
+        let mut pause = WRITE_CONFIRM_DELAY;
+        for _ in 0..WRITE_CONFIRM_READS {
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            let Ok(found) = self.store.get_members(&ids).await else {
+                continue;
+            };
+            for ((ok, m), stored) in confirmed.iter_mut().zip(records).zip(found) {
+                *ok |= stored.is_some_and(|s| s.updated_at == m.updated_at && s.member == m.member);
+            }
+            if confirmed.iter().all(|ok| *ok) {
+                break;
+            }
         }
+        confirmed
+            .into_iter()
+            .map(|ok| if ok { Ok(()) } else { Err(failed(&error)) })
+            .collect()
     }
 }
 

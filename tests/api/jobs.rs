@@ -72,7 +72,8 @@ async fn an_async_sync_answers_202_and_reports_progress_until_done() {
     assert!(report["success_count"].as_u64().unwrap() > 50);
     assert_eq!(
         app.stats().await.data()["cached_users_count"],
-        report["success_count"]
+        report["success_count"],
+        "{report}"
     );
 }
 
