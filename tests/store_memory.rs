@@ -111,50 +111,9 @@ async fn a_cached_member_costs_redis_a_bounded_number_of_bytes_and_hashes_stay_l
     // 64 bytes makes the hash a hashtable), the number key, the set entry.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     let seed_first = used_memory(&mut conn).await;
-    for chunk in members.chunks(500) {
-        let mut pipe = redis::pipe();
-        for m in chunk {
-            let key = format!("zsxq:user:{}", m.member.user_id);
-            let r = &m.member;
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("user_id")
-                .arg(r.user_id.to_string())
-                .arg("number")
-                .arg(r.number.to_string())
-                .arg("name")
-                .arg(&r.name)
-                .arg("unique_id")
-                .arg(&r.unique_id)
-                .arg("avatar_url")
-                .arg(&r.avatar_url)
-                .arg("join_time")
-                .arg(&r.join_time)
-                .arg("status")
-                .arg(&r.status)
-                .arg("expired_time")
-                .arg(&r.expired_time)
-                .arg("introduction")
-                .arg(&r.introduction)
-                .arg("cached_at")
-                .arg(m.cached_at)
-                .arg("updated_at")
-                .arg(m.updated_at)
-                .ignore();
-            pipe.cmd("EXPIRE").arg(&key).arg(86_400).ignore();
-            pipe.cmd("SET")
-                .arg(format!("zsxq:number:{}", r.number))
-                .arg(r.user_id.to_string())
-                .arg("EX")
-                .arg(86_400)
-                .ignore();
-            pipe.cmd("SADD")
-                .arg("zsxq:users:all")
-                .arg(r.user_id.to_string())
-                .ignore();
-        }
-        let _: () = pipe.query_async(&mut conn).await.unwrap();
-    }
+    zsxq_cache::testkit::seed_layout::write_straightforward(&mut conn, &members, 86_400)
+        .await
+        .unwrap();
     let seed_layout = (used_memory(&mut conn).await - seed_first) as f64 / n as f64;
     println!(
         "of which the sorted indexes: {index_share:.0} B; the seed's keys as we write them: {:.0} B; \

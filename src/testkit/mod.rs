@@ -8,6 +8,7 @@
 pub mod faulty_store;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod seed_layout;
 
 pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
 pub use redis_cluster::RedisCluster;
