@@ -214,6 +214,12 @@ async fn store_reads_stay_right_while_a_master_is_killed_and_recover_without_res
             .zip(members.iter())
             .all(|(got, m)| got.as_ref() == Some(m))
     );
+    // Memory is summed over the masters (the killed one no longer counts).
+    let memory = store.memory_usage().await.unwrap();
+    assert!(
+        memory.ends_with('M') || memory.ends_with('K'),
+        "used memory as Redis prints it: {memory}"
+    );
     // Writes work again too.
     let newcomer = member(301);
     store

@@ -1422,6 +1422,14 @@ mod tests {
     }
 
     #[test]
+    fn byte_counts_print_as_redis_prints_used_memory_human() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1_536), "1.50K");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.00M");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.00G");
+    }
+
+    #[test]
     fn a_gone_lease_reads_back_as_not_member() {
         assert_eq!(
             parse_gone("gone:1037:user left: the group"),
