@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zsxq_cache::clock::SystemClock;
-use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
+use zsxq_cache::domain::CachedMember;
 use zsxq_cache::store::Store;
 use zsxq_cache::store::redis::RedisStore;
 use zsxq_cache::testkit::RedisServer;
@@ -27,14 +27,8 @@ use zsxq_cache::testkit::RedisServer;
 const MAX_BYTES_PER_MEMBER: f64 = 1_200.0;
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(conn)
+    zsxq_cache::testkit::used_memory(conn)
         .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
         .expect("used_memory")
 }
 
@@ -53,17 +47,7 @@ async fn a_cached_member_costs_redis_a_bounded_number_of_bytes_and_hashes_stay_l
         .members
         .iter()
         .map(|m| CachedMember {
-            member: Member {
-                user_id: UserId::new(m.user_id).unwrap(),
-                number: MemberNumber::new(m.number).unwrap(),
-                name: m.name.clone(),
-                unique_id: m.unique_id.clone().unwrap_or_default(),
-                avatar_url: m.avatar_url.clone(),
-                join_time: m.join_time.clone(),
-                status: m.status.clone(),
-                expired_time: m.expired_time.clone(),
-                introduction: m.introduction.clone(),
-            },
+            member: m.to_member().unwrap(),
             cached_at: now,
             updated_at: now,
         })

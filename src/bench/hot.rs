@@ -39,7 +39,7 @@ use rand::Rng;
 use tokio::process::{Child, Command};
 
 use crate::clock::SystemClock;
-use crate::domain::{CachedMember, Member, MemberNumber, UserId};
+use crate::domain::CachedMember;
 use crate::sim::{SimConfig, SimHandle, SimMember};
 use crate::store::Store;
 use crate::store::redis::RedisStore;
@@ -229,12 +229,12 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let small = 1_000.min(members.len());
     fill(&store, &members[..small]).await?;
-    let used_small = used_memory(&mut conn).await?;
+    let used_small = crate::testkit::used_memory(&mut conn).await?;
     report.paging_small = paging(&http, &replicas[0], args.page_requests, small).await?;
     let started = Instant::now();
     fill(&store, &members[small..]).await?;
     let filled_in = started.elapsed();
-    let used_large = used_memory(&mut conn).await?;
+    let used_large = crate::testkit::used_memory(&mut conn).await?;
     report.large = members.len();
     report.bytes_per_member =
         (used_large - used_small) as f64 / (members.len() - small).max(1) as f64;
@@ -256,10 +256,11 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
     let mut base_conn = redis::Client::open(baseline.url())?
         .get_multiplexed_async_connection()
         .await?;
-    let base_before = used_memory(&mut base_conn).await?;
+    let base_before = crate::testkit::used_memory(&mut base_conn).await?;
     crate::testkit::seed_layout::write_straightforward(&mut base_conn, &members[small..], 86_400)
         .await?;
-    report.baseline_bytes_per_member = (used_memory(&mut base_conn).await? - base_before) as f64
+    report.baseline_bytes_per_member = (crate::testkit::used_memory(&mut base_conn).await?
+        - base_before) as f64
         / (members.len() - small).max(1) as f64;
     drop(baseline);
     let ok = report.print();
@@ -598,17 +599,9 @@ async fn stampede(
 fn cached(m: &SimMember) -> anyhow::Result<CachedMember> {
     let now = chrono::Utc::now().timestamp_millis();
     Ok(CachedMember {
-        member: Member {
-            user_id: UserId::new(m.user_id).context("user id")?,
-            number: MemberNumber::new(m.number).context("number")?,
-            name: m.name.clone(),
-            unique_id: m.unique_id.clone().unwrap_or_default(),
-            avatar_url: m.avatar_url.clone(),
-            join_time: m.join_time.clone(),
-            status: m.status.clone(),
-            expired_time: m.expired_time.clone(),
-            introduction: m.introduction.clone(),
-        },
+        member: m
+            .to_member()
+            .context("a simulated member with id or number 0")?,
         cached_at: now,
         updated_at: now,
     })
@@ -622,14 +615,6 @@ async fn fill(store: &RedisStore, members: &[CachedMember]) -> anyhow::Result<()
             .context("writing members to Redis")?;
     }
     Ok(())
-}
-
-async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<i64> {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("INFO memory lacks used_memory")
 }
 
 /// Paging latency over random pages, both sorts and orders: (p50, p99) ms.

@@ -17,6 +17,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use crate::domain::{Member, MemberNumber, UserId};
+
 /// How many participants the first "over" camp has: the size of the refund
 /// list in the original incident (167 concurrent lookups, throttled), which
 /// the benchmarks replay.
@@ -62,6 +64,26 @@ pub struct SimMember {
     pub introduction: String,
     /// Counter answered by the summary endpoint.
     pub topics_count: u32,
+}
+
+impl SimMember {
+    /// The record the cache would keep for this member, as the upstream's
+    /// answer gives it (an omitted `unique_id` reads as empty): for tests and
+    /// benchmarks that fill a store directly. `None` only for an id or
+    /// number of 0, which the generator never makes.
+    pub fn to_member(&self) -> Option<Member> {
+        Some(Member {
+            user_id: UserId::new(self.user_id)?,
+            number: MemberNumber::new(self.number)?,
+            name: self.name.clone(),
+            unique_id: self.unique_id.clone().unwrap_or_default(),
+            avatar_url: self.avatar_url.clone(),
+            join_time: self.join_time.clone(),
+            status: self.status.clone(),
+            expired_time: self.expired_time.clone(),
+            introduction: self.introduction.clone(),
+        })
+    }
 }
 
 /// Which list of camps a camp appears in; also its `status` in the answer.

@@ -1110,10 +1110,7 @@ impl Store for RedisStore {
         let mut bytes: u64 = 0;
         for reply in self.on_every_master(&info).await? {
             let text: String = decode(reply, "INFO reply")?;
-            let used = text
-                .lines()
-                .find_map(|line| line.strip_prefix("used_memory:"))
-                .and_then(|value| value.trim().parse::<u64>().ok())
+            let used = used_memory_in(&text)
                 .ok_or_else(|| StoreError::Corrupt("INFO memory lacks used_memory".into()))?;
             bytes = bytes.saturating_add(used);
         }
@@ -1207,6 +1204,13 @@ fn zadd<S: redis::ToRedisArgs>(
         cmd.arg(score).arg(id.get());
     }
     cmd
+}
+
+/// The `used_memory` figure (bytes) of an `INFO memory` answer.
+pub fn used_memory_in(info: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Bytes the way Redis's `used_memory_human` prints them (`1.02M`).

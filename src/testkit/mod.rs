@@ -12,7 +12,7 @@ pub mod seed_layout;
 
 pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
 pub use redis_cluster::RedisCluster;
-pub use redis_server::{RedisServer, scan_keys};
+pub use redis_server::{RedisServer, scan_keys, used_memory};
 
 /// Starts `command`, turning "no such program" into an error that says
 /// which Debian package provides it.

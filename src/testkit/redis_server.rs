@@ -216,6 +216,17 @@ fn ping(port: u16) -> io::Result<bool> {
     Ok(&reply == b"+PONG\r\n")
 }
 
+/// Redis's `used_memory` in bytes, for measurements of what the cache costs
+/// (`tests/store_memory.rs`, `bench hot`).
+pub async fn used_memory<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<i64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    crate::store::redis::used_memory_in(&info)
+        .and_then(|bytes| i64::try_from(bytes).ok())
+        .ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Parse, "INFO memory lacks used_memory"))
+        })
+}
+
 /// Every key matching `pattern` in the Redis at `url`, found with `SCAN`
 /// (never `KEYS`), sorted. For tests that look behind the store.
 pub async fn scan_keys(url: &str, pattern: &str) -> redis::RedisResult<Vec<String>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zsxq_cache::clock::SystemClock;
-use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
+use zsxq_cache::domain::{CachedMember, Member};
 use zsxq_cache::store::Store;
 use zsxq_cache::store::redis::RedisStore;
 
@@ -51,15 +51,8 @@ async fn a_changed_record_leaves_every_near_cache(fleet: Fleet) {
     let now = chrono::Utc::now().timestamp_millis();
     let renamed = CachedMember {
         member: Member {
-            user_id: UserId::new(m.user_id).unwrap(),
-            number: MemberNumber::new(m.number).unwrap(),
             name: "改名之后 ✨".into(),
-            unique_id: m.unique_id.clone().unwrap_or_default(),
-            avatar_url: m.avatar_url.clone(),
-            join_time: m.join_time.clone(),
-            status: m.status.clone(),
-            expired_time: m.expired_time.clone(),
-            introduction: m.introduction.clone(),
+            ..m.to_member().unwrap()
         },
         cached_at: now,
         updated_at: now,
