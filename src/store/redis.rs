@@ -343,28 +343,28 @@ impl RedisStore {
         if total == 0 {
             return Ok(Vec::new());
         }
-        let mut groups: Vec<(Option<Slot>, Vec<usize>, Pipeline)> = Vec::new();
-        let mut group_of: HashMap<Option<Slot>, usize> = HashMap::new();
-        for (i, (slot, cmd)) in batch.cmds.into_iter().enumerate() {
-            let g = *group_of.entry(slot).or_insert_with(|| {
+        let groups = group_by_slot(batch.cmds.iter().map(|(slot, _)| *slot));
+        let mut cmds: Vec<Option<redis::Cmd>> =
+            batch.cmds.into_iter().map(|(_, cmd)| Some(cmd)).collect();
+        let pipes: Vec<Pipeline> = groups
+            .iter()
+            .map(|positions| {
                 let mut pipe = redis::pipe();
                 if atomic {
                     pipe.atomic();
                 }
-                groups.push((slot, Vec::new(), pipe));
-                groups.len() - 1
-            });
-            groups[g].1.push(i);
-            groups[g].2.add_command(cmd);
-        }
+                for cmd in positions.iter().filter_map(|&i| cmds[i].take()) {
+                    pipe.add_command(cmd);
+                }
+                pipe
+            })
+            .collect();
         let replies = futures_util::future::try_join_all(
-            groups
-                .iter()
-                .map(|(_, _, pipe)| self.pipeline(replay, pipe)),
+            pipes.iter().map(|pipe| self.pipeline(replay, pipe)),
         )
         .await?;
         let mut out: Vec<Option<Value>> = vec![None; total];
-        for ((_, positions, _), values) in groups.iter().zip(replies) {
+        for (positions, values) in groups.iter().zip(replies) {
             if values.len() != positions.len() {
                 return Err(short_reply(positions.len(), values.len()));
             }
@@ -673,16 +673,13 @@ impl Store for RedisStore {
         // all on a standalone server). Written first so that no number key,
         // set entry or index entry ever names a member whose hash is not
         // there yet.
-        let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
-        for (i, m) in members.iter().enumerate() {
-            let slot = self.link.slot_of(&keys::user(m.member.user_id));
-            match groups.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, positions)) => positions.push(i),
-                None => groups.push((slot, vec![i])),
-            }
-        }
+        let groups = group_by_slot(
+            members
+                .iter()
+                .map(|m| self.link.slot_of(&keys::user(m.member.user_id))),
+        );
         let mut batch = Batch::default();
-        for (_, positions) in &groups {
+        for positions in &groups {
             let user_keys: Vec<String> = positions
                 .iter()
                 .map(|&i| keys::user(members[i].member.user_id))
@@ -701,7 +698,7 @@ impl Store for RedisStore {
         let replies = self.exec(Replay::Idempotent, false, batch).await?;
         let mut changed: Vec<UserId> = Vec::new();
         let mut stale_numbers: Vec<(String, UserId)> = Vec::new();
-        for ((_, positions), reply) in groups.iter().zip(replies) {
+        for (positions, reply) in groups.iter().zip(replies) {
             let flat: Vec<Value> = decode(reply, "write reply")?;
             if flat.len() != positions.len() * 2 {
                 return Err(short_reply(positions.len() * 2, flat.len()));
@@ -737,19 +734,15 @@ impl Store for RedisStore {
             .map(|m| IndexEntry::of(m, expires_at))
             .collect();
         self.push_index(&mut batch, &entries, Some(ttl_ms));
-        let mut by_slot: Vec<(Option<Slot>, Vec<&(String, UserId)>)> = Vec::new();
-        for stale in &stale_numbers {
-            let slot = self.link.slot_of(&stale.0);
-            match by_slot.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, list)) => list.push(stale),
-                None => by_slot.push((slot, vec![stale])),
-            }
-        }
-        for (_, list) in &by_slot {
-            let number_keys: Vec<&str> = list.iter().map(|(k, _)| k.as_str()).collect();
+        for positions in group_by_slot(stale_numbers.iter().map(|(key, _)| self.link.slot_of(key)))
+        {
+            let number_keys: Vec<&str> = positions
+                .iter()
+                .map(|&i| stale_numbers[i].0.as_str())
+                .collect();
             let mut drop = eval(DROP_STALE_NUMBERS, &number_keys);
-            for (_, id) in list {
-                drop.arg(id.get());
+            for &i in &positions {
+                drop.arg(stale_numbers[i].1.get());
             }
             batch.push(&self.link, number_keys[0], drop);
         }
@@ -1181,6 +1174,22 @@ fn parse_gone(raw: &str) -> Option<LeaseState> {
     })
 }
 
+/// Positions of `slots` grouped by slot, groups in first-seen order: what
+/// may share one pipeline or one script call ([`Link::slot_of`]; a single
+/// server is one group).
+fn group_by_slot(slots: impl IntoIterator<Item = Option<Slot>>) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group_of: HashMap<Option<Slot>, usize> = HashMap::new();
+    for (i, slot) in slots.into_iter().enumerate() {
+        let g = *group_of.entry(slot).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    groups
+}
+
 /// `EVAL script numkeys keys…`, arguments to be appended by the caller. Plain
 /// EVAL rather than EVALSHA: the scripts are a few hundred bytes, and EVAL
 /// cannot fail with NOSCRIPT inside a transaction.
@@ -1423,6 +1432,18 @@ mod tests {
         assert!(names.contains(&"introduction:3"), "{names:?}");
         let map: HashMap<String, String> = fields.into_iter().collect();
         assert_eq!(member_from_hash(m.member.user_id, map).unwrap(), m);
+    }
+
+    #[test]
+    fn commands_group_by_slot_in_first_seen_order() {
+        assert_eq!(group_by_slot([None, None, None]), vec![vec![0, 1, 2]]);
+        let (a, b) = (
+            Some(Slot::for_key("zsxq:user:1")),
+            Some(Slot::for_key("zsxq:user:2")),
+        );
+        assert_ne!(a, b);
+        assert_eq!(group_by_slot([b, a, b, a]), vec![vec![0, 2], vec![1, 3]]);
+        assert!(group_by_slot([]).is_empty());
     }
 
     #[test]
