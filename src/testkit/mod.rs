@@ -8,11 +8,13 @@
 pub mod faulty_store;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod replicas;
 pub mod seed_layout;
 
 pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisServer, scan_keys, used_memory};
+pub use replicas::Replicas;
 
 /// Starts `command`, turning "no such program" into an error that says
 /// which Debian package provides it.

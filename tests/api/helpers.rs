@@ -12,7 +12,7 @@ use zsxq_cache::config::Config;
 use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::startup::{Application, open_unguarded_store};
 use zsxq_cache::store::redis_link::RedisTarget;
-use zsxq_cache::testkit::{FaultSwitch, FaultyStore, RedisCluster, RedisServer};
+use zsxq_cache::testkit::{FaultSwitch, FaultyStore, RedisCluster, RedisServer, Replicas};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
@@ -174,15 +174,7 @@ pub struct Fleet {
     pub replicas: Vec<SocketAddr>,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
-    stops: Vec<oneshot::Sender<()>>,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
-        }
-    }
+    _running: Replicas,
 }
 
 impl Fleet {
@@ -281,19 +273,7 @@ impl Setup {
             vars.insert(k.to_string(), v);
         }
         let config = Config::from_vars(&vars).expect("valid test config");
-        let (mut replicas, mut stops) = (Vec::new(), Vec::new());
-        for _ in 0..n {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let app = Application::build(config.clone(), listener)
-                .await
-                .expect("app builds");
-            replicas.push(app.local_addr().expect("addr"));
-            let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(app.run(async {
-                let _ = stopped.await;
-            }));
-            stops.push(stop);
-        }
+        let (replicas, running) = Replicas::start(&config, n).await.expect("replicas start");
         Fleet {
             sim,
             redis,
@@ -301,7 +281,7 @@ impl Setup {
             replicas,
             http: reqwest::Client::new(),
             _dir: dir,
-            stops,
+            _running: running,
         }
     }
 }

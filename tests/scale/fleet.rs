@@ -13,12 +13,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use zsxq_cache::config::Config;
 use zsxq_cache::sim::{SimConfig, SimHandle};
-use zsxq_cache::startup::Application;
-use zsxq_cache::testkit::{RedisCluster, RedisServer};
+use zsxq_cache::testkit::{RedisCluster, RedisServer, Replicas};
 
 /// `API_RATE_LIMIT` of every replica and the simulator's per-minute limit.
 const LIMIT_PER_MIN: u32 = 2400;
@@ -31,16 +28,8 @@ pub struct Fleet {
     _cluster: Option<RedisCluster>,
     pub replicas: Vec<SocketAddr>,
     pub http: reqwest::Client,
-    stops: Vec<oneshot::Sender<()>>,
+    _running: Replicas,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
-        }
-    }
 }
 
 impl Fleet {
@@ -96,28 +85,15 @@ impl Fleet {
         for (k, v) in extra {
             vars.insert(k.to_string(), v.to_string());
         }
-        let mut replicas = Vec::new();
-        let mut stops = Vec::new();
-        for _ in 0..n {
-            let config = Config::from_vars(&vars).expect("config");
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let app = Application::build(config, listener)
-                .await
-                .expect("replica builds");
-            replicas.push(app.local_addr().expect("addr"));
-            let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(app.run(async {
-                let _ = stopped.await;
-            }));
-            stops.push(stop);
-        }
+        let config = Config::from_vars(&vars).expect("config");
+        let (replicas, running) = Replicas::start(&config, n).await.expect("replicas start");
         Fleet {
             sim,
             redis,
             _cluster: cluster,
             replicas,
             http: reqwest::Client::new(),
-            stops,
+            _running: running,
             _dir: dir,
         }
     }
