@@ -199,6 +199,29 @@ pub struct CachedMember {
     pub updated_at: i64,
 }
 
+#[cfg(test)]
+impl CachedMember {
+    /// A minimal record for unit tests: the given id and number, name
+    /// `m{number}`, every other text empty, cached and updated at `updated_at`.
+    pub(crate) fn for_test(id: u64, number: u64, updated_at: i64) -> Self {
+        CachedMember {
+            member: Member {
+                user_id: UserId::new(id).expect("test id > 0"),
+                number: MemberNumber::new(number).expect("test number > 0"),
+                name: format!("m{number}"),
+                unique_id: String::new(),
+                avatar_url: String::new(),
+                join_time: String::new(),
+                status: String::new(),
+                expired_time: String::new(),
+                introduction: String::new(),
+            },
+            cached_at: updated_at,
+            updated_at,
+        }
+    }
+}
+
 /// Parses the upstream's time format (`2024-09-04T22:39:05.287+0800`), also
 /// accepting RFC 3339 (`+08:00`) for robustness.
 pub fn parse_zsxq_time_ms(raw: &str) -> Option<i64> {

@@ -238,24 +238,10 @@ async fn listen(
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::domain::{CachedMember, Member, MemberNumber};
+    use crate::domain::CachedMember;
 
     fn member(id: u64) -> CachedMember {
-        CachedMember {
-            member: Member {
-                user_id: UserId::new(id).unwrap(),
-                number: MemberNumber::new(id).unwrap(),
-                name: "n".into(),
-                unique_id: String::new(),
-                avatar_url: String::new(),
-                join_time: String::new(),
-                status: String::new(),
-                expired_time: String::new(),
-                introduction: String::new(),
-            },
-            cached_at: 1_000_000,
-            updated_at: 1_000_000,
-        }
+        CachedMember::for_test(id, id, 1_000_000)
     }
 
     #[test]

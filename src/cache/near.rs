@@ -283,24 +283,9 @@ impl NearCache {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::domain::Member;
 
     fn member(id: u64, number: u64, updated_at: i64) -> CachedMember {
-        CachedMember {
-            member: Member {
-                user_id: UserId::new(id).unwrap(),
-                number: MemberNumber::new(number).unwrap(),
-                name: format!("m{number}"),
-                unique_id: String::new(),
-                avatar_url: String::new(),
-                join_time: String::new(),
-                status: String::new(),
-                expired_time: String::new(),
-                introduction: String::new(),
-            },
-            cached_at: updated_at,
-            updated_at,
-        }
+        CachedMember::for_test(id, number, updated_at)
     }
 
     fn near(fresh_for: Duration, clock: Arc<ManualClock>) -> NearCache {

@@ -209,24 +209,9 @@ pub async fn store_or_queue(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Member, MemberNumber};
 
     fn member(id: u64, updated_at: i64) -> CachedMember {
-        CachedMember {
-            member: Member {
-                user_id: UserId::new(id).unwrap(),
-                number: MemberNumber::new(id).unwrap(),
-                name: format!("m{id}"),
-                unique_id: String::new(),
-                avatar_url: String::new(),
-                join_time: String::new(),
-                status: String::new(),
-                expired_time: String::new(),
-                introduction: String::new(),
-            },
-            cached_at: updated_at,
-            updated_at,
-        }
+        CachedMember::for_test(id, id, updated_at)
     }
 
     #[test]
