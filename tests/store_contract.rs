@@ -21,14 +21,11 @@ use std::slice;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use zsxq_cache::clock::{Clock, ManualClock, SystemClock};
 use zsxq_cache::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;
-use zsxq_cache::store::redis_link::RedisTarget;
+use zsxq_cache::store::redis_link::{Link, RedisTarget};
 use zsxq_cache::store::{
     ClearReport, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
 };
@@ -118,37 +115,31 @@ impl Harness {
     /// A plain connection to the test's Redis, for looking behind the store:
     /// the server, or a cluster client (which routes each key to its node).
     async fn raw_redis(&self) -> Option<Raw> {
-        if let Some(server) = &self.redis {
-            let client = redis::Client::open(server.url()).unwrap();
-            return Some(Raw {
-                conn: RawConn::Single(client.get_multiplexed_async_connection().await.unwrap()),
-                nodes: vec![server.url()],
-            });
-        }
-        let cluster = self.cluster.as_ref()?;
-        let client = ClusterClient::new(cluster.urls()).unwrap();
-        Some(Raw {
-            conn: RawConn::Cluster(client.get_async_connection().await.unwrap()),
-            nodes: cluster
+        let (target, nodes) = if let Some(server) = &self.redis {
+            (RedisTarget::Single(server.url()), vec![server.url()])
+        } else {
+            let cluster = self.cluster.as_ref()?;
+            let target = RedisTarget::Cluster {
+                nodes: cluster.urls(),
+                read_from_replicas: false,
+            };
+            let masters = cluster
                 .masters()
                 .iter()
                 .map(|p| format!("redis://127.0.0.1:{p}"))
-                .collect(),
-        })
+                .collect();
+            (target, masters)
+        };
+        let conn = Link::new(&target, Duration::from_secs(2)).unwrap();
+        Some(Raw { conn, nodes })
     }
 }
 
 /// A connection behind the store's back, with the nodes that hold data
 /// (for SCAN, which sees one node's keys).
 struct Raw {
-    conn: RawConn,
+    conn: Link,
     nodes: Vec<String>,
-}
-
-#[derive(Clone)]
-enum RawConn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
 }
 
 impl redis::aio::ConnectionLike for Raw {
@@ -156,10 +147,7 @@ impl redis::aio::ConnectionLike for Raw {
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        match &mut self.conn {
-            RawConn::Single(c) => c.req_packed_command(cmd),
-            RawConn::Cluster(c) => c.req_packed_command(cmd),
-        }
+        self.conn.req_packed_command(cmd)
     }
 
     fn req_packed_commands<'a>(
@@ -168,14 +156,11 @@ impl redis::aio::ConnectionLike for Raw {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match &mut self.conn {
-            RawConn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            RawConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
+        self.conn.req_packed_commands(cmd, offset, count)
     }
 
     fn get_db(&self) -> i64 {
-        0
+        self.conn.get_db()
     }
 }
 
