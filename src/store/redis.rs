@@ -580,9 +580,13 @@ impl RedisStore {
             .collect()
     }
 
-    /// Runs `cmd` once per node that holds data — every master of a cluster,
-    /// or the one server — and returns the replies.
-    async fn on_every_master(&self, cmd: &redis::Cmd) -> Result<Vec<Value>, StoreError> {
+    /// The nodes that hold data: every master of a cluster, or `None` for
+    /// the one server. A cluster that lists no master is an error (nothing
+    /// could be read or deleted there).
+    async fn data_nodes(&self) -> Result<Vec<Option<(String, u16)>>, StoreError> {
+        if !self.link.is_cluster() {
+            return Ok(vec![None]);
+        }
         let masters = self
             .call(
                 Replay::Idempotent,
@@ -590,21 +594,34 @@ impl RedisStore {
             )
             .await?;
         if masters.is_empty() {
-            if self.link.is_cluster() {
-                return Err(StoreError::Corrupt("the cluster lists no master".into()));
-            }
-            let value = self.command(Replay::Idempotent, cmd, "reply").await?;
-            return Ok(vec![value]);
+            return Err(StoreError::Corrupt("the cluster lists no master".into()));
         }
-        let mut out = Vec::with_capacity(masters.len());
-        for (host, port) in &masters {
-            let value = self
-                .call(Replay::Idempotent, |link| {
+        Ok(masters.into_iter().map(Some).collect())
+    }
+
+    /// Runs `cmd` on one node of [`RedisStore::data_nodes`].
+    async fn on_data_node(
+        &self,
+        node: &Option<(String, u16)>,
+        cmd: &redis::Cmd,
+    ) -> Result<Value, StoreError> {
+        match node {
+            None => self.command(Replay::Idempotent, cmd, "reply").await,
+            Some((host, port)) => {
+                self.call(Replay::Idempotent, |link| {
                     let cmd = cmd.clone();
                     async move { link.on_node(host, *port, cmd).await }
                 })
-                .await?;
-            out.push(value);
+                .await
+            }
+        }
+    }
+
+    /// Runs `cmd` once per node that holds data and returns the replies.
+    async fn on_every_master(&self, cmd: &redis::Cmd) -> Result<Vec<Value>, StoreError> {
+        let mut out = Vec::new();
+        for node in &self.data_nodes().await? {
+            out.push(self.on_data_node(node, cmd).await?);
         }
         Ok(out)
     }
@@ -941,17 +958,7 @@ impl Store for RedisStore {
         // tells whether a key was still there, so nothing is counted twice.
         // On a cluster every master holds part of the keyspace and is
         // scanned in turn; a standalone server is the one "node".
-        let masters = self
-            .call(
-                Replay::Idempotent,
-                |link| async move { link.masters().await },
-            )
-            .await?;
-        let nodes: Vec<Option<(String, u16)>> = if masters.is_empty() {
-            vec![None]
-        } else {
-            masters.into_iter().map(Some).collect()
-        };
+        let nodes = self.data_nodes().await?;
         let mut seen = HashSet::new();
         for node in &nodes {
             let mut cursor: u64 = 0;
@@ -963,19 +970,7 @@ impl Store for RedisStore {
                     .arg("COUNT")
                     .arg(CLEAR_SCAN_COUNT)
                     .take();
-                let reply = match node {
-                    None => {
-                        self.command(Replay::Idempotent, &scan, "SCAN reply")
-                            .await?
-                    }
-                    Some((host, port)) => {
-                        self.call(Replay::Idempotent, |link| {
-                            let scan = scan.clone();
-                            async move { link.on_node(host, *port, scan).await }
-                        })
-                        .await?
-                    }
-                };
+                let reply = self.on_data_node(node, &scan).await?;
                 let (next, found): (u64, Vec<String>) = decode(reply, "SCAN reply")?;
                 let doomed: Vec<String> = found
                     .into_iter()
