@@ -31,7 +31,7 @@ pub use data::{
     DEPARTED_COUNT, DepartedUser, RankingType, SimCamp, SimData, SimMember, continuous_days,
     generate, zsxq_time,
 };
-pub use server::{MAX_PAGE_COUNT, RANKING_PAGE_SIZE};
+pub use server::{HIDDEN_POSITION, MAX_PAGE_COUNT, RANKING_PAGE_SIZE};
 pub use state::{SimCallsByKind, SimFault, SimKnobs, SimKnobsPatch, SimStats};
 
 use state::SimState;
@@ -73,6 +73,15 @@ pub struct SimConfig {
     /// Extra delay of `--fault slow`, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub slow_ms: u64,
+    /// Share of members the upstream shows without a number (0.0..=1.0;
+    /// 1.0 is a group with member numbering off).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
+    pub unnumbered_ratio: f64,
+    /// Members (after the owner) who joined in one and the same
+    /// millisecond, as after a bulk import; above 200 the member list
+    /// cannot page through them all.
+    #[arg(long, default_value_t = 0)]
+    pub tied_joins: usize,
 }
 
 fn parse_ratio(raw: &str) -> Result<f64, String> {
@@ -98,6 +107,8 @@ impl Default for SimConfig {
             group_id: 51122858222824,
             fault: SimFault::None,
             slow_ms: 5_000,
+            unnumbered_ratio: 0.0,
+            tied_joins: 0,
         }
     }
 }
@@ -129,8 +140,23 @@ impl fmt::Debug for SimConfig {
             .field("group_id", &self.group_id)
             .field("fault", &self.fault)
             .field("slow_ms", &self.slow_ms)
+            .field("unnumbered_ratio", &self.unnumbered_ratio)
+            .field("tied_joins", &self.tied_joins)
             .finish()
     }
+}
+
+/// The group `cfg` describes: generated from its seed and size, with its
+/// numbering and join-time ties applied.
+pub fn generate_for(cfg: &SimConfig) -> SimData {
+    let mut data = generate(cfg.seed, cfg.members, cfg.group_id);
+    if cfg.unnumbered_ratio > 0.0 {
+        data.hide_numbers(cfg.unnumbered_ratio);
+    }
+    if cfg.tied_joins > 0 {
+        data.tie_joins(cfg.tied_joins);
+    }
+    data
 }
 
 /// The simulator's routes over `data`, with the knobs of `cfg`.
@@ -159,7 +185,7 @@ pub async fn serve(
 pub async fn spawn(cfg: SimConfig) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    let data = Arc::new(generate(cfg.seed, cfg.members, cfg.group_id));
+    let data = Arc::new(generate_for(&cfg));
     let state = Arc::new(SimState::new(&cfg, Arc::clone(&data)));
     let app = server::router(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -221,6 +247,17 @@ impl SimHandle {
     /// Spoils every `/v2` answer with `fault` ([`SimFault::None`] = healthy).
     pub fn set_fault(&self, fault: SimFault) {
         self.state.set_fault(fault);
+    }
+
+    /// Leaves one participant out of every ranking (statistics still count
+    /// them), or stops.
+    pub fn set_hide_participant(&self, on: bool) {
+        self.state.set_hide_participant(on);
+    }
+
+    /// Answers member summaries with another member's record, or stops.
+    pub fn set_wrong_summary(&self, on: bool) {
+        self.state.set_wrong_summary(on);
     }
 
     /// Sets how late [`SimFault::Slow`] answers.
