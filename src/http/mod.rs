@@ -202,10 +202,22 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
             "dropped": queue.dropped(),
         },
         "upstream": app.cache.budget().snapshot(),
+        "member_numbers": app.cache.numbering(),
+        "notices": notices(&app),
     });
     envelope(
         StatusCode::OK,
         if store_ok { "ready" } else { "degraded" },
         data,
     )
+}
+
+/// What the operator must be told on every view of the page, plainly and
+/// once: `{kind, level, message}`, `level` "info" or "error".
+fn notices(app: &AppState) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    if let Some(message) = app.cache.numbering().notice() {
+        out.push(serde_json::json!({"kind": "numbering_off", "level": "info", "message": message}));
+    }
+    out
 }
