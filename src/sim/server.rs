@@ -143,16 +143,19 @@ fn strip_fields(envelope: &mut Value) {
     let Some(data) = envelope.get_mut("resp_data").and_then(Value::as_object_mut) else {
         return;
     };
+    // `user_id` is what no member record can do without (a missing
+    // `number` is valid: the group may not number its members).
     if let Some(member) = data.get_mut("member").and_then(Value::as_object_mut) {
-        member.remove("number");
+        member.remove("user_id");
     }
     if let Some(members) = data.get_mut("members").and_then(Value::as_array_mut) {
         for member in members.iter_mut().filter_map(Value::as_object_mut) {
-            member.remove("number");
+            member.remove("user_id");
         }
     }
     data.remove("checkins");
     data.remove("ranking_list");
+    data.remove("statistics");
 }
 
 /// A successful answer: `{"succeeded": true, "resp_data": ...}`.
