@@ -184,6 +184,12 @@ pub fn build_state_with_store(
         default_concurrency: config.upstream.concurrency.min(10),
         rate_limit,
         cors_origins: config.edge.cors_origins.clone(),
+        gate: http::gate::Gate::new(
+            config.edge.allowed_hosts.clone(),
+            config.edge.read_token.as_ref(),
+            config.admin_token.as_ref(),
+            config.edge.cors_origins.clone(),
+        ),
         in_flight,
         invalidation,
         metrics,
