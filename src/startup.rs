@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::cache::{CachePolicy, MemberCache, NearOptions};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, ConnectionLimits, StoreConfig};
 use crate::http::edge::{ClientRateLimit, InFlight};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -45,6 +45,8 @@ pub struct Application {
     state: Arc<AppState>,
     /// `SHUTDOWN_GRACE_SECS`.
     shutdown_grace: Duration,
+    /// Header and idle timeouts, connection cap.
+    connection_limits: ConnectionLimits,
 }
 
 /// Opens the configured store behind the circuit breaker, with the default
@@ -203,6 +205,7 @@ impl Application {
             listener,
             state,
             shutdown_grace: config.reliability.shutdown_grace,
+            connection_limits: config.edge.connections,
         })
     }
 
@@ -218,6 +221,7 @@ impl Application {
             listener,
             state,
             shutdown_grace: config.reliability.shutdown_grace,
+            connection_limits: config.edge.connections,
         })
     }
 
@@ -245,7 +249,8 @@ impl Application {
             shutdown.await;
             let _ = signalled.send(());
         };
-        let mut workers = http::server::Workers::start(http::router(self.state))?;
+        let mut workers =
+            http::server::Workers::start(http::router(self.state), self.connection_limits)?;
         let server = workers.serve(self.listener, shutdown);
         let overdue = async {
             if on_signal.await.is_err() {

@@ -9,6 +9,7 @@
 //! request, run by `pipeline.rs` in one service around the router.
 
 pub mod camps;
+pub mod connections;
 pub mod edge;
 pub mod error;
 pub mod gate;
