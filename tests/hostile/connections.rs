@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::helpers::{Setup, StoreKind, spawn_app};
+use crate::process::Service;
 use crate::{closed_within, raw_get, read_answer, send_get};
 
 /// The target: a header trickle is cut off within this.
@@ -156,5 +157,82 @@ async fn a_flood_of_idle_sockets_leaves_healthz_and_requests_in_flight_answered(
         closed >= idle.len() - CAP,
         "at most {CAP} stay open: {closed} of {} closed",
         idle.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_200_file_descriptors_300_idle_sockets_leave_healthz_answered() {
+    const FLOOD: usize = 300;
+    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig::for_tests())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("dir");
+    // The default HTTP_MAX_CONNECTIONS (1024) is above what the process may
+    // open: accepting runs out of descriptors first.
+    let vars = vec![
+        ("ZSXQ_API_BASE", sim.base_url.clone()),
+        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+        (
+            "EMBEDDED_PATH",
+            dir.path().join("cache.redb").display().to_string(),
+        ),
+        ("API_RATE_LIMIT", "6000".to_string()),
+        ("API_REQUEST_DELAY", "0".to_string()),
+    ];
+    let service = Service::start(dir.path(), &vars).await;
+    let limited = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(service.pid().to_string())
+        .arg("--nofile=200:200")
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(limited.success(), "prlimit --nofile=200:200");
+
+    let started = Instant::now();
+    let mut idle = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        // Connected (the kernel completes the handshake), never a byte.
+        idle.push(TcpStream::connect(service.addr).await.expect("connect"));
+    }
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let health = probe.get(service.url("/healthz")).send().await;
+    let probe_ms = started.elapsed().as_millis();
+    assert_eq!(
+        health
+            .expect("/healthz answers with every descriptor taken")
+            .status(),
+        200,
+        "{}",
+        service.logs()
+    );
+    let member = &sim.data.members[5];
+    let answer: serde_json::Value = probe
+        .get(service.url(&format!("/api/users/{}", member.user_id)))
+        .send()
+        .await
+        .expect("a lookup answers too")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["data"]["number"], member.number, "{answer}");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", service.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let mut closed = 0;
+    for stream in &mut idle {
+        closed += usize::from(closed_within(stream, Duration::from_millis(20)).await);
+    }
+    println!(
+        "[hostile] ulimit -n 200, {FLOOD} idle sockets: /healthz answered {probe_ms} ms after the flood began; \
+         the service holds {fds} descriptors; {closed} idle sockets were closed to make room"
+    );
+    assert!(closed > 0, "room was made by closing idle connections");
+    assert!(
+        service.logs().contains("out of file descriptors"),
+        "the exhaustion is logged"
     );
 }

@@ -6,13 +6,17 @@
 //! - `gate.rs`: DNS rebinding (a foreign `Host`), cross-site POSTs
 //!   (`text/plain`, a foreign `Origin`), reads behind `READ_TOKEN`.
 //! - `connections.rs`: a header trickle, idle keep-alive connections, a
-//!   flood of idle sockets beside `/healthz` and a request in flight.
+//!   flood of idle sockets beside `/healthz` and a request in flight, and
+//!   the same flood against the binary held to 200 file descriptors.
 //! - `exports.rs`: names with bidi overrides, zero-width characters and
 //!   formula prefixes, through every export.
 
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "../faults/process.rs"]
+#[allow(dead_code)]
+mod process;
 
 mod connections;
 mod exports;
