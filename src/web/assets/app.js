@@ -630,7 +630,9 @@
             h('th', {}, '是否合格'))),
           tbody));
 
-      const names = String(stats.qualified_names || '');
+      // Plain text to paste elsewhere: without format characters (bidi
+      // overrides, zero-width), one name could reverse the ones after it.
+      const names = String(stats.qualified_names || '').replace(/\p{Cf}/gu, '');
       const namesBox = h('textarea', { id: 'qualified-names', readonly: true, rows: 4, 'aria-label': '合格名单' });
       namesBox.value = names;
       const copy = h('button', { class: 'btn btn-sm btn-primary', type: 'button', id: 'copy-names' }, '复制名单');
