@@ -50,6 +50,10 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 /// Connections closed at once when accepting fails for want of descriptors.
 const EVICT_ON_EXHAUSTION: usize = 4;
 
+/// The shortest time between two warnings about refused connections or
+/// exhausted descriptors.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Every open connection of the process, shared by the accept loop and the
 /// workers.
 pub struct Connections {
@@ -63,6 +67,12 @@ pub struct Connections {
     next_id: AtomicU64,
     /// Refusals being written now.
     refusing: AtomicUsize,
+    /// When a warning about refusals or exhaustion was last logged (ms
+    /// since the epoch, plus one; 0 = never): a flood logs one line every
+    /// [`WARN_EVERY`], not one per connection.
+    warned_at: AtomicU64,
+    /// Connections refused or made room for since that warning.
+    unreported: AtomicU64,
     /// Time zero of the millisecond stamps in [`Conn`].
     epoch: Instant,
 }
@@ -106,6 +116,8 @@ impl Connections {
             evicting: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             refusing: AtomicUsize::new(0),
+            warned_at: AtomicU64::new(0),
+            unreported: AtomicU64::new(0),
             epoch: Instant::now(),
         })
     }
@@ -181,6 +193,30 @@ impl Connections {
             conn.wake.notify_one();
         }
         n
+    }
+
+    /// Counts one event worth a warning (a refusal, an exhausted accept);
+    /// `Some(events since the last warning)` when a warning is due.
+    pub fn warning_due(&self) -> Option<u64> {
+        self.warning_due_at(self.epoch.elapsed())
+    }
+
+    /// [`Connections::warning_due`] at `now` since the epoch.
+    fn warning_due_at(&self, now: Duration) -> Option<u64> {
+        let events = self.unreported.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = now.as_millis() as u64 + 1;
+        let last = self.warned_at.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
+        if due
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.unreported.fetch_sub(events, Ordering::Relaxed);
+            return Some(events);
+        }
+        None
     }
 
     /// A permit to write a refusal, unless too many are being written.
@@ -471,5 +507,19 @@ mod tests {
         }
         assert!(all.admit().is_none());
         assert_eq!(all.make_room(), 0);
+    }
+
+    #[test]
+    fn a_flood_warns_once_per_period_with_the_count() {
+        let all = Connections::new(limits(8));
+        let at = |secs: u64| all.warning_due_at(Duration::from_secs(secs));
+        assert_eq!(at(0), Some(1), "the first one is said at once");
+        for _ in 0..999 {
+            assert_eq!(at(5), None);
+        }
+        // A period later, the next one reports all it held back.
+        assert_eq!(at(10), Some(1000));
+        assert_eq!(at(11), None);
+        assert_eq!(at(20), Some(2));
     }
 }

@@ -91,11 +91,12 @@ impl Gate {
         if PROBE_PATHS.contains(&request.uri().path()) {
             return None;
         }
-        let named = request.uri().host().map(str::to_owned).or_else(|| {
+        // Borrowed, not copied: this runs on the hot route too.
+        let named = request.uri().host().or_else(|| {
             let value = request.headers().get(header::HOST)?.to_str().ok()?;
-            Some(host_part(value).to_owned())
+            Some(host_part(value))
         });
-        let host = named.as_deref().map(|h| h.trim_end_matches('.'));
+        let host = named.map(|h| h.trim_end_matches('.'));
         if host.is_some_and(|h| self.allows_host(h)) {
             return None;
         }

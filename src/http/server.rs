@@ -116,7 +116,9 @@ impl Workers {
                 Err(e) if is_out_of_descriptors(&e) && self.connections.make_room() > 0 => {
                     // Idle connections were asked to close; their
                     // descriptors are free in a moment.
-                    tracing::warn!(error = %e, "out of file descriptors: closing idle connections");
+                    if let Some(times) = self.connections.warning_due() {
+                        tracing::warn!(error = %e, times, "out of file descriptors: closing idle connections to accept new ones");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -303,10 +305,13 @@ async fn serve_connection(
 /// Answers a connection refused at the cap with a 503 envelope and closes
 /// it, on a task of its own so the accept loop never waits on a client.
 fn refuse(stream: TcpStream, connections: &Arc<Connections>) {
-    tracing::warn!(
-        max = connections.limits().max_connections,
-        "connection refused: HTTP_MAX_CONNECTIONS are open and all are answering requests"
-    );
+    if let Some(times) = connections.warning_due() {
+        tracing::warn!(
+            max = connections.limits().max_connections,
+            times,
+            "connections refused: HTTP_MAX_CONNECTIONS are open and all are answering requests"
+        );
+    }
     let Some(permit) = connections.refusal_permit() else {
         return;
     };
