@@ -90,11 +90,6 @@ impl Workers {
         })
     }
 
-    /// Every open connection (for tests and diagnostics).
-    pub fn connections(&self) -> &Arc<Connections> {
-        &self.connections
-    }
-
     /// Accepts connections on `listener` and hands them to the workers until
     /// `shutdown` resolves; then stops accepting, asks every connection to
     /// close after its request and resolves once all have.
@@ -266,23 +261,27 @@ async fn serve_connection(
     let mut connection = pin!(connection);
     let watchdog = tokio::time::sleep(Duration::ZERO);
     let mut watchdog = pin!(watchdog);
+    // Asked to finish (shutdown, idle, room) and close: the watchdog keeps
+    // running meanwhile, so a client trickling its headers cannot hold a
+    // shutdown past the header timeout.
+    let mut finishing = false;
     let result = loop {
         tokio::select! {
             // The connection first: it is what is ready nearly every time.
             biased;
             result = connection.as_mut() => break result,
-            () = requested(&mut closing) => {
+            () = requested(&mut closing), if !finishing => {
+                finishing = true;
                 connection.as_mut().graceful_shutdown();
-                break connection.as_mut().await;
             }
-            () = conn.evicted() => {
+            () = conn.evicted(), if !finishing => {
                 if !conn.is_busy() {
                     tracing::debug!(%peer, "closing an idle connection to make room");
                     return;
                 }
                 // It took a request since it was picked: finish that.
+                finishing = true;
                 connection.as_mut().graceful_shutdown();
-                break connection.as_mut().await;
             }
             () = watchdog.as_mut() => match registered.verdict() {
                 Verdict::CheckAt(at) => watchdog.as_mut().reset(at.into()),
@@ -290,10 +289,8 @@ async fn serve_connection(
                     tracing::debug!(%peer, "closing a connection: its request headers took longer than HTTP_HEADER_TIMEOUT_SECS");
                     return;
                 }
-                Verdict::Idle => {
-                    connection.as_mut().graceful_shutdown();
-                    break connection.as_mut().await;
-                }
+                // Nothing in progress: closing is all there is to do.
+                Verdict::Idle => return,
             },
         }
     };

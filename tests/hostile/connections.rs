@@ -236,3 +236,66 @@ async fn with_200_file_descriptors_300_idle_sockets_leave_healthz_answered() {
         "the exhaustion is logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_trickle_cannot_hold_a_shutdown_past_the_header_timeout() {
+    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig::for_tests())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let vars: std::collections::HashMap<String, String> = [
+        ("ZSXQ_API_BASE", sim.base_url.clone()),
+        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+        (
+            "EMBEDDED_PATH",
+            dir.path().join("cache.redb").display().to_string(),
+        ),
+        ("HTTP_HEADER_TIMEOUT_SECS", "2".to_string()),
+        ("SHUTDOWN_GRACE_SECS", "60".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = zsxq_cache::config::Config::from_vars(&vars).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = zsxq_cache::startup::Application::build(config, listener)
+        .await
+        .expect("app");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    let mut trickler = TcpStream::connect(addr).await.expect("connect");
+    trickler
+        .write_all(format!("GET /api/users HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let keep_trickling = tokio::spawn(async move {
+        // Longer than the wait below: only the server can end it in time.
+        for i in 0..90 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if trickler
+                .write_all(format!("X-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let _ = stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(20), running).await;
+    let took = asked.elapsed();
+    keep_trickling.abort();
+    println!(
+        "[hostile] shutdown with a header trickle connected ended after {took:.1?} (header timeout 2 s, grace 60 s)"
+    );
+    assert!(
+        ended.is_ok(),
+        "the shutdown waited on the trickle for 20 s (its grace is 60 s)"
+    );
+}
