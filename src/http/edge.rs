@@ -43,8 +43,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{ApiError, envelope};
 
-/// Paths a load balancer or Prometheus polls; never rate limited.
-const HEALTH_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Paths a load balancer or Prometheus polls; never rate limited (nor
+/// held to the Host allowlist or the read token: `gate.rs`).
+pub(super) const HEALTH_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Largest non-JSON error body read to build an envelope from; axum's
 /// rejection texts are one line.

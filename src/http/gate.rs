@@ -32,11 +32,9 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use super::edge::HEALTH_PATHS;
 use super::error::ApiError;
 use crate::config::Secret;
-
-/// Paths probes poll by address; exempt from the Host check and the token.
-const PROBE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The longest host name echoed back in a refusal.
 const ECHO_LIMIT: usize = 80;
@@ -88,7 +86,7 @@ impl Gate {
 
     /// The 421 answer when `request` names a host that is not served here.
     pub fn refuse_host(&self, request: &Request) -> Option<Response> {
-        if PROBE_PATHS.contains(&request.uri().path()) {
+        if HEALTH_PATHS.contains(&request.uri().path()) {
             return None;
         }
         // Borrowed, not copied: this runs on the hot route too.
@@ -298,7 +296,7 @@ mod tests {
         assert_eq!(status(g.refuse_host(&none)), Some(421));
         let absolute = request(Method::GET, "http://attacker.example/api/users", &[]);
         assert_eq!(status(g.refuse_host(&absolute)), Some(421));
-        for probe in PROBE_PATHS {
+        for probe in HEALTH_PATHS {
             let r = request(Method::GET, probe, &[("host", "10.1.2.3:3013")]);
             assert_eq!(status(g.refuse_host(&r)), None, "{probe}");
         }
