@@ -268,3 +268,67 @@ async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_op
         "no member id in /metrics"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_token_never_appears_in_logs_or_answers() {
+    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig::for_tests())
+        .await
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let vars = vec![
+        ("ZSXQ_API_BASE", sim.base_url.clone()),
+        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+        (
+            "EMBEDDED_PATH",
+            dir.path().join("c.redb").display().to_string(),
+        ),
+        ("READ_TOKEN", READ.to_string()),
+        ("RUST_LOG", "debug".to_string()),
+    ];
+    let service = crate::process::Service::start(dir.path(), &vars).await;
+    let http = reqwest::Client::new();
+    let member = &sim.data.members[2];
+    let mut answers = String::new();
+    for auth in [
+        format!("Bearer {READ}"),
+        format!("Bearer {READ}x"),
+        READ.to_string(),
+        format!("bearer {READ}"),
+    ] {
+        for path in [
+            format!("/api/users/{}", member.user_id),
+            "/api/users".to_string(),
+            "/api/nothing".to_string(),
+        ] {
+            let resp = http
+                .get(service.url(&path))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .expect("answers");
+            answers.push_str(&format!("{:?}", resp.headers()));
+            answers.push_str(&resp.text().await.expect("body"));
+        }
+    }
+    let logs = service.logs();
+    assert!(logs.contains("answered"), "debug logs were written: {logs}");
+    assert!(!logs.contains(READ), "the read token is in the logs");
+    assert!(!answers.contains(READ), "the read token is in an answer");
+    // A start-up refusal names the variable, not the value.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("ZSXQ_GROUP_ID", "1")
+        .env("ZSXQ_ACCESS_TOKEN", "sim-token")
+        .env("READ_TOKEN", "short-secret")
+        .output()
+        .expect("runs");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains("READ_TOKEN") && !said.contains("short-secret"),
+        "{said}"
+    );
+}
