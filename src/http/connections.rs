@@ -25,6 +25,11 @@
 //!   refused, with a 503 envelope. The same eviction runs when accepting
 //!   fails for want of file descriptors, so a low `ulimit -n` degrades the
 //!   same way instead of stalling the accept loop.
+//! - **Busy means "a request is being answered"**, from its complete head
+//!   until its answer is handed to hyper. Writing the body afterwards
+//!   counts as idle: the answers here are small (the largest export is tens
+//!   of kilobytes) and go to the socket buffer at once, and tracking the
+//!   body too would cost an allocation per request on the hot route.
 //! - **Bookkeeping on the hot path is a few relaxed atomics** on the
 //!   connection's own state (requests in progress, when it last went idle,
 //!   when a head started), touched by its own worker thread; the registry's
