@@ -408,6 +408,42 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
+/// Descriptors the process needs besides its clients' connections (the
+/// store, the upstream's pool, the runtime, logs), roughly.
+const DESCRIPTOR_RESERVE: u64 = 64;
+
+/// Warns at start when `HTTP_MAX_CONNECTIONS` cannot be reached within the
+/// open-file limit (Linux: `/proc/self/limits`; elsewhere nothing is said).
+/// Not fatal: idle connections make room when descriptors run out, but
+/// the cap the operator set is then not the one that holds.
+pub fn warn_if_above_descriptor_limit(limits: ConnectionLimits) {
+    let Some(soft) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .as_deref()
+        .and_then(open_files_soft_limit)
+    else {
+        return;
+    };
+    let wanted = limits.max_connections as u64 + DESCRIPTOR_RESERVE;
+    if wanted > soft {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_file_limit = soft,
+            "HTTP_MAX_CONNECTIONS is above what the open-file limit allows (ulimit -n, LimitNOFILE): when descriptors run out, idle connections are closed to make room"
+        );
+    }
+}
+
+/// The soft "Max open files" of a `/proc/<pid>/limits` text.
+fn open_files_soft_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Whether accepting failed because the process or the system is out of
 /// file descriptors (EMFILE, ENFILE: 24 and 23 on Linux and macOS).
 pub fn is_out_of_descriptors(e: &io::Error) -> bool {
@@ -512,6 +548,19 @@ mod tests {
         }
         assert!(all.admit().is_none());
         assert_eq!(all.make_room(), 0);
+    }
+
+    #[test]
+    fn the_open_file_limit_is_read_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units\n\
+                    Max processes             63421                63421                processes\n\
+                    Max open files            200                  4096                 files\n";
+        assert_eq!(open_files_soft_limit(text), Some(200));
+        assert_eq!(
+            open_files_soft_limit("Max open files unlimited unlimited files"),
+            None
+        );
+        assert_eq!(open_files_soft_limit(""), None);
     }
 
     #[test]

@@ -78,6 +78,7 @@ struct Worker {
 impl Workers {
     /// Starts one worker per core, each serving `app`, within `limits`.
     pub fn start(app: App, limits: ConnectionLimits) -> io::Result<Self> {
+        super::connections::warn_if_above_descriptor_limit(limits);
         let count = std::thread::available_parallelism().map_or(1, usize::from);
         let (closing, closing_rx) = watch::channel(false);
         let workers = (0..count)
