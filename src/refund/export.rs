@@ -9,14 +9,25 @@
 //! - **CSV** starts with a UTF-8 BOM (Excel otherwise reads UTF-8 as the
 //!   local code page and garbles Chinese), ends lines with CRLF (RFC 4180)
 //!   and quotes a field that holds a quote, comma or line break. A name
-//!   starting with `=`, `+`, `-`, `@` or a tab is prefixed with `'`, so a
+//!   starting with `=`, `+`, `-`, `@`, their full-width forms (`＝＋－＠`,
+//!   which some spreadsheets fold to ASCII), whitespace (a spreadsheet may
+//!   trim it and then see the formula) or a tab is prefixed with `'`, so a
 //!   spreadsheet shows it rather than running it as a formula.
 //! - **XLSX** via `rust_xlsxwriter`: real numbers in number columns, strings
 //!   as strings (no formula interpretation, no escaping needed), the header
 //!   row frozen.
-//! - **Text and table** replace control characters in names with spaces so
-//!   a name cannot break the layout; the table pads by display width (CJK
-//!   and emoji take two columns in a terminal).
+//! - **Names are text, nothing more**: every export drops Unicode format
+//!   characters (general category Cf: bidi embeddings, overrides and
+//!   isolates, zero-width spaces and joiners, the BOM, invisible operators,
+//!   tags) from names and titles. A right-to-left override in a nickname
+//!   would otherwise visually reverse the rest of its line, making one
+//!   person's number or verdict read as another's; a zero-width character
+//!   makes two names that look the same differ, or hides a formula prefix.
+//!   The JSON API keeps names as the upstream sent them (the page renders
+//!   them as isolated text).
+//! - **Text and table** also replace control characters in names with
+//!   spaces so a name cannot break the layout; the table pads by display
+//!   width (CJK and emoji take two columns in a terminal).
 //! - **File names**: an ASCII `filename` for old clients plus RFC 5987
 //!   `filename*=UTF-8''…` carrying the camp's Chinese title.
 
@@ -59,7 +70,7 @@ pub fn csv(list: &RefundList) -> Vec<u8> {
             [
                 (i + 1).to_string(),
                 number_cell(row),
-                defuse_formula(&row.planet_nickname),
+                defuse_formula(&visible(&row.planet_nickname)),
                 row.checkined_days.to_string(),
                 qualified_cell(row).to_string(),
             ]
@@ -86,12 +97,50 @@ fn push_csv_line(out: &mut String, fields: impl Iterator<Item = String>) {
 }
 
 /// Keeps a spreadsheet from reading a name as a formula (CSV injection).
+/// Runs on the name without its format characters, so none can hide the
+/// prefix.
 fn defuse_formula(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let risky = text.starts_with(['=', '+', '-', '@', '＝', '＋', '－', '＠'])
+        || text.starts_with(char::is_whitespace);
+    if risky {
         format!("'{text}")
     } else {
         text.to_string()
     }
+}
+
+/// Whether `c` is a Unicode format character (general category Cf):
+/// invisible, and able to reorder or join the text around it.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// `text` without its format characters: what it shows, nothing more.
+fn visible(text: &str) -> String {
+    text.chars().filter(|c| !is_format_char(*c)).collect()
 }
 
 /// The list as an XLSX workbook.
@@ -118,7 +167,7 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         }
         .map_err(fail)?;
         sheet
-            .write_string(row_index, 2, row.planet_nickname.as_str())
+            .write_string(row_index, 2, visible(&row.planet_nickname))
             .map_err(fail)?;
         sheet
             .write_number(row_index, 3, f64::from(row.checkined_days))
@@ -134,9 +183,11 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
     workbook.save_to_buffer().map_err(fail)
 }
 
-/// A name safe to print on one line.
+/// A name safe to print on one line: no format characters, control
+/// characters as spaces.
 fn one_line(text: &str) -> String {
     text.chars()
+        .filter(|c| !is_format_char(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
@@ -468,6 +519,88 @@ mod tests {
         assert!(cd.ends_with(".csv"));
         assert!(cd.contains("7%E5%A4%A9AI"), "{cd}");
         assert!(cd.is_ascii());
+    }
+
+    /// Bidi controls, zero-width characters and other format characters
+    /// (category Cf), one of each kind.
+    const FORMAT_CHARS: [char; 16] = [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}', '\u{200B}', '\u{200D}',
+        '\u{2060}', '\u{FEFF}',
+    ];
+
+    #[test]
+    fn every_export_drops_format_characters_from_names() {
+        let sneaky: String = FORMAT_CHARS.iter().fold("小".to_string(), |mut s, c| {
+            s.push(*c);
+            s
+        }) + "张\u{202E}321";
+        let l = list(vec![
+            row(1, Some(177), &sneaky, 9),
+            row(2, None, "\u{2067}李四\u{2069}", 3),
+        ]);
+        let csv = String::from_utf8(csv(&l)).unwrap();
+        let text = text(&l);
+        let table = table(&l);
+        for (kind, out) in [("csv", &csv[3..]), ("text", &text), ("table", &table)] {
+            assert!(!out.chars().any(is_format_char), "{kind}: {out:?}");
+            assert!(
+                out.contains("小张321") && out.contains("李四"),
+                "{kind}: {out}"
+            );
+        }
+        assert!(csv.starts_with('\u{FEFF}'), "the BOM itself stays");
+        let sheet = sheet_xml(&xlsx(&l).unwrap());
+        assert!(sheet.contains("小张321"), "{sheet}");
+        assert!(!sheet.chars().any(is_format_char));
+        for c in FORMAT_CHARS {
+            assert!(is_format_char(c), "{:04X}", u32::from(c));
+        }
+        for kept in ['a', '张', '🐱', '\u{FE0F}', '\u{0301}', ' '] {
+            assert!(!is_format_char(kept), "{:04X}", u32::from(kept));
+        }
+    }
+
+    /// The shared strings of an XLSX file (where its text cells live).
+    fn sheet_xml(bytes: &[u8]) -> String {
+        use std::io::Read as _;
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut xml = String::new();
+        zip.by_name("xl/sharedStrings.xml")
+            .unwrap()
+            .read_to_string(&mut xml)
+            .unwrap();
+        xml
+    }
+
+    #[test]
+    fn formulas_are_defused_behind_spaces_full_width_signs_and_invisible_characters() {
+        for name in [
+            "=1+1",
+            "+cmd",
+            "-2",
+            "@SUM(A1)",
+            " =1+1",
+            "\t=1",
+            "\r=1",
+            "＝1+1",
+            "＋1",
+            "－1",
+            "＠x",
+            "\u{200B}=HYPERLINK(\"http://x\")",
+            "\u{202E}=1",
+        ] {
+            let l = list(vec![row(1, Some(1), name, 7)]);
+            let csv = String::from_utf8(csv(&l)).unwrap();
+            let cell = csv.lines().nth(1).unwrap().split(',').nth(2).unwrap();
+            let cell = cell.trim_start_matches('"');
+            assert!(cell.starts_with('\''), "{name:?} -> {cell:?}");
+        }
+        for name in ["小张", "a=b", "1+1", "Tom"] {
+            let l = list(vec![row(1, Some(1), name, 7)]);
+            let csv = String::from_utf8(csv(&l)).unwrap();
+            assert!(csv.contains(&format!(",{name},")), "{name} is left alone");
+        }
     }
 
     #[test]
