@@ -46,10 +46,31 @@ pub const SHEET_NAME: &str = "退款名单";
 #[error("could not write the xlsx file: {0}")]
 pub struct ExportError(String);
 
+/// Extra columns when the group has no member numbers at all: rows are then
+/// told apart by alias and user id, and the reason is said once (in the
+/// list's notice), not on every row.
+pub const NO_NUMBERING_COLUMNS: [&str; 2] = ["星球备注", "用户ID"];
+
+/// The group numbers none of its members (the list's statistics say so).
+fn numbering_off(list: &RefundList) -> bool {
+    list.statistics.numbering_notice.is_some()
+}
+
+/// The header: the five columns, and the two identifying ones when the
+/// group has no numbers.
+fn columns(list: &RefundList) -> Vec<&'static str> {
+    let mut out = COLUMNS.to_vec();
+    if numbering_off(list) {
+        out.extend(NO_NUMBERING_COLUMNS);
+    }
+    out
+}
+
 /// The number cell's text: the number, or why there is none.
-fn number_cell(row: &RefundRow) -> String {
+fn number_cell(row: &RefundRow, off: bool) -> String {
     match (row.planet_number, &row.number_missing_reason) {
         (Some(n), _) => n.to_string(),
+        (None, _) if off => "无编号".to_string(),
         (None, Some(reason)) => format!("缺失：{reason}"),
         (None, None) => "缺失".to_string(),
     }
@@ -63,19 +84,21 @@ fn qualified_cell(row: &RefundRow) -> &'static str {
 pub fn csv(list: &RefundList) -> Vec<u8> {
     let mut out = String::with_capacity(64 + list.refund_list.len() * 48);
     out.push('\u{FEFF}');
-    push_csv_line(&mut out, COLUMNS.iter().map(|c| (*c).to_string()));
+    let off = numbering_off(list);
+    push_csv_line(&mut out, columns(list).iter().map(|c| (*c).to_string()));
     for (i, row) in list.refund_list.iter().enumerate() {
-        push_csv_line(
-            &mut out,
-            [
-                (i + 1).to_string(),
-                number_cell(row),
-                defuse_formula(&visible(&row.planet_nickname)),
-                row.checkined_days.to_string(),
-                qualified_cell(row).to_string(),
-            ]
-            .into_iter(),
-        );
+        let mut fields = vec![
+            (i + 1).to_string(),
+            number_cell(row, off),
+            defuse_formula(&visible(&row.planet_nickname)),
+            row.checkined_days.to_string(),
+            qualified_cell(row).to_string(),
+        ];
+        if off {
+            fields.push(defuse_formula(&visible(&row.planet_alias)));
+            fields.push(row.planet_user_id.to_string());
+        }
+        push_csv_line(&mut out, fields.into_iter());
     }
     out.into_bytes()
 }
@@ -151,7 +174,8 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
     let sheet = workbook.add_worksheet();
     sheet.set_name(SHEET_NAME).map_err(fail)?;
     let bold = Format::new().set_bold();
-    for (col, title) in (0u16..).zip(COLUMNS) {
+    let off = numbering_off(list);
+    for (col, title) in (0u16..).zip(columns(list)) {
         sheet
             .write_string_with_format(0, col, title, &bold)
             .map_err(fail)?;
@@ -163,7 +187,7 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         match row.planet_number {
             // Member numbers are far below 2^53, so f64 holds them exactly.
             Some(n) => sheet.write_number(row_index, 1, n.get() as f64),
-            None => sheet.write_string(row_index, 1, number_cell(row)),
+            None => sheet.write_string(row_index, 1, number_cell(row, off)),
         }
         .map_err(fail)?;
         sheet
@@ -175,8 +199,25 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         sheet
             .write_string(row_index, 4, qualified_cell(row))
             .map_err(fail)?;
+        if off {
+            sheet
+                .write_string(row_index, 5, visible(&row.planet_alias))
+                .map_err(fail)?;
+            // Ids pass 2^53: text, never a number a spreadsheet would round.
+            sheet
+                .write_string(row_index, 6, row.planet_user_id.to_string())
+                .map_err(fail)?;
+        }
     }
-    for (col, width) in [(0u16, 8.0), (1, 12.0), (2, 28.0), (3, 10.0), (4, 10.0)] {
+    for (col, width) in [
+        (0u16, 8.0),
+        (1, 12.0),
+        (2, 28.0),
+        (3, 10.0),
+        (4, 10.0),
+        (5, 16.0),
+        (6, 18.0),
+    ] {
         sheet.set_column_width(col, width).map_err(fail)?;
     }
     sheet.set_freeze_panes(1, 0).map_err(fail)?;
@@ -192,10 +233,17 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
-/// `#177`, or `#?` when the number is missing.
-fn number_label(row: &RefundRow) -> String {
+/// `#177`, or `#?` when the number is missing; in a group without numbers
+/// the user id and alias that tell the row apart.
+fn number_label(row: &RefundRow, off: bool) -> String {
     match row.planet_number {
         Some(n) => format!("#{n}"),
+        None if off && row.planet_alias.trim().is_empty() => format!("ID {}", row.planet_user_id),
+        None if off => format!(
+            "ID {}（备注：{}）",
+            row.planet_user_id,
+            one_line(&row.planet_alias)
+        ),
         None => "#?".to_string(),
     }
 }
@@ -217,12 +265,21 @@ pub fn text(list: &RefundList) -> String {
         "总人数：{}    合格：{}    不合格：{}    合格率：{:.2}%",
         s.total_count, s.qualified_count, s.unqualified_count, s.qualified_rate
     );
-    if list.complete {
+    let off = numbering_off(list);
+    if let Some(notice) = s.numbering_notice {
+        let _ = writeln!(out, "{notice}");
+    }
+    if !list.complete {
+        let _ = writeln!(out, "注意：名单不完整，请核对后再据此退款：");
+        for reason in &list.incomplete_reasons {
+            let _ = writeln!(out, "  - {}", one_line(reason));
+        }
+    } else if list.missing_count == 0 {
         let _ = writeln!(out, "名单完整：每位参与者都有星球编号。");
-    } else {
+    } else if !off {
         let _ = writeln!(
             out,
-            "注意：名单不完整，{} 人没有星球编号（原因见各行）。",
+            "名单完整；{} 人没有分配星球编号（见各行）。",
             list.missing_count
         );
     }
@@ -238,10 +295,10 @@ pub fn text(list: &RefundList) -> String {
             out,
             "  {}. {} {} — {} 天{}",
             i + 1,
-            number_label(row),
+            number_label(row, off),
             one_line(&row.planet_nickname),
             row.checkined_days,
-            missing_note(row)
+            missing_note(row, off)
         );
     }
     let _ = writeln!(out);
@@ -256,18 +313,20 @@ pub fn text(list: &RefundList) -> String {
             out,
             "  {}. {} {} — {} 天，还差 {} 天{}",
             i + 1,
-            number_label(row),
+            number_label(row, off),
             one_line(&row.planet_nickname),
             row.checkined_days,
             row.required_days.saturating_sub(row.checkined_days),
-            missing_note(row)
+            missing_note(row, off)
         );
     }
     out
 }
 
-fn missing_note(row: &RefundRow) -> String {
+fn missing_note(row: &RefundRow, off: bool) -> String {
     match &row.number_missing_reason {
+        // Without numbering the reason was said once, at the top.
+        Some(_) if off => String::new(),
         Some(reason) => format!("（无星球编号：{reason}）"),
         None => String::new(),
     }
@@ -308,11 +367,14 @@ fn char_width(c: char) -> usize {
 /// The list as an aligned table for a terminal, followed by the totals and,
 /// when incomplete, the reasons for every missing number.
 pub fn table(list: &RefundList) -> String {
+    let off = numbering_off(list);
     let mut cells: Vec<[String; 5]> = vec![COLUMNS.map(str::to_string)];
     for (i, row) in list.refund_list.iter().enumerate() {
-        let number = row
-            .planet_number
-            .map_or_else(|| "缺失".to_string(), |n| n.to_string());
+        let number = match row.planet_number {
+            Some(n) => n.to_string(),
+            None if off => number_label(row, off),
+            None => "缺失".to_string(),
+        };
         cells.push([
             (i + 1).to_string(),
             number,
@@ -435,7 +497,10 @@ mod tests {
             checkin_days: 7,
             required_days: 7,
             complete: missing_count == 0,
-            incomplete_reasons: Vec::new(),
+            incomplete_reasons: (missing_count > 0)
+                .then(|| format!("{missing_count} 人的编号未能取到"))
+                .into_iter()
+                .collect(),
             missing_count,
             statistics: Statistics::of(&rows),
             refund_list: rows,
@@ -482,7 +547,39 @@ mod tests {
             t.contains("1. #? 小李 — 3 天，还差 4 天（无星球编号：该用户已退出星球"),
             "{t}"
         );
-        assert!(t.contains("名单不完整，1 人"), "{t}");
+        assert!(t.contains("名单不完整"), "{t}");
+        assert!(t.contains("  - 1 人的编号未能取到"), "{t}");
+    }
+
+    #[test]
+    fn a_group_without_numbers_is_said_once_and_rows_carry_alias_and_id() {
+        let unassigned = |id: u64, name: &str, alias: &str, days: u32| RefundRow {
+            planet_alias: alias.into(),
+            number_missing_reason: Some(crate::domain::NO_NUMBER_ASSIGNED.to_string()),
+            ..row(id, None, name, days)
+        };
+        let l = list(vec![
+            unassigned(454881884228, "青弦", "组长", 7),
+            unassigned(412451285841818, "=cmd", "", 3),
+        ]);
+        assert!(l.statistics.numbering_notice.is_some());
+        let csv = String::from_utf8(csv(&l)).unwrap();
+        let lines: Vec<&str> = csv.trim_start_matches('\u{FEFF}').split("\r\n").collect();
+        assert_eq!(
+            lines[0],
+            "序号,星球编号,星球昵称,打卡天数,是否合格,星球备注,用户ID"
+        );
+        assert_eq!(lines[1], "1,无编号,青弦,7,是,组长,454881884228");
+        assert_eq!(lines[2], "2,无编号,'=cmd,3,否,,412451285841818");
+        let t = text(&l);
+        assert_eq!(t.matches("没有成员编号").count(), 1, "said once: {t}");
+        assert!(
+            t.contains("1. ID 454881884228（备注：组长） 青弦 — 7 天\n"),
+            "{t}"
+        );
+        assert!(!t.contains("no number assigned"), "not on every row: {t}");
+        let table = table(&l);
+        assert!(table.contains("ID 412451285841818"), "{table}");
     }
 
     #[test]
