@@ -173,14 +173,8 @@ impl MemberCache {
         self: &Arc<Self>,
         number: MemberNumber,
     ) -> Result<(Arc<Record>, CacheStatus), LookupError> {
-        if self.enabled
-            && let Some(id) = self.cached_id_for(number).await
-        {
-            let (record, status) = self.lookup(id).await?;
-            if record.member.member.number == Some(number) {
-                return Ok((record, status));
-            }
-            // Renumbered since: search like any other cold number.
+        if let Some(found) = self.cached_by_number(number).await? {
+            return Ok(found);
         }
         if self.numbers.seen(number) == Some(false) {
             // As for "not a member": the cache saved the upstream call.
@@ -197,6 +191,22 @@ impl MemberCache {
             ));
         }
         self.search(number).await
+    }
+
+    /// The member the caches hold with `number`, if any still has it (one
+    /// renumbered since is searched for like any cold number).
+    async fn cached_by_number(
+        &self,
+        number: MemberNumber,
+    ) -> Result<Option<(Arc<Record>, CacheStatus)>, LookupError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let Some(id) = self.cached_id_for(number).await else {
+            return Ok(None);
+        };
+        let (record, status) = self.lookup(id).await?;
+        Ok((record.member.member.number == Some(number)).then_some((record, status)))
     }
 
     /// The id the caches hold for `number` (a store that fails holds none).
@@ -282,13 +292,8 @@ impl MemberCache {
         self: &Arc<Self>,
         number: MemberNumber,
     ) -> Result<(Arc<Record>, CacheStatus), LookupError> {
-        if self.enabled
-            && let Some(id) = self.cached_id_for(number).await
-        {
-            let (record, _) = self.lookup(id).await?;
-            if record.member.member.number == Some(number) {
-                return Ok((record, CacheStatus::Miss));
-            }
+        if let Some((record, _)) = self.cached_by_number(number).await? {
+            return Ok((record, CacheStatus::Miss));
         }
         self.search_again(number).await
     }
