@@ -2,8 +2,12 @@
 //!
 //! - Lookups read the store; a miss asks the upstream (interactive priority),
 //!   writes the answer back and returns it. Concurrent misses for the same
-//!   member share one upstream call (singleflight); the fetch runs in its own
-//!   task, so a caller that disconnects neither cancels nor wastes it.
+//!   member share one upstream call (singleflight, `flight.rs`); the fetch
+//!   runs in its own task, so a caller that disconnects neither cancels nor
+//!   wastes a call already sent — and a fetch still queued for a budget slot
+//!   when its last caller leaves is given up. A lookup that would start a
+//!   fetch is admitted through the budget's bounded interactive queue, under
+//!   its client address's share; over it, it is refused at once.
 //! - The store may fail at any time: the guarded store fails fast and every
 //!   path here treats a store error as a miss, so answers keep coming from the
 //!   upstream and caching resumes when the store returns.
@@ -24,6 +28,7 @@
 //!   (`invalidation.rs`).
 
 pub mod batch;
+pub mod flight;
 pub mod invalidation;
 pub mod jobs;
 pub mod near;
@@ -31,14 +36,11 @@ pub mod refresh;
 pub mod sync;
 pub mod write_back;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
-use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::domain::{CachedMember, Member, MemberNumber, UserId};
@@ -46,7 +48,9 @@ use crate::metrics::CacheMetrics;
 use crate::store::{
     LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
 };
+use crate::upstream::budget;
 use crate::upstream::{Budget, Priority, Upstream, UpstreamError};
+use flight::Flights;
 use near::{NearCache, Record};
 use write_back::{WriteBackQueue, store_or_queue};
 
@@ -66,13 +70,6 @@ pub enum LookupError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
-
-/// The result of one fetch, shared between everyone waiting on it.
-type FetchResult = Option<Result<Arc<Record>, UpstreamError>>;
-
-/// What a number lookup in flight ends with: the member, nobody, or an
-/// upstream error (`None` while it runs).
-type NumberResult = Option<Result<Option<Arc<Record>>, UpstreamError>>;
 
 /// Reads of a member after being granted its lease, before concluding it
 /// is not in the store (see `Fetch::read_after_grant`).
@@ -151,11 +148,12 @@ pub struct MemberCache {
     refreshing: Arc<Mutex<std::collections::HashSet<UserId>>>,
     /// Fetches in flight, by member: later callers subscribe instead of
     /// calling the upstream again.
-    inflight: Arc<Mutex<HashMap<UserId, watch::Receiver<FetchResult>>>>,
+    inflight: Arc<Flights<UserId, Arc<Record>>>,
     /// Lookups by a number the cache does not hold, in flight: the same
     /// singleflight as `inflight`, so a burst of requests for one cold
-    /// number costs one member-list call, not one per request.
-    number_flights: Arc<Mutex<HashMap<MemberNumber, watch::Receiver<NumberResult>>>>,
+    /// number costs one member-list call, not one per request (`None`: the
+    /// member list says nobody holds it).
+    number_flights: Arc<Flights<MemberNumber, Option<Arc<Record>>>>,
     /// Numbers the member list recently said nobody holds, remembered for
     /// `NEGATIVE_CACHE_TTL` like "not a member" answers: a mistyped number
     /// cannot burn the budget either.
@@ -268,8 +266,8 @@ impl MemberCache {
                 .time_to_live(negative_ttl.max(Duration::from_millis(1)))
                 .build(),
             refreshing: Arc::new(Mutex::new(std::collections::HashSet::new())),
-            inflight: Arc::new(Mutex::new(HashMap::new())),
-            number_flights: Arc::new(Mutex::new(HashMap::new())),
+            inflight: Arc::default(),
+            number_flights: Arc::default(),
             missing_numbers: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(negative_ttl.max(Duration::from_millis(1)))
@@ -381,7 +379,15 @@ impl MemberCache {
             return Err(e.into());
         }
         self.miss();
-        let record = self.fetch_shared(id).await?;
+        let queue = self.budget.queue();
+        let record = self
+            .inflight
+            .run(
+                id,
+                || queue.admit(budget::current_client()).map(Some),
+                || self.fetch(id).run(),
+            )
+            .await?;
         Ok((record, CacheStatus::Miss))
     }
 
@@ -466,48 +472,22 @@ impl MemberCache {
     }
 
     /// One member-list call per cold number at a time, in its own task (a
-    /// caller who disconnects neither cancels nor wastes it); every
-    /// concurrent caller gets the same answer.
+    /// caller who disconnects neither cancels nor wastes a call already
+    /// sent); every concurrent caller gets the same answer. Admitted through
+    /// the interactive queue like a lookup by id.
     async fn fetch_number_shared(
         self: &Arc<Self>,
         number: MemberNumber,
     ) -> Result<Option<Arc<Record>>, UpstreamError> {
-        let mut rx = {
-            let mut map = self
-                .number_flights
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(rx) = map.get(&number) {
-                rx.clone()
-            } else {
-                let (tx, rx) = watch::channel(None);
-                map.insert(number, rx.clone());
-                let cache = self.clone();
-                let task = async move {
-                    let result = cache.fetch_number(number).await;
-                    let _ = tx.send(Some(result));
-                    if let Ok(mut map) = cache.number_flights.lock()
-                        && map
-                            .get(&number)
-                            .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
-                    {
-                        map.remove(&number);
-                    }
-                };
-                tokio::spawn(task.in_current_span());
-                rx
-            }
-        };
-        loop {
-            if let Some(result) = rx.borrow_and_update().clone() {
-                return result;
-            }
-            if rx.changed().await.is_err() {
-                return Err(UpstreamError::Transport(
-                    "number lookup was interrupted".into(),
-                ));
-            }
-        }
+        let queue = self.budget.queue();
+        let cache = Arc::clone(self);
+        self.number_flights
+            .run(
+                number,
+                || queue.admit(budget::current_client()).map(Some),
+                || async move { cache.fetch_number(number).await },
+            )
+            .await
     }
 
     /// The member holding `number`, from the upstream's member list (one
@@ -573,32 +553,12 @@ impl MemberCache {
     }
 
     /// One upstream fetch per member at a time; every concurrent caller gets
-    /// the same answer.
+    /// the same answer. Not admitted through the interactive queue: a refund
+    /// list resolves its own participants, as many as its ranking holds.
     async fn fetch_shared(&self, id: UserId) -> Result<Arc<Record>, UpstreamError> {
-        let mut rx = {
-            // The map only holds receivers; a panic elsewhere cannot leave it
-            // inconsistent, so a poisoned lock is simply taken over.
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(rx) = map.get(&id) {
-                rx.clone()
-            } else {
-                let (tx, rx) = watch::channel(None);
-                map.insert(id, rx.clone());
-                self.spawn_fetch(id, tx);
-                rx
-            }
-        };
-        loop {
-            if let Some(result) = rx.borrow_and_update().clone() {
-                return result;
-            }
-            if rx.changed().await.is_err() {
-                // The fetch task ended without an answer (it panicked).
-                return Err(UpstreamError::Transport(
-                    "member fetch was interrupted".into(),
-                ));
-            }
-        }
+        self.inflight
+            .run(id, || Ok(None), || self.fetch(id).run())
+            .await
     }
 
     /// One page of cached members plus the total (seed §5.1.1).
@@ -738,8 +698,9 @@ impl MemberCache {
         });
     }
 
-    fn spawn_fetch(&self, id: UserId, tx: watch::Sender<FetchResult>) {
-        let fetch = Fetch {
+    /// The fetch of one cold member, ready to run in its own task.
+    fn fetch(&self, id: UserId) -> Fetch {
+        Fetch {
             id,
             upstream: self.upstream.clone(),
             store: self.store.clone(),
@@ -750,20 +711,7 @@ impl MemberCache {
             ttl: self.ttl,
             enabled: self.enabled,
             owner: self.lease_owner.clone(),
-        };
-        let inflight = self.inflight.clone();
-        let task = async move {
-            let result = fetch.run().await;
-            let _ = tx.send(Some(result));
-            if let Ok(mut map) = inflight.lock()
-                && map
-                    .get(&id)
-                    .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
-            {
-                map.remove(&id);
-            }
-        };
-        tokio::spawn(task.in_current_span());
+        }
     }
 }
 
@@ -791,6 +739,8 @@ enum Waited {
     Fetch,
     /// The holder learned the user is not a member.
     NotMember(UpstreamError),
+    /// Everyone who wanted the member left while we waited.
+    Abandoned,
 }
 
 impl Fetch {
@@ -808,6 +758,7 @@ impl Fetch {
                 self.negative.insert(self.id, e.clone());
                 Err(e)
             }
+            Waited::Abandoned => Err(UpstreamError::Abandoned),
             Waited::Fetch => {
                 let renew = self.spawn_lease_renewal();
                 let result = self.call_upstream().await;
@@ -873,6 +824,9 @@ impl Fetch {
                     return Waited::NotMember(UpstreamError::NotMember { code, message });
                 }
                 Ok(LeaseState::Taken) => {}
+            }
+            if budget::current_interest().is_some_and(|i| i.is_abandoned()) {
+                return Waited::Abandoned;
             }
             if started.elapsed() >= LEASE_WAIT_MAX {
                 tracing::warn!(user_id = %self.id, "another replica held the fetch lease too long; fetching anyway");

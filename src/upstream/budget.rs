@@ -29,7 +29,27 @@
 //!   the priority: background work gives its turn up to an interactive
 //!   caller of this process, and the fleet refuses it while one of any
 //!   process waits. Throttles and successes move the fleet's penalty too.
+//! - **Nobody waits, nobody calls:** a fetch started for people who waited
+//!   runs inside [`waited_for`] with its [`Interest`]. While it waits for a
+//!   slot, it gives up ([`UpstreamError::Abandoned`]) as soon as the
+//!   interest is abandoned (every caller left or ran out of time); once it
+//!   holds a slot the call goes out and its answer is kept. A client that
+//!   sends a hundred requests and hangs up costs the hundred nothing.
+//! - **A bounded interactive queue** ([`InteractiveQueue`],
+//!   `INTERACTIVE_QUEUE_MAX`): lookups that would start a new fetch are
+//!   admitted while fewer than the bound wait for a slot, and one client
+//!   address (IPv6 by its /64, as the HTTP rate limit keys it) holds at most
+//!   `INTERACTIVE_QUEUE_PER_CLIENT` of them. Over either, the caller is told
+//!   at once ([`UpstreamError::QueueFull`], a 503 with `Retry-After`)
+//!   rather than queued behind calls that could not be made before its
+//!   deadline. The queue's map is keyed by client address but only holds
+//!   clients with a fetch waiting, so it never has more entries than the
+//!   bound. Refund lists and background work are not admitted through it:
+//!   their fan-out is bounded where it is made.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +58,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 
 /// Throttle share (moving average, weight [`SHARE_WEIGHT`] per answer)
 /// above which throttles slow the pace. Random rejection of 25% keeps the
@@ -46,6 +66,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 pub const THROTTLE_SHARE_TRIGGER: f64 = 0.35;
 const SHARE_WEIGHT: f64 = 0.1;
 
+use super::error::UpstreamError;
 use super::fleet::{FleetAnswer, FleetBudget};
 use crate::metrics::{PriorityLabels, UpstreamMetrics};
 
@@ -136,6 +157,8 @@ pub struct Budget {
     pub stats: BudgetStats,
     /// The same events by priority, for `/metrics`.
     metrics: UpstreamMetrics,
+    /// Lookups waiting for a slot, bounded in all and per client.
+    queue: Arc<InteractiveQueue>,
 }
 
 #[derive(Debug, Default)]
@@ -177,7 +200,24 @@ impl Budget {
             fleet_turn: tokio::sync::Mutex::new(()),
             stats: BudgetStats::default(),
             metrics: UpstreamMetrics::default(),
+            queue: Arc::new(InteractiveQueue::new(
+                DEFAULT_QUEUE_MAX,
+                DEFAULT_QUEUE_PER_CLIENT,
+                period,
+            )),
         }
+    }
+
+    /// Bounds the interactive queue: at most `max` lookups waiting for a
+    /// slot, at most `per_client` of them for one client address.
+    pub fn with_queue(mut self, max: usize, per_client: usize) -> Self {
+        self.queue = Arc::new(InteractiveQueue::new(max, per_client, self.period));
+        self
+    }
+
+    /// The interactive queue lookups are admitted through.
+    pub fn queue(&self) -> &Arc<InteractiveQueue> {
+        &self.queue
     }
 
     /// The instruments `/metrics` reports.
@@ -230,8 +270,26 @@ impl Budget {
     }
 
     /// Waits for a rate slot and an in-flight permit. The permit must be held
-    /// for the duration of the HTTP call.
-    pub async fn acquire(&self, priority: Priority) -> SemaphorePermit<'_> {
+    /// for the duration of the HTTP call. Inside [`waited_for`], the wait is
+    /// given up once its [`Interest`] is abandoned
+    /// ([`UpstreamError::Abandoned`]); a slot once taken is kept.
+    pub async fn acquire(&self, priority: Priority) -> Result<SemaphorePermit<'_>, UpstreamError> {
+        let Ok(interest) = INTEREST.try_with(Interest::clone) else {
+            return Ok(self.take_slot(priority).await);
+        };
+        // Abandonment first: a slot that nobody needs is better left free.
+        let permit = tokio::select! {
+            biased;
+            () = interest.abandoned() => return Err(UpstreamError::Abandoned),
+            permit = self.take_slot(priority) => permit,
+        };
+        interest.slot_taken();
+        Ok(permit)
+    }
+
+    /// [`Budget::acquire`] without the interest: waits however long it takes.
+    /// Dropping the future gives the place up and spends nothing.
+    async fn take_slot(&self, priority: Priority) -> SemaphorePermit<'_> {
         let started = Instant::now();
         match priority {
             Priority::Interactive => {
@@ -321,23 +379,31 @@ impl Budget {
         }
     }
 
-    /// While penalised, reserves the next slot `period + extra` after the
-    /// previous one and sleeps until it; free when there is no penalty.
+    /// While penalised, waits until the next slot is `period + extra` after
+    /// the previous one, then claims it; free when there is no penalty. A
+    /// slot is claimed only by a caller who is there to take it, so a
+    /// waiter that gives up leaves no gap in the schedule.
     async fn wait_penalty(&self) {
-        let slot = {
-            let Ok(mut p) = self.penalty.lock() else {
-                return;
+        loop {
+            let wait = {
+                let Ok(mut p) = self.penalty.lock() else {
+                    return;
+                };
+                if p.extra.is_zero() {
+                    p.next_free = None;
+                    return;
+                }
+                let now = Instant::now();
+                match p.next_free {
+                    Some(at) if at > now => at - now,
+                    _ => {
+                        p.next_free = Some(now + self.period + p.extra);
+                        return;
+                    }
+                }
             };
-            if p.extra.is_zero() {
-                p.next_free = None;
-                return;
-            }
-            let now = Instant::now();
-            let slot = p.next_free.map_or(now, |t| t.max(now));
-            p.next_free = Some(slot + self.period + p.extra);
-            slot
-        };
-        tokio::time::sleep_until(slot.into()).await;
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// A throttle was answered to a call of `priority`: double the extra
@@ -427,6 +493,206 @@ impl Budget {
     }
 }
 
+/// Lookups allowed to wait for a slot at once when not configured: at 50
+/// calls a minute, about what can be served within the 30 s deadline.
+pub const DEFAULT_QUEUE_MAX: usize = 32;
+/// A client address's share of [`DEFAULT_QUEUE_MAX`]: a quarter.
+pub const DEFAULT_QUEUE_PER_CLIENT: usize = 8;
+
+/// Longest `Retry-After` a refusal suggests.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(120);
+
+tokio::task_local! {
+    /// The client address the current request serves (set by the HTTP
+    /// layer), for the interactive queue's per-client share.
+    static CLIENT: Option<IpAddr>;
+    /// Who waits for the fetch this task runs; read by [`Budget::acquire`].
+    static INTEREST: Interest;
+}
+
+/// Runs `f` on behalf of `client`: fetches it starts count against that
+/// address's share of the interactive queue.
+pub async fn for_client<F: Future>(client: Option<IpAddr>, f: F) -> F::Output {
+    CLIENT.scope(client, f).await
+}
+
+/// The client address of the request being served, if the HTTP layer set
+/// one (`None` in-process: the CLI, tests).
+pub fn current_client() -> Option<IpAddr> {
+    CLIENT.try_with(|c| *c).ok().flatten()
+}
+
+/// Runs the fetch `f` for `interest`: its waits for a budget slot end, with
+/// [`UpstreamError::Abandoned`], once nobody wants the answer any more.
+pub async fn waited_for<F: Future>(interest: Interest, f: F) -> F::Output {
+    INTEREST.scope(interest, f).await
+}
+
+/// The interest of the fetch the current task runs, inside [`waited_for`].
+pub fn current_interest() -> Option<Interest> {
+    INTEREST.try_with(Interest::clone).ok()
+}
+
+/// Whether anybody still wants a fetch's answer, and the queue place it
+/// holds until it gets its slot. Cloned into the fetch; the one who sees the
+/// callers go calls [`Interest::abandon`].
+#[derive(Clone)]
+pub struct Interest {
+    inner: Arc<InterestInner>,
+}
+
+struct InterestInner {
+    /// `true` once abandoned; waiters in `acquire` watch it.
+    gone: watch::Sender<bool>,
+    /// Given back once the fetch has its slot (it no longer queues).
+    ticket: Mutex<Option<QueueTicket>>,
+}
+
+impl std::fmt::Debug for Interest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interest")
+            .field("abandoned", &self.is_abandoned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interest {
+    /// An interest holding `ticket` (its place in the interactive queue, if
+    /// it was admitted through it).
+    pub fn new(ticket: Option<QueueTicket>) -> Self {
+        Self {
+            inner: Arc::new(InterestInner {
+                gone: watch::Sender::new(false),
+                ticket: Mutex::new(ticket),
+            }),
+        }
+    }
+
+    /// Nobody waits any more: a fetch still queued for a slot gives up.
+    pub fn abandon(&self) {
+        self.inner.gone.send_replace(true);
+        self.slot_taken();
+    }
+
+    pub fn is_abandoned(&self) -> bool {
+        *self.inner.gone.borrow()
+    }
+
+    /// Resolves once abandoned.
+    async fn abandoned(&self) {
+        let mut gone = self.inner.gone.subscribe();
+        if gone.wait_for(|g| *g).await.is_err() {
+            // The sender lives as long as `self`: never reached.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The fetch left the queue: give its place back.
+    fn slot_taken(&self) {
+        let ticket = self.inner.ticket.lock().map(|mut t| t.take());
+        drop(ticket);
+    }
+}
+
+/// The lookups waiting for an upstream slot, bounded in all and per client
+/// address (see the module docs).
+#[derive(Debug)]
+pub struct InteractiveQueue {
+    /// `INTERACTIVE_QUEUE_MAX`.
+    max: usize,
+    /// `INTERACTIVE_QUEUE_PER_CLIENT`.
+    per_client: usize,
+    /// The budget's spacing, to say how long a refused caller should wait.
+    period: Duration,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    waiting: usize,
+    /// Places held per client address; only addresses holding one, so at
+    /// most `max` entries.
+    by_client: HashMap<Option<IpAddr>, usize>,
+}
+
+/// A place in the [`InteractiveQueue`], given back when dropped.
+#[derive(Debug)]
+pub struct QueueTicket {
+    queue: Arc<InteractiveQueue>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        let Ok(mut state) = self.queue.state.lock() else {
+            return;
+        };
+        state.waiting = state.waiting.saturating_sub(1);
+        if let Some(held) = state.by_client.get_mut(&self.client) {
+            *held -= 1;
+            if *held == 0 {
+                state.by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl InteractiveQueue {
+    /// At most `max` places (at least 1), at most `per_client` (1..=max) for
+    /// one address.
+    pub fn new(max: usize, per_client: usize, period: Duration) -> Self {
+        let max = max.max(1);
+        Self {
+            max,
+            per_client: per_client.clamp(1, max),
+            period,
+            state: Mutex::new(QueueState::default()),
+        }
+    }
+
+    /// A place for a fetch `client` starts, or the refusal to answer with.
+    pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<QueueTicket, UpstreamError> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = state.by_client.get(&client).copied().unwrap_or(0);
+        let refuse = |waiting: usize, per_client: bool| UpstreamError::QueueFull {
+            waiting,
+            limit: if per_client {
+                self.per_client
+            } else {
+                self.max
+            },
+            per_client,
+            retry_after: (self.period * (waiting as u32).max(1))
+                .clamp(Duration::from_secs(1), RETRY_AFTER_MAX),
+        };
+        if held >= self.per_client {
+            return Err(refuse(held, true));
+        }
+        if state.waiting >= self.max {
+            return Err(refuse(state.waiting, false));
+        }
+        state.waiting += 1;
+        *state.by_client.entry(client).or_insert(0) += 1;
+        Ok(QueueTicket {
+            queue: Arc::clone(self),
+            client,
+        })
+    }
+
+    /// Places held now.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.waiting)
+    }
+
+    /// Client addresses holding a place now.
+    pub fn clients(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.by_client.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,7 +703,7 @@ mod tests {
         let budget = Budget::new(600, Duration::ZERO, 5);
         let start = Instant::now();
         for _ in 0..5 {
-            drop(budget.acquire(Priority::Interactive).await);
+            drop(budget.acquire(Priority::Interactive).await.unwrap());
         }
         assert!(
             start.elapsed() >= Duration::from_millis(390),
@@ -503,7 +769,7 @@ mod tests {
         assert_eq!(budget.penalty(), budget.period() * 2);
         let start = Instant::now();
         for _ in 0..6 {
-            drop(budget.acquire(Priority::Interactive).await);
+            drop(budget.acquire(Priority::Interactive).await.unwrap());
         }
         // 5 gaps of period + 2 periods of extra = ~150 ms.
         assert!(
@@ -524,20 +790,20 @@ mod tests {
         use std::sync::Arc;
         let budget = Arc::new(Budget::new(600, Duration::ZERO, 5));
         // Use the first slot so everyone below has to queue.
-        drop(budget.acquire(Priority::Background).await);
+        drop(budget.acquire(Priority::Background).await.unwrap());
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..3 {
             let (b, o) = (budget.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                drop(b.acquire(Priority::Background).await);
+                drop(b.acquire(Priority::Background).await.unwrap());
                 o.lock().unwrap().push(format!("bg{i}"));
             }));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         let (b, o) = (budget.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
-            drop(b.acquire(Priority::Interactive).await);
+            drop(b.acquire(Priority::Interactive).await.unwrap());
             o.lock().unwrap().push("interactive".to_string());
         }));
         for t in tasks {
