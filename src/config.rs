@@ -139,6 +139,25 @@ pub struct EdgeConfig {
     pub cors_origins: Vec<String>,
 }
 
+/// How long a request may take and how much of the upstream one client may
+/// hold: the budget belongs to people who wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `REQUEST_DEADLINE_SECS`: past it a request is answered 504 and
+    /// whatever it still queued for is given up.
+    pub request_deadline: Duration,
+    /// `REFUND_DEADLINE_SECS`: the same for refund lists, their exports and a
+    /// synchronous sync, which legitimately make many upstream calls.
+    pub long_deadline: Duration,
+    /// `INTERACTIVE_QUEUE_MAX`: lookups waiting for an upstream slot at once.
+    pub interactive_queue: usize,
+    /// `INTERACTIVE_QUEUE_PER_CLIENT`: of those, how many one client address
+    /// may hold.
+    pub queue_per_client: usize,
+    /// `UPSTREAM_BODY_MAX_MB` in bytes: the largest upstream answer read.
+    pub upstream_body_max: u64,
+}
+
 /// How several replicas share one upstream budget (issue #7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FleetConfig {
@@ -173,6 +192,7 @@ pub struct Config {
     pub reliability: ReliabilityConfig,
     pub edge: EdgeConfig,
     pub fleet: FleetConfig,
+    pub limits: LimitsConfig,
 }
 
 /// A configuration problem, naming the variable.
@@ -337,6 +357,7 @@ impl Config {
 
         let reliability = Self::reliability_from(&v, cache_ttl)?;
         let edge = Self::edge_from(&v)?;
+        let limits = Self::limits_from(&v)?;
         let fleet = FleetConfig {
             shared: v.bool("FLEET_BUDGET", true)?,
             size_hint: v.parse(
@@ -372,6 +393,41 @@ impl Config {
             reliability,
             edge,
             fleet,
+            limits,
+        })
+    }
+
+    fn limits_from(v: &Vars<'_>) -> Result<LimitsConfig, ConfigError> {
+        let request = v.parse("REQUEST_DEADLINE_SECS", 30u64, "seconds, 1..600", |s| {
+            (1..=600).contains(s)
+        })?;
+        let long = v.parse(
+            "REFUND_DEADLINE_SECS",
+            300u64.max(request),
+            &format!("seconds, {request}..3600 (at least REQUEST_DEADLINE_SECS)"),
+            |s| (request..=3_600).contains(s),
+        )?;
+        let queue = v.parse(
+            "INTERACTIVE_QUEUE_MAX",
+            crate::upstream::budget::DEFAULT_QUEUE_MAX,
+            "an integer 1..10000",
+            |q| (1..=10_000).contains(q),
+        )?;
+        let per_client = v.parse(
+            "INTERACTIVE_QUEUE_PER_CLIENT",
+            (queue / 4).max(1),
+            &format!("an integer 1..{queue} (at most INTERACTIVE_QUEUE_MAX)"),
+            |p| (1..=queue).contains(p),
+        )?;
+        let body_mb = v.parse("UPSTREAM_BODY_MAX_MB", 8u64, "megabytes, 1..1024", |m| {
+            (1..=1_024).contains(m)
+        })?;
+        Ok(LimitsConfig {
+            request_deadline: Duration::from_secs(request),
+            long_deadline: Duration::from_secs(long),
+            interactive_queue: queue,
+            queue_per_client: per_client,
+            upstream_body_max: body_mb << 20,
         })
     }
 
@@ -634,6 +690,52 @@ mod tests {
         assert_eq!(c.reliability.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.edge.http_rate_limit, None, "rate limit is off by default");
         assert!(c.edge.cors_origins.is_empty(), "no CORS unless configured");
+    }
+
+    #[test]
+    fn request_limits_default_to_30_s_a_quarter_share_and_8_mb_and_name_bad_values() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.limits.request_deadline, Duration::from_secs(30));
+        assert_eq!(c.limits.long_deadline, Duration::from_secs(300));
+        assert_eq!(
+            (c.limits.interactive_queue, c.limits.queue_per_client),
+            (32, 8)
+        );
+        assert_eq!(c.limits.upstream_body_max, 8 << 20);
+        let c = Config::from_vars(&vars(&[("INTERACTIVE_QUEUE_MAX", "2")])).unwrap();
+        assert_eq!(c.limits.queue_per_client, 1, "the share follows the bound");
+        for (pairs, var) in [
+            (
+                &[("REQUEST_DEADLINE_SECS", "0")][..],
+                "REQUEST_DEADLINE_SECS",
+            ),
+            (
+                &[("REQUEST_DEADLINE_SECS", "soon")],
+                "REQUEST_DEADLINE_SECS",
+            ),
+            (
+                &[
+                    ("REQUEST_DEADLINE_SECS", "60"),
+                    ("REFUND_DEADLINE_SECS", "30"),
+                ],
+                "REFUND_DEADLINE_SECS",
+            ),
+            (&[("REFUND_DEADLINE_SECS", "3601")], "REFUND_DEADLINE_SECS"),
+            (&[("INTERACTIVE_QUEUE_MAX", "0")], "INTERACTIVE_QUEUE_MAX"),
+            (
+                &[
+                    ("INTERACTIVE_QUEUE_MAX", "4"),
+                    ("INTERACTIVE_QUEUE_PER_CLIENT", "5"),
+                ],
+                "INTERACTIVE_QUEUE_PER_CLIENT",
+            ),
+            (&[("UPSTREAM_BODY_MAX_MB", "0")], "UPSTREAM_BODY_MAX_MB"),
+            (&[("UPSTREAM_BODY_MAX_MB", "8MB")], "UPSTREAM_BODY_MAX_MB"),
+        ] {
+            let e = Config::from_vars(&vars(pairs)).unwrap_err();
+            assert_eq!(e.var, var, "{pairs:?}");
+            assert!(e.to_string().contains(var), "{e}");
+        }
     }
 
     #[test]

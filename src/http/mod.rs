@@ -8,6 +8,7 @@
 //! request, run by `pipeline.rs` in one service around the router.
 
 pub mod camps;
+pub mod deadline;
 pub mod edge;
 pub mod error;
 pub mod observe;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub invalidation: Option<Arc<crate::cache::invalidation::Listener>>,
     /// What `GET /metrics` exposes; the HTTP layer records into it too.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Request deadlines (`deadline.rs`).
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl AppState {
