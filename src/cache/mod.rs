@@ -137,6 +137,8 @@ pub struct MemberCache {
     budget: Arc<Budget>,
     clock: Arc<dyn Clock>,
     ttl: Duration,
+    /// `NEGATIVE_CACHE_TTL`.
+    negative_ttl: Duration,
     /// `CACHE_ENABLED=false`: every lookup goes to the upstream.
     enabled: bool,
     /// Age after which a hit is served and refreshed in the background.
@@ -259,6 +261,7 @@ impl MemberCache {
             budget,
             clock,
             ttl,
+            negative_ttl,
             enabled,
             soft_ttl: soft_ttl.min(ttl),
             negative: moka::sync::Cache::builder()
@@ -305,6 +308,11 @@ impl MemberCache {
 
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// `NEGATIVE_CACHE_TTL`: how long an unknown id is remembered.
+    pub fn negative_ttl(&self) -> Duration {
+        self.negative_ttl
     }
 
     pub fn near(&self) -> &NearCache {
