@@ -19,7 +19,10 @@
 //! The listener here holds its own connection (a subscribed connection can
 //! do nothing else) made from the configured URL. Pub/sub delivers at most
 //! once: a replica that was disconnected may have missed messages, so every
-//! (re)subscription clears the whole near cache before trusting it again.
+//! (re)subscription distrusts the whole near cache ([`NearCache::distrust_all`]):
+//! each entry is checked against the store on its next lookup. It is not
+//! dropped: when Redis restarted empty, the near caches hold the only copy
+//! of its members, which the store watch writes back (`store_watch.rs`).
 //! While disconnected, staleness falls back to the near cache's own bound,
 //! `NEAR_CACHE_TTL`. Reconnects back off from 100 ms to 5 s.
 //!
@@ -192,8 +195,9 @@ async fn listen(
 ) -> redis::RedisResult<()> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(keys::EVENTS).await?;
-    // Whatever was announced while we were not listening is lost: start over.
-    near.clear();
+    // Whatever was announced while we were not listening is lost: ask the
+    // store again before trusting an entry.
+    near.distrust_all();
     status.subscribed.store(true, Ordering::Relaxed);
     tracing::info!(
         channel = keys::EVENTS,

@@ -33,6 +33,7 @@ pub mod invalidation;
 pub mod jobs;
 pub mod near;
 pub mod refresh;
+pub mod store_watch;
 pub mod sync;
 pub mod write_back;
 
@@ -175,6 +176,8 @@ pub struct MemberCache {
     near: Arc<NearCache>,
     /// Members fetched while the store could not take them.
     write_back: Arc<WriteBackQueue>,
+    /// Notices the store losing its data and writes the near cache back.
+    store_watch: store_watch::StoreWatch,
     /// Names this process in fleet leases, so a lease it holds is renewed
     /// rather than waited on.
     lease_owner: Arc<str>,
@@ -256,6 +259,7 @@ impl MemberCache {
         Arc::new(Self {
             near: Arc::new(near),
             write_back: Arc::new(WriteBackQueue::default()),
+            store_watch: store_watch::StoreWatch::default(),
             store,
             upstream,
             budget,
@@ -415,7 +419,16 @@ impl MemberCache {
                     u64::from(member.is_some()),
                     u64::from(member.is_none()),
                 );
-                let record = Record::new(member?);
+                let Some(member) = member else {
+                    // Held here but gone from the store: lost with it, or
+                    // expired or cleared (`store_watch.rs` tells).
+                    let held = self.held_through_loss(id).await;
+                    if held.is_some() {
+                        self.metrics.tier("near_stale", 1, 0);
+                    }
+                    return held;
+                };
+                let record = Record::new(member);
                 self.near.insert_record(record.clone());
                 Some(record)
             }
@@ -589,6 +602,7 @@ impl MemberCache {
         self.missing_numbers.invalidate_all();
         self.near.clear();
         self.write_back.clear();
+        self.store_watch.cleared();
         self.pending.take();
         self.flushed_calls.store(
             self.budget.stats.calls.load(Ordering::Relaxed),

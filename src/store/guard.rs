@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    ClearReport, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
-    StoredStats,
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store,
+    StoreError, StoredStats,
 };
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use crate::metrics::{OpLabels, StoreMetrics};
@@ -337,6 +337,11 @@ impl Store for GuardedStore {
             self.inner.end_lease(id, owner, end),
         )
         .await
+    }
+
+    async fn data_identity(&self) -> Result<Option<DataIdentity>, StoreError> {
+        self.guard("data_identity", SLOW_OP_TIMEOUT, self.inner.data_identity())
+            .await
     }
 
     fn events_origin(&self) -> Option<String> {
