@@ -204,7 +204,15 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
             "written": queue.written(),
             "dropped": queue.dropped(),
         },
+        "store_watch": {
+            "losses": app.cache.store_watch().losses(),
+            "rescued": app.cache.store_watch().rescued(),
+        },
         "upstream": app.cache.budget().snapshot(),
+        "interactive_queue": {
+            "waiting": app.cache.budget().queue().waiting(),
+            "clients": app.cache.budget().queue().clients(),
+        },
     });
     envelope(
         StatusCode::OK,
