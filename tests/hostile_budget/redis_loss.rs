@@ -35,9 +35,13 @@ async fn app() -> TestApp {
     app
 }
 
-/// Members of the hot set now in Redis.
-async fn in_redis(app: &TestApp, ids: &[u64]) -> usize {
-    let mut conn = app.redis_conn().await;
+/// Members of the hot set now in the Redis at `url`.
+async fn in_redis(url: &str, ids: &[u64]) -> usize {
+    let mut conn = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
     let mut n = 0;
     for id in ids {
         let exists: u64 = redis::cmd("EXISTS")
@@ -106,6 +110,7 @@ fn readers(
 async fn redis_killed_under_readers_and_restarted_empty_costs_no_failed_lookup_and_no_refetch() {
     let mut app = app().await;
     let mut redis = app.redis.take().expect("a Redis test");
+    let url = redis.url();
     let app = Arc::new(app);
     let ids: Vec<u64> = app.sim.data.members[..HOT]
         .iter()
@@ -122,7 +127,7 @@ async fn redis_killed_under_readers_and_restarted_empty_costs_no_failed_lookup_a
     tokio::task::block_in_place(|| redis.restart()).expect("restart redis empty");
     let restarted = Instant::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let back = in_redis(&app, &ids).await;
+    let back = in_redis(&url, &ids).await;
     let calls = app.sim.stats().calls - calls_before;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -148,6 +153,7 @@ async fn redis_killed_under_readers_and_restarted_empty_costs_no_failed_lookup_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flushed_redis_is_refilled_from_memory_but_a_cache_clear_is_not_undone() {
     let app = Arc::new(app().await);
+    let url = app.redis.as_ref().expect("a Redis test").url();
     let ids: Vec<u64> = app.sim.data.members[..HOT]
         .iter()
         .map(|m| m.user_id)
@@ -163,7 +169,7 @@ async fn a_flushed_redis_is_refilled_from_memory_but_a_cache_clear_is_not_undone
         .expect("flush");
     let flushed = Instant::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let back = in_redis(&app, &ids).await;
+    let back = in_redis(&url, &ids).await;
     let calls = app.sim.stats().calls - calls_before;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -183,5 +189,5 @@ async fn a_flushed_redis_is_refilled_from_memory_but_a_cache_clear_is_not_undone
     let cleared = app.clear().await;
     assert_eq!(cleared.status, 200, "{}", cleared.body);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(in_redis(&app, &ids).await, 0, "the clear stays done");
+    assert_eq!(in_redis(&url, &ids).await, 0, "the clear stays done");
 }
