@@ -166,6 +166,9 @@ pub fn build_state_with_store(
     };
     cache.spawn_stats_flusher();
     cache.spawn_write_back_flusher();
+    if let Some(listener) = &invalidation {
+        cache.watch_invalidations(listener.clone());
+    }
     cache.spawn_store_watch();
     if config.cache_enabled {
         cache.spawn_warm_up(config.warmup_interval, config.warmup_batch);

@@ -178,6 +178,9 @@ pub struct MemberCache {
     write_back: Arc<WriteBackQueue>,
     /// Notices the store losing its data and writes the near cache back.
     store_watch: store_watch::StoreWatch,
+    /// The invalidation listener, when there is one: the store watch only
+    /// trusts an emptied id set while clears can be heard.
+    listener: std::sync::OnceLock<Arc<invalidation::Listener>>,
     /// Names this process in fleet leases, so a lease it holds is renewed
     /// rather than waited on.
     lease_owner: Arc<str>,
@@ -260,6 +263,7 @@ impl MemberCache {
             near: Arc::new(near),
             write_back: Arc::new(WriteBackQueue::default()),
             store_watch: store_watch::StoreWatch::default(),
+            listener: std::sync::OnceLock::new(),
             store,
             upstream,
             budget,

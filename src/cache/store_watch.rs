@@ -10,7 +10,9 @@
 //!   replica's announced on the events channel, both counted by
 //!   `NearCache::clears`) is not a loss, and an emptying only counts once
 //!   it has lasted [`CONFIRM_EMPTY`] with no clear heard — longer than a
-//!   clear takes to announce itself. On a Redis Cluster there is no one run
+//!   clear takes to announce itself — and while the invalidation listener
+//!   was subscribed all along (a listener that is away could miss the
+//!   announcement; until it is back, an emptying stays a suspicion). On a Redis Cluster there is no one run
 //!   id (each node has its own; a failover changes them), so only the set
 //!   is watched there; the embedded store has nothing to watch.
 //! - **Writing back.** On a loss every member the near cache holds (within
@@ -103,8 +105,9 @@ impl StoreWatch {
     }
 
     /// Compares `identity` (read now; `clears` is the near cache's count at
-    /// that moment) with what was seen before.
-    fn judge(&self, identity: DataIdentity, clears: u64) -> Verdict {
+    /// that moment, `listening` whether clears can be heard) with what was
+    /// seen before.
+    fn judge(&self, identity: DataIdentity, clears: u64, listening: bool) -> Verdict {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let cleared = clears != seen.clears;
         seen.clears = clears;
@@ -123,6 +126,11 @@ impl StoreWatch {
         if cleared || identity.members > 0 {
             seen.emptied_since = None;
             seen.had_members = identity.members > 0;
+        } else if seen.had_members && !listening {
+            seen.emptied_since = None;
+            if verdict == Verdict::Kept {
+                verdict = Verdict::Suspect;
+            }
         } else if seen.had_members {
             let since = *seen.emptied_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= CONFIRM_EMPTY {
@@ -169,7 +177,11 @@ impl MemberCache {
     async fn check_store_now(&self) -> Verdict {
         let verdict = match self.store.data_identity().await {
             Ok(None) => return Verdict::Unsupported,
-            Ok(Some(identity)) => self.store_watch.judge(identity, self.near.clears()),
+            Ok(Some(identity)) => {
+                let listening = self.listener.get().is_none_or(|l| l.is_subscribed());
+                self.store_watch
+                    .judge(identity, self.near.clears(), listening)
+            }
             Err(_) => Verdict::Suspect,
         };
         if verdict == Verdict::Lost {
@@ -247,6 +259,11 @@ impl MemberCache {
         });
     }
 
+    /// Lets the watch know whether other replicas' clears can be heard.
+    pub fn watch_invalidations(&self, listener: Arc<super::invalidation::Listener>) {
+        let _ = self.listener.set(listener);
+    }
+
     /// The watch, for `/readyz` and tests.
     pub fn store_watch(&self) -> &StoreWatch {
         &self.store_watch
@@ -267,33 +284,56 @@ mod tests {
     #[test]
     fn a_new_run_id_is_a_loss_and_the_same_one_is_not() {
         let watch = StoreWatch::default();
-        assert_eq!(watch.judge(id("a", 150), 0), Verdict::Kept);
-        assert_eq!(watch.judge(id("a", 150), 0), Verdict::Kept);
-        assert_eq!(watch.judge(id("b", 0), 0), Verdict::Lost);
-        assert_eq!(watch.judge(id("b", 0), 0), Verdict::Kept, "reported once");
+        assert_eq!(watch.judge(id("a", 150), 0, true), Verdict::Kept);
+        assert_eq!(watch.judge(id("a", 150), 0, true), Verdict::Kept);
+        assert_eq!(watch.judge(id("b", 0), 0, true), Verdict::Lost);
+        assert_eq!(
+            watch.judge(id("b", 0), 0, true),
+            Verdict::Kept,
+            "reported once"
+        );
     }
 
     #[test]
     fn an_emptied_set_is_a_loss_only_once_it_stays_empty_with_no_clear_heard() {
         let watch = StoreWatch::default();
-        assert_eq!(watch.judge(id("a", 10), 0), Verdict::Kept);
-        assert_eq!(watch.judge(id("a", 0), 0), Verdict::Suspect);
+        assert_eq!(watch.judge(id("a", 10), 0, true), Verdict::Kept);
+        assert_eq!(watch.judge(id("a", 0), 0, true), Verdict::Suspect);
         std::thread::sleep(CONFIRM_EMPTY);
-        assert_eq!(watch.judge(id("a", 0), 0), Verdict::Lost);
+        assert_eq!(watch.judge(id("a", 0), 0, true), Verdict::Lost);
 
         // A clear empties the set too: not a loss.
         let watch = StoreWatch::default();
-        assert_eq!(watch.judge(id("a", 10), 0), Verdict::Kept);
-        assert_eq!(watch.judge(id("a", 0), 1), Verdict::Kept);
+        assert_eq!(watch.judge(id("a", 10), 0, true), Verdict::Kept);
+        assert_eq!(watch.judge(id("a", 0), 1, true), Verdict::Kept);
         std::thread::sleep(CONFIRM_EMPTY);
-        assert_eq!(watch.judge(id("a", 0), 1), Verdict::Kept);
+        assert_eq!(watch.judge(id("a", 0), 1, true), Verdict::Kept);
 
         // Heard while the emptying was being confirmed: not a loss either.
         let watch = StoreWatch::default();
-        assert_eq!(watch.judge(id("a", 10), 0), Verdict::Kept);
-        assert_eq!(watch.judge(id("a", 0), 0), Verdict::Suspect);
+        assert_eq!(watch.judge(id("a", 10), 0, true), Verdict::Kept);
+        assert_eq!(watch.judge(id("a", 0), 0, true), Verdict::Suspect);
         std::thread::sleep(CONFIRM_EMPTY);
-        assert_eq!(watch.judge(id("a", 0), 1), Verdict::Kept);
+        assert_eq!(watch.judge(id("a", 0), 1, true), Verdict::Kept);
+    }
+
+    #[test]
+    fn an_emptying_while_clears_cannot_be_heard_stays_a_suspicion() {
+        let watch = StoreWatch::default();
+        assert_eq!(watch.judge(id("a", 10), 0, true), Verdict::Kept);
+        assert_eq!(watch.judge(id("a", 0), 0, false), Verdict::Suspect);
+        std::thread::sleep(CONFIRM_EMPTY);
+        assert_eq!(watch.judge(id("a", 0), 0, false), Verdict::Suspect);
+        assert_eq!(
+            watch.judge(id("a", 0), 0, true),
+            Verdict::Suspect,
+            "starts over"
+        );
+        assert_eq!(
+            watch.judge(id("b", 0), 0, false),
+            Verdict::Lost,
+            "a restart is one"
+        );
     }
 
     #[test]
@@ -303,8 +343,8 @@ mod tests {
             run_id: None,
             members,
         };
-        assert_eq!(watch.judge(cluster(5), 0), Verdict::Kept);
-        assert_eq!(watch.judge(cluster(7), 0), Verdict::Kept);
-        assert_eq!(watch.judge(cluster(0), 0), Verdict::Suspect);
+        assert_eq!(watch.judge(cluster(5), 0, true), Verdict::Kept);
+        assert_eq!(watch.judge(cluster(7), 0, true), Verdict::Kept);
+        assert_eq!(watch.judge(cluster(0), 0, true), Verdict::Suspect);
     }
 }

@@ -155,7 +155,13 @@ impl From<UpstreamError> for ApiError {
                 "知识星球接口异常 (the Zsxq API failed; retry later)".to_string(),
             ),
         };
-        tracing::warn!(error = %e, status = status.as_u16(), "upstream error answered to client");
+        if matches!(e, U::QueueFull { .. } | U::Abandoned) {
+            // A refusal of ours, not an upstream failure; a flood of them
+            // must not flood the log.
+            tracing::debug!(error = %e, status = status.as_u16(), "lookup refused");
+        } else {
+            tracing::warn!(error = %e, status = status.as_u16(), "upstream error answered to client");
+        }
         let retry_after = match &e {
             U::Throttled { retry_after, .. } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(30)))
