@@ -1,7 +1,8 @@
 //! What runs around every request (issue #8, the hot path), as one tower
 //! service in front of the router: the request id and its span, the
-//! metrics timer, the in-flight count, the per-client rate limit and the
-//! error envelopes, in that order (outermost first), then the router. CORS,
+//! metrics timer, the in-flight count, the per-client rate limit, the
+//! request's deadline and client address (`deadline.rs`) and the error
+//! envelopes, in that order (outermost first), then the router. CORS,
 //! when origins are configured, wraps all of it (tower-http's layer).
 //!
 //! Decision: one hand-written service instead of a `middleware::from_fn`
