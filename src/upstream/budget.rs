@@ -812,4 +812,92 @@ mod tests {
         let order = order.lock().unwrap();
         assert_eq!(order[0], "interactive", "order was {order:?}");
     }
+
+    #[test]
+    fn the_queue_bounds_the_whole_and_each_clients_share_and_forgets_idle_clients() {
+        let q = Arc::new(InteractiveQueue::new(3, 2, Duration::from_secs(1)));
+        let (a, b, c) = (
+            Some(IpAddr::from([10, 0, 0, 1])),
+            Some(IpAddr::from([10, 0, 0, 2])),
+            Some(IpAddr::from([10, 0, 0, 3])),
+        );
+        let held = [q.admit(a).unwrap(), q.admit(a).unwrap()];
+        assert!(matches!(
+            q.admit(a),
+            Err(UpstreamError::QueueFull {
+                per_client: true,
+                waiting: 2,
+                ..
+            })
+        ));
+        let other = q.admit(b).unwrap();
+        let full = q.admit(c).unwrap_err();
+        assert!(
+            matches!(
+                full,
+                UpstreamError::QueueFull {
+                    per_client: false,
+                    waiting: 3,
+                    limit: 3,
+                    retry_after,
+                } if retry_after >= Duration::from_secs(1)
+            ),
+            "{full:?}"
+        );
+        assert_eq!((q.waiting(), q.clients()), (3, 2));
+        drop(held);
+        drop(other);
+        assert_eq!((q.waiting(), q.clients()), (0, 0), "no address kept");
+    }
+
+    #[tokio::test]
+    async fn a_wait_whose_interest_is_abandoned_ends_at_once_and_takes_no_slot() {
+        // One slot a second; the first is used, so the next waits ~1 s.
+        let budget = Arc::new(Budget::new(60, Duration::ZERO, 5));
+        drop(budget.acquire(Priority::Interactive).await.unwrap());
+        let queue = Arc::new(InteractiveQueue::new(4, 4, budget.period()));
+        let interest = Interest::new(Some(queue.admit(None).unwrap()));
+        let waiter = {
+            let (budget, interest) = (budget.clone(), interest.clone());
+            tokio::spawn(waited_for(interest, async move {
+                budget.acquire(Priority::Interactive).await.map(drop)
+            }))
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(queue.waiting(), 1);
+        interest.abandon();
+        assert_eq!(queue.waiting(), 0, "the place is given back at once");
+        let ended = tokio::time::timeout(Duration::from_millis(500), waiter)
+            .await
+            .expect("the wait ends without its slot")
+            .unwrap();
+        assert_eq!(ended, Err(UpstreamError::Abandoned));
+        assert_eq!(budget.stats.acquired_interactive.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn waiters_that_give_up_while_penalised_leave_no_gap_in_the_schedule() {
+        let budget = Arc::new(Budget::new(6000, Duration::ZERO, 5));
+        for _ in 0..6 {
+            budget.on_throttle(Priority::Interactive);
+        }
+        drop(budget.acquire(Priority::Interactive).await.unwrap());
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let budget = budget.clone();
+                tokio::spawn(async move { drop(budget.acquire(Priority::Interactive).await) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for w in &waiters {
+            w.abort();
+        }
+        let next_free = budget.penalty.lock().unwrap().next_free.unwrap();
+        let spacing = budget.period() + budget.penalty();
+        assert!(
+            next_free <= Instant::now() + spacing,
+            "the next slot is {:?} away, not one spacing ({spacing:?})",
+            next_free.saturating_duration_since(Instant::now())
+        );
+    }
 }
