@@ -51,7 +51,7 @@ const CAMPS_RECHECK_AFTER: Duration = Duration::from_secs(10);
 pub const ONGOING_RANKING_TTL: Duration = Duration::from_secs(10);
 
 /// Unknown camp ids remembered at most; past it the oldest are forgotten.
-const UNKNOWN_CAMPS_KEPT: u64 = 10_000;
+pub const UNKNOWN_CAMPS_KEPT: u64 = 10_000;
 
 /// Camps asked for per scope (the upstream's largest page).
 const CAMPS_FETCH_COUNT: u32 = 100;
@@ -252,6 +252,13 @@ impl RefundService {
 
     pub fn cache(&self) -> &Arc<MemberCache> {
         &self.cache
+    }
+
+    /// Camp ids held in memory now (turns plus remembered unknown camps):
+    /// bounded however many distinct ids clients ask for.
+    pub fn camp_ids_held(&self) -> u64 {
+        self.unknown_camps.run_pending_tasks();
+        self.turns.len() as u64 + self.unknown_camps.entry_count()
     }
 
     /// The camps of one scope, newest first; reused for [`CAMPS_TTL`].

@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use zsxq_cache::sim::SimFault;
+use zsxq_cache::config::Config;
+use zsxq_cache::domain::CheckinId;
+use zsxq_cache::refund::{RequiredDays, UNKNOWN_CAMPS_KEPT, turns::SWEEP_ABOVE};
+use zsxq_cache::sim::{SimConfig, SimFault};
 
 use crate::helpers::{Setup, StoreKind};
 use crate::rss_kib;
@@ -103,4 +106,53 @@ async fn twenty_thousand_unknown_camps_cost_a_bounded_number_of_camp_list_calls(
         .await
         .assert_error(404);
     assert_eq!(app.sim.stats().by_kind.checkins, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_camp_ids_held_in_memory_stay_bounded_however_many_unknown_ids_are_asked_for() {
+    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
+        .await
+        .expect("sim");
+    let dir = tempfile::tempdir().expect("dir");
+    let vars: std::collections::HashMap<String, String> = [
+        ("ZSXQ_API_BASE", sim.base_url.clone()),
+        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+        ("ZSXQ_ACCESS_TOKEN", SimConfig::for_tests().token),
+        ("API_RATE_LIMIT", "6000".into()),
+        ("API_REQUEST_DELAY", "0".into()),
+        (
+            "EMBEDDED_PATH",
+            dir.path().join("c.redb").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = Config::from_vars(&vars).expect("config");
+    let state = zsxq_cache::startup::build_state(&config)
+        .await
+        .expect("state");
+    let started = Instant::now();
+    let n = 20_000u64;
+    for i in 0..n {
+        let id = CheckinId::parse(&(8_000_000_000 + i).to_string()).expect("id");
+        assert!(
+            state
+                .refunds
+                .refund_list(id, RequiredDays::DEFAULT)
+                .await
+                .is_err()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "bounded in time"
+        );
+    }
+    let held = state.refunds.camp_ids_held();
+    println!(
+        "[camp ids held] {n} distinct unknown camp ids asked in {:?}: {held} held in memory (bound {})",
+        started.elapsed(),
+        UNKNOWN_CAMPS_KEPT + SWEEP_ABOVE as u64
+    );
+    assert!(held <= UNKNOWN_CAMPS_KEPT + SWEEP_ABOVE as u64, "{held}");
 }
