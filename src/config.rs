@@ -152,7 +152,7 @@ pub struct LimitsConfig {
     /// `INTERACTIVE_QUEUE_MAX`: lookups waiting for an upstream slot at once.
     pub interactive_queue: usize,
     /// `INTERACTIVE_QUEUE_PER_CLIENT`: of those, how many one client address
-    /// may hold.
+    /// may hold at most (under the fair share that applies anyway).
     pub queue_per_client: usize,
     /// `UPSTREAM_BODY_MAX_MB` in bytes: the largest upstream answer read.
     pub upstream_body_max: u64,
@@ -357,7 +357,7 @@ impl Config {
 
         let reliability = Self::reliability_from(&v, cache_ttl)?;
         let edge = Self::edge_from(&v)?;
-        let limits = Self::limits_from(&v)?;
+        let limits = Self::limits_from(&v, rate_per_min)?;
         let fleet = FleetConfig {
             shared: v.bool("FLEET_BUDGET", true)?,
             size_hint: v.parse(
@@ -397,7 +397,7 @@ impl Config {
         })
     }
 
-    fn limits_from(v: &Vars<'_>) -> Result<LimitsConfig, ConfigError> {
+    fn limits_from(v: &Vars<'_>, rate_per_min: u32) -> Result<LimitsConfig, ConfigError> {
         let request = v.parse("REQUEST_DEADLINE_SECS", 30u64, "seconds, 1..600", |s| {
             (1..=600).contains(s)
         })?;
@@ -409,13 +409,14 @@ impl Config {
         )?;
         let queue = v.parse(
             "INTERACTIVE_QUEUE_MAX",
-            crate::upstream::budget::DEFAULT_QUEUE_MAX,
+            crate::upstream::budget::default_queue_max(rate_per_min, Duration::from_secs(request))
+                .min(10_000),
             "an integer 1..10000",
             |q| (1..=10_000).contains(q),
         )?;
         let per_client = v.parse(
             "INTERACTIVE_QUEUE_PER_CLIENT",
-            (queue / 4).max(1),
+            queue,
             &format!("an integer 1..{queue} (at most INTERACTIVE_QUEUE_MAX)"),
             |p| (1..=queue).contains(p),
         )?;
@@ -693,17 +694,23 @@ mod tests {
     }
 
     #[test]
-    fn request_limits_default_to_30_s_a_quarter_share_and_8_mb_and_name_bad_values() {
+    fn request_limits_default_to_30_s_what_the_rate_serves_and_8_mb_and_name_bad_values() {
         let c = Config::from_vars(&vars(&[])).unwrap();
         assert_eq!(c.limits.request_deadline, Duration::from_secs(30));
         assert_eq!(c.limits.long_deadline, Duration::from_secs(300));
         assert_eq!(
             (c.limits.interactive_queue, c.limits.queue_per_client),
-            (32, 8)
+            (32, 32),
+            "50 a minute serve 25 in 30 s; at least 32"
         );
         assert_eq!(c.limits.upstream_body_max, 8 << 20);
+        let c = Config::from_vars(&vars(&[("API_RATE_LIMIT", "2400")])).unwrap();
+        assert_eq!(
+            c.limits.interactive_queue, 1200,
+            "what 30 s of the rate serve"
+        );
         let c = Config::from_vars(&vars(&[("INTERACTIVE_QUEUE_MAX", "2")])).unwrap();
-        assert_eq!(c.limits.queue_per_client, 1, "the share follows the bound");
+        assert_eq!(c.limits.queue_per_client, 2, "the cap follows the bound");
         for (pairs, var) in [
             (
                 &[("REQUEST_DEADLINE_SECS", "0")][..],

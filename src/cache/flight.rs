@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use crate::upstream::UpstreamError;
-use crate::upstream::budget::{self, Interest, QueueTicket};
+use crate::upstream::budget::{self, Interest};
 
 /// A fetch's answer while it runs (`None`) and once it is done.
 type Slot<T> = watch::Sender<Option<Result<T, UpstreamError>>>;
@@ -67,13 +67,14 @@ where
     }
 
     /// The answer of the fetch for `key`: joins the one in flight, or starts
-    /// `fetch` in its own task. A new fetch is first `admit`ted (its place in
-    /// the interactive queue; `None` for callers not admitted through it);
-    /// a refusal is returned at once and nothing starts.
+    /// `fetch` in its own task. A new fetch is first `admit`ted (its
+    /// interest, holding its place in the interactive queue, or
+    /// [`Interest::unqueued`] for callers not admitted through it); a
+    /// refusal is returned at once and nothing starts.
     pub async fn run<F>(
         self: &Arc<Self>,
         key: K,
-        admit: impl FnOnce() -> Result<Option<QueueTicket>, UpstreamError>,
+        admit: impl FnOnce() -> Result<Interest, UpstreamError>,
         fetch: impl FnOnce() -> F,
     ) -> Result<T, UpstreamError>
     where
@@ -84,11 +85,11 @@ where
             if let Some(slot) = map.get(&key) {
                 slot.subscribe()
             } else {
-                let ticket = admit()?;
+                let interest = admit()?;
                 let (tx, rx) = watch::channel(None);
                 let slot = Arc::new(tx);
                 map.insert(key, Arc::clone(&slot));
-                self.spawn(key, slot, Interest::new(ticket), fetch());
+                self.spawn(key, slot, interest, fetch());
                 rx
             }
         };
@@ -162,7 +163,7 @@ mod tests {
                 flights
                     .run(
                         7,
-                        || Ok(None),
+                        || Ok(Interest::unqueued()),
                         || async move {
                             started.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -189,7 +190,7 @@ mod tests {
                 flights
                     .run(
                         1,
-                        || Ok(None),
+                        || Ok(Interest::unqueued()),
                         || async move {
                             // Stands for a wait on the budget: the interest
                             // is what `acquire` watches.

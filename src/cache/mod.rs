@@ -49,7 +49,7 @@ use crate::metrics::CacheMetrics;
 use crate::store::{
     LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
 };
-use crate::upstream::budget;
+use crate::upstream::budget::{self, Interest};
 use crate::upstream::{Budget, Priority, Upstream, UpstreamError};
 use flight::Flights;
 use near::{NearCache, Record};
@@ -400,7 +400,7 @@ impl MemberCache {
             .inflight
             .run(
                 id,
-                || queue.admit(budget::current_client()).map(Some),
+                || queue.admit(budget::current_client()),
                 || self.fetch(id).run(),
             )
             .await?;
@@ -509,7 +509,7 @@ impl MemberCache {
         self.number_flights
             .run(
                 number,
-                || queue.admit(budget::current_client()).map(Some),
+                || queue.admit(budget::current_client()),
                 || async move { cache.fetch_number(number).await },
             )
             .await
@@ -582,7 +582,7 @@ impl MemberCache {
     /// list resolves its own participants, as many as its ranking holds.
     async fn fetch_shared(&self, id: UserId) -> Result<Arc<Record>, UpstreamError> {
         self.inflight
-            .run(id, || Ok(None), || self.fetch(id).run())
+            .run(id, || Ok(Interest::unqueued()), || self.fetch(id).run())
             .await
     }
 
@@ -784,7 +784,9 @@ impl Fetch {
                 self.negative.insert(self.id, e.clone());
                 Err(e)
             }
-            Waited::Abandoned => Err(UpstreamError::Abandoned),
+            Waited::Abandoned => {
+                Err(budget::current_interest().map_or(UpstreamError::Abandoned, |i| i.reason()))
+            }
             Waited::Fetch => {
                 let renew = self.spawn_lease_renewal();
                 let result = self.call_upstream().await;

@@ -36,14 +36,18 @@
 //!   holds a slot the call goes out and its answer is kept. A client that
 //!   sends a hundred requests and hangs up costs the hundred nothing.
 //! - **A bounded interactive queue** ([`InteractiveQueue`],
-//!   `INTERACTIVE_QUEUE_MAX`): lookups that would start a new fetch are
-//!   admitted while fewer than the bound wait for a slot, and one client
-//!   address (IPv6 by its /64, as the HTTP rate limit keys it) holds at most
-//!   `INTERACTIVE_QUEUE_PER_CLIENT` of them. Over either, the caller is told
-//!   at once ([`UpstreamError::QueueFull`], a 503 with `Retry-After`)
-//!   rather than queued behind calls that could not be made before its
-//!   deadline. The queue's map is keyed by client address but only holds
-//!   clients with a fetch waiting, so it never has more entries than the
+//!   `INTERACTIVE_QUEUE_MAX`, by default what the rate serves within the
+//!   request deadline): lookups that would start a new fetch are admitted
+//!   while fewer than the bound wait for a slot. Over it, the caller is told
+//!   at once ([`UpstreamError::QueueFull`], a 503 with `Retry-After`) rather
+//!   than queued behind calls that could not be made before its deadline.
+//! - **A fair share per client address** (IPv6 by its /64, as the HTTP rate
+//!   limit keys it): a client alone may fill the queue, but once it is full
+//!   no address holds more than `max / clients holding places` — a client
+//!   under its share takes the newest place of the one holding the most,
+//!   whose lookup is refused instead. `INTERACTIVE_QUEUE_PER_CLIENT` caps an
+//!   address lower still. The queue's map is keyed by client address but
+//!   only holds clients with a place, so it never has more entries than the
 //!   bound. Refund lists and background work are not admitted through it:
 //!   their fan-out is bounded where it is made.
 
@@ -201,8 +205,8 @@ impl Budget {
             stats: BudgetStats::default(),
             metrics: UpstreamMetrics::default(),
             queue: Arc::new(InteractiveQueue::new(
-                DEFAULT_QUEUE_MAX,
-                DEFAULT_QUEUE_PER_CLIENT,
+                DEFAULT_QUEUE_MIN,
+                DEFAULT_QUEUE_MIN,
                 period,
             )),
         }
@@ -280,7 +284,7 @@ impl Budget {
         // Abandonment first: a slot that nobody needs is better left free.
         let permit = tokio::select! {
             biased;
-            () = interest.abandoned() => return Err(UpstreamError::Abandoned),
+            () = interest.abandoned() => return Err(interest.reason()),
             permit = self.take_slot(priority) => permit,
         };
         interest.slot_taken();
@@ -493,14 +497,21 @@ impl Budget {
     }
 }
 
-/// Lookups allowed to wait for a slot at once when not configured: at 50
-/// calls a minute, about what can be served within the 30 s deadline.
-pub const DEFAULT_QUEUE_MAX: usize = 32;
-/// A client address's share of [`DEFAULT_QUEUE_MAX`]: a quarter.
-pub const DEFAULT_QUEUE_PER_CLIENT: usize = 8;
+/// Least number of lookups allowed to wait for a slot at once when not
+/// configured; the default is what the rate serves within the request
+/// deadline, if more ([`default_queue_max`]).
+pub const DEFAULT_QUEUE_MIN: usize = 32;
 
 /// Longest `Retry-After` a refusal suggests.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(120);
+
+/// The default interactive queue: as many lookups as `rate_per_min` serves
+/// within `deadline` (a deeper queue only produces answers past their
+/// deadline), at least [`DEFAULT_QUEUE_MIN`].
+pub fn default_queue_max(rate_per_min: u32, deadline: Duration) -> usize {
+    let servable = f64::from(rate_per_min) * deadline.as_secs_f64() / 60.0;
+    (servable.ceil() as usize).max(DEFAULT_QUEUE_MIN)
+}
 
 tokio::task_local! {
     /// The client address the current request serves (set by the HTTP
@@ -522,8 +533,9 @@ pub fn current_client() -> Option<IpAddr> {
     CLIENT.try_with(|c| *c).ok().flatten()
 }
 
-/// Runs the fetch `f` for `interest`: its waits for a budget slot end, with
-/// [`UpstreamError::Abandoned`], once nobody wants the answer any more.
+/// Runs the fetch `f` for `interest`: its waits for a budget slot end once
+/// nobody wants the answer any more ([`UpstreamError::Abandoned`]) or its
+/// place in the queue was given to a client under its fair share.
 pub async fn waited_for<F: Future>(interest: Interest, f: F) -> F::Output {
     INTEREST.scope(interest, f).await
 }
@@ -544,6 +556,8 @@ pub struct Interest {
 struct InterestInner {
     /// `true` once abandoned; waiters in `acquire` watch it.
     gone: watch::Sender<bool>,
+    /// Why, when it was not that everyone left (the place was given away).
+    reason: Mutex<Option<UpstreamError>>,
     /// Given back once the fetch has its slot (it no longer queues).
     ticket: Mutex<Option<QueueTicket>>,
 }
@@ -557,13 +571,14 @@ impl std::fmt::Debug for Interest {
 }
 
 impl Interest {
-    /// An interest holding `ticket` (its place in the interactive queue, if
-    /// it was admitted through it).
-    pub fn new(ticket: Option<QueueTicket>) -> Self {
+    /// An interest that holds no place in the interactive queue (a refund
+    /// list's fetches: their fan-out is bounded where it is made).
+    pub fn unqueued() -> Self {
         Self {
             inner: Arc::new(InterestInner {
                 gone: watch::Sender::new(false),
-                ticket: Mutex::new(ticket),
+                reason: Mutex::new(None),
+                ticket: Mutex::new(None),
             }),
         }
     }
@@ -574,8 +589,27 @@ impl Interest {
         self.slot_taken();
     }
 
+    /// Gives up for `reason` (what the waiters are answered).
+    fn abandon_for(&self, reason: UpstreamError) {
+        if let Ok(mut r) = self.inner.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.abandon();
+    }
+
     pub fn is_abandoned(&self) -> bool {
         *self.inner.gone.borrow()
+    }
+
+    /// What a fetch given up answers: why its place was taken, or
+    /// [`UpstreamError::Abandoned`].
+    pub fn reason(&self) -> UpstreamError {
+        self.inner
+            .reason
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or(UpstreamError::Abandoned)
     }
 
     /// Resolves once abandoned.
@@ -600,7 +634,7 @@ impl Interest {
 pub struct InteractiveQueue {
     /// `INTERACTIVE_QUEUE_MAX`.
     max: usize,
-    /// `INTERACTIVE_QUEUE_PER_CLIENT`.
+    /// `INTERACTIVE_QUEUE_PER_CLIENT`: a fixed cap under the fair share.
     per_client: usize,
     /// The budget's spacing, to say how long a refused caller should wait.
     period: Duration,
@@ -610,9 +644,24 @@ pub struct InteractiveQueue {
 #[derive(Debug, Default)]
 struct QueueState {
     waiting: usize,
-    /// Places held per client address; only addresses holding one, so at
-    /// most `max` entries.
-    by_client: HashMap<Option<IpAddr>, usize>,
+    /// Places held per client address, oldest first; only addresses holding
+    /// one, so at most `max` entries.
+    by_client: HashMap<Option<IpAddr>, Vec<Place>>,
+    /// Names the next place.
+    next_id: u64,
+}
+
+/// One place: whose fetch holds it, to give up if the place is given away.
+#[derive(Debug)]
+struct Place {
+    id: u64,
+    interest: std::sync::Weak<InterestInner>,
+}
+
+impl std::fmt::Debug for InterestInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InterestInner")
+    }
 }
 
 /// A place in the [`InteractiveQueue`], given back when dropped.
@@ -620,6 +669,7 @@ struct QueueState {
 pub struct QueueTicket {
     queue: Arc<InteractiveQueue>,
     client: Option<IpAddr>,
+    id: u64,
 }
 
 impl Drop for QueueTicket {
@@ -627,13 +677,18 @@ impl Drop for QueueTicket {
         let Ok(mut state) = self.queue.state.lock() else {
             return;
         };
-        state.waiting = state.waiting.saturating_sub(1);
-        if let Some(held) = state.by_client.get_mut(&self.client) {
-            *held -= 1;
-            if *held == 0 {
-                state.by_client.remove(&self.client);
-            }
+        // A place given away was already taken out.
+        let Some(places) = state.by_client.get_mut(&self.client) else {
+            return;
+        };
+        let Some(at) = places.iter().position(|p| p.id == self.id) else {
+            return;
+        };
+        places.remove(at);
+        if places.is_empty() {
+            state.by_client.remove(&self.client);
         }
+        state.waiting = state.waiting.saturating_sub(1);
     }
 }
 
@@ -650,36 +705,83 @@ impl InteractiveQueue {
         }
     }
 
-    /// A place for a fetch `client` starts, or the refusal to answer with.
-    pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<QueueTicket, UpstreamError> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let held = state.by_client.get(&client).copied().unwrap_or(0);
-        let refuse = |waiting: usize, per_client: bool| UpstreamError::QueueFull {
+    fn refusal(&self, waiting: usize, limit: usize, per_client: bool) -> UpstreamError {
+        UpstreamError::QueueFull {
             waiting,
-            limit: if per_client {
-                self.per_client
-            } else {
-                self.max
-            },
+            limit,
             per_client,
             retry_after: (self.period * (waiting as u32).max(1))
                 .clamp(Duration::from_secs(1), RETRY_AFTER_MAX),
+        }
+    }
+
+    /// An interest holding a place for a fetch `client` starts, or the
+    /// refusal to answer with. A client may hold at most its fair share of
+    /// a full queue (`max` over the clients holding places, itself
+    /// included) and never more than `per_client`: when the queue is full
+    /// and `client` is under its share, the newest place of the client
+    /// holding the most is given to it (that fetch is refused instead).
+    pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Interest, UpstreamError> {
+        let evicted;
+        let interest = {
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let held = state.by_client.get(&client).map_or(0, Vec::len);
+            if held >= self.per_client {
+                return Err(self.refusal(held, self.per_client, true));
+            }
+            let clients = state.by_client.len() + usize::from(held == 0);
+            let fair = (self.max / clients).max(1);
+            evicted = if state.waiting < self.max {
+                None
+            } else if held >= fair {
+                return Err(self.refusal(held, fair, true));
+            } else {
+                let victim = state
+                    .by_client
+                    .iter_mut()
+                    .max_by_key(|(_, places)| places.len())
+                    .filter(|(_, places)| places.len() > fair)
+                    .and_then(|(_, places)| places.pop().map(|p| (p, places.len())));
+                let Some((place, left)) = victim else {
+                    return Err(self.refusal(state.waiting, self.max, false));
+                };
+                state.by_client.retain(|_, places| !places.is_empty());
+                state.waiting -= 1;
+                Some((place, left + 1, fair))
+            };
+            state.waiting += 1;
+            state.next_id += 1;
+            let id = state.next_id;
+            let interest = Interest::unqueued();
+            state.by_client.entry(client).or_default().push(Place {
+                id,
+                interest: Arc::downgrade(&interest.inner),
+            });
+            if let Ok(mut ticket) = interest.inner.ticket.lock() {
+                *ticket = Some(QueueTicket {
+                    queue: Arc::clone(self),
+                    client,
+                    id,
+                });
+            }
+            interest
         };
-        if held >= self.per_client {
-            return Err(refuse(held, true));
+        // Outside the lock: giving up drops the victim's ticket, which
+        // takes the lock (and finds its place already gone).
+        if let Some((place, held, fair)) = evicted
+            && let Some(inner) = place.interest.upgrade()
+        {
+            tracing::debug!(
+                held,
+                fair,
+                "a queued lookup gave its place to a client under its share"
+            );
+            Interest { inner }.abandon_for(self.refusal(held, fair, true));
         }
-        if state.waiting >= self.max {
-            return Err(refuse(state.waiting, false));
-        }
-        state.waiting += 1;
-        *state.by_client.entry(client).or_insert(0) += 1;
-        Ok(QueueTicket {
-            queue: Arc::clone(self),
-            client,
-        })
+        Ok(interest)
     }
 
     /// Places held now.
@@ -815,12 +917,12 @@ mod tests {
 
     #[test]
     fn the_queue_bounds_the_whole_and_each_clients_share_and_forgets_idle_clients() {
-        let q = Arc::new(InteractiveQueue::new(3, 2, Duration::from_secs(1)));
         let (a, b, c) = (
             Some(IpAddr::from([10, 0, 0, 1])),
             Some(IpAddr::from([10, 0, 0, 2])),
             Some(IpAddr::from([10, 0, 0, 3])),
         );
+        let q = Arc::new(InteractiveQueue::new(3, 2, Duration::from_secs(1)));
         let held = [q.admit(a).unwrap(), q.admit(a).unwrap()];
         assert!(matches!(
             q.admit(a),
@@ -831,7 +933,21 @@ mod tests {
             })
         ));
         let other = q.admit(b).unwrap();
-        let full = q.admit(c).unwrap_err();
+        // Full, and c's fair share (3 / 3 clients = 1) is taken from a, the
+        // client holding more than its share.
+        let third = q.admit(c).unwrap();
+        assert!(held[1].is_abandoned(), "a's newest place went to c");
+        assert!(matches!(
+            held[1].reason(),
+            UpstreamError::QueueFull {
+                per_client: true,
+                ..
+            }
+        ));
+        assert!(!held[0].is_abandoned() && !other.is_abandoned());
+        assert_eq!((q.waiting(), q.clients()), (3, 3));
+        // Everyone at their share now: the next one is refused.
+        let full = q.admit(Some(IpAddr::from([10, 0, 0, 4]))).unwrap_err();
         assert!(
             matches!(
                 full,
@@ -844,9 +960,15 @@ mod tests {
             ),
             "{full:?}"
         );
-        assert_eq!((q.waiting(), q.clients()), (3, 2));
+        assert!(matches!(
+            q.admit(c),
+            Err(UpstreamError::QueueFull {
+                per_client: true,
+                ..
+            })
+        ));
         drop(held);
-        drop(other);
+        drop((other, third));
         assert_eq!((q.waiting(), q.clients()), (0, 0), "no address kept");
     }
 
@@ -856,7 +978,7 @@ mod tests {
         let budget = Arc::new(Budget::new(60, Duration::ZERO, 5));
         drop(budget.acquire(Priority::Interactive).await.unwrap());
         let queue = Arc::new(InteractiveQueue::new(4, 4, budget.period()));
-        let interest = Interest::new(Some(queue.admit(None).unwrap()));
+        let interest = queue.admit(None).unwrap();
         let waiter = {
             let (budget, interest) = (budget.clone(), interest.clone());
             tokio::spawn(waited_for(interest, async move {

@@ -243,3 +243,55 @@ async fn a_request_past_its_deadline_is_a_504_and_its_queued_fetch_never_calls()
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(calls, 1, "the fetch nobody waited for was given up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_filled_the_queue_gives_a_place_to_the_next_client() {
+    let app = at_real_pace()
+        .var("INTERACTIVE_QUEUE_MAX", "4")
+        .var("API_RATE_LIMIT", "2")
+        .spawn()
+        .await;
+    let first = &app.sim.data.members[0];
+    assert_eq!(app.user(first.user_id).await.status, 200);
+    // Alone, one address may fill the whole queue.
+    let hog = client_from([127, 0, 0, 1], Duration::from_secs(20));
+    let mut hogging = Vec::new();
+    for id in random_ids(4) {
+        let (client, url) = (hog.clone(), app.url(&format!("/api/users/{id}")));
+        hogging.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = client.get(url).send().await;
+            (resp.map(|r| r.status().as_u16()), started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(
+        ready.data()["interactive_queue"]["waiting"],
+        4,
+        "{}",
+        ready.body
+    );
+
+    // A second address is under its fair share (4 / 2): it gets a place,
+    // and the hog's newest lookup is refused instead.
+    let operator = client_from([127, 0, 0, 2], Duration::from_secs(20));
+    let url = app.url(&format!("/api/users/{}", random_ids(1)[0]));
+    let waiting = tokio::spawn(async move { operator.get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = app.get("/readyz").await;
+    let newest = hogging.pop().expect("four").await.expect("join");
+    println!(
+        "[fair share] the hog's newest lookup: {newest:?}; queue {}",
+        ready.data()["interactive_queue"]
+    );
+    assert_eq!(newest.0.ok(), Some(503), "refused to make room");
+    assert!(newest.1 < Duration::from_secs(5), "{:?}", newest.1);
+    assert_eq!(ready.data()["interactive_queue"]["waiting"], 4);
+    assert_eq!(ready.data()["interactive_queue"]["clients"], 2);
+    for h in hogging {
+        h.abort();
+    }
+    waiting.abort();
+}
