@@ -58,6 +58,9 @@ pub struct Listener {
     subscribed: AtomicBool,
     /// Messages from other replicas applied so far.
     applied: AtomicU64,
+    /// Woken on every (re)subscription: Redis is back, and the store watch
+    /// checks at once whether it came back empty.
+    resubscribed: tokio::sync::Notify,
 }
 
 impl Listener {
@@ -69,6 +72,11 @@ impl Listener {
     /// Messages from other replicas applied since start.
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Resolves at the next (re)subscription.
+    pub async fn subscribed_again(&self) {
+        self.resubscribed.notified().await;
     }
 }
 
@@ -199,6 +207,7 @@ async fn listen(
     // store again before trusting an entry.
     near.distrust_all();
     status.subscribed.store(true, Ordering::Relaxed);
+    status.resubscribed.notify_waiters();
     tracing::info!(
         channel = keys::EVENTS,
         "listening for near-cache invalidations"

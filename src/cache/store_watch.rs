@@ -1,8 +1,9 @@
 //! Redis restarted empty, or flushed, costs no refetch: the near caches hold
 //! the members it lost, and write them back instead of fetching them again.
 //!
-//! - **Detecting the loss.** Once a second (and whenever a lookup finds the
-//!   store without a member this process holds) the store's
+//! - **Detecting the loss.** Once a second, when the invalidation listener
+//!   reconnects, and whenever a lookup finds the store without a member this
+//!   process holds, the store's
 //!   [`DataIdentity`] is compared with the last one seen: a new `run_id`
 //!   means the server restarted; the seed's id set reading empty after
 //!   holding members means it was flushed. A cache clear empties the set
@@ -239,15 +240,25 @@ impl MemberCache {
         Some(record)
     }
 
-    /// Checks the store every [`CHECK_EVERY`] until the process ends (or at
-    /// once learns the store cannot tell).
+    /// Checks the store every [`CHECK_EVERY`], and when the invalidation
+    /// listener reconnects, until the process ends (or at once learns the
+    /// store cannot tell).
     pub fn spawn_store_watch(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let listener = self.listener.get().cloned();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECK_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                match &listener {
+                    Some(l) => tokio::select! {
+                        _ = tick.tick() => {}
+                        () = l.subscribed_again() => {}
+                    },
+                    None => {
+                        tick.tick().await;
+                    }
+                }
                 let Some(cache) = weak.upgrade() else { return };
                 if !cache.enabled || !cache.near.is_enabled() {
                     return;
