@@ -395,12 +395,11 @@ impl MemberCache {
             return Err(e.into());
         }
         self.miss();
-        let queue = self.budget.queue();
         let record = self
             .inflight
             .run(
                 id,
-                || queue.admit(budget::current_client()),
+                || self.budget.admit(budget::current_client()),
                 || self.fetch(id).run(),
             )
             .await?;
@@ -504,12 +503,11 @@ impl MemberCache {
         self: &Arc<Self>,
         number: MemberNumber,
     ) -> Result<Option<Arc<Record>>, UpstreamError> {
-        let queue = self.budget.queue();
         let cache = Arc::clone(self);
         self.number_flights
             .run(
                 number,
-                || queue.admit(budget::current_client()),
+                || self.budget.admit(budget::current_client()),
                 || async move { cache.fetch_number(number).await },
             )
             .await

@@ -212,6 +212,16 @@ impl Budget {
         }
     }
 
+    /// A place in the interactive queue for a fetch `client` starts
+    /// ([`InteractiveQueue::admit`]), counting refusals for `/metrics`.
+    pub fn admit(&self, client: Option<IpAddr>) -> Result<Interest, UpstreamError> {
+        let admitted = self.queue.admit(client);
+        if admitted.is_err() {
+            self.metrics.queue_refused.inc();
+        }
+        admitted
+    }
+
     /// Bounds the interactive queue: at most `max` lookups waiting for a
     /// slot, at most `per_client` of them for one client address.
     pub fn with_queue(mut self, max: usize, per_client: usize) -> Self {
@@ -284,7 +294,10 @@ impl Budget {
         // Abandonment first: a slot that nobody needs is better left free.
         let permit = tokio::select! {
             biased;
-            () = interest.abandoned() => return Err(interest.reason()),
+            () = interest.abandoned() => {
+                self.metrics.given_up.inc();
+                return Err(interest.reason());
+            }
             permit = self.take_slot(priority) => permit,
         };
         interest.slot_taken();

@@ -47,6 +47,14 @@ async fn abandon_all(app: &TestApp, ids: &[u64]) -> usize {
         .count()
 }
 
+/// A counter from `/metrics`.
+async fn counter(app: &TestApp, name: &str) -> u64 {
+    let text = app.get_raw("/metrics").await.text().await.expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
 async fn operator_cold_lookup(app: &TestApp) -> Duration {
     let member = &app.sim.data.members[0];
     let started = Instant::now();
@@ -80,6 +88,10 @@ async fn a_hundred_abandoned_random_id_requests_leave_the_budget_to_the_operator
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let calls_after = app.sim.stats().by_kind.member_summary;
         let ready = app.get("/readyz").await;
+        let given_up = counter(&app, "zsxq_upstream_given_up_total").await;
+        let refused = counter(&app, "zsxq_upstream_queue_refused_total").await;
+        println!("[abandoned, {label}] metrics: {given_up} given up, {refused} refused;");
+        assert!(given_up + refused >= 90, "{given_up} + {refused}");
         println!(
             "[abandoned, {label}] 100 requests for random ids abandoned after 0.3 s ({answered} answered in time, \
              the rest refused or given up); they cost {calls_by_abandoned} upstream calls; the operator's cold lookup \
@@ -93,6 +105,7 @@ async fn a_hundred_abandoned_random_id_requests_leave_the_budget_to_the_operator
             took < Duration::from_secs(5),
             "{label}: the operator waited {took:?}"
         );
+        assert!(given_up + refused >= 90, "{given_up} + {refused}");
         assert!(
             calls_by_abandoned <= 2,
             "{label}: {calls_by_abandoned} calls for abandoned requests"
