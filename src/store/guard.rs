@@ -340,8 +340,14 @@ impl Store for GuardedStore {
     }
 
     async fn data_identity(&self) -> Result<Option<DataIdentity>, StoreError> {
-        self.guard("data_identity", SLOW_OP_TIMEOUT, self.inner.data_identity())
-            .await
+        // The lookup bound: a background check that is slow on a busy
+        // machine must not count towards opening the breaker.
+        self.guard(
+            "data_identity",
+            self.read_timeout,
+            self.inner.data_identity(),
+        )
+        .await
     }
 
     fn events_origin(&self) -> Option<String> {

@@ -1165,10 +1165,19 @@ impl Store for RedisStore {
             None
         } else {
             let info = redis::cmd("INFO").arg("server").take();
-            let text: String = self
-                .command(Replay::Idempotent, &info, "INFO reply")
-                .await?;
-            run_id_in(&text)
+            match self
+                .command::<String>(Replay::Idempotent, &info, "INFO reply")
+                .await
+            {
+                Ok(text) => run_id_in(&text),
+                // A server that refuses INFO (renamed or forbidden, as some
+                // managed services do) is watched by its id set alone; it is
+                // not failing.
+                Err(StoreError::Redis(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         };
         Ok(Some(DataIdentity { run_id, members }))
     }
