@@ -407,7 +407,8 @@ impl MemberCache {
     }
 
     /// The member from the near cache, else the store (filling the near
-    /// cache); while the store fails, whatever the near cache still holds.
+    /// cache); while the store fails, whatever the near cache still holds,
+    /// and the same when the store lost it (restarted empty, flushed).
     async fn cached(&self, id: UserId) -> Option<Arc<Record>> {
         if let Some(record) = self.near.get(id) {
             self.metrics.tier("near", 1, 0);
