@@ -149,6 +149,9 @@ pub struct Budget {
     interactive_waiting: AtomicUsize,
     /// Extra spacing imposed after a throttle (the adaptive part).
     penalty: Mutex<Penalty>,
+    /// While penalised, callers wait for the next slot one at a time, in
+    /// order (a fair async mutex): each wakes once, at its slot.
+    penalty_turn: tokio::sync::Mutex<()>,
     /// The steady spacing between calls.
     period: Duration,
     /// `API_CONCURRENCY`, for callers that bound their own fan-out to it.
@@ -198,6 +201,7 @@ impl Budget {
             in_flight: Semaphore::new(concurrency.max(1)),
             interactive_waiting: AtomicUsize::new(0),
             penalty: Mutex::new(Penalty::default()),
+            penalty_turn: tokio::sync::Mutex::new(()),
             period,
             concurrency: concurrency.max(1),
             fleet: None,
@@ -397,10 +401,18 @@ impl Budget {
     }
 
     /// While penalised, waits until the next slot is `period + extra` after
-    /// the previous one, then claims it; free when there is no penalty. A
-    /// slot is claimed only by a caller who is there to take it, so a
-    /// waiter that gives up leaves no gap in the schedule.
+    /// the previous one, then claims it; free when there is no penalty.
+    /// Waiters take turns (`penalty_turn`), and a slot is claimed only by a
+    /// caller who is there to take it, so a waiter that gives up leaves no
+    /// gap in the schedule and the others wake once each.
     async fn wait_penalty(&self) {
+        if self.penalty().is_zero() {
+            if let Ok(mut p) = self.penalty.lock() {
+                p.next_free = None;
+            }
+            return;
+        }
+        let _turn = self.penalty_turn.lock().await;
         loop {
             let wait = {
                 let Ok(mut p) = self.penalty.lock() else {
