@@ -172,6 +172,25 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// How long a request may take and how much of the upstream one client may
+/// hold: the budget belongs to people who wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `REQUEST_DEADLINE_SECS`: past it a request is answered 504 and
+    /// whatever it still queued for is given up.
+    pub request_deadline: Duration,
+    /// `REFUND_DEADLINE_SECS`: the same for refund lists, their exports and a
+    /// synchronous sync, which legitimately make many upstream calls.
+    pub long_deadline: Duration,
+    /// `INTERACTIVE_QUEUE_MAX`: lookups waiting for an upstream slot at once.
+    pub interactive_queue: usize,
+    /// `INTERACTIVE_QUEUE_PER_CLIENT`: of those, how many one client address
+    /// may hold at most (under the fair share that applies anyway).
+    pub queue_per_client: usize,
+    /// `UPSTREAM_BODY_MAX_MB` in bytes: the largest upstream answer read.
+    pub upstream_body_max: u64,
+}
+
 /// How several replicas share one upstream budget (issue #7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FleetConfig {
@@ -209,6 +228,7 @@ pub struct Config {
     pub reliability: ReliabilityConfig,
     pub edge: EdgeConfig,
     pub fleet: FleetConfig,
+    pub limits: LimitsConfig,
 }
 
 /// A configuration problem, naming the variable.
@@ -379,6 +399,7 @@ impl Config {
 
         let reliability = Self::reliability_from(&v, cache_ttl)?;
         let edge = Self::edge_from(&v, host)?;
+        let limits = Self::limits_from(&v, rate_per_min)?;
         let fleet = FleetConfig {
             shared: v.bool("FLEET_BUDGET", true)?,
             size_hint: v.parse(
@@ -415,6 +436,42 @@ impl Config {
             reliability,
             edge,
             fleet,
+            limits,
+        })
+    }
+
+    fn limits_from(v: &Vars<'_>, rate_per_min: u32) -> Result<LimitsConfig, ConfigError> {
+        let request = v.parse("REQUEST_DEADLINE_SECS", 30u64, "seconds, 1..600", |s| {
+            (1..=600).contains(s)
+        })?;
+        let long = v.parse(
+            "REFUND_DEADLINE_SECS",
+            300u64.max(request),
+            &format!("seconds, {request}..3600 (at least REQUEST_DEADLINE_SECS)"),
+            |s| (request..=3_600).contains(s),
+        )?;
+        let queue = v.parse(
+            "INTERACTIVE_QUEUE_MAX",
+            crate::upstream::budget::default_queue_max(rate_per_min, Duration::from_secs(request))
+                .min(10_000),
+            "an integer 1..10000",
+            |q| (1..=10_000).contains(q),
+        )?;
+        let per_client = v.parse(
+            "INTERACTIVE_QUEUE_PER_CLIENT",
+            queue,
+            &format!("an integer 1..{queue} (at most INTERACTIVE_QUEUE_MAX)"),
+            |p| (1..=queue).contains(p),
+        )?;
+        let body_mb = v.parse("UPSTREAM_BODY_MAX_MB", 8u64, "megabytes, 1..1024", |m| {
+            (1..=1_024).contains(m)
+        })?;
+        Ok(LimitsConfig {
+            request_deadline: Duration::from_secs(request),
+            long_deadline: Duration::from_secs(long),
+            interactive_queue: queue,
+            queue_per_client: per_client,
+            upstream_body_max: body_mb << 20,
         })
     }
 
@@ -846,6 +903,58 @@ mod tests {
                 max_connections: 64,
             }
         );
+    }
+
+    #[test]
+    fn request_limits_default_to_30_s_what_the_rate_serves_and_8_mb_and_name_bad_values() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(c.limits.request_deadline, Duration::from_secs(30));
+        assert_eq!(c.limits.long_deadline, Duration::from_secs(300));
+        assert_eq!(
+            (c.limits.interactive_queue, c.limits.queue_per_client),
+            (32, 32),
+            "50 a minute serve 25 in 30 s; at least 32"
+        );
+        assert_eq!(c.limits.upstream_body_max, 8 << 20);
+        let c = Config::from_vars(&vars(&[("API_RATE_LIMIT", "2400")])).unwrap();
+        assert_eq!(
+            c.limits.interactive_queue, 1200,
+            "what 30 s of the rate serve"
+        );
+        let c = Config::from_vars(&vars(&[("INTERACTIVE_QUEUE_MAX", "2")])).unwrap();
+        assert_eq!(c.limits.queue_per_client, 2, "the cap follows the bound");
+        for (pairs, var) in [
+            (
+                &[("REQUEST_DEADLINE_SECS", "0")][..],
+                "REQUEST_DEADLINE_SECS",
+            ),
+            (
+                &[("REQUEST_DEADLINE_SECS", "soon")],
+                "REQUEST_DEADLINE_SECS",
+            ),
+            (
+                &[
+                    ("REQUEST_DEADLINE_SECS", "60"),
+                    ("REFUND_DEADLINE_SECS", "30"),
+                ],
+                "REFUND_DEADLINE_SECS",
+            ),
+            (&[("REFUND_DEADLINE_SECS", "3601")], "REFUND_DEADLINE_SECS"),
+            (&[("INTERACTIVE_QUEUE_MAX", "0")], "INTERACTIVE_QUEUE_MAX"),
+            (
+                &[
+                    ("INTERACTIVE_QUEUE_MAX", "4"),
+                    ("INTERACTIVE_QUEUE_PER_CLIENT", "5"),
+                ],
+                "INTERACTIVE_QUEUE_PER_CLIENT",
+            ),
+            (&[("UPSTREAM_BODY_MAX_MB", "0")], "UPSTREAM_BODY_MAX_MB"),
+            (&[("UPSTREAM_BODY_MAX_MB", "8MB")], "UPSTREAM_BODY_MAX_MB"),
+        ] {
+            let e = Config::from_vars(&vars(pairs)).unwrap_err();
+            assert_eq!(e.var, var, "{pairs:?}");
+            assert!(e.to_string().contains(var), "{e}");
+        }
     }
 
     #[test]

@@ -136,6 +136,10 @@ pub struct UpstreamMetrics {
     pub retries: Family<PriorityLabels, Counter>,
     /// Time from asking the budget for a slot to holding one.
     pub queue_wait: Histograms<PriorityLabels>,
+    /// Queued fetches given up before their slot: nobody waited any more.
+    pub given_up: Counter,
+    /// Lookups refused by the interactive queue (full, or the client's share).
+    pub queue_refused: Counter,
 }
 
 impl Default for UpstreamMetrics {
@@ -147,6 +151,8 @@ impl Default for UpstreamMetrics {
             throttled: Family::default(),
             retries: Family::default(),
             queue_wait: Family::new_with_constructor(queue_histogram),
+            given_up: Counter::default(),
+            queue_refused: Counter::default(),
         };
         for p in [Priority::Interactive, Priority::Background] {
             let labels = PriorityLabels::from(p);
@@ -416,6 +422,16 @@ impl Metrics {
             "zsxq_upstream_retries",
             "Upstream calls retried after a retryable failure, by priority",
             u.retries.clone(),
+        );
+        registry.register(
+            "zsxq_upstream_given_up",
+            "Queued upstream calls given up before taking a slot: nobody waited for them any more",
+            u.given_up.clone(),
+        );
+        registry.register(
+            "zsxq_upstream_queue_refused",
+            "Lookups refused because the interactive queue was full or the client held its share",
+            u.queue_refused.clone(),
         );
         registry.register(
             "zsxq_upstream_queue_wait_seconds",

@@ -96,6 +96,10 @@ fn build_budget(config: &Config) -> anyhow::Result<Budget> {
         config.upstream.rate_per_min,
         config.upstream.request_delay,
         config.upstream.concurrency,
+    )
+    .with_queue(
+        config.limits.interactive_queue,
+        config.limits.queue_per_client,
     );
     let Some(target) = config.store.redis_target() else {
         return Ok(budget);
@@ -131,7 +135,8 @@ pub fn build_state_with_store(
     let budget = Arc::new(build_budget(config)?);
     let upstream: Arc<dyn Upstream> = Arc::new(
         ZsxqClient::new(config.upstream.clone(), budget.clone())
-            .context("building the HTTP client")?,
+            .context("building the HTTP client")?
+            .with_body_limit(config.limits.upstream_body_max),
     );
     let policy = CachePolicy {
         ttl: config.cache_ttl,
@@ -164,6 +169,10 @@ pub fn build_state_with_store(
     };
     cache.spawn_stats_flusher();
     cache.spawn_write_back_flusher();
+    if let Some(listener) = &invalidation {
+        cache.watch_invalidations(listener.clone());
+    }
+    cache.spawn_store_watch();
     if config.cache_enabled {
         cache.spawn_warm_up(config.warmup_interval, config.warmup_batch);
     }
@@ -196,6 +205,7 @@ pub fn build_state_with_store(
         in_flight,
         invalidation,
         metrics,
+        limits: config.limits,
     }))
 }
 

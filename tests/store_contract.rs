@@ -719,7 +719,28 @@ contract!(
     stats_accumulate_and_remember_the_last_sync_time,
     oldest_lists_the_members_closest_to_expiry_first,
     a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it,
+    the_data_identity_counts_the_id_set_and_names_a_run_id_on_one_server_only,
 );
+
+async fn the_data_identity_counts_the_id_set_and_names_a_run_id_on_one_server_only(h: &Harness) {
+    let Some(before) = h.store.data_identity().await.unwrap() else {
+        assert!(h.redis.is_none() && h.cluster.is_none(), "Redis can tell");
+        return;
+    };
+    assert_eq!(before.members, 0);
+    // A cluster has no one run id: a failover changes them.
+    assert_eq!(before.run_id.is_some(), h.redis.is_some(), "{before:?}");
+    let (a, b) = (
+        member(601, 1, "a", "2024-01-01T00:00:00.000+0800"),
+        member(602, 2, "b", "2024-01-01T00:00:00.000+0800"),
+    );
+    h.store.put_members(&[a, b], TTL).await.unwrap();
+    let after = h.store.data_identity().await.unwrap().unwrap();
+    assert_eq!(after.members, 2);
+    assert_eq!(after.run_id, before.run_id, "the same server");
+    h.store.clear().await.unwrap();
+    assert_eq!(h.store.data_identity().await.unwrap().unwrap().members, 0);
+}
 
 async fn oldest_lists_the_members_closest_to_expiry_first(h: &Harness) {
     let a = member(501, 1, "a", "2024-01-01T00:00:00.000+0800");

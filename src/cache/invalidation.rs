@@ -19,7 +19,10 @@
 //! The listener here holds its own connection (a subscribed connection can
 //! do nothing else) made from the configured URL. Pub/sub delivers at most
 //! once: a replica that was disconnected may have missed messages, so every
-//! (re)subscription clears the whole near cache before trusting it again.
+//! (re)subscription distrusts the whole near cache ([`NearCache::distrust_all`]):
+//! each entry is checked against the store on its next lookup. It is not
+//! dropped: when Redis restarted empty, the near caches hold the only copy
+//! of its members, which the store watch writes back (`store_watch.rs`).
 //! While disconnected, staleness falls back to the near cache's own bound,
 //! `NEAR_CACHE_TTL`. Reconnects back off from 100 ms to 5 s.
 //!
@@ -55,6 +58,9 @@ pub struct Listener {
     subscribed: AtomicBool,
     /// Messages from other replicas applied so far.
     applied: AtomicU64,
+    /// Woken on every (re)subscription: Redis is back, and the store watch
+    /// checks at once whether it came back empty.
+    resubscribed: tokio::sync::Notify,
 }
 
 impl Listener {
@@ -66,6 +72,11 @@ impl Listener {
     /// Messages from other replicas applied since start.
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Resolves at the next (re)subscription.
+    pub async fn subscribed_again(&self) {
+        self.resubscribed.notified().await;
     }
 }
 
@@ -192,9 +203,11 @@ async fn listen(
 ) -> redis::RedisResult<()> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(keys::EVENTS).await?;
-    // Whatever was announced while we were not listening is lost: start over.
-    near.clear();
+    // Whatever was announced while we were not listening is lost: ask the
+    // store again before trusting an entry.
+    near.distrust_all();
     status.subscribed.store(true, Ordering::Relaxed);
+    status.resubscribed.notify_waiters();
     tracing::info!(
         channel = keys::EVENTS,
         "listening for near-cache invalidations"

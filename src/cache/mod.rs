@@ -2,8 +2,12 @@
 //!
 //! - Lookups read the store; a miss asks the upstream (interactive priority),
 //!   writes the answer back and returns it. Concurrent misses for the same
-//!   member share one upstream call (singleflight); the fetch runs in its own
-//!   task, so a caller that disconnects neither cancels nor wastes it.
+//!   member share one upstream call (singleflight, `flight.rs`); the fetch
+//!   runs in its own task, so a caller that disconnects neither cancels nor
+//!   wastes a call already sent — and a fetch still queued for a budget slot
+//!   when its last caller leaves is given up. A lookup that would start a
+//!   fetch is admitted through the budget's bounded interactive queue, under
+//!   its client address's share; over it, it is refused at once.
 //! - The store may fail at any time: the guarded store fails fast and every
 //!   path here treats a store error as a miss, so answers keep coming from the
 //!   upstream and caching resumes when the store returns.
@@ -25,22 +29,21 @@
 
 pub mod batch;
 mod by_number;
+pub mod flight;
 pub mod invalidation;
 pub mod jobs;
 pub mod near;
 pub mod numbering;
 pub mod refresh;
+pub mod store_watch;
 pub mod sync;
 pub mod write_back;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
-use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::domain::{CachedMember, MemberNumber, UserId};
@@ -48,7 +51,9 @@ use crate::metrics::CacheMetrics;
 use crate::store::{
     LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
 };
+use crate::upstream::budget::{self, Interest};
 use crate::upstream::{Budget, Priority, Upstream, UpstreamError};
+use flight::Flights;
 use near::{NearCache, Record};
 use write_back::{WriteBackQueue, store_or_queue};
 
@@ -83,9 +88,6 @@ pub enum LookupError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
-
-/// The result of one fetch, shared between everyone waiting on it.
-type FetchResult = Option<Result<Arc<Record>, UpstreamError>>;
 
 /// Reads of a member after being granted its lease, before concluding it
 /// is not in the store (see `Fetch::read_after_grant`).
@@ -153,6 +155,8 @@ pub struct MemberCache {
     budget: Arc<Budget>,
     clock: Arc<dyn Clock>,
     ttl: Duration,
+    /// `NEGATIVE_CACHE_TTL`.
+    negative_ttl: Duration,
     /// `CACHE_ENABLED=false`: every lookup goes to the upstream.
     enabled: bool,
     /// Age after which a hit is served and refreshed in the background.
@@ -164,7 +168,7 @@ pub struct MemberCache {
     refreshing: Arc<Mutex<std::collections::HashSet<UserId>>>,
     /// Fetches in flight, by member: later callers subscribe instead of
     /// calling the upstream again.
-    inflight: Arc<Mutex<HashMap<UserId, watch::Receiver<FetchResult>>>>,
+    inflight: Arc<Flights<UserId, Arc<Record>>>,
     /// Searches of the member list for numbers the cache does not hold
     /// (`by_number.rs`): one at a time, and a whole listing proves absence
     /// for `NEGATIVE_CACHE_TTL`, so a mistyped number cannot burn the
@@ -187,6 +191,11 @@ pub struct MemberCache {
     near: Arc<NearCache>,
     /// Members fetched while the store could not take them.
     write_back: Arc<WriteBackQueue>,
+    /// Notices the store losing its data and writes the near cache back.
+    store_watch: store_watch::StoreWatch,
+    /// The invalidation listener, when there is one: the store watch only
+    /// trusts an emptied id set while clears can be heard.
+    listener: std::sync::OnceLock<Arc<invalidation::Listener>>,
     /// Names this process in fleet leases, so a lease it holds is renewed
     /// rather than waited on.
     lease_owner: Arc<str>,
@@ -272,11 +281,14 @@ impl MemberCache {
         Arc::new(Self {
             near: Arc::new(near),
             write_back: Arc::new(WriteBackQueue::default()),
+            store_watch: store_watch::StoreWatch::default(),
+            listener: std::sync::OnceLock::new(),
             store,
             upstream,
             budget,
             clock,
             ttl,
+            negative_ttl,
             enabled,
             soft_ttl: soft_ttl.min(ttl),
             negative: moka::sync::Cache::builder()
@@ -284,7 +296,7 @@ impl MemberCache {
                 .time_to_live(negative_ttl.max(Duration::from_millis(1)))
                 .build(),
             refreshing: Arc::new(Mutex::new(std::collections::HashSet::new())),
-            inflight: Arc::new(Mutex::new(HashMap::new())),
+            inflight: Arc::default(),
             numbers: by_number::NumberSearch::new(negative_ttl, number_search_wait),
             numbering: numbering::Numbering::default(),
             pending: PendingCounters::default(),
@@ -320,6 +332,11 @@ impl MemberCache {
 
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// `NEGATIVE_CACHE_TTL`: how long an unknown id is remembered.
+    pub fn negative_ttl(&self) -> Duration {
+        self.negative_ttl
     }
 
     pub fn near(&self) -> &NearCache {
@@ -394,12 +411,20 @@ impl MemberCache {
             return Err(e.into());
         }
         self.miss();
-        let record = self.fetch_shared(id).await?;
+        let record = self
+            .inflight
+            .run(
+                id,
+                || self.budget.admit(budget::current_client()),
+                || self.fetch(id).run(),
+            )
+            .await?;
         Ok((record, CacheStatus::Miss))
     }
 
     /// The member from the near cache, else the store (filling the near
-    /// cache); while the store fails, whatever the near cache still holds.
+    /// cache); while the store fails, whatever the near cache still holds,
+    /// and the same when the store lost it (restarted empty, flushed).
     async fn cached(&self, id: UserId) -> Option<Arc<Record>> {
         if let Some(record) = self.near.get(id) {
             self.metrics.tier("near", 1, 0);
@@ -414,7 +439,16 @@ impl MemberCache {
                     u64::from(member.is_some()),
                     u64::from(member.is_none()),
                 );
-                let record = Record::new(member?);
+                let Some(member) = member else {
+                    // Held here but gone from the store: lost with it, or
+                    // expired or cleared (`store_watch.rs` tells).
+                    let held = self.held_through_loss(id).await;
+                    if held.is_some() {
+                        self.metrics.tier("near_stale", 1, 0);
+                    }
+                    return held;
+                };
+                let record = Record::new(member);
                 self.near.insert_record(record.clone());
                 Some(record)
             }
@@ -446,32 +480,12 @@ impl MemberCache {
     }
 
     /// One upstream fetch per member at a time; every concurrent caller gets
-    /// the same answer.
+    /// the same answer. Not admitted through the interactive queue: a refund
+    /// list resolves its own participants, as many as its ranking holds.
     async fn fetch_shared(&self, id: UserId) -> Result<Arc<Record>, UpstreamError> {
-        let mut rx = {
-            // The map only holds receivers; a panic elsewhere cannot leave it
-            // inconsistent, so a poisoned lock is simply taken over.
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(rx) = map.get(&id) {
-                rx.clone()
-            } else {
-                let (tx, rx) = watch::channel(None);
-                map.insert(id, rx.clone());
-                self.spawn_fetch(id, tx);
-                rx
-            }
-        };
-        loop {
-            if let Some(result) = rx.borrow_and_update().clone() {
-                return result;
-            }
-            if rx.changed().await.is_err() {
-                // The fetch task ended without an answer (it panicked).
-                return Err(UpstreamError::Transport(
-                    "member fetch was interrupted".into(),
-                ));
-            }
-        }
+        self.inflight
+            .run(id, || Ok(Interest::unqueued()), || self.fetch(id).run())
+            .await
     }
 
     /// One page of cached members plus the total (seed §5.1.1).
@@ -494,6 +508,7 @@ impl MemberCache {
         self.numbers.forget();
         self.near.clear();
         self.write_back.clear();
+        self.store_watch.cleared();
         self.pending.take();
         self.flushed_calls.store(
             self.budget.stats.calls.load(Ordering::Relaxed),
@@ -611,8 +626,9 @@ impl MemberCache {
         });
     }
 
-    fn spawn_fetch(&self, id: UserId, tx: watch::Sender<FetchResult>) {
-        let fetch = Fetch {
+    /// The fetch of one cold member, ready to run in its own task.
+    fn fetch(&self, id: UserId) -> Fetch {
+        Fetch {
             id,
             upstream: self.upstream.clone(),
             store: self.store.clone(),
@@ -623,20 +639,7 @@ impl MemberCache {
             ttl: self.ttl,
             enabled: self.enabled,
             owner: self.lease_owner.clone(),
-        };
-        let inflight = self.inflight.clone();
-        let task = async move {
-            let result = fetch.run().await;
-            let _ = tx.send(Some(result));
-            if let Ok(mut map) = inflight.lock()
-                && map
-                    .get(&id)
-                    .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
-            {
-                map.remove(&id);
-            }
-        };
-        tokio::spawn(task.in_current_span());
+        }
     }
 }
 
@@ -664,6 +667,8 @@ enum Waited {
     Fetch,
     /// The holder learned the user is not a member.
     NotMember(UpstreamError),
+    /// Everyone who wanted the member left while we waited.
+    Abandoned,
 }
 
 impl Fetch {
@@ -680,6 +685,9 @@ impl Fetch {
             Waited::NotMember(e) => {
                 self.negative.insert(self.id, e.clone());
                 Err(e)
+            }
+            Waited::Abandoned => {
+                Err(budget::current_interest().map_or(UpstreamError::Abandoned, |i| i.reason()))
             }
             Waited::Fetch => {
                 let renew = self.spawn_lease_renewal();
@@ -746,6 +754,9 @@ impl Fetch {
                     return Waited::NotMember(UpstreamError::NotMember { code, message });
                 }
                 Ok(LeaseState::Taken) => {}
+            }
+            if budget::current_interest().is_some_and(|i| i.is_abandoned()) {
+                return Waited::Abandoned;
             }
             if started.elapsed() >= LEASE_WAIT_MAX {
                 tracing::warn!(user_id = %self.id, "another replica held the fetch lease too long; fetching anyway");

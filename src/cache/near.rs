@@ -15,6 +15,13 @@
 //!   changed a record or cleared the cache, so staleness is bounded by the
 //!   pub/sub delay rather than by `NEAR_CACHE_TTL`.
 //!
+//! After an invalidation listener reconnects (messages may have been missed)
+//! every entry is *distrusted* ([`NearCache::distrust_all`]) rather than
+//! dropped: [`NearCache::get`] no longer answers it, so the next lookup asks
+//! the store, which has any newer record; but the entry stays for
+//! [`NearCache::get_stale`] and for the rescue of members a Redis restarted
+//! empty lost (`store_watch.rs`), which dropping would throw away.
+//!
 //! Each entry therefore has two horizons: *fresh until* (`NEAR_CACHE_TTL`,
 //! after which [`NearCache::get`] ignores it and the store is asked again) and
 //! *gone at* the record's own store expiry (`updated_at + CACHE_TTL`, after
@@ -28,6 +35,7 @@
 //! operation, never held across an await.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -89,6 +97,9 @@ struct Entry {
     expires_at_ms: i64,
     /// Time left until `expires_at_ms`, measured at insert.
     lives_for: Duration,
+    /// [`NearCache::distrust_all`]'s generation at insert: `get` only
+    /// answers entries of the current one.
+    generation: u64,
 }
 
 /// A duration in whole milliseconds, saturating.
@@ -129,6 +140,11 @@ pub struct NearCache {
     store_ttl: Duration,
     /// The store's clock, to turn `updated_at` into time left.
     clock: Arc<dyn Clock>,
+    /// Bumped by [`NearCache::distrust_all`].
+    generation: AtomicU64,
+    /// Times [`NearCache::clear`] ran: a cache clear, here or announced by
+    /// another replica (the store watch tells a clear from a loss by it).
+    clears: AtomicU64,
 }
 
 impl std::fmt::Debug for NearCache {
@@ -176,6 +192,8 @@ impl NearCache {
             fresh_for: fresh_for.min(store_ttl),
             store_ttl,
             clock,
+            generation: AtomicU64::new(0),
+            clears: AtomicU64::new(0),
         }
     }
 
@@ -189,7 +207,10 @@ impl NearCache {
     pub fn get(&self, id: UserId) -> Option<Arc<Record>> {
         let entry = self.members.as_ref()?.get(&id)?;
         let now = self.clock.now_ms();
-        (now < entry.fresh_until_ms && now < entry.expires_at_ms).then_some(entry.record)
+        (now < entry.fresh_until_ms
+            && now < entry.expires_at_ms
+            && entry.generation == self.generation.load(Ordering::Relaxed))
+        .then_some(entry.record)
     }
 
     /// The member if this process has it at all and its store record would
@@ -241,6 +262,7 @@ impl NearCache {
                 fresh_until_ms: now.saturating_add(millis(self.fresh_for)),
                 expires_at_ms,
                 lives_for: Duration::from_millis(left_ms),
+                generation: self.generation.load(Ordering::Relaxed),
             },
         );
         if let Some(number) = number {
@@ -256,8 +278,33 @@ impl NearCache {
         }
     }
 
+    /// Stops answering every entry held now from [`NearCache::get`] (the
+    /// store is asked next); [`NearCache::get_stale`] still sees them.
+    pub fn distrust_all(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every record held whose store lifetime is not over.
+    pub fn alive(&self) -> Vec<Arc<Record>> {
+        let Some(members) = &self.members else {
+            return Vec::new();
+        };
+        let now = self.clock.now_ms();
+        members
+            .iter()
+            .filter(|(_, e)| now < e.expires_at_ms)
+            .map(|(_, e)| e.record)
+            .collect()
+    }
+
+    /// How many times the cache was cleared since start.
+    pub fn clears(&self) -> u64 {
+        self.clears.load(Ordering::SeqCst)
+    }
+
     /// Forgets everything (`DELETE /api/users/cache`).
     pub fn clear(&self) {
+        self.clears.fetch_add(1, Ordering::SeqCst);
         if let Some(members) = &self.members {
             members.invalidate_all();
         }
@@ -398,6 +445,29 @@ mod tests {
             assert!(m.weighted_size() <= 8_000, "{}", m.weighted_size());
             assert!(m.entry_count() < 200);
         }
+    }
+
+    #[test]
+    fn distrusted_entries_are_only_seen_stale_and_are_still_alive() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = near(Duration::from_secs(60), clock.clone());
+        let (a, b) = (member(8, 8, clock.now_ms()), member(9, 9, clock.now_ms()));
+        cache.insert(&a);
+        cache.distrust_all();
+        cache.insert(&b);
+        assert_eq!(got(cache.get(a.member.user_id)), None, "asks the store");
+        assert_eq!(got(cache.get_stale(a.member.user_id)), Some(a.clone()));
+        assert!(cache.get(b.member.user_id).is_some(), "inserted after");
+        let mut alive: Vec<u64> = cache
+            .alive()
+            .iter()
+            .map(|r| r.member.member.user_id.get())
+            .collect();
+        alive.sort_unstable();
+        assert_eq!(alive, vec![8, 9]);
+        assert_eq!(cache.clears(), 0);
+        cache.clear();
+        assert_eq!((cache.clears(), cache.alive().len()), (1, 0));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! When a member fetched from the upstream cannot be written (the breaker is
 //! open, Redis is down or hung, the embedded file errors), it is queued here
-//! instead of being forgotten: the upstream call it cost is not wasted. A
+//! instead of being forgotten: the upstream call it cost is not wasted. The
+//! same queue brings back what a Redis restarted empty or flushed lost: the
+//! store watch (`store_watch.rs`) queues every member the near cache holds. A
 //! background task flushes the queue every [`FLUSH_EVERY`]; while the breaker
 //! is open its writes fail at once, and the first write after the cool-down
 //! is the breaker's probe, so the queue drains as soon as the store is back,

@@ -176,7 +176,7 @@ impl ClientRateLimit {
 
 /// The key a client is limited under: its address, or its /64 for IPv6
 /// (IPv4-mapped IPv6 addresses count as the IPv4 address).
-fn rate_key(client: IpAddr) -> IpAddr {
+pub(crate) fn rate_key(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -113,17 +113,63 @@ impl From<UpstreamError> for ApiError {
                 StatusCode::BAD_GATEWAY,
                 format!("知识星球接口异常 (the Zsxq API answered HTTP {status}; retry later)"),
             ),
+            U::TooLarge { limit } => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "知识星球接口返回的数据超过 {} MB，未缓存 (the Zsxq API answered more than {} MB, the UPSTREAM_BODY_MAX_MB cap; nothing was cached)",
+                    limit >> 20,
+                    limit >> 20
+                ),
+            ),
+            U::QueueFull {
+                waiting,
+                limit,
+                per_client: true,
+                retry_after,
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "本地址已有 {waiting} 个查询在等待知识星球接口（上限 {limit}），请等它们完成或 {} 秒后重试 (this client address already has {waiting} lookups waiting for the Zsxq API, its share of {limit}; wait for them or retry in {} s)",
+                    retry_after.as_secs().max(1),
+                    retry_after.as_secs().max(1)
+                ),
+            ),
+            U::QueueFull {
+                waiting,
+                retry_after,
+                ..
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "已有 {waiting} 个查询在等待知识星球接口，队列已满，请 {} 秒后重试 (the queue for the Zsxq API is full with {waiting} lookups; retry in {} s)",
+                    retry_after.as_secs().max(1),
+                    retry_after.as_secs().max(1)
+                ),
+            ),
+            U::Abandoned => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "查询已放弃，请重试 (the lookup was given up; retry)".to_string(),
+            ),
             U::BadParameter { .. } | U::Other { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "知识星球接口异常 (the Zsxq API failed; retry later)".to_string(),
             ),
         };
-        tracing::warn!(error = %e, status = status.as_u16(), "upstream error answered to client");
+        if matches!(e, U::QueueFull { .. } | U::Abandoned) {
+            // A refusal of ours, not an upstream failure; a flood of them
+            // must not flood the log.
+            tracing::debug!(error = %e, status = status.as_u16(), "lookup refused");
+        } else {
+            tracing::warn!(error = %e, status = status.as_u16(), "upstream error answered to client");
+        }
         let retry_after = match &e {
             U::Throttled { retry_after, .. } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(30)))
             }
-            U::Timeout | U::Transport(_) | U::Http(_) => Some(Duration::from_secs(5)),
+            U::QueueFull { retry_after, .. } => Some(*retry_after),
+            U::Timeout | U::Transport(_) | U::Http(_) | U::Abandoned => {
+                Some(Duration::from_secs(5))
+            }
             _ => None,
         };
         Self {

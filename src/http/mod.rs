@@ -10,6 +10,7 @@
 
 pub mod camps;
 pub mod connections;
+pub mod deadline;
 pub mod edge;
 pub mod error;
 pub mod gate;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub invalidation: Option<Arc<crate::cache::invalidation::Listener>>,
     /// What `GET /metrics` exposes; the HTTP layer records into it too.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Request deadlines (`deadline.rs`).
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl AppState {
@@ -207,9 +210,17 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
             "written": queue.written(),
             "dropped": queue.dropped(),
         },
+        "store_watch": {
+            "losses": app.cache.store_watch().losses(),
+            "rescued": app.cache.store_watch().rescued(),
+        },
         "upstream": app.cache.budget().snapshot(),
         "member_numbers": app.cache.numbering(),
         "notices": notices(&app),
+        "interactive_queue": {
+            "waiting": app.cache.budget().queue().waiting(),
+            "clients": app.cache.budget().queue().clients(),
+        },
     });
     envelope(
         StatusCode::OK,

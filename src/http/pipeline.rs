@@ -1,7 +1,8 @@
 //! What runs around every request (issue #8, the hot path), as one tower
 //! service in front of the router: the request id and its span, the
 //! metrics timer, the in-flight count, the Host check, the per-client rate
-//! limit, the read token and the unsafe-request rules, and the error
+//! limit, the read token and the unsafe-request rules, the request's
+//! deadline and client address (`deadline.rs`) and the error
 //! envelopes, in that order (outermost first), then the router. CORS,
 //! when origins are configured, wraps all of it (tower-http's layer).
 //!
@@ -47,6 +48,7 @@ use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
 use super::AppState;
+use super::deadline;
 use super::edge;
 use super::observe::{ClosingLine, REQUEST_ID_HEADER, RequestId, RouteTag, method_label};
 use super::users;
@@ -146,7 +148,7 @@ impl Steps {
         started: Instant,
     ) -> Response {
         let method = method_label(request.method());
-        let (response, hot) = self.admitted(router, request, peer).await;
+        let (response, hot) = self.admitted(router, request, peer, started).await;
         let route = if hot {
             Some(&self.hot)
         } else {
@@ -163,14 +165,16 @@ impl Steps {
 
     /// Counted in flight; refused when it names a host not served here,
     /// when the client is over its rate, lacks the read token or sends an
-    /// unsafe request that is not JSON (`gate.rs`); else answered — the hot route here, the rest by the router, with a
-    /// framework rejection turned into the envelope. `true` with an answer
-    /// of the hot route.
+    /// unsafe request that is not JSON (`gate.rs`); else answered within
+    /// its deadline (from `started`, `deadline.rs`) — the hot route here,
+    /// the rest by the router, with a framework rejection turned into the
+    /// envelope. `true` with an answer of the hot route.
     async fn admitted(
         &self,
         router: Router,
         request: Request,
         peer: Option<SocketAddr>,
+        started: Instant,
     ) -> (Response, bool) {
         let _in_flight = self.app.in_flight.enter();
         let gate = &self.app.gate;
@@ -188,14 +192,26 @@ impl Steps {
         {
             return (refusal, false);
         }
+        let limit = deadline::deadline_for(&self.app.limits, &request);
+        let client = deadline::client_of(&request, peer);
         if let Some(raw) = hot_user_id(&request) {
-            let answer = users::answer_by_id(&self.app, raw).await;
-            return (answer.unwrap_or_else(IntoResponse::into_response), true);
+            let answer = async {
+                users::answer_by_id(&self.app, raw)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response)
+            };
+            return (
+                deadline::bounded(limit, started, client, answer).await,
+                true,
+            );
         }
-        let response = match router.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+        let answer = async {
+            match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
         };
+        let response = deadline::bounded(limit, started, client, answer).await;
         (edge::envelope_errors(response).await, false)
     }
 }

@@ -24,9 +24,10 @@
 //! Exports (`export.rs`) render a [`RefundList`]; they never fetch anything.
 
 pub mod export;
+pub mod turns;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,9 @@ const CAMPS_RECHECK_AFTER: Duration = Duration::from_secs(10);
 
 /// How long an ongoing camp's ranking is kept: its days still change.
 pub const ONGOING_RANKING_TTL: Duration = Duration::from_secs(10);
+
+/// Unknown camp ids remembered at most; past it the oldest are forgotten.
+pub const UNKNOWN_CAMPS_KEPT: u64 = 10_000;
 
 /// Camps asked for per scope (the upstream's largest page).
 const CAMPS_FETCH_COUNT: u32 = 100;
@@ -289,22 +293,36 @@ pub struct RefundService {
     /// the upstream call on purpose: concurrent requests for a cold scope
     /// wait for one call instead of making one each.
     camps: tokio::sync::Mutex<HashMap<&'static str, CachedCamps>>,
-    /// One build per camp at a time (see the module doc). A std mutex: held
-    /// only to find or insert the camp's turn, never across an await.
-    turns: Mutex<HashMap<CheckinId, Arc<tokio::sync::Mutex<()>>>>,
+    /// One build per camp at a time (see the module doc); pruned as turns
+    /// end (`turns.rs`).
+    turns: turns::Turns<CheckinId>,
+    /// Camp ids no camps list holds, remembered for `NEGATIVE_CACHE_TTL`
+    /// like unknown members: asking for one again costs no camps-list call.
+    unknown_camps: moka::sync::Cache<CheckinId, ()>,
 }
 
 impl RefundService {
     pub fn new(cache: Arc<MemberCache>) -> Arc<Self> {
         Arc::new(Self {
-            cache,
             camps: tokio::sync::Mutex::new(HashMap::new()),
-            turns: Mutex::new(HashMap::new()),
+            turns: turns::Turns::default(),
+            unknown_camps: moka::sync::Cache::builder()
+                .max_capacity(UNKNOWN_CAMPS_KEPT)
+                .time_to_live(cache.negative_ttl().max(Duration::from_millis(1)))
+                .build(),
+            cache,
         })
     }
 
     pub fn cache(&self) -> &Arc<MemberCache> {
         &self.cache
+    }
+
+    /// Camp ids held in memory now (turns plus remembered unknown camps):
+    /// bounded however many distinct ids clients ask for.
+    pub fn camp_ids_held(&self) -> u64 {
+        self.unknown_camps.run_pending_tasks();
+        self.turns.len() as u64 + self.unknown_camps.entry_count()
     }
 
     /// The camps of one scope, newest first; reused for [`CAMPS_TTL`].
@@ -340,6 +358,9 @@ impl RefundService {
 
     /// Finds a camp in the camps lists (over, closed, then ongoing).
     pub async fn camp(&self, checkin: CheckinId) -> Result<Camp, RefundError> {
+        if self.unknown_camps.contains_key(&checkin) {
+            return Err(RefundError::CampNotFound(checkin));
+        }
         for max_age in [CAMPS_TTL, CAMPS_RECHECK_AFTER] {
             for scope in LOOKUP_ORDER {
                 let camps = self.camps_within(scope, max_age).await?;
@@ -348,6 +369,7 @@ impl RefundService {
                 }
             }
         }
+        self.unknown_camps.insert(checkin, ());
         Err(RefundError::CampNotFound(checkin))
     }
 
@@ -357,8 +379,7 @@ impl RefundService {
         checkin: CheckinId,
         required: RequiredDays,
     ) -> Result<RefundList, RefundError> {
-        let turn = self.turn(checkin);
-        let _turn = turn.lock().await;
+        let _turn = self.turns.take(checkin).await;
         let (snapshot, ranking_source) = self.ranking(checkin).await?;
         let ids: Vec<UserId> = snapshot.rows.iter().map(|r| r.user.user_id).collect();
         let resolution = self.cache.resolve_many(&ids).await;
@@ -414,8 +435,7 @@ impl RefundService {
         page_size: usize,
     ) -> Result<RefundPage, RefundError> {
         let page_size = page_size.max(1);
-        let turn = self.turn(checkin);
-        let _turn = turn.lock().await;
+        let _turn = self.turns.take(checkin).await;
         let (camp, mut rows, ranking_source) = match self.cached_ranking(checkin).await {
             Some(snapshot) => {
                 let start = snapshot
@@ -560,14 +580,6 @@ impl RefundService {
             .await
         {
             tracing::warn!(error = %e, checkin = %snapshot.camp.checkin_id, "could not cache the ranking");
-        }
-    }
-
-    fn turn(&self, checkin: CheckinId) -> Arc<tokio::sync::Mutex<()>> {
-        match self.turns.lock() {
-            Ok(mut turns) => Arc::clone(turns.entry(checkin).or_default()),
-            // A poisoned map only loses the de-duplication, not correctness.
-            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }

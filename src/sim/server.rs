@@ -110,6 +110,8 @@ async fn spoil(State(state): State<Arc<SimState>>, request: Request, next: Next)
             let cut = body.len() / 2;
             json_body(body.slice(..cut))
         }
+        SimFault::Huge => huge_body(true),
+        SimFault::HugeChunked => huge_body(false),
         SimFault::MissingFields => {
             let body = answer_bytes(response).await;
             match serde_json::from_slice::<Value>(&body) {
@@ -121,6 +123,37 @@ async fn spoil(State(state): State<Arc<SimState>>, request: Request, next: Next)
             }
         }
     }
+}
+
+/// Bytes of the [`SimFault::Huge`] answers.
+pub const HUGE_BODY_BYTES: usize = 100 << 20;
+
+/// A JSON-looking answer of [`HUGE_BODY_BYTES`], streamed from one static
+/// block so the simulator itself holds 64 KiB of it at most; with its
+/// Content-Length or chunked.
+fn huge_body(with_length: bool) -> Response {
+    const BLOCK: usize = 64 * 1024;
+    static PAD: [u8; BLOCK] = [b' '; BLOCK];
+    const HEAD: &[u8] = br#"{"succeeded":true,"resp_data":{"pad":""#;
+    let blocks = (HUGE_BODY_BYTES - HEAD.len()).div_ceil(BLOCK);
+    let tail = HUGE_BODY_BYTES - HEAD.len() - (blocks - 1) * BLOCK;
+    let chunks =
+        std::iter::once(axum::body::Bytes::from_static(HEAD)).chain((0..blocks).map(move |i| {
+            let n = if i + 1 == blocks { tail } else { BLOCK };
+            axum::body::Bytes::from_static(&PAD[..n])
+        }));
+    let stream = futures_util::stream::iter(chunks.map(Ok::<_, std::convert::Infallible>));
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response();
+    if with_length {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HUGE_BODY_BYTES.into());
+    }
+    response
 }
 
 async fn answer_bytes(response: Response) -> axum::body::Bytes {

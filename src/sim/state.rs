@@ -52,6 +52,11 @@ pub enum SimFault {
     Http500,
     /// The real answer, `slow_ms` late.
     Slow,
+    /// HTTP 200 with a 100 MB body, streamed (never held by the simulator),
+    /// its Content-Length announced.
+    Huge,
+    /// The same 100 MB, chunked: no Content-Length to refuse it by.
+    HugeChunked,
 }
 
 impl SimFault {
@@ -63,6 +68,8 @@ impl SimFault {
             SimFault::MissingFields => 3,
             SimFault::Http500 => 4,
             SimFault::Slow => 5,
+            SimFault::Huge => 6,
+            SimFault::HugeChunked => 7,
         }
     }
 
@@ -73,6 +80,8 @@ impl SimFault {
             3 => SimFault::MissingFields,
             4 => SimFault::Http500,
             5 => SimFault::Slow,
+            6 => SimFault::Huge,
+            7 => SimFault::HugeChunked,
             _ => SimFault::None,
         }
     }

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    ClearReport, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
-    StoredStats,
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store,
+    StoreError, StoredStats,
 };
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use crate::metrics::{OpLabels, StoreMetrics};
@@ -335,6 +335,17 @@ impl Store for GuardedStore {
             "end_lease",
             self.batch_timeout(1),
             self.inner.end_lease(id, owner, end),
+        )
+        .await
+    }
+
+    async fn data_identity(&self) -> Result<Option<DataIdentity>, StoreError> {
+        // The lookup bound: a background check that is slow on a busy
+        // machine must not count towards opening the breaker.
+        self.guard(
+            "data_identity",
+            self.read_timeout,
+            self.inner.data_identity(),
         )
         .await
     }

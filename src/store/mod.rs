@@ -129,6 +129,19 @@ pub enum LeaseEnd {
     NotMember { code: i64, message: String },
 }
 
+/// What tells a store's data apart from the data of a store that lost it:
+/// [`Store::data_identity`], compared over time by the cache
+/// (`cache/store_watch.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataIdentity {
+    /// The server's `run_id` (Redis `INFO server`): a new one means the
+    /// server restarted. `None` where there is no one id (a Redis Cluster:
+    /// each node has its own and a failover changes which ones serve).
+    pub run_id: Option<String>,
+    /// Members in the seed's id set (`SCARD zsxq:users:all`, no pruning).
+    pub members: u64,
+}
+
 /// How long a shared "not a member" answer stays under a lease key.
 pub const NOT_MEMBER_LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -215,6 +228,13 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a lease `owner` holds (a lease someone else took over after it
     /// lapsed is left alone).
     async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError>;
+
+    /// What identifies the data held now, for stores that can lose it under
+    /// a running process (Redis restarted empty or flushed); `None` for the
+    /// embedded store, whose file only this process changes.
+    async fn data_identity(&self) -> Result<Option<DataIdentity>, StoreError> {
+        Ok(None)
+    }
 
     /// The name this store's writes carry on the change channel
     /// (`zsxq:events`), so the process can ignore its own messages; `None`

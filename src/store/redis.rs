@@ -75,9 +75,9 @@ use redis::{FromRedisValue, Pipeline, RedisError, RedisResult, Value};
 
 use super::redis_link::{Link, RedisTarget};
 use super::{
-    ClearReport, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, STAT_API_CALLS, STAT_CACHE_HITS,
-    STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy, SortOrder, StatCounters,
-    Store, StoreError, StoredStats, keys, number_sort_key, ttl_millis,
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, STAT_API_CALLS,
+    STAT_CACHE_HITS, STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy,
+    SortOrder, StatCounters, Store, StoreError, StoredStats, keys, number_sort_key, ttl_millis,
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
@@ -1159,9 +1159,45 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn data_identity(&self) -> Result<Option<DataIdentity>, StoreError> {
+        let scard = redis::cmd("SCARD").arg(keys::USERS_ALL).take();
+        let members: u64 = self
+            .command(Replay::Idempotent, &scard, "SCARD reply")
+            .await?;
+        // On a cluster each node has its own run id and a failover changes
+        // which ones serve, so none of them identifies the data.
+        let run_id = if self.link.is_cluster() {
+            None
+        } else {
+            let info = redis::cmd("INFO").arg("server").take();
+            match self
+                .command::<String>(Replay::Idempotent, &info, "INFO reply")
+                .await
+            {
+                Ok(text) => run_id_in(&text),
+                // A server that refuses INFO (renamed or forbidden, as some
+                // managed services do) is watched by its id set alone; it is
+                // not failing.
+                Err(StoreError::Redis(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Some(DataIdentity { run_id, members }))
+    }
+
     fn events_origin(&self) -> Option<String> {
         Some(self.origin.clone())
     }
+}
+
+/// The `run_id` of an `INFO server` answer.
+fn run_id_in(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
 }
 
 /// Reads a `gone:<code>:<message>` lease value back.

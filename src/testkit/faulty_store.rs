@@ -14,8 +14,8 @@ use async_trait::async_trait;
 
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use crate::store::{
-    ClearReport, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
-    StoredStats,
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store,
+    StoreError, StoredStats,
 };
 
 /// What the wrapped store does now.
@@ -203,6 +203,11 @@ impl Store for FaultyStore {
     async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError> {
         self.check().await?;
         self.inner.end_lease(id, owner, end).await
+    }
+
+    async fn data_identity(&self) -> Result<Option<DataIdentity>, StoreError> {
+        self.check().await?;
+        self.inner.data_identity().await
     }
 
     fn events_origin(&self) -> Option<String> {

@@ -7,6 +7,13 @@
 //! failures (1059, 429, timeouts, 5xx) are retried with exponential backoff
 //! and jitter (backon), honouring `Retry-After`, bounded in count and in total
 //! delay. Everything else fails fast with its typed error.
+//!
+//! Answers are bounded (`UPSTREAM_BODY_MAX_MB`, 8 MB by default; the largest
+//! real answer, a member-list page of 200, is tens of kilobytes): a
+//! Content-Length over the cap is refused before the body is read, and a body
+//! without one is read chunk by chunk and dropped the moment it passes the
+//! cap, so a broken or hostile upstream cannot make the process hold
+//! 100 MB. Over the cap is [`UpstreamError::TooLarge`] (a 502), never cached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +34,15 @@ use crate::domain::{CheckinId, Member, UserId};
 const X_VERSION: &str = "2.83.0";
 const USER_AGENT: &str = concat!("zsxq-cache/", env!("CARGO_PKG_VERSION"));
 
+/// Largest answer read when not configured (`UPSTREAM_BODY_MAX_MB`).
+pub const DEFAULT_BODY_MAX: u64 = 8 << 20;
+
 pub struct ZsxqClient {
     http: reqwest::Client,
     cfg: UpstreamConfig,
     budget: Arc<Budget>,
+    /// Largest answer body read, in bytes.
+    body_max: u64,
 }
 
 impl ZsxqClient {
@@ -41,7 +53,18 @@ impl ZsxqClient {
             .user_agent(USER_AGENT)
             .build()
             .map_err(|e| UpstreamError::Transport(e.without_url().to_string()))?;
-        Ok(Self { http, cfg, budget })
+        Ok(Self {
+            http,
+            cfg,
+            budget,
+            body_max: DEFAULT_BODY_MAX,
+        })
+    }
+
+    /// Reads answers of at most `bytes` (at least 1 KiB).
+    pub fn with_body_limit(mut self, bytes: u64) -> Self {
+        self.body_max = bytes.max(1024);
+        self
     }
 
     pub fn budget(&self) -> &Arc<Budget> {
@@ -76,15 +99,20 @@ impl ZsxqClient {
                 tracing::warn!(error = %e, retry_in_ms = dur.as_millis() as u64, "upstream call failed, retrying");
             })
             .await;
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, kind = e.kind(), "upstream call failed");
+        match &result {
+            // Not a failure: nobody wanted the answer any more.
+            Err(UpstreamError::Abandoned) => {
+                tracing::debug!("queued upstream call given up: nobody waits for it");
+            }
+            Err(e) => tracing::warn!(error = %e, kind = e.kind(), "upstream call failed"),
+            Ok(_) => {}
         }
         result
     }
 
     /// One HTTP attempt, after taking a budget slot.
     async fn attempt(&self, url: &str, priority: Priority) -> Result<Value, UpstreamError> {
-        let _permit = self.budget.acquire(priority).await;
+        let _permit = self.budget.acquire(priority).await?;
         self.budget.record_call(priority);
         let response = self
             .http
@@ -110,7 +138,7 @@ impl ZsxqClient {
         if !status.is_success() {
             return Err(UpstreamError::Http(status.as_u16()));
         }
-        let body = response.bytes().await.map_err(classify_reqwest)?;
+        let body = self.read_body(response).await?;
         match wire::decode_envelope(&body) {
             Err(e) if e.is_throttle() => {
                 self.budget.on_throttle(priority);
@@ -123,6 +151,26 @@ impl ZsxqClient {
                 other
             }
         }
+    }
+
+    /// The whole body, if it is at most `body_max` bytes: the declared
+    /// length is checked first, then the body is read chunk by chunk.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+        let too_large = UpstreamError::TooLarge {
+            limit: self.body_max,
+        };
+        let declared = response.content_length();
+        if declared.is_some_and(|n| n > self.body_max) {
+            return Err(too_large);
+        }
+        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(64 * 1024) as usize);
+        while let Some(chunk) = response.chunk().await.map_err(classify_reqwest)? {
+            if (body.len() + chunk.len()) as u64 > self.body_max {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn headers(&self, url: &str) -> HeaderMap {

@@ -52,6 +52,23 @@ pub enum UpstreamError {
     /// The body was not the envelope we expect, or a field was missing.
     #[error("upstream answer malformed: {0}")]
     Malformed(String),
+    /// The answer was larger than `UPSTREAM_BODY_MAX_MB` (by its
+    /// Content-Length or as read); it was not kept.
+    #[error("upstream answer larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// Nobody waited for the call any more: it was given up before it took
+    /// a budget slot, so nothing was sent.
+    #[error("nobody waits for this upstream call any more")]
+    Abandoned,
+    /// The interactive queue is full (`per_client: false`), or this client
+    /// address already holds its share of it; nothing was queued.
+    #[error("{waiting} lookups already wait for the upstream (limit {limit})")]
+    QueueFull {
+        waiting: usize,
+        limit: usize,
+        per_client: bool,
+        retry_after: Duration,
+    },
 }
 
 impl UpstreamError {
@@ -111,6 +128,9 @@ impl UpstreamError {
             Self::Transport(_) => "transport",
             Self::Http(_) => "http",
             Self::Malformed(_) => "malformed",
+            Self::TooLarge { .. } => "too_large",
+            Self::Abandoned => "abandoned",
+            Self::QueueFull { .. } => "queue_full",
         }
     }
 }
