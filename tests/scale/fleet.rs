@@ -20,6 +20,12 @@ use zsxq_cache::testkit::{RedisCluster, RedisServer, Replicas};
 /// `API_RATE_LIMIT` of every replica and the simulator's per-minute limit.
 const LIMIT_PER_MIN: u32 = 2400;
 
+/// One fleet of three replicas and a thousand clients at a time: two such
+/// fleets side by side on a test machine's two cores time out most store
+/// calls, leases included, and a lease that cannot be taken is a second
+/// upstream call. Each measures its own fleet, not its neighbour's load.
+static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Replicas sharing one Redis (a server or a cluster) and one simulator.
 pub struct Fleet {
     pub sim: SimHandle,
@@ -126,7 +132,15 @@ impl Fleet {
 impl Fleet {
     /// Fleet-budget waits and fallback slots, summed over the replicas.
     pub async fn budget_counters(&self) -> (u64, u64) {
-        let (mut waits, mut fallbacks) = (0, 0);
+        (
+            self.counter("zsxq_fleet_budget_waits_total").await,
+            self.counter("zsxq_fleet_budget_fallbacks_total").await,
+        )
+    }
+
+    /// A counter of `/metrics` (no labels), summed over the replicas.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let mut sum = 0;
         for replica in &self.replicas {
             let text = self
                 .http
@@ -137,21 +151,13 @@ impl Fleet {
                 .text()
                 .await
                 .expect("body");
-            for line in text.lines() {
-                let value = || {
-                    line.rsplit(' ')
-                        .next()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                if line.starts_with("zsxq_fleet_budget_waits_total ") {
-                    waits += value();
-                } else if line.starts_with("zsxq_fleet_budget_fallbacks_total ") {
-                    fallbacks += value();
-                }
-            }
+            sum += text
+                .lines()
+                .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>();
         }
-        (waits, fallbacks)
+        sum
     }
 }
 
@@ -180,12 +186,14 @@ fn members_drawn(count: usize, members: usize, mut seed: u64) -> Vec<usize> {
 // lookup timeouts out of its count).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_under_a_thousand_cold_lookups_stay_within_one_budget() {
+    let _turn = ONE_FLEET_AT_A_TIME.lock().await;
     let fleet = Fleet::start(3, 300, &[]).await;
     a_thousand_cold_lookups_stay_within_one_budget(fleet, "redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_a_redis_cluster_stay_within_one_budget_too() {
+    let _turn = ONE_FLEET_AT_A_TIME.lock().await;
     let fleet = Fleet::start_on_cluster(3, 300, &[]).await;
     a_thousand_cold_lookups_stay_within_one_budget(fleet, "redis cluster").await;
 }
@@ -222,7 +230,10 @@ async fn a_thousand_cold_lookups_stay_within_one_budget(fleet: Fleet, on: &str) 
     );
     let (waits, fallbacks) = fleet.budget_counters().await;
     println!(
-        "[fleet budget] schedule in Redis said wait {waits} times; {fallbacks} slots taken from the local fallback"
+        "[fleet budget] schedule in Redis said wait {waits} times; {fallbacks} slots taken from the local fallback; \
+         store failures {}, breaker opened {} times",
+        fleet.counter("zsxq_store_failures_total").await,
+        fleet.counter("zsxq_store_breaker_opened_total").await,
     );
     assert_eq!(right, 1000, "every lookup answered with the right number");
     assert_eq!(stats.throttled, 0, "the simulator never had to throttle");
@@ -242,6 +253,7 @@ async fn a_thousand_cold_lookups_stay_within_one_budget(fleet: Fleet, on: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_fleet_budget_three_replicas_would_spend_three_budgets() {
+    let _turn = ONE_FLEET_AT_A_TIME.lock().await;
     // The check above has teeth: the same measure catches replicas that
     // each keep only their own limit.
     let fleet = Fleet::start(3, 180, &[("FLEET_BUDGET", "false")]).await;
@@ -262,6 +274,7 @@ async fn without_the_fleet_budget_three_replicas_would_spend_three_budgets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_replicas_fall_back_to_their_share_and_keep_answering() {
+    let _turn = ONE_FLEET_AT_A_TIME.lock().await;
     const MEMBERS: usize = 300;
     let mut fleet = Fleet::start(3, MEMBERS, &[("FLEET_SIZE_HINT", "3")]).await;
     fleet
