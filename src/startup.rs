@@ -28,7 +28,9 @@ use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::guard::GuardedStore;
 use crate::store::redis::RedisStore;
+use crate::upstream::device::DeviceId;
 use crate::upstream::fleet::FleetBudget;
+use crate::upstream::refusal::Refusal;
 use crate::upstream::{Budget, Upstream, ZsxqClient};
 
 /// How long a single store read may take before the breaker opens, when not
@@ -106,6 +108,16 @@ fn build_budget(config: &Config) -> anyhow::Result<Budget> {
     Ok(budget.with_fleet(fleet))
 }
 
+/// The refusal guard: shared by the fleet through Redis when Redis is the
+/// store, this process's own otherwise.
+pub fn build_refusal(config: &Config) -> anyhow::Result<Refusal> {
+    match config.store.redis_target() {
+        Some(target) => Refusal::shared(&target, config.upstream.refusal)
+            .context("configuring the refusal state in Redis (check REDIS_URL / REDIS_HOST)"),
+        None => Ok(Refusal::local(config.upstream.refusal)),
+    }
+}
+
 /// Builds the service's parts from a configuration: store, budget,
 /// upstream client, cache. Shared by `serve`, `demo` and the in-process CLI
 /// commands, so they all run the very same wiring.
@@ -127,9 +139,12 @@ pub fn build_state_with_store(
     let store_metrics = guarded.metrics().clone();
     let store: Arc<dyn Store> = Arc::new(guarded);
     let budget = Arc::new(build_budget(config)?);
+    let refusal = Arc::new(build_refusal(config)?);
     let upstream: Arc<dyn Upstream> = Arc::new(
         ZsxqClient::new(config.upstream.clone(), budget.clone())
-            .context("building the HTTP client")?,
+            .context("building the HTTP client")?
+            .with_device(DeviceId::stored(store.clone()))
+            .with_refusal(refusal.clone()),
     );
     let policy = CachePolicy {
         ttl: config.cache_ttl,
@@ -176,6 +191,7 @@ pub fn build_state_with_store(
         &store_metrics,
         in_flight.clone(),
         config.upstream.rate_per_min,
+        refusal.clone(),
     ));
     Ok(Arc::new(AppState {
         cache,
@@ -187,6 +203,7 @@ pub fn build_state_with_store(
         in_flight,
         invalidation,
         metrics,
+        refusal,
     }))
 }
 

@@ -54,6 +54,9 @@ pub struct AppState {
     pub invalidation: Option<Arc<crate::cache::invalidation::Listener>>,
     /// What `GET /metrics` exposes; the HTTP layer records into it too.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the upstream is being called (1059 cool-down, rejected
+    /// token), for `/readyz`.
+    pub refusal: Arc<crate::upstream::refusal::Refusal>,
 }
 
 impl AppState {
@@ -202,6 +205,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
             "dropped": queue.dropped(),
         },
         "upstream": app.cache.budget().snapshot(),
+        "upstream_access": app.refusal.refresh().await.to_json(),
     });
     envelope(
         StatusCode::OK,
