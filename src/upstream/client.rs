@@ -120,7 +120,9 @@ impl ZsxqClient {
             return Err(refused);
         }
         let result = self.attempt(url, priority).await;
-        self.refusal.record(&result).await;
+        if self.refusal.record(&result).await {
+            self.budget.forgive_penalty();
+        }
         result
     }
 

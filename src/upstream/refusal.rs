@@ -443,19 +443,21 @@ impl Refusal {
         }
     }
 
-    /// Takes the answer of a call in.
-    pub async fn record(&self, result: &Result<Value, UpstreamError>) {
+    /// Takes the answer of a call in; true when it closed the gate (a
+    /// cool-down opened, or the token was found rejected).
+    pub async fn record(&self, result: &Result<Value, UpstreamError>) -> bool {
         let answer = Answer::of(result);
         if answer == Answer::Silent
             || (answer == Answer::Accepted && self.standing() == Standing::Ok && self.clean())
         {
-            return;
+            return false;
         }
         let policy = self.policy;
         let before = self.standing();
         self.update(|state, now| (state.answer(answer, now, &policy), ()))
             .await;
         let after = self.standing();
+        let closed = after != before && after.refusal(now_ms()).is_some();
         if after != before {
             match after {
                 Standing::Ok => tracing::info!("upstream accepts calls again"),
@@ -470,6 +472,7 @@ impl Refusal {
                 ),
             }
         }
+        closed
     }
 
     /// Reads the fleet's state afresh (for `/readyz`: a replica that makes
