@@ -112,8 +112,12 @@ fn build_budget(config: &Config) -> anyhow::Result<Budget> {
 /// store, this process's own otherwise.
 pub fn build_refusal(config: &Config) -> anyhow::Result<Refusal> {
     match config.store.redis_target() {
-        Some(target) => Refusal::shared(&target, config.upstream.refusal)
-            .context("configuring the refusal state in Redis (check REDIS_URL / REDIS_HOST)"),
+        Some(target) => Refusal::shared(
+            &target,
+            config.upstream.refusal,
+            config.upstream.auth.secret().expose(),
+        )
+        .context("configuring the refusal state in Redis (check REDIS_URL / REDIS_HOST)"),
         None => Ok(Refusal::local(config.upstream.refusal)),
     }
 }

@@ -43,6 +43,10 @@
 //!   is copied into the local one, which decides alone while Redis does not
 //!   answer (500 ms bound), so an outage neither stalls calls nor forgets a
 //!   cool-down.
+//! - **Per token.** The shared state names the token it is about by a
+//!   fingerprint (12 hex digits of its SHA-1, never the token); a state
+//!   written for another token reads as clean, so replicas restarted with a
+//!   renewed token call at once.
 //! - **Cheap when healthy.** A healthy fleet reads the key once per upstream
 //!   call and writes nothing: a success is written back only when the state
 //!   read before the call was not already clean.
@@ -127,6 +131,11 @@ struct State {
     /// When the token was first rejected.
     #[serde(default)]
     token_since: i64,
+    /// Which token this state is about (a fingerprint, never the token): a
+    /// fleet restarted with a renewed token does not wait for the probe of
+    /// the dead one.
+    #[serde(default)]
+    token: String,
 }
 
 /// What an upstream answer says about our standing.
@@ -349,6 +358,8 @@ return 1
 struct Shared {
     /// Our own connection, like the fleet budget's.
     conn: Link,
+    /// The fingerprint of our token.
+    token: String,
     read: redis::Script,
     swap: redis::Script,
 }
@@ -389,11 +400,18 @@ impl Refusal {
     /// A guard whose state the whole fleet shares through the Redis at
     /// `target`. Nothing is dialled here. Must be called inside a Tokio
     /// runtime.
-    pub fn shared(target: &RedisTarget, policy: RefusalPolicy) -> redis::RedisResult<Self> {
+    /// `token` is the upstream token, kept only as a fingerprint.
+    pub fn shared(
+        target: &RedisTarget,
+        policy: RefusalPolicy,
+        token: &str,
+    ) -> redis::RedisResult<Self> {
         let conn = Link::new(target, CALL_TIMEOUT)?;
+        let digest = sha1_smol::Sha1::from(token).digest().to_string();
         Ok(Self {
             shared: Some(Shared {
                 conn,
+                token: digest[..12].to_string(),
                 read: redis::Script::new(READ),
                 swap: redis::Script::new(SWAP),
             }),
@@ -525,11 +543,20 @@ impl Refusal {
                 .map_err(|_| "no answer within 500 ms".to_string())?
                 .map_err(|e| e.to_string())?;
         let now = secs * 1000 + micros / 1000;
-        // A state we cannot read (another version wrote it) starts afresh.
-        let mut state: State = serde_json::from_str(&raw).unwrap_or_default();
+        // A state we cannot read (another version wrote it), or one about
+        // another token, starts afresh.
+        let mut state: State = serde_json::from_str(&raw)
+            .ok()
+            .filter(|s: &State| s.token == shared.token)
+            .unwrap_or_default();
         let (changed, out) = step(&mut state, now);
+        state.token.clone_from(&shared.token);
         if changed {
-            let new = if state == State::default() {
+            let clean = State {
+                token: shared.token.clone(),
+                ..State::default()
+            };
+            let new = if state == clean {
                 String::new()
             } else {
                 serde_json::to_string(&state).map_err(|e| e.to_string())?
@@ -546,6 +573,7 @@ impl Refusal {
             }
         }
         let standing = state.standing();
+        state.token.clear();
         *self.local.lock().unwrap_or_else(PoisonError::into_inner) = state;
         self.view.send_replace(standing);
         Ok(Some(out))
@@ -785,8 +813,8 @@ mod tests {
     async fn replicas_on_one_redis_share_the_cool_down() {
         let redis = crate::testkit::RedisServer::start().expect("redis-server");
         let target = RedisTarget::Single(redis.url());
-        let a = Refusal::shared(&target, POLICY).unwrap();
-        let b = Refusal::shared(&target, POLICY).unwrap();
+        let a = Refusal::shared(&target, POLICY, "tok").unwrap();
+        let b = Refusal::shared(&target, POLICY, "tok").unwrap();
         // Half the run on each replica: consecutive fleet-wide.
         for i in 0..REFUSAL_RUN {
             let replica = if i % 2 == 0 { &a } else { &b };
@@ -805,7 +833,7 @@ mod tests {
         ));
         assert_eq!(b.refresh().await.kind(), "refusing");
         // A dead token seen by one replica stops the other.
-        let c = Refusal::shared(&target, POLICY).unwrap();
+        let c = Refusal::shared(&target, POLICY, "tok").unwrap();
         redis::cmd("DEL")
             .arg(keys::REFUSAL)
             .exec_async(&mut c.shared.as_ref().unwrap().conn.clone())
@@ -827,8 +855,12 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap();
-        let guard =
-            Refusal::shared(&RedisTarget::Single(format!("redis://{closed}")), POLICY).unwrap();
+        let guard = Refusal::shared(
+            &RedisTarget::Single(format!("redis://{closed}")),
+            POLICY,
+            "tok",
+        )
+        .unwrap();
         for _ in 0..REFUSAL_RUN {
             assert!(guard.admit().await.is_ok());
             guard

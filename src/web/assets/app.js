@@ -144,6 +144,7 @@
       if (e.name === 'AbortError') throw e;
     }
     if (!res.ok) {
+      if (res.status === 502 || res.status === 503) window.dispatchEvent(new Event('zsxq-upstream-failed'));
       const message = envelope && envelope.message ? envelope.message : `请求失败（HTTP ${res.status}）`;
       throw new ApiError(res.status, message);
     }
@@ -935,6 +936,47 @@
   }
 
   // ------------------------------------------------------------------
+
+  // ------------------------------------------------------------------
+  // Upstream standing: a banner while the service holds its calls to Zsxq
+  // back (a run of 1059 refusals, or a rejected token), read from /readyz
+  // every 30 s and after any 502/503.
+  // ------------------------------------------------------------------
+
+  const upstreamBanner = document.getElementById('upstream-banner');
+
+  async function checkUpstream() {
+    let access = null;
+    try {
+      const { data } = await api('/readyz');
+      access = data ? data.upstream_access : null;
+    } catch (e) {
+      return; // the views show their own errors
+    }
+    if (!access || access.state === 'ok') {
+      upstreamBanner.hidden = true;
+      upstreamBanner.textContent = '';
+      return;
+    }
+    const since = fmtInstant(access.since);
+    const retry = fmtInstant(access.retry_at);
+    upstreamBanner.dataset.state = access.state;
+    upstreamBanner.replaceChildren(
+      h('strong', {}, access.state === 'refusing' ? '知识星球暂时拒绝请求' : '知识星球拒绝了服务的令牌'),
+      ' ',
+      access.state === 'refusing'
+        ? `自 ${since} 起持续返回 1059，为保护令牌已暂停调用，预计 ${retry} 重试；已缓存的成员照常可查。`
+        : `自 ${since} 起（代码 ${access.code}），已停止调用：请更新 ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION 后重启服务。`,
+      h('span', { class: 'upstream-banner-en' },
+        access.state === 'refusing'
+          ? `upstream refusing (1059) since ${since}`
+          : `token rejected since ${since}`));
+    upstreamBanner.hidden = false;
+  }
+
+  window.addEventListener('zsxq-upstream-failed', checkUpstream);
+  checkUpstream();
+  setInterval(checkUpstream, 30000);
 
   window.addEventListener('hashchange', route);
   route();
