@@ -183,7 +183,7 @@ async fn sim(cfg: SimConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let data = std::sync::Arc::new(crate::sim::generate(cfg.seed, cfg.members, cfg.group_id));
+    let data = std::sync::Arc::new(crate::sim::generate_for(&cfg));
     tracing::info!(%addr, members = data.members.len(), group_id = data.group_id, "simulated Zsxq API listening");
     crate::sim::serve(listener, cfg, data, shutdown_signal()).await?;
     Ok(())

@@ -182,6 +182,9 @@ pub struct Config {
     pub cache_soft_ttl: Duration,
     /// `NEGATIVE_CACHE_TTL`: how long "not a member" answers are remembered.
     pub negative_ttl: Duration,
+    /// `NUMBER_SEARCH_WAIT_MS`: how long a lookup of an uncached number
+    /// waits for the member-list search before a 503 that says how far it got.
+    pub number_search_wait: Duration,
     /// `WARMUP_INTERVAL` (0 = off) and `WARMUP_BATCH`: scheduled refresh of
     /// the members closest to expiry.
     pub warmup_interval: Duration,
@@ -290,6 +293,12 @@ impl Config {
         let negative_ttl = v.parse("NEGATIVE_CACHE_TTL", 300u64, "seconds, 0..86400", |s| {
             *s <= 86_400
         })?;
+        let number_search_wait = v.parse(
+            "NUMBER_SEARCH_WAIT_MS",
+            10_000u64,
+            "milliseconds, 100..60000",
+            |ms| (100..=60_000).contains(ms),
+        )?;
         let warmup_interval = v.parse("WARMUP_INTERVAL", 600u64, "seconds, 0..86400", |s| {
             *s <= 86_400
         })?;
@@ -387,6 +396,7 @@ impl Config {
             cache_enabled,
             cache_soft_ttl: Duration::from_secs(soft_ttl.max(1)),
             negative_ttl: Duration::from_secs(negative_ttl),
+            number_search_wait: Duration::from_millis(number_search_wait),
             warmup_interval: Duration::from_secs(warmup_interval),
             warmup_batch,
             upstream: UpstreamConfig {

@@ -159,10 +159,15 @@ pub fn u64_from_string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Resu
 
 /// One member of the group, as the upstream describes it (SPEC §2) and as the
 /// seed stores it (seed §3.1). Strings the upstream may omit are kept empty.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Member {
     pub user_id: UserId,
-    pub number: MemberNumber,
+    /// `None` when the group has member numbering off or this member has
+    /// not been given a number yet (docs/UPSTREAM.md): a valid record, not
+    /// a broken one. The upstream omits the field then; `null` and `0` are
+    /// read the same way.
+    #[serde(default, deserialize_with = "optional_number")]
+    pub number: Option<MemberNumber>,
     pub name: String,
     /// Missing for many real members; kept as "" so the seed's field exists.
     #[serde(default)]
@@ -180,11 +185,60 @@ pub struct Member {
     pub introduction: String,
 }
 
+// Written by hand for one addition: a member without a number says why
+// (`number: null` beside `number_missing_reason`), wherever it is shown.
+impl Serialize for Member {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Member", 10)?;
+        st.serialize_field("user_id", &self.user_id)?;
+        st.serialize_field("number", &self.number)?;
+        if self.number.is_none() {
+            st.serialize_field("number_missing_reason", NO_NUMBER_ASSIGNED)?;
+        }
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("unique_id", &self.unique_id)?;
+        st.serialize_field("avatar_url", &self.avatar_url)?;
+        st.serialize_field("join_time", &self.join_time)?;
+        st.serialize_field("status", &self.status)?;
+        st.serialize_field("expired_time", &self.expired_time)?;
+        st.serialize_field("introduction", &self.introduction)?;
+        st.end()
+    }
+}
+
 impl Member {
     /// `join_time` as unix milliseconds, for sorting; unparseable times sort
     /// first rather than failing a whole page.
     pub fn join_time_ms(&self) -> i64 {
         parse_zsxq_time_ms(&self.join_time).unwrap_or(0)
+    }
+}
+
+/// Why a member has no number, in words for the operator.
+pub const NO_NUMBER_ASSIGNED: &str =
+    "该成员没有星球编号（星球未开启成员编号，或尚未分配） (no number assigned)";
+
+/// Reads `number` as the upstream may send it: absent, `null`, `0` (no
+/// number) or a positive integer / decimal string.
+fn optional_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<MemberNumber>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(u64),
+        Str(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Num(n)) => Ok(MemberNumber::new(n)),
+        Some(Raw::Str(s)) if s.trim().is_empty() => Ok(None),
+        Some(Raw::Str(s)) => s
+            .trim()
+            .parse::<u64>()
+            .map(MemberNumber::new)
+            .map_err(|_| serde::de::Error::custom(format!("not a member number: {s:?}"))),
     }
 }
 
@@ -207,7 +261,7 @@ impl CachedMember {
         CachedMember {
             member: Member {
                 user_id: UserId::new(id).expect("test id > 0"),
-                number: MemberNumber::new(number).expect("test number > 0"),
+                number: Some(MemberNumber::new(number).expect("test number > 0")),
                 name: format!("m{number}"),
                 unique_id: String::new(),
                 avatar_url: String::new(),
@@ -282,6 +336,21 @@ mod tests {
     fn number_serialises_as_integer() {
         let n = MemberNumber::parse("177").unwrap();
         assert_eq!(serde_json::to_string(&n).unwrap(), "177");
+    }
+
+    #[test]
+    fn a_member_without_a_number_says_why_and_reads_back() {
+        let mut m = CachedMember::for_test(454881884228, 7, 1).member;
+        m.number = None;
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["number"], serde_json::Value::Null);
+        assert_eq!(json["number_missing_reason"], NO_NUMBER_ASSIGNED);
+        let back: Member = serde_json::from_value(json).unwrap();
+        assert_eq!(back, m);
+        m.number = MemberNumber::new(7);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["number"], 7);
+        assert!(json.get("number_missing_reason").is_none());
     }
 
     #[test]

@@ -155,6 +155,7 @@ pub fn build_state_with_store(
         soft_ttl: config.cache_soft_ttl,
         negative_ttl: config.negative_ttl,
         enabled: config.cache_enabled,
+        number_search_wait: config.number_search_wait,
     };
     let near = NearOptions {
         max_bytes: config.reliability.near_cache_bytes,

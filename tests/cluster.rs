@@ -32,7 +32,7 @@ fn member(i: u64) -> CachedMember {
     CachedMember {
         member: Member {
             user_id: UserId::new(id).unwrap(),
-            number: MemberNumber::new(i).unwrap(),
+            number: MemberNumber::new(i),
             name: format!("成员{i} 🎯"),
             unique_id: format!("u{i}"),
             avatar_url: format!(
@@ -93,10 +93,10 @@ async fn read_until(
             }
             Err(_) => tally.errors.fetch_add(1, Ordering::Relaxed),
         };
-        match store.user_id_by_number(m.member.number).await {
+        match store.user_id_by_number(m.member.number.unwrap()).await {
             Ok(Some(id)) if id == m.member.user_id => tally.right.fetch_add(1, Ordering::Relaxed),
             Ok(other) => {
-                eprintln!("number {} resolved to {other:?}", m.member.number);
+                eprintln!("number {:?} resolved to {other:?}", m.member.number);
                 tally.wrong.fetch_add(1, Ordering::Relaxed)
             }
             Err(_) => tally.errors.fetch_add(1, Ordering::Relaxed),
@@ -115,7 +115,7 @@ async fn read_until(
                         page.total,
                         page.members
                             .iter()
-                            .map(|m| m.member.number.get())
+                            .map(|m| m.member.number.unwrap().get())
                             .collect::<Vec<_>>()
                     );
                     tally.wrong.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +228,7 @@ async fn store_reads_stay_right_while_a_master_is_killed_and_recover_without_res
         .unwrap();
     assert_eq!(
         store
-            .user_id_by_number(newcomer.member.number)
+            .user_id_by_number(newcomer.member.number.unwrap())
             .await
             .unwrap(),
         Some(newcomer.member.user_id)

@@ -176,7 +176,7 @@ fn member(id: u64, number: u64, name: &str, join_time: &str) -> CachedMember {
     CachedMember {
         member: Member {
             user_id: uid(id),
-            number: num(number),
+            number: Some(num(number)),
             name: name.to_owned(),
             unique_id: format!("u{id}"),
             avatar_url: format!("https://images.zsxq.com/{id}.jpg"),
@@ -191,7 +191,10 @@ fn member(id: u64, number: u64, name: &str, join_time: &str) -> CachedMember {
 }
 
 fn numbers_of(members: &[CachedMember]) -> Vec<u64> {
-    members.iter().map(|m| m.member.number.get()).collect()
+    members
+        .iter()
+        .map(|m| m.member.number.unwrap().get())
+        .collect()
 }
 
 fn ids_of(members: &[CachedMember]) -> Vec<u64> {
@@ -298,7 +301,7 @@ async fn a_members_old_number_stops_resolving_once_its_number_changed(h: &Harnes
         .await
         .unwrap();
     let mut after = before.clone();
-    after.member.number = num(6);
+    after.member.number = Some(num(6));
     h.store
         .put_members(slice::from_ref(&after), TTL)
         .await
@@ -942,7 +945,7 @@ async fn redis_gives_every_key_but_the_stats_hash_a_ttl_within_the_cache_ttl() {
         .unwrap();
     // A number change and a second, shorter write exercise the other paths.
     let mut renumbered = a;
-    renumbered.member.number = num(3);
+    renumbered.member.number = Some(num(3));
     h.store
         .put_members(&[renumbered], Duration::from_secs(600))
         .await

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zsxq_cache::config::{Secret, UpstreamAuth, UpstreamConfig};
+use zsxq_cache::domain::Member;
 use zsxq_cache::domain::{CheckinId, GroupId, UserId};
 use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::upstream::{
-    self, Budget, CampScope, Priority, Upstream, UpstreamError, ZsxqClient,
+    self, Budget, CampScope, MemberWalk, Priority, Upstream, UpstreamError, ZsxqClient,
 };
 
 fn client(sim: &SimHandle, auth: UpstreamAuth, max_retries: usize) -> ZsxqClient {
@@ -49,7 +50,7 @@ async fn member_calls_return_the_simulated_members_with_either_token_style() {
         let c = client(&sim, auth, 0);
         let a = c.member_summary(id, Priority::Interactive).await.unwrap();
         let b = c.member(id, Priority::Interactive).await.unwrap();
-        assert_eq!(a.number.get(), expected.number);
+        assert_eq!(a.number.map(|n| n.get()), Some(expected.number));
         assert_eq!(a, b);
         assert_eq!(a.name, expected.name);
         assert_eq!(a.unique_id, expected.unique_id.clone().unwrap_or_default());
@@ -77,25 +78,132 @@ async fn a_wrong_token_is_unauthorized_and_not_retried() {
     assert_eq!(sim.stats().calls, 1);
 }
 
+/// Every member a walk hands out, in order, with the walk's counts.
+async fn walk_all(c: &ZsxqClient) -> Result<(Vec<Member>, usize, bool), UpstreamError> {
+    let mut walk = MemberWalk::new(c, Priority::Background);
+    let mut all = Vec::new();
+    while let Some(page) = walk.next_page().await? {
+        all.extend(page);
+    }
+    Ok((all, walk.pages(), walk.complete()))
+}
+
 #[tokio::test]
-async fn the_member_list_is_read_whole_200_a_call() {
+async fn the_member_list_is_read_whole_by_join_time_200_a_call() {
     let mut cfg = SimConfig::for_tests();
     cfg.members = 450;
     let sim = zsxq_cache::sim::spawn(cfg).await.unwrap();
+    // The data has members sharing a millisecond, some of them on a page
+    // boundary's time: the walk must neither repeat nor lose them.
+    let ties = sim
+        .data
+        .members
+        .windows(2)
+        .filter(|w| w[0].join_time_ms == w[1].join_time_ms)
+        .count();
+    assert!(
+        ties >= 20,
+        "the simulated group has shared milliseconds ({ties})"
+    );
     let c = client(&sim, cookie(), 0);
-    let all = upstream::all_members(&c, Priority::Background)
-        .await
-        .unwrap();
+    let (all, pages, complete) = walk_all(&c).await.unwrap();
     let got: Vec<u64> = all.iter().map(|m| m.user_id.get()).collect();
-    let want: Vec<u64> = sim.data.members.iter().map(|m| m.user_id).collect();
-    assert_eq!(got, want);
+    // Newest first: the group's join order reversed.
+    let want: Vec<u64> = sim.data.members.iter().rev().map(|m| m.user_id).collect();
+    assert_eq!(got, want, "every member once, newest first");
+    assert!(complete);
+    assert_eq!(pages, 3);
     assert_eq!(sim.stats().by_kind.member_list, 3);
 
     sim.set_member_list_allowed(false);
-    let e = upstream::all_members(&c, Priority::Background)
-        .await
-        .unwrap_err();
+    let e = walk_all(&c).await.unwrap_err();
     assert!(e.is_listing_refused(), "{e:?}");
+}
+
+#[tokio::test]
+async fn more_members_in_one_millisecond_than_a_page_holds_end_the_walk_marked_incomplete() {
+    let mut cfg = SimConfig::for_tests();
+    cfg.members = 500;
+    cfg.tied_joins = 260;
+    let sim = zsxq_cache::sim::spawn(cfg).await.unwrap();
+    let c = client(&sim, cookie(), 0);
+    let (all, pages, complete) = walk_all(&c).await.unwrap();
+    let mut ids: Vec<u64> = all.iter().map(|m| m.user_id.get()).collect();
+    let read = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), read, "no member handed out twice");
+    assert!(
+        !complete,
+        "a walk that had to step over a millisecond says so"
+    );
+    // Everyone outside the tied millisecond is read; of the 260 inside it,
+    // at least the page the upstream showed.
+    let tied: std::collections::HashSet<u64> = sim.data.members[1..=260]
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    let outside = sim.data.members.len() - tied.len();
+    let read_outside = all
+        .iter()
+        .filter(|m| !tied.contains(&m.user_id.get()))
+        .count();
+    assert_eq!(read_outside, outside);
+    assert!(
+        read - read_outside >= 200,
+        "{read} read, {read_outside} outside the tie"
+    );
+    assert!(pages <= 6, "{pages} pages for 500 members");
+}
+
+#[tokio::test]
+async fn the_simulated_list_follows_the_documented_contract() {
+    // Hand-made requests carry no signature or device: lenient headers.
+    let sim = zsxq_cache::sim::spawn(SimConfig {
+        lenient_headers: true,
+        ..SimConfig::for_tests()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let list = |query: &str| {
+        let url = format!(
+            "{}/v2/groups/{}/members?{query}",
+            sim.base_url, sim.data.group_id
+        );
+        let http = http.clone();
+        async move {
+            let body: serde_json::Value = http
+                .get(url)
+                .header("authorization", "sim-token")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body
+        }
+    };
+    // sort=number outside scope=expired: an empty list, not an error.
+    let by_number = list("count=20&sort=number").await;
+    assert_eq!(by_number["succeeded"], true);
+    assert_eq!(by_number["resp_data"]["members"], serde_json::json!([]));
+    // The default is join time, newest first; end_time is inclusive.
+    let newest = list("count=2").await;
+    let rows = newest["resp_data"]["members"].as_array().unwrap().clone();
+    let last = sim.data.members.last().unwrap();
+    assert_eq!(rows[0]["user_id"], last.user_id);
+    let bound = rows[1]["join_time"].as_str().unwrap().replace('+', "%2B");
+    let next = list(&format!("count=2&end_time={bound}")).await;
+    assert_eq!(
+        next["resp_data"]["members"][0]["user_id"], rows[1]["user_id"],
+        "the boundary row comes again"
+    );
+    let exited = list("count=20&filter=exited").await;
+    assert_eq!(exited["resp_data"]["members"], serde_json::json!([]));
+    let bad = list("count=20&end_time=yesterday").await;
+    assert_eq!(bad["code"], 1004);
 }
 
 #[tokio::test]
@@ -113,7 +221,7 @@ async fn a_full_ranking_matches_the_camp_and_a_failing_page_fails_it_whole() {
     assert_eq!(camps[0].checkin_days, bench.checkin_days);
 
     let cid = CheckinId::new(bench.checkin_id).unwrap();
-    let rows = upstream::full_ranking(&c, cid, Priority::Interactive)
+    let rows = upstream::full_ranking(&c, cid, None, Priority::Interactive)
         .await
         .unwrap();
     let got: Vec<(u64, u32)> = rows
@@ -130,7 +238,7 @@ async fn a_full_ranking_matches_the_camp_and_a_failing_page_fails_it_whole() {
     // Every page refused: with no retries the ranking is an error, never a
     // short list.
     sim.set_reject_ratio(1.0);
-    let e = upstream::full_ranking(&c, cid, Priority::Interactive)
+    let e = upstream::full_ranking(&c, cid, None, Priority::Interactive)
         .await
         .unwrap_err();
     assert!(e.is_throttle(), "{e:?}");
@@ -148,7 +256,7 @@ async fn throttles_are_retried_and_counted() {
             .member_summary(UserId::new(m.user_id).unwrap(), Priority::Interactive)
             .await
             .unwrap();
-        assert_eq!(got.number.get(), m.number);
+        assert_eq!(got.number.map(|n| n.get()), Some(m.number));
     }
     let snap = c.budget().snapshot();
     assert_eq!(snap.upstream_calls, sim.stats().calls);

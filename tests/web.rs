@@ -823,13 +823,15 @@ async fn a_rejected_token_puts_a_banner_on_the_page_that_says_what_to_renew() {
     browser.goto(&app.url("/#/camps")).await;
     browser
         .wait_js(
-            "the upstream banner",
+            "the token notice",
             SLOW,
-            "const b = document.getElementById('upstream-banner');
-             return b && !b.hidden && b.textContent.includes('token rejected since')",
+            "const n = document.querySelector('#service-notices [data-notice=\"token_rejected\"]');
+             return n && !n.closest('[hidden]') && n.textContent.includes('token rejected since')",
         )
         .await;
-    let text = browser.text("#upstream-banner").await;
+    let text = browser
+        .text("#service-notices [data-notice=\"token_rejected\"]")
+        .await;
     assert!(
         text.contains("令牌") && text.contains("ZSXQ_ACCESS_TOKEN"),
         "{text}"

@@ -25,7 +25,6 @@
 //! contains them costs no call.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -34,7 +33,7 @@ use tokio::task::JoinSet;
 
 use super::MemberCache;
 use crate::domain::{CachedMember, Member, UserId};
-use crate::upstream::{self, Priority, UpstreamError};
+use crate::upstream::{MemberWalk, Priority, UpstreamError};
 
 /// Misses at which the member list is read instead of per-member calls. With
 /// fewer, per-member calls cost at most as much as one list page; from here
@@ -225,63 +224,64 @@ impl MemberCache {
         out
     }
 
-    /// Walks the member list until every id of `wanted` was seen; caches
-    /// every member read. Returns the ids still missing.
+    /// Walks the member list until every id of `wanted` was seen, caching
+    /// each page as it arrives (memory holds one page, not the group).
+    /// Returns the ids still missing.
     async fn resolve_from_list(&self, wanted: Vec<UserId>, out: &mut Resolution) -> Vec<UserId> {
         let mut pending: HashSet<UserId> = wanted.iter().copied().collect();
-        let mut read: Vec<Member> = Vec::new();
-        let walked =
-            upstream::walk_members(self.upstream.as_ref(), Priority::Interactive, |page| {
-                read.extend_from_slice(page);
-                for m in page {
-                    pending.remove(&m.user_id);
+        let mut walk = MemberWalk::new(self.upstream.as_ref(), Priority::Interactive);
+        while !pending.is_empty() {
+            match walk.next_page().await {
+                Ok(Some(page)) => {
+                    self.numbering.observe(&page);
+                    for m in &page {
+                        if pending.remove(&m.user_id) {
+                            out.report.from_member_list += 1;
+                            out.by_id.insert(
+                                m.user_id,
+                                Resolved::Found {
+                                    member: m.clone(),
+                                    source: NumberSource::MemberList,
+                                },
+                            );
+                        }
+                    }
+                    self.cache_listed(&page).await;
                 }
-                if pending.is_empty() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
+                Ok(None) => {
+                    self.numbering.observe_listing(&walk);
+                    break;
                 }
-            })
-            .await;
-        match walked {
-            Ok(pages) => out.report.member_list_pages += pages,
-            Err(e) if e.is_listing_refused() => self.note_listing_refused(&e),
-            Err(e) => {
-                tracing::warn!(error = %e, "member list failed; falling back to per-member calls");
+                Err(e) if e.is_listing_refused() => {
+                    self.note_listing_refused(&e);
+                    break;
+                }
+                Err(e) => {
+                    // Pages read before the failure are as good as any.
+                    tracing::warn!(error = %e, "member list failed; falling back to per-member calls");
+                    break;
+                }
             }
         }
-        // Pages read before a failure are as good as any.
-        let wanted_set: HashSet<UserId> = wanted.iter().copied().collect();
-        for m in &read {
-            if wanted_set.contains(&m.user_id) && !out.by_id.contains_key(&m.user_id) {
-                out.report.from_member_list += 1;
-                out.by_id.insert(
-                    m.user_id,
-                    Resolved::Found {
-                        member: m.clone(),
-                        source: NumberSource::MemberList,
-                    },
-                );
-            }
-        }
-        self.cache_members(read).await;
+        out.report.member_list_pages += walk.pages();
         wanted
             .into_iter()
-            .filter(|id| !out.by_id.contains_key(id))
+            .filter(|id| pending.contains(id))
             .collect()
     }
 
-    /// Writes members read from the list, in batches; a store failure is
-    /// logged and ignored (the numbers in hand are still right).
-    async fn cache_members(&self, members: Vec<Member>) {
+    /// Caches members read from the member list, in batches, and keeps the
+    /// near cache in step. True when the store took every one; a failure is
+    /// logged and otherwise ignored (the numbers in hand are still right).
+    pub(crate) async fn cache_listed(&self, members: &[Member]) -> bool {
         if !self.enabled || members.is_empty() {
-            return;
+            return true;
         }
         let now = self.clock.now_ms();
         let records: Vec<CachedMember> = members
-            .into_iter()
+            .iter()
             .map(|member| CachedMember {
-                member,
+                member: member.clone(),
                 cached_at: now,
                 updated_at: now,
             })
@@ -289,12 +289,13 @@ impl MemberCache {
         for chunk in records.chunks(WRITE_BATCH) {
             if let Err(e) = self.store.put_members(chunk, self.ttl).await {
                 tracing::warn!(error = %e, members = chunk.len(), "could not cache members from the member list");
-                return;
+                return false;
             }
             // This process skips its own change announcements: keep its
             // near cache in step here.
             chunk.iter().for_each(|m| self.near().insert(m));
         }
+        true
     }
 
     /// Per-member calls for `ids`, at most `API_CONCURRENCY` at once (the

@@ -24,9 +24,11 @@
 //!   (`invalidation.rs`).
 
 pub mod batch;
+mod by_number;
 pub mod invalidation;
 pub mod jobs;
 pub mod near;
+pub mod numbering;
 pub mod refresh;
 pub mod sync;
 pub mod write_back;
@@ -41,7 +43,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::domain::{CachedMember, Member, MemberNumber, UserId};
+use crate::domain::{CachedMember, MemberNumber, UserId};
 use crate::metrics::CacheMetrics;
 use crate::store::{
     LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
@@ -61,18 +63,29 @@ pub enum CacheStatus {
 /// Lookup failures, for the HTTP layer to map.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LookupError {
+    /// A whole member list was read and nobody holds the number.
     #[error("未找到编号为 {0} 的用户 (no member with number {0})")]
     NumberNotFound(MemberNumber),
+    /// The member list is being read for the number; not found yet.
+    #[error(
+        "正在读取知识星球成员列表查找该编号（已读 {members_read} 人），请稍后重试 \
+         (reading the member list for this number, {members_read} members so far; retry shortly)"
+    )]
+    NumberSearchPending { members_read: u64 },
+    /// Too many different numbers are being searched for at once.
+    #[error(
+        "同时查找的编号过多，请稍后重试 (too many numbers are being searched for at once; retry shortly)"
+    )]
+    NumberSearchBusy,
+    /// Whether anybody holds the number cannot be known now (the reason).
+    #[error("{0}")]
+    NumberUnknown(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
 
 /// The result of one fetch, shared between everyone waiting on it.
 type FetchResult = Option<Result<Arc<Record>, UpstreamError>>;
-
-/// What a number lookup in flight ends with: the member, nobody, or an
-/// upstream error (`None` while it runs).
-type NumberResult = Option<Result<Option<Arc<Record>>, UpstreamError>>;
 
 /// Reads of a member after being granted its lease, before concluding it
 /// is not in the store (see `Fetch::read_after_grant`).
@@ -152,14 +165,13 @@ pub struct MemberCache {
     /// Fetches in flight, by member: later callers subscribe instead of
     /// calling the upstream again.
     inflight: Arc<Mutex<HashMap<UserId, watch::Receiver<FetchResult>>>>,
-    /// Lookups by a number the cache does not hold, in flight: the same
-    /// singleflight as `inflight`, so a burst of requests for one cold
-    /// number costs one member-list call, not one per request.
-    number_flights: Arc<Mutex<HashMap<MemberNumber, watch::Receiver<NumberResult>>>>,
-    /// Numbers the member list recently said nobody holds, remembered for
-    /// `NEGATIVE_CACHE_TTL` like "not a member" answers: a mistyped number
-    /// cannot burn the budget either.
-    missing_numbers: moka::sync::Cache<MemberNumber, ()>,
+    /// Searches of the member list for numbers the cache does not hold
+    /// (`by_number.rs`): one at a time, and a whole listing proves absence
+    /// for `NEGATIVE_CACHE_TTL`, so a mistyped number cannot burn the
+    /// budget.
+    numbers: by_number::NumberSearch,
+    /// Whether the group numbers its members at all.
+    numbering: numbering::Numbering,
     /// Counters not yet flushed to the store.
     pending: PendingCounters,
     /// Upstream calls already accounted for in flushed stats.
@@ -221,6 +233,9 @@ pub struct CachePolicy {
     pub negative_ttl: Duration,
     /// `CACHE_ENABLED`.
     pub enabled: bool,
+    /// `NUMBER_SEARCH_WAIT_MS`: how long a lookup of an uncached number
+    /// waits for the member-list search before answering 503.
+    pub number_search_wait: Duration,
 }
 
 /// Percentage with two decimals; 0 when nothing was asked yet.
@@ -247,6 +262,7 @@ impl MemberCache {
             soft_ttl,
             negative_ttl,
             enabled,
+            number_search_wait,
         } = policy;
         let near = if enabled {
             NearCache::new(near.max_bytes, near.fresh_for, ttl, clock.clone())
@@ -269,11 +285,8 @@ impl MemberCache {
                 .build(),
             refreshing: Arc::new(Mutex::new(std::collections::HashSet::new())),
             inflight: Arc::new(Mutex::new(HashMap::new())),
-            number_flights: Arc::new(Mutex::new(HashMap::new())),
-            missing_numbers: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(negative_ttl.max(Duration::from_millis(1)))
-                .build(),
+            numbers: by_number::NumberSearch::new(negative_ttl, number_search_wait),
+            numbering: numbering::Numbering::default(),
             pending: PendingCounters::default(),
             flushed_calls: AtomicU64::new(0),
             listing_refused: AtomicBool::new(false),
@@ -417,159 +430,19 @@ impl MemberCache {
         }
     }
 
-    /// The id of the member with `number`: near cache first, then the
-    /// store's number index.
-    async fn cached_id_for(&self, number: MemberNumber) -> Option<UserId> {
-        if let Some(id) = self.near.id_for_number(number) {
-            return Some(id);
-        }
-        self.store.user_id_by_number(number).await.ok().flatten()
-    }
-
-    /// Looks a member up by number (seed §5.1.3). A number the cache does not
-    /// know is looked up in the upstream's member list (one call, sorted by
-    /// number) where listing is allowed.
-    pub async fn get_by_number(
-        self: &Arc<Self>,
-        number: MemberNumber,
-    ) -> Result<(CachedMember, CacheStatus), LookupError> {
-        let (record, status) = self.lookup_by_number(number).await?;
-        Ok((record.member.clone(), status))
-    }
-
-    /// [`MemberCache::get_by_number`] with the JSON already serialised.
-    pub async fn lookup_by_number(
-        self: &Arc<Self>,
-        number: MemberNumber,
-    ) -> Result<(Arc<Record>, CacheStatus), LookupError> {
-        if self.enabled
-            && let Some(id) = self.cached_id_for(number).await
-        {
-            let (record, status) = self.lookup(id).await?;
-            if record.member.member.number == number {
-                return Ok((record, status));
-            }
-        }
-        if self.missing_numbers.contains_key(&number) {
-            // As for "not a member": the cache saved the upstream call.
-            self.hit();
-            return Err(LookupError::NumberNotFound(number));
-        }
-        self.miss();
-        if self.listing_refused.load(Ordering::Relaxed) {
-            return Err(LookupError::NumberNotFound(number));
-        }
-        match self.fetch_number_shared(number).await? {
-            Some(record) => Ok((record, CacheStatus::Miss)),
-            None => Err(LookupError::NumberNotFound(number)),
-        }
-    }
-
-    /// One member-list call per cold number at a time, in its own task (a
-    /// caller who disconnects neither cancels nor wastes it); every
-    /// concurrent caller gets the same answer.
-    async fn fetch_number_shared(
-        self: &Arc<Self>,
-        number: MemberNumber,
-    ) -> Result<Option<Arc<Record>>, UpstreamError> {
-        let mut rx = {
-            let mut map = self
-                .number_flights
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(rx) = map.get(&number) {
-                rx.clone()
-            } else {
-                let (tx, rx) = watch::channel(None);
-                map.insert(number, rx.clone());
-                let cache = self.clone();
-                let task = async move {
-                    let result = cache.fetch_number(number).await;
-                    let _ = tx.send(Some(result));
-                    if let Ok(mut map) = cache.number_flights.lock()
-                        && map
-                            .get(&number)
-                            .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
-                    {
-                        map.remove(&number);
-                    }
-                };
-                tokio::spawn(task.in_current_span());
-                rx
-            }
-        };
-        loop {
-            if let Some(result) = rx.borrow_and_update().clone() {
-                return result;
-            }
-            if rx.changed().await.is_err() {
-                return Err(UpstreamError::Transport(
-                    "number lookup was interrupted".into(),
-                ));
-            }
-        }
-    }
-
-    /// The member holding `number`, from the upstream's member list (one
-    /// call, sorted by number), cached on the way; `None` when nobody holds
-    /// it or the upstream refuses to list.
-    async fn fetch_number(
-        &self,
-        number: MemberNumber,
-    ) -> Result<Option<Arc<Record>>, UpstreamError> {
-        let after = MemberNumber::new(number.get() - 1);
-        match self
-            .upstream
-            .member_list_page(after, 1, Priority::Interactive)
-            .await
-        {
-            Ok(page) => match page.into_iter().next() {
-                Some(member) if member.number == number => Ok(Some(self.write_back(member).await)),
-                _ => {
-                    self.missing_numbers.insert(number, ());
-                    Ok(None)
-                }
-            },
-            Err(e) if e.is_listing_refused() => {
-                self.note_listing_refused(&e);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     pub(crate) fn note_listing_refused(&self, e: &UpstreamError) {
         if !self.listing_refused.swap(true, Ordering::Relaxed) {
             tracing::info!(error = %e, "upstream refuses the member list; using per-member calls from now on");
         }
     }
 
-    pub(crate) fn listing_refused(&self) -> bool {
-        self.listing_refused.load(Ordering::Relaxed)
+    /// Whether the group numbers its members, as far as this process saw.
+    pub fn numbering(&self) -> numbering::NumberingState {
+        self.numbering.state()
     }
 
-    /// Caches a member fetched from the upstream; if the store cannot take
-    /// it, it is queued for write-back (the answer is still good).
-    async fn write_back(&self, member: Member) -> Arc<Record> {
-        let now = self.clock.now_ms();
-        // Serialised once: the same record goes to the near cache and back
-        // to the caller.
-        let record = Record::new(CachedMember {
-            member,
-            cached_at: now,
-            updated_at: now,
-        });
-        if self.enabled {
-            self.near.insert_record(record.clone());
-            store_or_queue(
-                self.store.as_ref(),
-                &self.write_back,
-                record.member.clone(),
-                self.ttl,
-            )
-            .await;
-        }
-        record
+    pub(crate) fn listing_refused(&self) -> bool {
+        self.listing_refused.load(Ordering::Relaxed)
     }
 
     /// One upstream fetch per member at a time; every concurrent caller gets
@@ -618,7 +491,7 @@ impl MemberCache {
     pub async fn clear(&self) -> Result<crate::store::ClearReport, StoreError> {
         let report = self.store.clear().await?;
         self.negative.invalidate_all();
-        self.missing_numbers.invalidate_all();
+        self.numbers.forget();
         self.near.clear();
         self.write_back.clear();
         self.pending.take();

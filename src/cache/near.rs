@@ -204,7 +204,8 @@ impl NearCache {
     pub fn id_for_number(&self, number: MemberNumber) -> Option<UserId> {
         let id = self.numbers.as_ref()?.get(&number)?;
         let entry = self.members.as_ref()?.get(&id)?;
-        (entry.record.member.member.number == number && self.clock.now_ms() < entry.expires_at_ms)
+        (entry.record.member.member.number == Some(number)
+            && self.clock.now_ms() < entry.expires_at_ms)
             .then_some(id)
     }
 
@@ -242,7 +243,9 @@ impl NearCache {
                 lives_for: Duration::from_millis(left_ms),
             },
         );
-        numbers.insert(number, id);
+        if let Some(number) = number {
+            numbers.insert(number, id);
+        }
     }
 
     /// Forgets one member (its number entry is ignored from then on, since
@@ -303,7 +306,10 @@ mod tests {
         let m = member(454881884228, 177, clock.now_ms());
         cache.insert(&m);
         assert_eq!(got(cache.get(m.member.user_id)), Some(m.clone()));
-        assert_eq!(cache.id_for_number(m.member.number), Some(m.member.user_id));
+        assert_eq!(
+            cache.id_for_number(m.member.number.unwrap()),
+            Some(m.member.user_id)
+        );
         assert_eq!(cache.id_for_number(MemberNumber::new(178).unwrap()), None);
     }
 
@@ -356,7 +362,7 @@ mod tests {
         cache.insert(&b);
         cache.invalidate(a.member.user_id);
         assert_eq!(got(cache.get_stale(a.member.user_id)), None);
-        assert_eq!(cache.id_for_number(a.member.number), None);
+        assert_eq!(cache.id_for_number(a.member.number.unwrap()), None);
         assert!(cache.get(b.member.user_id).is_some());
         cache.clear();
         assert_eq!(got(cache.get_stale(b.member.user_id)), None);

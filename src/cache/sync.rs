@@ -2,8 +2,9 @@
 //!
 //! The seed's sync filters a list of ids it never obtains, so on an empty
 //! cache it does nothing. Here the ids come from the upstream itself:
-//! 1. the member list, 200 members a call, which already carries every
-//!    number — 500 members cost 3 calls instead of 500;
+//! 1. the member list, 200 members a call, newest first, each page written
+//!    before the next is read — 500 members cost 3 calls instead of 500,
+//!    and memory holds one page whatever the group's size;
 //! 2. where listing is refused (11507 groups over 500 members, 1006, 1030),
 //!    the participants of every camp's ranking, then one summary call per
 //!    member not yet cached, `concurrency` at a time, all through the shared
@@ -26,9 +27,9 @@ use super::MemberCache;
 /// record reported failed while the cache holds it is worse than a second.
 const WRITE_CONFIRM_DELAY: Duration = Duration::from_millis(200);
 const WRITE_CONFIRM_READS: u32 = 3;
-use crate::domain::{CachedMember, Member, UserId};
+use crate::domain::{CachedMember, UserId};
 use crate::store::StoreError;
-use crate::upstream::{self, CampScope, Priority, UpstreamError};
+use crate::upstream::{self, CampScope, MemberWalk, Priority, UpstreamError};
 
 /// Writes to the store happen in batches of this many members.
 const WRITE_BATCH: usize = 500;
@@ -66,6 +67,13 @@ pub struct SyncReport {
     pub failed_users: Vec<FailedUser>,
     /// Where the ids came from: "member_list" or "rankings".
     pub source: &'static str,
+    /// Members the member list held (read, cached or skipped).
+    pub listed_count: u64,
+    /// Member-list pages read (one upstream call each, retries aside).
+    pub member_list_pages: u64,
+    /// False when some members may not have been seen; `warnings` says why.
+    pub complete: bool,
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -100,17 +108,17 @@ impl MemberCache {
             .try_lock()
             .map_err(|_| SyncError::AlreadyRunning)?;
         let started = Instant::now();
-        let mut report = if !self.listing_refused() {
-            match upstream::all_members(self.upstream.as_ref(), Priority::Background).await {
-                Ok(members) => Some(self.sync_from_list(members, opts, &progress).await?),
-                Err(e) if e.is_listing_refused() => {
+        let mut report = if self.listing_refused() {
+            None
+        } else {
+            match self.sync_from_list(opts, &progress).await {
+                Ok(report) => report,
+                Err(SyncError::Upstream(e)) if e.is_listing_refused() => {
                     self.note_listing_refused(&e);
                     None
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
-        } else {
-            None
         };
         if report.is_none() {
             let ids = self.ids_from_rankings().await?;
@@ -153,51 +161,79 @@ impl MemberCache {
         Ok((todo, skipped))
     }
 
+    /// Syncs from the member list, one page at a time: each page is written
+    /// (and confirmed) before the next is asked for, so memory holds one page
+    /// whatever the group's size. `None` when the list answered no member at
+    /// all: a group always has its owner, so an empty list means the list is
+    /// not usable (the caller learns the ids from the rankings instead)
+    /// rather than a group of nobody reported as synced.
     async fn sync_from_list(
         &self,
-        members: Vec<Member>,
         opts: SyncOptions,
         progress: &SyncProgress,
-    ) -> Result<SyncReport, SyncError> {
-        let ids: Vec<UserId> = members.iter().map(|m| m.user_id).collect();
-        let (todo, skipped) = self.to_fetch(ids, opts.force).await?;
-        let todo: BTreeSet<UserId> = todo.into_iter().collect();
-        let now = self.now_ms();
-        let records: Vec<CachedMember> = members
-            .into_iter()
-            .filter(|m| todo.contains(&m.user_id))
-            .map(|member| CachedMember {
-                member,
-                cached_at: now,
-                updated_at: now,
-            })
-            .collect();
-        progress
-            .total
-            .store(records.len() as u64, Ordering::Relaxed);
-        let mut report = empty_report("member_list", records.len() as u64, skipped);
-        for chunk in records.chunks(WRITE_BATCH) {
-            for (m, written) in chunk.iter().zip(self.write_confirmed(chunk).await) {
-                match written {
-                    Ok(()) => {
-                        // Keep the near cache in step, so nobody is served
-                        // the record this sync just replaced.
-                        self.near.insert(m);
-                        report.success_count += 1;
-                        progress.done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(error) => {
-                        report.failed_users.push(FailedUser {
-                            user_id: m.member.user_id,
-                            error,
-                        });
-                        progress.failed.fetch_add(1, Ordering::Relaxed);
+    ) -> Result<Option<SyncReport>, SyncError> {
+        let mut walk = MemberWalk::new(self.upstream.as_ref(), Priority::Background);
+        let mut report = empty_report("member_list", 0, 0);
+        while let Some(page) = walk.next_page().await? {
+            self.numbering.observe(&page);
+            let ids: Vec<UserId> = page.iter().map(|m| m.user_id).collect();
+            let (todo, skipped) = self.to_fetch(ids, opts.force).await?;
+            let todo: BTreeSet<UserId> = todo.into_iter().collect();
+            report.skipped_count += skipped;
+            report.sync_count += todo.len() as u64;
+            progress
+                .total
+                .fetch_add(todo.len() as u64, Ordering::Relaxed);
+            let now = self.now_ms();
+            let records: Vec<CachedMember> = page
+                .into_iter()
+                .filter(|m| todo.contains(&m.user_id))
+                .map(|member| CachedMember {
+                    member,
+                    cached_at: now,
+                    updated_at: now,
+                })
+                .collect();
+            for chunk in records.chunks(WRITE_BATCH) {
+                for (m, written) in chunk.iter().zip(self.write_confirmed(chunk).await) {
+                    match written {
+                        Ok(()) => {
+                            // Keep the near cache in step, so nobody is
+                            // served the record this sync just replaced.
+                            self.near.insert(m);
+                            report.success_count += 1;
+                            progress.done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            report.failed_users.push(FailedUser {
+                                user_id: m.member.user_id,
+                                error,
+                            });
+                            progress.failed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }
         }
+        if walk.members() == 0 {
+            tracing::warn!(
+                "the member list answered no member at all; learning the ids from the camps' rankings instead"
+            );
+            return Ok(None);
+        }
+        self.numbering.observe_listing(&walk);
         report.failed_count = report.failed_users.len() as u64;
-        Ok(report)
+        report.listed_count = walk.members();
+        report.member_list_pages = walk.pages() as u64;
+        if !walk.complete() {
+            report.complete = false;
+            report.warnings.push(format!(
+                "成员列表中同一时刻加入的成员超过一页，可能有成员未同步 \
+                 (more members joined within one millisecond than a page holds, at {}; some may be missing)",
+                walk.skipped().join(", ")
+            ));
+        }
+        Ok(Some(report))
     }
 
     /// Every participant of every camp, in every scope. A ranking that cannot
@@ -213,6 +249,7 @@ impl MemberCache {
                 let rows = upstream::full_ranking(
                     self.upstream.as_ref(),
                     camp.checkin_id,
+                    None,
                     Priority::Background,
                 )
                 .await?;
@@ -329,5 +366,9 @@ fn empty_report(source: &'static str, sync_count: u64, skipped_count: u64) -> Sy
         duration_ms: 0,
         failed_users: Vec::new(),
         source,
+        listed_count: 0,
+        member_list_pages: 0,
+        complete: true,
+        warnings: Vec::new(),
     }
 }

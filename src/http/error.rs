@@ -164,6 +164,16 @@ impl From<LookupError> for ApiError {
     fn from(e: LookupError) -> Self {
         match e {
             LookupError::NumberNotFound(_) => ApiError::not_found(e.to_string()),
+            LookupError::NumberSearchPending { .. } | LookupError::NumberSearchBusy => {
+                let mut err = ApiError::unavailable(e.to_string());
+                err.retry_after = Some(Duration::from_secs(5));
+                err
+            }
+            LookupError::NumberUnknown(_) => {
+                let mut err = ApiError::unavailable(e.to_string());
+                err.retry_after = Some(Duration::from_secs(30));
+                err
+            }
             LookupError::Upstream(u) => u.into(),
         }
     }

@@ -20,14 +20,16 @@ use crate::cache::jobs::JobId;
 use crate::cache::near::Record;
 use crate::cache::sync::{SyncError, SyncOptions};
 use crate::cache::{CacheStatus, rate_percent};
-use crate::domain::{CachedMember, MemberNumber, UserId, iso_utc};
+use crate::domain::{CachedMember, MemberNumber, NO_NUMBER_ASSIGNED, UserId, iso_utc};
 use crate::store::{SortBy, SortOrder};
 
 /// A member in `GET /api/users` (seed §5.1.1: the short form).
 #[derive(Serialize)]
 struct ListedUser<'a> {
     user_id: UserId,
-    number: MemberNumber,
+    number: Option<MemberNumber>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    number_missing_reason: Option<&'static str>,
     name: &'a str,
     avatar_url: &'a str,
     join_time: &'a str,
@@ -117,6 +119,7 @@ pub async fn list(
         .map(|c| ListedUser {
             user_id: c.member.user_id,
             number: c.member.number,
+            number_missing_reason: c.member.number.is_none().then_some(NO_NUMBER_ASSIGNED),
             name: &c.member.name,
             avatar_url: &c.member.avatar_url,
             join_time: &c.member.join_time,

@@ -384,6 +384,7 @@ mod tests {
             checkin_days: 7,
             required_days: 7,
             complete: missing_count == 0,
+            incomplete_reasons: Vec::new(),
             missing_count,
             statistics: Statistics::of(&rows),
             refund_list: rows,

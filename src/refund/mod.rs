@@ -33,9 +33,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::MemberCache;
 use crate::cache::batch::{Resolution, ResolveReport, Resolved};
+use crate::cache::numbering::NumberingState;
 use crate::cache::rate_percent;
-use crate::domain::{CheckinId, MemberNumber, UserId, iso_utc, parse_zsxq_time_ms};
-use crate::upstream::{self, Camp, CampScope, Priority, RankingRow, UpstreamError};
+use crate::domain::{
+    CheckinId, MemberNumber, NO_NUMBER_ASSIGNED, UserId, iso_utc, parse_zsxq_time_ms,
+};
+use crate::upstream::{
+    self, Camp, CampScope, CheckinStatistics, Priority, RankingRow, UpstreamError,
+};
 
 /// How long a scope's camps list is reused. Camps change status rarely; a
 /// minute keeps the camps page and the refund list from asking every time.
@@ -54,7 +59,7 @@ const CAMPS_FETCH_COUNT: u32 = 100;
 
 /// Format of the cached ranking; a snapshot of another version is ignored
 /// (fetched again) rather than misread.
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// Where a camp is looked for, in order: refund lists are made for finished
 /// camps, so `over` first.
@@ -109,6 +114,14 @@ pub struct RankingSnapshot {
     pub version: u32,
     pub camp: Camp,
     pub rows: Vec<RankingRow>,
+    /// The camp's own counts, read with the ranking, which the ranking must
+    /// add up to; `None` when they could not be read (the list then cannot
+    /// be proven complete) or for a ranking kept by a page read.
+    #[serde(default)]
+    pub statistics: Option<CheckinStatistics>,
+    /// Why the statistics are missing, for the list's reasons.
+    #[serde(default)]
+    pub statistics_error: Option<String>,
     /// When the ranking was read (unix ms).
     pub fetched_at: i64,
 }
@@ -140,9 +153,10 @@ pub struct RefundRow {
     pub position: u64,
 }
 
-/// Counts over a list or a page (SPEC §3).
+/// Counts over a list or a page (SPEC §3 names, plus the camp's own counts).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Statistics {
+    /// Participants listed (who checked in at least once).
     pub total_count: usize,
     pub qualified_count: usize,
     pub unqualified_count: usize,
@@ -150,6 +164,23 @@ pub struct Statistics {
     pub qualified_rate: f64,
     /// Nicknames of the qualified, in ranking order, joined with 、.
     pub qualified_names: String,
+    /// The camp's statistics: who joined it, and who checked in at least
+    /// once (what `total_count` must equal for the list to be complete).
+    /// Absent on pages and when they could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkined_count: Option<u64>,
+    /// Joined the camp but never checked in: not in the ranking, never
+    /// qualified, shown so the totals add up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub never_checked_in_count: Option<u64>,
+    /// Participants whose member record was found and carries a number.
+    pub numbered_count: usize,
+    /// Set when no participant found has a number: the group has member
+    /// numbering off, and rows are told apart by nickname, alias and id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numbering_notice: Option<&'static str>,
 }
 
 impl Statistics {
@@ -159,13 +190,37 @@ impl Statistics {
             .filter(|r| r.is_qualified)
             .map(|r| r.planet_nickname.as_str())
             .collect();
+        let numbered_count = rows.iter().filter(|r| r.planet_number.is_some()).count();
+        let unassigned = rows
+            .iter()
+            .filter(|r| r.number_missing_reason.as_deref() == Some(NO_NUMBER_ASSIGNED))
+            .count();
+        // "Off" only when members were found and not one had a number.
+        let numbering_off = numbered_count == 0 && unassigned > 0;
         Self {
             total_count: rows.len(),
             qualified_count: qualified.len(),
             unqualified_count: rows.len() - qualified.len(),
             qualified_rate: rate_percent(qualified.len() as u64, rows.len() as u64),
             qualified_names: qualified.join("、"),
+            joined_count: None,
+            checkined_count: None,
+            never_checked_in_count: None,
+            numbered_count,
+            numbering_notice: numbering_off
+                .then(|| NumberingState::Off.notice())
+                .flatten(),
         }
+    }
+
+    /// Adds the camp's own counts.
+    fn with_camp(mut self, camp: Option<&CheckinStatistics>) -> Self {
+        if let Some(c) = camp {
+            self.joined_count = Some(c.joined_count);
+            self.checkined_count = Some(c.checkined_count);
+            self.never_checked_in_count = Some(c.joined_count.saturating_sub(c.checkined_count));
+        }
+        self
     }
 }
 
@@ -180,9 +235,13 @@ pub struct RefundList {
     pub checkin_days: u32,
     /// The requirement this list was judged by.
     pub required_days: u32,
-    /// Every row has its number. `false` means some rows carry
-    /// `number_missing_reason` instead.
+    /// The list is provably whole and right: every participant the camp's
+    /// statistics count is in it, and every row has its own number. `false`
+    /// says why in `incomplete_reasons` (and rows without a number carry
+    /// `number_missing_reason`).
     pub complete: bool,
+    /// Why `complete` is false, in words for the operator.
+    pub incomplete_reasons: Vec<String>,
     /// Rows without a number.
     pub missing_count: usize,
     pub refund_list: Vec<RefundRow>,
@@ -298,20 +357,38 @@ impl RefundService {
         let (snapshot, ranking_source) = self.ranking(checkin).await?;
         let ids: Vec<UserId> = snapshot.rows.iter().map(|r| r.user.user_id).collect();
         let resolution = self.cache.resolve_many(&ids).await;
-        let refund_list = rows_of(&snapshot.rows, &resolution, required);
+        let mut refund_list = rows_of(&snapshot.rows, &resolution, required);
+        let mut incomplete_reasons = reconcile(&snapshot);
+        incomplete_reasons.extend(distrust_repeated_numbers(&mut refund_list));
         let missing_count = refund_list
             .iter()
             .filter(|r| r.planet_number.is_none())
             .count();
+        let unassigned = refund_list
+            .iter()
+            .filter(|r| r.number_missing_reason.as_deref() == Some(NO_NUMBER_ASSIGNED))
+            .count();
+        if missing_count > unassigned {
+            incomplete_reasons.push(format!(
+                "{} 人的编号未能取到 ({} participants' numbers could not be had; see number_missing_reason)",
+                missing_count - unassigned,
+                missing_count - unassigned
+            ));
+        }
+        // Members without an assigned number are not a gap in the list: the
+        // number does not exist. Their rows say so, and when the whole group
+        // has none the statistics do.
+        let statistics = Statistics::of(&refund_list).with_camp(snapshot.statistics.as_ref());
         Ok(RefundList {
             checkin_id: snapshot.camp.checkin_id,
             title: snapshot.camp.title.clone(),
             status: snapshot.camp.status.clone(),
             checkin_days: snapshot.camp.checkin_days,
             required_days: required.get(),
-            complete: missing_count == 0,
+            complete: incomplete_reasons.is_empty(),
+            incomplete_reasons,
             missing_count,
-            statistics: Statistics::of(&refund_list),
+            statistics,
             refund_list,
             ranking_source,
             lookup: resolution.report,
@@ -394,13 +471,25 @@ impl RefundService {
             return Ok((snapshot, RankingSource::Cache));
         }
         let camp = self.camp(checkin).await?;
-        let rows = upstream::full_ranking(
-            self.cache.upstream().as_ref(),
-            checkin,
-            Priority::Interactive,
-        )
-        .await?;
-        let snapshot = self.snapshot(camp, rows);
+        let api = self.cache.upstream();
+        // The camp's counts first: for a finished camp they also tell when
+        // the ranking is whole, which saves reading its final empty page.
+        let (statistics, statistics_error) =
+            match api.camp_statistics(checkin, Priority::Interactive).await {
+                Ok(s) => (Some(s), None),
+                Err(e) => {
+                    tracing::warn!(error = %e, %checkin, "could not read the camp's statistics");
+                    (None, Some(e.to_string()))
+                }
+            };
+        let expected = statistics
+            .filter(|_| is_finished(&camp.status))
+            .and_then(|s| usize::try_from(s.checkined_count).ok());
+        let rows =
+            upstream::full_ranking(api.as_ref(), checkin, expected, Priority::Interactive).await?;
+        let mut snapshot = self.snapshot(camp, rows);
+        snapshot.statistics = statistics;
+        snapshot.statistics_error = statistics_error;
         self.keep(&snapshot).await;
         Ok((snapshot, RankingSource::Upstream))
     }
@@ -410,6 +499,8 @@ impl RefundService {
             version: SNAPSHOT_VERSION,
             camp,
             rows,
+            statistics: None,
+            statistics_error: None,
             fetched_at: self.cache.now_ms(),
         }
     }
@@ -480,6 +571,57 @@ pub fn is_finished(status: &str) -> bool {
     matches!(status, "over" | "closed")
 }
 
+/// Why a ranking does not prove itself whole: it must hold exactly the
+/// participants the camp's statistics count (`checkined_count`).
+fn reconcile(snapshot: &RankingSnapshot) -> Vec<String> {
+    let read = snapshot.rows.len() as u64;
+    match &snapshot.statistics {
+        Some(s) if s.checkined_count == read => Vec::new(),
+        Some(s) => vec![format!(
+            "排行榜读到 {read} 人，训练营统计显示 {} 人打过卡，名单可能缺人 \
+             (the ranking lists {read} participants, the camp's statistics count {} who checked in; \
+             someone may be missing)",
+            s.checkined_count, s.checkined_count
+        )],
+        None => vec![format!(
+            "未能读取训练营统计，无法核对人数 (the camp's statistics could not be read, so the \
+             participant count cannot be checked: {})",
+            snapshot.statistics_error.as_deref().unwrap_or("not read")
+        )],
+    }
+}
+
+/// A number on two rows is wrong on at least one of them, and nothing says
+/// which: both rows lose it (with the reason), and the list says why.
+fn distrust_repeated_numbers(rows: &mut [RefundRow]) -> Vec<String> {
+    let mut seen: HashMap<MemberNumber, usize> = HashMap::new();
+    for r in rows.iter() {
+        if let Some(n) = r.planet_number {
+            *seen.entry(n).or_default() += 1;
+        }
+    }
+    let mut repeated: Vec<MemberNumber> = seen
+        .into_iter()
+        .filter(|(_, count)| *count > 1)
+        .map(|(n, _)| n)
+        .collect();
+    repeated.sort();
+    for r in rows.iter_mut() {
+        if let Some(n) = r.planet_number
+            && repeated.contains(&n)
+        {
+            r.planet_number = None;
+            r.number_missing_reason = Some(format!(
+                "编号 {n} 同时出现在另一位参与者上，无法确认属于谁 (number {n} also appears on another participant; it cannot be trusted)"
+            ));
+        }
+    }
+    repeated
+        .iter()
+        .map(|n| format!("编号 {n} 出现了两次以上 (number {n} appears more than once)"))
+        .collect()
+}
+
 /// Joins ranking rows with their resolved numbers, in ranking order.
 fn rows_of(rows: &[RankingRow], resolution: &Resolution, required: RequiredDays) -> Vec<RefundRow> {
     rows.iter()
@@ -491,13 +633,16 @@ fn rows_of(rows: &[RankingRow], resolution: &Resolution, required: RequiredDays)
                 (name, _) => name.clone(),
             };
             let number_missing_reason = match resolved {
+                Some(Resolved::Found { member, .. }) if member.number.is_none() => {
+                    Some(NO_NUMBER_ASSIGNED.to_string())
+                }
                 Some(Resolved::Found { .. }) => None,
                 Some(Resolved::Missing { reason, .. }) => Some(reason.clone()),
                 None => Some("未能取到编号 (the number was not looked up)".to_string()),
             };
             RefundRow {
                 planet_user_id: r.user.user_id,
-                planet_number: member.map(|m| m.number),
+                planet_number: member.and_then(|m| m.number),
                 planet_nickname: nickname,
                 planet_alias: r.user.alias.clone(),
                 checkined_days: r.checkined_days,

@@ -32,6 +32,10 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// The group was "founded" at 2023-03-01 10:00:00 +0800; all times count from here.
 const GROUP_FOUNDED_MS: i64 = 1_677_636_000_000;
 
+/// Every this many members, one joins in the same millisecond as the one
+/// before.
+pub const SHARED_JOIN_EVERY: usize = 17;
+
 /// Members' join times are spread over about two years, whatever their count.
 const JOIN_SPAN_MS: i64 = 700 * DAY_MS;
 
@@ -41,8 +45,13 @@ const JOIN_SPAN_MS: i64 = 700 * DAY_MS;
 pub struct SimMember {
     /// Zsxq's internal id: 12–15 digits, always above 2^32, unrelated to `number`.
     pub user_id: u64,
-    /// The member number operators see; increasing, with gaps where people left.
+    /// The member number operators see; increasing, with gaps where people
+    /// left. Only shown when `has_number` (see below).
     pub number: u64,
+    /// Whether the upstream shows a number for this member: false for a
+    /// group with numbering off, or a member not given one yet. The JSON
+    /// then has no `number` field at all.
+    pub has_number: bool,
     /// Display name: Chinese, emoji, ASCII, markup and quotes all occur.
     pub name: String,
     /// The in-group alias shown in rankings; empty for many members.
@@ -52,7 +61,8 @@ pub struct SimMember {
     /// Avatar image address.
     pub avatar_url: String,
     /// Upstream-formatted join time (`2024-09-04T22:39:05.287+0800`),
-    /// increasing with `number`.
+    /// never decreasing with `number`: some members share a millisecond
+    /// (every [`SHARED_JOIN_EVERY`]th joined with the one before).
     pub join_time: String,
     /// `join_time` as unix milliseconds, so `joined_days` needs no parsing.
     pub join_time_ms: i64,
@@ -74,7 +84,11 @@ impl SimMember {
     pub fn to_member(&self) -> Option<Member> {
         Some(Member {
             user_id: UserId::new(self.user_id)?,
-            number: MemberNumber::new(self.number)?,
+            number: if self.has_number {
+                Some(MemberNumber::new(self.number)?)
+            } else {
+                None
+            },
             name: self.name.clone(),
             unique_id: self.unique_id.clone().unwrap_or_default(),
             avatar_url: self.avatar_url.clone(),
@@ -160,11 +174,20 @@ pub struct SimCamp {
     pub long_period: bool,
     /// `(user_id, accumulated checkined_days)` in join order; join order is
     /// the stable tie order of the ranking. Every participant is a distinct
-    /// member and never the caller.
+    /// member and never the caller, and checked in at least once (days ≥ 1):
+    /// these are the ranking's rows.
     pub participants: Vec<(u64, u32)>,
+    /// Joined the camp but never checked in: counted in the camp's
+    /// `joined_count`, absent from the ranking, as upstream.
+    pub never_checked_in: usize,
 }
 
 impl SimCamp {
+    /// Who joined: the participants and those who never checked in.
+    pub fn joined_count(&self) -> usize {
+        self.participants.len() + self.never_checked_in
+    }
+
     /// How many participants reached `checkin_days` (the upstream's `completed_count`).
     pub fn completed_count(&self) -> usize {
         self.participants
@@ -232,10 +255,40 @@ impl SimData {
     }
 
     /// The member with this `number`.
+    /// The member the upstream shows with `number` (one without a shown
+    /// number has none).
     pub fn member_by_number(&self, number: u64) -> Option<&SimMember> {
-        match self.members.binary_search_by_key(&number, |m| m.number) {
+        let found = match self.members.binary_search_by_key(&number, |m| m.number) {
             Ok(i) => self.members.get(i),
             Err(_) => self.members.iter().find(|m| m.number == number),
+        };
+        found.filter(|m| m.has_number)
+    }
+
+    /// Hides the numbers of about `ratio` of the members (1.0: all, a group
+    /// with numbering off), chosen by a hash of their id so the same data
+    /// always hides the same ones.
+    pub fn hide_numbers(&mut self, ratio: f64) {
+        for m in &mut self.members {
+            let draw =
+                (m.user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+            m.has_number = draw >= ratio;
+        }
+    }
+
+    /// Makes members 1..=`count` join in one millisecond (the first's), as a
+    /// bulk import would: more than a member-list page at one time.
+    pub fn tie_joins(&mut self, count: usize) {
+        let Some(first) = self
+            .members
+            .get(1)
+            .map(|m| (m.join_time_ms, m.join_time.clone()))
+        else {
+            return;
+        };
+        for m in self.members.iter_mut().skip(1).take(count) {
+            m.join_time_ms = first.0;
+            m.join_time = first.1.clone();
         }
     }
 
@@ -452,7 +505,13 @@ fn generate_members(rng: &mut StdRng, count: usize, used_ids: &mut HashSet<u64>)
         } else {
             1
         };
-        joined_ms += rng.random_range(1_000..=2 * avg_gap);
+        let gap = rng.random_range(1_000..=2 * avg_gap);
+        // Some join in the same millisecond as the one before (a batch of
+        // invitations accepted at once): the member list's time cursor must
+        // cope with ties.
+        if index % SHARED_JOIN_EVERY != SHARED_JOIN_EVERY - 1 {
+            joined_ms += gap;
+        }
         // 12 to 15 digits, all far above 2^32.
         let digits = rng.random_range(12..=15u32);
         let user_id = fresh_id(rng, used_ids, 10u64.pow(digits - 1), 10u64.pow(digits));
@@ -483,6 +542,7 @@ fn generate_members(rng: &mut StdRng, count: usize, used_ids: &mut HashSet<u64>)
         out.push(SimMember {
             user_id,
             number,
+            has_number: true,
             name,
             alias,
             unique_id,
@@ -578,6 +638,12 @@ fn generate_camps(
             if let Some(second) = participants.get_mut(1) {
                 second.1 = checkin_days / 2;
             }
+            // The ranking lists who checked in at least once; those who
+            // never did are only counted (see `never_checked_in`).
+            for p in &mut participants {
+                p.1 = p.1.max(1);
+            }
+            let never_checked_in = participants.len() / 10;
             let expiration_ms = if long_period {
                 create_ms + 3650 * DAY_MS
             } else {
@@ -594,6 +660,7 @@ fn generate_camps(
                 expiration_time: zsxq_time(expiration_ms),
                 long_period,
                 participants,
+                never_checked_in,
             });
         }
     }

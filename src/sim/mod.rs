@@ -34,7 +34,7 @@ pub use data::{
     DEPARTED_COUNT, DepartedUser, RankingType, SimCamp, SimData, SimMember, continuous_days,
     generate, zsxq_time,
 };
-pub use server::{MAX_PAGE_COUNT, RANKING_PAGE_SIZE};
+pub use server::{HIDDEN_POSITION, MAX_PAGE_COUNT, RANKING_PAGE_SIZE};
 pub use state::{SimCallsByKind, SimFault, SimKnobs, SimKnobsPatch, SimStats};
 
 use state::SimState;
@@ -85,6 +85,15 @@ pub struct SimConfig {
     /// through a storm (0 = never).
     #[arg(long, default_value_t = 0)]
     pub ban_after: u32,
+    /// Share of members the upstream shows without a number (0.0..=1.0;
+    /// 1.0 is a group with member numbering off).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
+    pub unnumbered_ratio: f64,
+    /// Members (after the owner) who joined in one and the same
+    /// millisecond, as after a bulk import; above 200 the member list
+    /// cannot page through them all.
+    #[arg(long, default_value_t = 0)]
+    pub tied_joins: usize,
 }
 
 fn parse_ratio(raw: &str) -> Result<f64, String> {
@@ -112,6 +121,8 @@ impl Default for SimConfig {
             slow_ms: 5_000,
             lenient_headers: false,
             ban_after: 0,
+            unnumbered_ratio: 0.0,
+            tied_joins: 0,
         }
     }
 }
@@ -145,8 +156,23 @@ impl fmt::Debug for SimConfig {
             .field("slow_ms", &self.slow_ms)
             .field("lenient_headers", &self.lenient_headers)
             .field("ban_after", &self.ban_after)
+            .field("unnumbered_ratio", &self.unnumbered_ratio)
+            .field("tied_joins", &self.tied_joins)
             .finish()
     }
+}
+
+/// The group `cfg` describes: generated from its seed and size, with its
+/// numbering and join-time ties applied.
+pub fn generate_for(cfg: &SimConfig) -> SimData {
+    let mut data = generate(cfg.seed, cfg.members, cfg.group_id);
+    if cfg.unnumbered_ratio > 0.0 {
+        data.hide_numbers(cfg.unnumbered_ratio);
+    }
+    if cfg.tied_joins > 0 {
+        data.tie_joins(cfg.tied_joins);
+    }
+    data
 }
 
 /// The simulator's routes over `data`, with the knobs of `cfg`.
@@ -175,7 +201,7 @@ pub async fn serve(
 pub async fn spawn(cfg: SimConfig) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    let data = Arc::new(generate(cfg.seed, cfg.members, cfg.group_id));
+    let data = Arc::new(generate_for(&cfg));
     let state = Arc::new(SimState::new(&cfg, Arc::clone(&data)));
     let app = server::router(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -247,6 +273,17 @@ impl SimHandle {
     /// Bans the token after `n` consecutive 1059 answers (0 = never).
     pub fn set_ban_after(&self, n: u32) {
         self.state.set_ban_after(n);
+    }
+
+    /// Leaves one participant out of every ranking (statistics still count
+    /// them), or stops.
+    pub fn set_hide_participant(&self, on: bool) {
+        self.state.set_hide_participant(on);
+    }
+
+    /// Answers member summaries with another member's record, or stops.
+    pub fn set_wrong_summary(&self, on: bool) {
+        self.state.set_wrong_summary(on);
     }
 
     /// Sets how late [`SimFault::Slow`] answers.

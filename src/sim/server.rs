@@ -35,6 +35,10 @@ use serde_json::{Map, Value, json};
 use super::data::{CampScope, RankingType, SimCamp, SimMember};
 use super::state::{CallKind, SimFault, SimKnobsPatch, SimState, Throttle};
 
+/// The ranking position (0-based) left out while `hide_participant` is on:
+/// on the second page, as in the reported case.
+pub const HIDDEN_POSITION: usize = 25;
+
 /// Rows per `ranking_list` page, as observed upstream.
 pub const RANKING_PAGE_SIZE: usize = 21;
 
@@ -62,6 +66,10 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route(
             "/v2/groups/{gid}/checkins/{cid}/ranking_list",
             get(ranking_list),
+        )
+        .route(
+            "/v2/groups/{gid}/checkins/{cid}/statistics",
+            get(checkin_statistics),
         )
         .route("/__sim/stats", get(stats))
         .route("/__sim/reset", post(reset))
@@ -429,7 +437,9 @@ fn member_json(m: &SimMember, group_id: Option<u64>) -> Value {
     obj.insert("user_id".into(), Value::from(m.user_id));
     obj.insert("name".into(), Value::from(m.name.as_str()));
     obj.insert("avatar_url".into(), Value::from(m.avatar_url.as_str()));
-    obj.insert("number".into(), Value::from(m.number));
+    if m.has_number {
+        obj.insert("number".into(), Value::from(m.number));
+    }
     if let Some(unique_id) = &m.unique_id {
         obj.insert("unique_id".into(), Value::from(unique_id.as_str()));
     }
@@ -452,7 +462,14 @@ async fn member_summary(
     gate(&state, CallKind::MemberSummary, &headers, &uri).await?;
     let Path((gid, uid)) = path.map_err(|_| Failure::bad_param("path"))?;
     check_group(&state, &gid)?;
-    let m = find_member(&state, &uid)?;
+    let mut m = find_member(&state, &uid)?;
+    if state.wrong_summary() {
+        // A misbehaving upstream: the record of the next member instead.
+        let members = &state.data.members;
+        if let Some(i) = members.iter().position(|x| x.user_id == m.user_id) {
+            m = &members[(i + 1) % members.len()];
+        }
+    }
     let joined_days = (chrono::Utc::now().timestamp_millis() - m.join_time_ms).max(0) / DAY_MS;
     Ok(Success(json!({
         "member": member_json(m, None),
@@ -476,6 +493,16 @@ async fn member(
     ))
 }
 
+/// The documented member list: `count` 1..200; `scope` all (default),
+/// privileged, privileged_and_volunteer, expired, trial, regular; `sort`
+/// join_time (default), update_time, expired_time (only with regular or
+/// expired scope), number (only with scope=expired); every other
+/// combination answers an empty list, not an error. `order` desc (default)
+/// or asc; `begin_time`/`end_time` bound the sorted time, inclusive;
+/// `filter` joined, exited or both (default); `page_tag` only with
+/// sort=number. The simulated group has no expired, trial or exited members,
+/// and its owner is its only privileged one; `update_time` is taken to be
+/// the join time.
 async fn member_list(
     State(state): State<Arc<SimState>>,
     uri: Uri,
@@ -491,27 +518,89 @@ async fn member_list(
     }
     let Query(query) = query.map_err(|_| Failure::bad_param("query"))?;
     let count = count_param(&query)?;
-    if query
-        .get("sort")
-        .is_some_and(|s| !s.is_empty() && s != "number")
-    {
-        return Err(Failure::bad_param("sort"));
-    }
-    let after = u64_param(&query, "page_tag")?.unwrap_or(0);
-    let members = &state.data.members;
-    let start = members.partition_point(|m| m.number <= after);
-    let page: Vec<Value> = members
-        .get(start..)
-        .unwrap_or_default()
-        .iter()
-        .take(count)
-        .map(|m| member_json(m, None))
-        .collect();
+    let pick = |name: &str, allowed: &[&'static str]| -> Result<&'static str, Failure> {
+        match query.get(name).map(|v| v.trim()) {
+            None | Some("") => Ok(allowed[0]),
+            Some(raw) => allowed
+                .iter()
+                .find(|a| **a == raw)
+                .copied()
+                .ok_or_else(|| Failure::bad_param(name)),
+        }
+    };
+    let scope = pick(
+        "scope",
+        &[
+            "all",
+            "privileged",
+            "privileged_and_volunteer",
+            "expired",
+            "trial",
+            "regular",
+        ],
+    )?;
+    let sort = pick(
+        "sort",
+        &["join_time", "update_time", "expired_time", "number"],
+    )?;
+    let descending = pick("order", &["desc", "asc"])? == "desc";
+    let filter = pick("filter", &["both", "joined", "exited"])?;
+    let begin = time_param(&query, "begin_time")?;
+    let end = time_param(&query, "end_time")?;
+    u64_param(&query, "page_tag")?;
+    let served = match (sort, scope) {
+        ("number", s) if s != "expired" => false,
+        ("expired_time", s) if s != "expired" && s != "regular" => false,
+        _ => true,
+    };
+    let pool: &[SimMember] = match scope {
+        _ if !served || filter == "exited" => &[],
+        "all" | "regular" => &state.data.members,
+        "privileged" | "privileged_and_volunteer" => {
+            state.data.members.get(..1).unwrap_or_default()
+        }
+        _ => &[],
+    };
+    // Time of the sorted field; members are kept in join order, which is
+    // also the order of these times (ties keep that order).
+    let time_of = |m: &SimMember| match sort {
+        "expired_time" => m.join_time_ms + 365 * DAY_MS,
+        _ => m.join_time_ms,
+    };
+    let within = |m: &&SimMember| {
+        let t = time_of(m);
+        begin.is_none_or(|b| t >= b) && end.is_none_or(|e| t <= e)
+    };
+    let page: Vec<Value> = if descending {
+        pool.iter()
+            .rev()
+            .filter(within)
+            .take(count)
+            .map(|m| member_json(m, None))
+            .collect()
+    } else {
+        pool.iter()
+            .filter(within)
+            .take(count)
+            .map(|m| member_json(m, None))
+            .collect()
+    };
     Ok(Success(json!({"members": page})))
 }
 
+/// An optional time bound in the upstream's format; anything unreadable is
+/// a bad parameter.
+fn time_param(query: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Failure> {
+    match query.get(name).map(|v| v.trim()) {
+        None | Some("") => Ok(None),
+        Some(raw) => crate::domain::parse_zsxq_time_ms(raw)
+            .map(Some)
+            .ok_or_else(|| Failure::bad_param(name)),
+    }
+}
+
 fn camp_json(camp: &SimCamp) -> Value {
-    let joined = camp.participants.len();
+    let joined = camp.joined_count();
     json!({
         "checkin_id": camp.checkin_id,
         "title": camp.title,
@@ -595,16 +684,23 @@ async fn ranking_list(
         Some(raw) => RankingType::parse(raw).ok_or_else(|| Failure::bad_param("type"))?,
     };
     let index = u64_param(&query, "index")?.unwrap_or(0);
-    let rows = state
+    let mut rows = state
         .data
         .expected_ranking_of(cid, kind)
         .ok_or_else(Failure::checkin_not_found)?;
+    if state.hide_participant() && !rows.is_empty() {
+        // One participant the list does not show: its page is one row
+        // short and positions skip it, while the statistics count it.
+        let hidden = HIDDEN_POSITION.min(rows.len() - 1);
+        rows[hidden].0 = 0;
+    }
     // `rankings` is the 1-based position; `index=N` continues after position N.
     let page: Vec<Value> = rows
         .iter()
         .enumerate()
         .skip(usize::try_from(index).unwrap_or(usize::MAX))
         .take(RANKING_PAGE_SIZE)
+        .filter(|(_, (user_id, _))| *user_id != 0)
         .map(|(position, &(user_id, days))| {
             json!({
                 "user": ranking_user_json(&state, user_id),
@@ -628,6 +724,38 @@ async fn ranking_list(
         );
     }
     Ok(Success(Value::Object(resp)))
+}
+
+/// `GET /v2/groups/{gid}/checkins/{cid}/statistics`: the camp's counts, as
+/// in the public capture (a few avatars of the top of the ranking beside).
+async fn checkin_statistics(
+    State(state): State<Arc<SimState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Success, Failure> {
+    gate(&state, CallKind::Statistics, &headers, &uri).await?;
+    let Path((gid, cid)) = path.map_err(|_| Failure::bad_param("path"))?;
+    check_group(&state, &gid)?;
+    let cid: u64 = cid.parse().map_err(|_| Failure::bad_param("checkin_id"))?;
+    let camp = state
+        .data
+        .camp(cid)
+        .ok_or_else(Failure::checkin_not_found)?;
+    let top: Vec<Value> = state
+        .data
+        .expected_ranking(cid)
+        .unwrap_or_default()
+        .iter()
+        .take(3)
+        .map(|&(user_id, _)| ranking_user_json(&state, user_id))
+        .collect();
+    Ok(Success(json!({"statistics": {
+        "joined_count": camp.joined_count(),
+        "completed_count": camp.completed_count(),
+        "checkined_count": camp.participants.len(),
+        "ranking_list": top,
+    }})))
 }
 
 /// Unknown paths: counted (and gated) when they look like upstream calls,

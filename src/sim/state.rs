@@ -99,6 +99,13 @@ pub struct SimKnobs {
     /// Calls still to be answered 1059 whatever the ratio.
     #[serde(default)]
     pub reject_next: u32,
+    /// The ranking leaves one participant out (its page is one row short),
+    /// while the camp's statistics still count them.
+    #[serde(default)]
+    pub hide_participant: bool,
+    /// The member summary answers another member's record.
+    #[serde(default)]
+    pub wrong_summary: bool,
 }
 
 /// A change to the knobs: the body of `POST /__sim/config`. Absent fields
@@ -123,6 +130,10 @@ pub struct SimKnobsPatch {
     pub ban_after: Option<u32>,
     /// Answer the next this many calls 1059.
     pub reject_next: Option<u32>,
+    /// Hide a ranking participant, or stop hiding.
+    pub hide_participant: Option<bool>,
+    /// Answer summaries with another member's record, or stop.
+    pub wrong_summary: Option<bool>,
 }
 
 /// Checks a rejection probability; shared by the CLI and the control endpoint.
@@ -149,12 +160,14 @@ pub enum CallKind {
     Checkins,
     /// `GET /v2/groups/{gid}/checkins/{cid}/ranking_list`
     Ranking,
+    /// `GET /v2/groups/{gid}/checkins/{cid}/statistics`
+    Statistics,
     /// Any other `/v2` path (answered 404).
     Other,
 }
 
 impl CallKind {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 
     fn slot(self) -> usize {
         match self {
@@ -164,6 +177,7 @@ impl CallKind {
             CallKind::Checkins => 3,
             CallKind::Ranking => 4,
             CallKind::Other => 5,
+            CallKind::Statistics => 6,
         }
     }
 }
@@ -181,6 +195,9 @@ pub struct SimCallsByKind {
     pub checkins: u64,
     /// Ranking pages.
     pub ranking: u64,
+    /// Camp statistics calls.
+    #[serde(default)]
+    pub statistics: u64,
     /// Calls to unknown `/v2` paths; a non-zero value points at a client bug.
     #[serde(default)]
     pub other: u64,
@@ -225,6 +242,8 @@ pub struct SimState {
     /// [`SimFault`] as its raw tag, so the request path reads one atomic.
     fault: AtomicU8,
     slow_ms: AtomicU64,
+    hide_participant: AtomicBool,
+    wrong_summary: AtomicBool,
     calls: AtomicU64,
     by_kind: [AtomicU64; CallKind::COUNT],
     throttled: AtomicU64,
@@ -274,6 +293,8 @@ impl SimState {
             member_list: AtomicBool::new(!cfg.no_member_list),
             fault: AtomicU8::new(cfg.fault.to_raw()),
             slow_ms: AtomicU64::new(cfg.slow_ms),
+            hide_participant: AtomicBool::new(false),
+            wrong_summary: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             by_kind: Default::default(),
             throttled: AtomicU64::new(0),
@@ -343,6 +364,8 @@ impl SimState {
             slow_ms: self.slow_ms(),
             ban_after: self.ban_after.load(Ordering::Relaxed),
             reject_next: self.reject_next.load(Ordering::Relaxed),
+            hide_participant: self.hide_participant(),
+            wrong_summary: self.wrong_summary(),
         }
     }
 
@@ -375,7 +398,31 @@ impl SimState {
         if let Some(n) = patch.reject_next {
             self.reject_next(n);
         }
+        if let Some(on) = patch.hide_participant {
+            self.set_hide_participant(on);
+        }
+        if let Some(on) = patch.wrong_summary {
+            self.set_wrong_summary(on);
+        }
         Ok(self.knobs())
+    }
+
+    /// Whether the ranking leaves a participant out.
+    pub fn hide_participant(&self) -> bool {
+        self.hide_participant.load(Ordering::Relaxed)
+    }
+
+    pub fn set_hide_participant(&self, on: bool) {
+        self.hide_participant.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether summaries describe someone else.
+    pub fn wrong_summary(&self) -> bool {
+        self.wrong_summary.load(Ordering::Relaxed)
+    }
+
+    pub fn set_wrong_summary(&self, on: bool) {
+        self.wrong_summary.store(on, Ordering::Relaxed);
     }
 
     /// The fault spoiling `/v2` answers now.
@@ -523,6 +570,7 @@ impl SimState {
                 member_list: kind(CallKind::MemberList),
                 checkins: kind(CallKind::Checkins),
                 ranking: kind(CallKind::Ranking),
+                statistics: kind(CallKind::Statistics),
                 other: kind(CallKind::Other),
             },
             throttled: self.throttled.load(Ordering::Relaxed),

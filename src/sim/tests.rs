@@ -92,20 +92,27 @@ fn names_include_chinese_emoji_markup_quotes_and_plain_ascii() {
 }
 
 #[test]
-fn join_times_use_the_upstream_format_and_increase_with_number() {
+fn join_times_use_the_upstream_format_and_never_decrease_with_number() {
     let data = generate(42, 500, GROUP);
     let mut previous = i64::MIN;
+    let mut shared = 0;
     for m in &data.members {
         assert!(m.join_time.ends_with("+0800"), "{}", m.join_time);
         assert_eq!(m.join_time.len(), "2024-09-04T22:39:05.287+0800".len());
         let joined = crate::domain::parse_zsxq_time_ms(&m.join_time).expect("parses");
         assert_eq!(joined, m.join_time_ms);
-        assert!(joined > previous);
+        assert!(joined >= previous);
+        shared += usize::from(joined == previous);
         previous = joined;
         let expires = crate::domain::parse_zsxq_time_ms(&m.expired_time).expect("parses");
         assert_eq!(expires - joined, 365 * 24 * 3600 * 1000);
         assert_eq!(m.status, "joined");
     }
+    assert_eq!(
+        shared,
+        500 / super::data::SHARED_JOIN_EVERY,
+        "some members share a millisecond"
+    );
 }
 
 #[test]
@@ -129,7 +136,15 @@ fn the_first_over_camp_has_167_participants_with_ties_and_both_outcomes() {
     assert!(!ids.contains(&data.caller_user_id));
     let days: Vec<u32> = camp.participants.iter().map(|p| p.1).collect();
     assert!(days.iter().any(|&d| d >= 7) && days.iter().any(|&d| d < 7));
-    assert!(days.contains(&0) && days.iter().any(|&d| d > 7));
+    assert!(
+        days.iter().all(|&d| d >= 1) && days.iter().any(|&d| d > 7),
+        "the ranking's participants checked in at least once"
+    );
+    assert_eq!(camp.never_checked_in, BENCHMARK_PARTICIPANTS / 10);
+    assert_eq!(
+        camp.joined_count(),
+        BENCHMARK_PARTICIPANTS + BENCHMARK_PARTICIPANTS / 10
+    );
     let distinct: HashSet<u32> = days.iter().copied().collect();
     assert!(distinct.len() <= 11, "ties are common");
 }
@@ -210,6 +225,8 @@ fn every_flag_parses_under_its_documented_name() {
         "--group-id=77",
         "--fault=http-500",
         "--slow-ms=12",
+        "--unnumbered-ratio=0.5",
+        "--tied-joins=250",
     ])
     .expect("valid flags");
     let expected = SimConfig {
@@ -226,6 +243,8 @@ fn every_flag_parses_under_its_documented_name() {
         slow_ms: 12,
         lenient_headers: false,
         ban_after: 0,
+        unnumbered_ratio: 0.5,
+        tied_joins: 250,
     };
     assert_eq!(cli.sim, expected);
 }
@@ -432,29 +451,82 @@ async fn a_correct_signature_passes_and_a_wrong_one_gets_1059() {
 // ---------------------------------------------------------------- member list
 
 #[tokio::test]
-async fn member_list_pages_of_200_cover_every_member_exactly_once() {
+async fn member_list_pages_by_join_time_with_an_inclusive_end_time() {
     let sim = start(SimConfig::for_tests()).await;
     let mut seen = Vec::new();
     let mut page_sizes = Vec::new();
-    let mut page_tag = String::new();
+    let mut end_time = String::new();
     loop {
-        let answer = get(&sim, &format!("/members?count=200&sort=number{page_tag}")).await;
+        let answer = get(&sim, &format!("/members?count=200{end_time}")).await;
         let page = answer["resp_data"]["members"]
             .as_array()
             .expect("members")
             .clone();
         page_sizes.push(page.len());
         for m in &page {
-            seen.push(m["number"].as_u64().expect("a number"));
+            let id = m["user_id"].as_u64().expect("an id");
+            if !seen.contains(&id) {
+                seen.push(id);
+            }
         }
         if page.len() < 200 {
             break;
         }
-        page_tag = format!("&page_tag={}", seen.last().expect("a full page"));
+        let last = page.last().expect("a full page")["join_time"]
+            .as_str()
+            .expect("a time")
+            .replace('+', "%2B");
+        end_time = format!("&end_time={last}");
     }
-    assert_eq!(page_sizes, [200, 200, 100]);
-    let all: Vec<u64> = sim.data.members.iter().map(|m| m.number).collect();
-    assert_eq!(seen, all);
+    assert_eq!(page_sizes.len(), 3, "{page_sizes:?}");
+    let newest_first: Vec<u64> = sim.data.members.iter().rev().map(|m| m.user_id).collect();
+    assert_eq!(seen, newest_first);
+    // Ascending from begin_time works the same way.
+    let first = &sim.data.members[0];
+    let bound = first.join_time.replace('+', "%2B");
+    let asc = get(
+        &sim,
+        &format!("/members?count=2&order=asc&begin_time={bound}"),
+    )
+    .await;
+    assert_eq!(asc["resp_data"]["members"][0]["user_id"], first.user_id);
+}
+
+#[tokio::test]
+async fn sort_by_number_answers_an_empty_list_outside_the_expired_scope() {
+    let sim = start(SimConfig::for_tests()).await;
+    for query in [
+        "count=200&sort=number",
+        "count=200&sort=number&scope=all",
+        "count=200&sort=number&scope=regular",
+        "count=200&sort=expired_time",
+    ] {
+        let answer = get(&sim, &format!("/members?{query}")).await;
+        assert_eq!(answer["succeeded"], true, "{query}");
+        assert_eq!(answer["resp_data"]["members"], json!([]), "{query}");
+    }
+    let regular = get(&sim, "/members?count=5&sort=expired_time&scope=regular").await;
+    assert_eq!(
+        regular["resp_data"]["members"].as_array().map(Vec::len),
+        Some(5)
+    );
+}
+
+#[tokio::test]
+async fn members_without_a_number_have_no_number_field() {
+    let sim = start(SimConfig {
+        unnumbered_ratio: 1.0,
+        ..SimConfig::for_tests()
+    })
+    .await;
+    let answer = get(&sim, "/members?count=200").await;
+    let page = answer["resp_data"]["members"].as_array().expect("members");
+    assert_eq!(page.len(), 200);
+    assert!(page.iter().all(|m| m.get("number").is_none()));
+    let some = &sim.data.members[3];
+    let summary = get(&sim, &format!("/members/{}/summary", some.user_id)).await;
+    assert!(summary["resp_data"]["member"].get("number").is_none());
+    assert!(sim.data.member_by_number(some.number).is_none());
 }
 
 #[tokio::test]
@@ -485,10 +557,18 @@ async fn member_list_parameters_out_of_range_get_1004() {
         "count=-1",
         "count=20&page_tag=x",
         "count=20&sort=name",
+        "count=20&scope=vip",
+        "count=20&order=up",
+        "count=20&filter=gone",
+        "count=20&end_time=2024-13-45",
     ] {
         assert_fails_with(&get(&sim, &format!("/members?{query}")).await, 1004);
     }
-    let page = get(&sim, "/members?count=1&page_tag=999999").await;
+    let page = get(
+        &sim,
+        "/members?count=1&end_time=2000-01-01T00:00:00.000%2B0800",
+    )
+    .await;
     assert_eq!(page["resp_data"]["members"], json!([]));
 }
 
@@ -504,8 +584,11 @@ async fn camps_are_listed_newest_first_and_a_bad_scope_gets_1004() {
         .expect("checkins");
     assert!(camps.len() >= 2);
     assert_eq!(camps[0]["checkin_id"], benchmark.checkin_id);
-    assert_eq!(camps[0]["joined_count"], 167);
-    assert_eq!(camps[0]["statistics"]["joined_count"], 167);
+    assert_eq!(camps[0]["joined_count"], benchmark.joined_count());
+    assert_eq!(
+        camps[0]["statistics"]["joined_count"],
+        benchmark.joined_count()
+    );
     assert_eq!(
         camps[0]["statistics"]["completed_count"],
         benchmark.completed_count()
@@ -700,18 +783,19 @@ async fn stats_count_every_call_by_kind_and_reset_zeroes_them() {
     get(&sim, "/members?count=10").await;
     get(&sim, "/checkins?scope=over").await;
     get(&sim, &format!("/checkins/{camp}/ranking_list")).await;
+    get(&sim, &format!("/checkins/{camp}/statistics")).await;
     // An unauthenticated call still counts.
     send(reqwest::Client::new().get(group_path(&sim, "/checkins?scope=over"))).await;
 
     let arrivals = sim.arrivals();
-    assert_eq!(arrivals.len(), 6, "every call's arrival is logged");
+    assert_eq!(arrivals.len(), 7, "every call's arrival is logged");
     assert!(arrivals.windows(2).all(|w| w[0] <= w[1]), "oldest first");
     let stats = sim_stats(&sim).await;
     assert_eq!(
         stats,
         json!({
-            "calls": 6,
-            "by_kind": {"member_summary": 1, "member": 1, "member_list": 1, "checkins": 2, "ranking": 1, "other": 0},
+            "calls": 7,
+            "by_kind": {"member_summary": 1, "member": 1, "member_list": 1, "checkins": 2, "ranking": 1, "statistics": 1, "other": 0},
             "throttled": 0,
             "banned": false,
         })
@@ -756,7 +840,7 @@ async fn the_config_endpoint_changes_knobs_and_answers_the_effective_config() {
     assert_eq!(
         answer,
         json!({"reject_ratio": 0.0, "latency_ms": 3, "rate_per_min": 0, "member_list": false,
-               "fault": "none", "slow_ms": 5000, "ban_after": 0, "reject_next": 0})
+               "fault": "none", "slow_ms": 5000, "ban_after": 0, "reject_next": 0, "hide_participant": false, "wrong_summary": false})
     );
     assert_fails_with(&get(&sim, "/members?count=1").await, 11507);
 

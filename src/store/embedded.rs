@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     ClearReport, LeaseEnd, LeaseState, Page, STAT_API_CALLS, STAT_CACHE_HITS, STAT_CACHE_MISSES,
     STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy, SortOrder, StatCounters, Store, StoreError,
-    StoredStats, human_bytes, ttl_millis,
+    StoredStats, human_bytes, number_sort_key, ttl_millis,
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
@@ -244,7 +244,7 @@ impl Store for EmbeddedStore {
                 .ok_or_else(|| StoreError::Corrupt(format!("number {number} maps to user 0")))?;
             let records = txn.open_table(RECORDS).map_err(db_err)?;
             let current = read_row(&records, id)?
-                .filter(|row| row.alive(now) && row.record.member.number == number);
+                .filter(|row| row.alive(now) && row.record.member.number == Some(number));
             Ok(current.map(|_| id))
         })
         .await
@@ -272,7 +272,7 @@ impl Store for EmbeddedStore {
                     if let Some(old) = read_row(&records, id)? {
                         let old_member = &old.record.member;
                         by_number
-                            .remove((old_member.number.get(), id_text.as_str()))
+                            .remove((number_sort_key(old_member.number), id_text.as_str()))
                             .map_err(db_err)?;
                         by_join
                             .remove((old_member.join_time_ms(), id_text.as_str()))
@@ -280,13 +280,15 @@ impl Store for EmbeddedStore {
                         by_expiry
                             .remove((old.expires_at, id.get()))
                             .map_err(db_err)?;
-                        if old_member.number != m.member.number {
+                        if let Some(old_number) = old_member.number
+                            && old_member.number != m.member.number
+                        {
                             let points_here = numbers
-                                .get(old_member.number.get())
+                                .get(old_number.get())
                                 .map_err(db_err)?
                                 .is_some_and(|v| v.value() == id.get());
                             if points_here {
-                                numbers.remove(old_member.number.get()).map_err(db_err)?;
+                                numbers.remove(old_number.get()).map_err(db_err)?;
                             }
                         }
                     }
@@ -297,11 +299,11 @@ impl Store for EmbeddedStore {
                     let bytes = serde_json::to_vec(&row)
                         .map_err(|e| StoreError::Embedded(format!("cannot encode record: {e}")))?;
                     records.insert(id.get(), bytes.as_slice()).map_err(db_err)?;
-                    numbers
-                        .insert(m.member.number.get(), id.get())
-                        .map_err(db_err)?;
+                    if let Some(number) = m.member.number {
+                        numbers.insert(number.get(), id.get()).map_err(db_err)?;
+                    }
                     by_number
-                        .insert((m.member.number.get(), id_text.as_str()), ())
+                        .insert((number_sort_key(m.member.number), id_text.as_str()), ())
                         .map_err(db_err)?;
                     by_join
                         .insert((m.member.join_time_ms(), id_text.as_str()), ())
@@ -693,17 +695,20 @@ fn prune_expired(txn: &WriteTransaction, now: i64) -> Result<(), StoreError> {
         let id_text = id.to_string();
         records.remove(raw_id).map_err(db_err)?;
         by_number
-            .remove((member.number.get(), id_text.as_str()))
+            .remove((number_sort_key(member.number), id_text.as_str()))
             .map_err(db_err)?;
         by_join
             .remove((member.join_time_ms(), id_text.as_str()))
             .map_err(db_err)?;
+        let Some(number) = member.number else {
+            continue;
+        };
         let points_here = numbers
-            .get(member.number.get())
+            .get(number.get())
             .map_err(db_err)?
             .is_some_and(|v| v.value() == raw_id);
         if points_here {
-            numbers.remove(member.number.get()).map_err(db_err)?;
+            numbers.remove(number.get()).map_err(db_err)?;
         }
     }
     Ok(())

@@ -228,6 +228,16 @@ pub trait Store: Send + Sync + 'static {
     fn events_origin(&self) -> Option<String>;
 }
 
+/// Where a member sorts in "by number" pages: its number, or for a member
+/// without one, after every numbered member (last in ascending order, first
+/// in descending, as SQL's default `NULLS LAST`/`NULLS FIRST`). 2^53 − 1 is
+/// the largest integer a Redis score holds exactly.
+pub(crate) fn number_sort_key(number: Option<MemberNumber>) -> u64 {
+    number.map_or(NO_NUMBER_SORT_KEY, MemberNumber::get)
+}
+
+pub(crate) const NO_NUMBER_SORT_KEY: u64 = (1 << 53) - 1;
+
 /// A TTL in whole milliseconds, at least 1 (Redis refuses 0 and both stores
 /// must agree on when a member expires) and at most what fits an `i64`.
 pub(crate) fn ttl_millis(ttl: Duration) -> i64 {

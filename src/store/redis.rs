@@ -77,7 +77,7 @@ use super::redis_link::{Link, RedisTarget};
 use super::{
     ClearReport, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, STAT_API_CALLS, STAT_CACHE_HITS,
     STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy, SortOrder, StatCounters,
-    Store, StoreError, StoredStats, keys, ttl_millis,
+    Store, StoreError, StoredStats, keys, number_sort_key, ttl_millis,
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
@@ -639,7 +639,7 @@ impl IndexEntry {
     fn of(m: &CachedMember, expires_at: i64) -> Self {
         Self {
             id: m.member.user_id,
-            number: m.member.number.get(),
+            number: number_sort_key(m.member.number),
             join_ms: m.member.join_time_ms(),
             expires_at,
         }
@@ -737,7 +737,12 @@ impl Store for RedisStore {
         // left behind, and the announcement of changed records.
         let mut batch = Batch::default();
         for m in &members {
-            let key = keys::number(m.member.number);
+            // A member without a number has no number key (nothing to
+            // resolve); its hash says `number` = "".
+            let Some(number) = m.member.number else {
+                continue;
+            };
+            let key = keys::number(number);
             let set = redis::cmd("SET")
                 .arg(&key)
                 .arg(m.member.user_id.get())
@@ -1332,7 +1337,8 @@ fn hash_fields(m: &CachedMember) -> Vec<(String, String)> {
     let member = &m.member;
     let mut out = Vec::with_capacity(14);
     out.push(("user_id".to_owned(), member.user_id.to_string()));
-    out.push(("number".to_owned(), member.number.to_string()));
+    let number = member.number.map(|n| n.to_string()).unwrap_or_default();
+    out.push(("number".to_owned(), number));
     for (name, value) in [
         ("name", &member.name),
         ("unique_id", &member.unique_id),
@@ -1373,7 +1379,11 @@ fn member_from_hash(
     if user_id != id {
         return Err(corrupt("user_id", &raw_id));
     }
-    let number = MemberNumber::parse(&raw_number).map_err(|_| corrupt("number", &raw_number))?;
+    // "" is a member without a number, anything else must be one.
+    let number = match raw_number.as_str() {
+        "" => None,
+        raw => Some(MemberNumber::parse(raw).map_err(|_| corrupt("number", raw))?),
+    };
     let cached_at = raw_cached_at
         .parse()
         .map_err(|_| corrupt("cached_at", &raw_cached_at))?;
@@ -1406,7 +1416,7 @@ mod tests {
         CachedMember {
             member: Member {
                 user_id: UserId::parse("454881884228").unwrap(),
-                number: MemberNumber::parse("177").unwrap(),
+                number: MemberNumber::parse("177").ok(),
                 name: "青弦 🎯".into(),
                 unique_id: String::new(),
                 avatar_url: "https://images.zsxq.com/a.jpg".into(),
@@ -1507,7 +1517,7 @@ mod tests {
     fn a_batch_keeps_only_the_last_write_of_each_member() {
         let first = sample();
         let mut second = sample();
-        second.member.number = MemberNumber::parse("178").unwrap();
+        second.member.number = MemberNumber::parse("178").ok();
         let mut other = sample();
         other.member.user_id = UserId::parse("2").unwrap();
         let batch = [first, other.clone(), second.clone()];

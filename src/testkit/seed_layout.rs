@@ -22,12 +22,13 @@ pub async fn write_straightforward<C: ConnectionLike>(
         for m in chunk {
             let r = &m.member;
             let key = format!("zsxq:user:{}", r.user_id);
+            let number = r.number.map(|n| n.to_string()).unwrap_or_default();
             pipe.cmd("HSET")
                 .arg(&key)
                 .arg("user_id")
                 .arg(r.user_id.to_string())
                 .arg("number")
-                .arg(r.number.to_string())
+                .arg(&number)
                 .arg("name")
                 .arg(&r.name)
                 .arg("unique_id")
@@ -48,12 +49,14 @@ pub async fn write_straightforward<C: ConnectionLike>(
                 .arg(m.updated_at)
                 .ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(ttl_secs).ignore();
-            pipe.cmd("SET")
-                .arg(format!("zsxq:number:{}", r.number))
-                .arg(r.user_id.to_string())
-                .arg("EX")
-                .arg(ttl_secs)
-                .ignore();
+            if r.number.is_some() {
+                pipe.cmd("SET")
+                    .arg(format!("zsxq:number:{number}"))
+                    .arg(r.user_id.to_string())
+                    .arg("EX")
+                    .arg(ttl_secs)
+                    .ignore();
+            }
             pipe.cmd("SADD")
                 .arg("zsxq:users:all")
                 .arg(r.user_id.to_string())

@@ -24,10 +24,10 @@ use super::budget::{Budget, Priority};
 use super::device::DeviceId;
 use super::error::UpstreamError;
 use super::refusal::Refusal;
-use super::wire::{self, Camp, RankingPage};
+use super::wire::{self, Camp, CheckinStatistics, RankingPage};
 use super::{CampScope, Upstream};
 use crate::config::{UpstreamAuth, UpstreamConfig};
-use crate::domain::{CheckinId, Member, MemberNumber, UserId};
+use crate::domain::{CheckinId, Member, UserId};
 
 const USER_AGENT: &str = concat!("zsxq-cache/", env!("CARGO_PKG_VERSION"));
 
@@ -216,6 +216,20 @@ pub fn sign(url: &str, timestamp: &str, request_id: &str) -> String {
     s.digest().to_string()
 }
 
+/// Percent-encodes a query value: a time's `+0800` offset would otherwise
+/// read as a space. Only unreserved characters stay as they are.
+fn query_escape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() + 8);
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Maps a reqwest failure to its meaning. A body that stopped arriving
 /// (connection closed or reset mid-answer) is a transport failure, retried
 /// like any other; a complete body we cannot decode is malformed, and is not
@@ -241,26 +255,41 @@ impl Upstream for ZsxqClient {
         priority: Priority,
     ) -> Result<Member, UpstreamError> {
         let url = format!("{}/members/{id}/summary", self.group_path());
-        wire::member_from(self.get(url, priority).await?)
+        wire::member_from(self.get(url, priority).await?, id)
     }
 
     async fn member(&self, id: UserId, priority: Priority) -> Result<Member, UpstreamError> {
         let url = format!("{}/members/{id}", self.group_path());
-        wire::member_from(self.get(url, priority).await?)
+        wire::member_from(self.get(url, priority).await?, id)
     }
 
     async fn member_list_page(
         &self,
-        after: Option<MemberNumber>,
+        end_time: Option<&str>,
         count: u32,
         priority: Priority,
     ) -> Result<Vec<Member>, UpstreamError> {
         let count = count.clamp(1, 200);
-        let mut url = format!("{}/members?count={count}&sort=number", self.group_path());
-        if let Some(n) = after {
-            url.push_str(&format!("&page_tag={n}"));
+        // The documented defaults, spelled out: a default that changes
+        // upstream must not change what we read.
+        let mut url = format!(
+            "{}/members?count={count}&sort=join_time&order=desc&filter=joined",
+            self.group_path()
+        );
+        if let Some(t) = end_time {
+            url.push_str("&end_time=");
+            url.push_str(&query_escape(t));
         }
         wire::field(self.get(url, priority).await?, "members")
+    }
+
+    async fn camp_statistics(
+        &self,
+        checkin: CheckinId,
+        priority: Priority,
+    ) -> Result<CheckinStatistics, UpstreamError> {
+        let url = format!("{}/checkins/{checkin}/statistics", self.group_path());
+        wire::field(self.get(url, priority).await?, "statistics")
     }
 
     async fn camps(
@@ -308,6 +337,14 @@ mod tests {
                 "0f8fad5b-d9cb-469f-a165-70867728950e"
             ),
             "f14ee9afcf41c91012ed608070fc6a7b5914dff4"
+        );
+    }
+
+    #[test]
+    fn a_time_in_the_query_keeps_its_offset() {
+        assert_eq!(
+            query_escape("2024-09-04T22:39:05.287+0800"),
+            "2024-09-04T22:39:05.287%2B0800"
         );
     }
 }

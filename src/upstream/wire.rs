@@ -100,6 +100,20 @@ pub struct CampStatistics {
     pub completed_count: u64,
 }
 
+/// `resp_data.statistics` of `GET /v2/groups/{gid}/checkins/{cid}/statistics`
+/// (docs/UPSTREAM.md). `checkined_count` is what a whole ranking must add up
+/// to, so both counts are required: a statistics answer without them proves
+/// nothing and is malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckinStatistics {
+    /// Who joined the camp.
+    pub joined_count: u64,
+    /// Who checked in at least once: the ranking's participants.
+    pub checkined_count: u64,
+    #[serde(default)]
+    pub completed_count: u64,
+}
+
 /// The user part of a ranking row: only the id, names and avatar — no number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RankingUser {
@@ -131,9 +145,19 @@ pub struct RankingPage {
     pub ranking_list: Vec<RankingRow>,
 }
 
-/// `resp_data.member`, with the flat member fields.
-pub fn member_from(data: Value) -> Result<Member, UpstreamError> {
-    field(data, "member")
+/// `resp_data.member`, with the flat member fields, which must be the member
+/// asked for: a record of somebody else (seen from a misbehaving upstream)
+/// would put another person's number on this one's refund row, so it is
+/// malformed, never cached.
+pub fn member_from(data: Value, asked: UserId) -> Result<Member, UpstreamError> {
+    let member: Member = field(data, "member")?;
+    if member.user_id != asked {
+        return Err(UpstreamError::Malformed(format!(
+            "asked for member {asked}, the answer describes {}",
+            member.user_id
+        )));
+    }
+    Ok(member)
 }
 
 #[cfg(test)]
@@ -149,9 +173,9 @@ mod tests {
             "expired_time": "2026-09-04T22:39:05.287+0800", "introduction": "高级前端开发工程师"
         }, "joined_days": 400, "topics_count": 3}});
         let data = decode_envelope(body.to_string().as_bytes()).unwrap();
-        let m = member_from(data).unwrap();
+        let m = member_from(data, UserId::new(454881884228).unwrap()).unwrap();
         assert_eq!(m.user_id.get(), 454881884228);
-        assert_eq!(m.number.get(), 177);
+        assert_eq!(m.number.map(|n| n.get()), Some(177));
         assert_eq!(m.unique_id, "", "a missing unique_id is kept empty");
     }
 
@@ -193,16 +217,53 @@ mod tests {
                 "{body:?} -> {e:?}"
             );
         }
-        let no_number = json!({"member": {"user_id": 1, "name": "x"}});
-        assert!(matches!(
-            member_from(no_number),
-            Err(UpstreamError::Malformed(_))
-        ));
+        let one = UserId::new(1).unwrap();
         let zero_id = json!({"member": {"user_id": 0, "name": "x", "number": 3}});
         assert!(matches!(
-            member_from(zero_id),
+            member_from(zero_id, one),
             Err(UpstreamError::Malformed(_))
         ));
+        let bad_number = json!({"member": {"user_id": 1, "name": "x", "number": -3}});
+        assert!(matches!(
+            member_from(bad_number, one),
+            Err(UpstreamError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_member_without_a_number_is_valid_and_reads_as_none() {
+        let one = UserId::new(1).unwrap();
+        for member in [
+            json!({"user_id": 1, "name": "x"}),
+            json!({"user_id": 1, "name": "x", "number": null}),
+            json!({"user_id": 1, "name": "x", "number": 0}),
+            json!({"user_id": 1, "name": "x", "number": ""}),
+        ] {
+            let m = member_from(json!({ "member": member }), one).unwrap();
+            assert_eq!(m.number, None, "{member}");
+        }
+        let as_text = json!({"member": {"user_id": 1, "name": "x", "number": "42"}});
+        assert_eq!(
+            member_from(as_text, one).unwrap().number.map(|n| n.get()),
+            Some(42)
+        );
+    }
+
+    #[test]
+    fn a_record_of_somebody_else_is_malformed() {
+        let data = json!({"member": {"user_id": 2, "name": "someone else", "number": 9}});
+        let e = member_from(data, UserId::new(1).unwrap()).unwrap_err();
+        assert!(matches!(e, UpstreamError::Malformed(_)), "{e:?}");
+    }
+
+    #[test]
+    fn checkin_statistics_need_both_counts() {
+        let data = json!({"statistics": {"joined_count": 170, "completed_count": 80,
+            "checkined_count": 167, "ranking_list": []}});
+        let s: CheckinStatistics = field(data, "statistics").unwrap();
+        assert_eq!((s.joined_count, s.checkined_count), (170, 167));
+        let partial = json!({"statistics": {"joined_count": 170}});
+        assert!(field::<CheckinStatistics>(partial, "statistics").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ on_both_stores!(
     a_non_member_id_is_a_404_envelope_and_is_not_cached,
     concurrent_cold_lookups_share_one_upstream_call,
     concurrent_lookups_of_a_cold_number_share_one_member_list_call,
-    an_unknown_number_is_remembered_and_costs_one_call,
+    an_unknown_number_is_remembered_and_costs_one_listing,
 );
 
 async fn a_cold_lookup_misses_then_the_next_one_hits(kind: StoreKind) {
@@ -47,8 +47,10 @@ async fn a_cold_lookup_misses_then_the_next_one_hits(kind: StoreKind) {
 
 async fn lookup_by_number_finds_cached_and_uncached_members(kind: StoreKind) {
     let app = spawn_app(kind).await;
-    let cold = &app.sim.data.members[20];
-    // Not cached yet: found through the member list, one call.
+    // The member list runs newest first: a recent member is on its first
+    // page, one call.
+    let members = &app.sim.data.members;
+    let cold = &members[members.len() - 20];
     let a = app.by_number(cold.number).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.data()["user_id"], cold.user_id.to_string());
@@ -59,6 +61,21 @@ async fn lookup_by_number_finds_cached_and_uncached_members(kind: StoreKind) {
     assert_eq!(b.data()["cache_status"], "hit");
     assert_eq!(b.data()["user_id"], cold.user_id.to_string());
     assert_eq!(app.sim.stats().calls, 1);
+    // An early member is on the last page: the search reads on until it is
+    // found, and every page on the way is cached (the first one again).
+    let early = &members[20];
+    let e = app.by_number(early.number).await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    assert_eq!(e.data()["user_id"], early.user_id.to_string());
+    assert_eq!(
+        app.sim.stats().by_kind.member_list,
+        1 + 3,
+        "500 members, 3 pages"
+    );
+    let between = &members[250];
+    let f = app.by_number(between.number).await;
+    assert_eq!(f.data()["cache_status"], "hit", "cached on the way");
+    assert_eq!(app.sim.stats().by_kind.member_list, 4);
     // A member cached through a lookup by id is found by number too.
     let other = &app.sim.data.members[3];
     app.user(other.user_id).await;
@@ -112,7 +129,7 @@ async fn concurrent_cold_lookups_share_one_upstream_call(kind: StoreKind) {
 async fn concurrent_lookups_of_a_cold_number_share_one_member_list_call(kind: StoreKind) {
     let app = spawn_app(kind).await;
     app.sim.set_latency_ms(200);
-    let cold = &app.sim.data.members[30];
+    let cold = &app.sim.data.members[app.sim.data.members.len() - 30];
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (http, url) = (
@@ -136,19 +153,28 @@ async fn concurrent_lookups_of_a_cold_number_share_one_member_list_call(kind: St
     );
 }
 
-async fn an_unknown_number_is_remembered_and_costs_one_call(kind: StoreKind) {
+async fn an_unknown_number_is_remembered_and_costs_one_listing(kind: StoreKind) {
     let app = spawn_app(kind).await;
     let beyond = app.sim.data.members.iter().map(|m| m.number).max().unwrap() + 1000;
-    for _ in 0..5 {
-        app.by_number(beyond).await.assert_error(404);
+    app.by_number(beyond).await.assert_error(404);
+    // "Not found" only after the whole list was read: 500 members, 3 pages.
+    assert_eq!(app.sim.stats().by_kind.member_list, 3);
+    for other in [beyond, beyond + 1, 999_999] {
+        app.by_number(other).await.assert_error(404);
     }
     assert_eq!(
         app.sim.stats().by_kind.member_list,
-        1,
-        "a number nobody holds is asked for once within NEGATIVE_CACHE_TTL"
+        3,
+        "a whole listing proves absence for NEGATIVE_CACHE_TTL"
+    );
+    // Every member it read is cached: a real number is a hit now.
+    let known = &app.sim.data.members[123];
+    assert_eq!(
+        app.by_number(known.number).await.data()["cache_status"],
+        "hit"
     );
     // Clearing the cache forgets it, as it forgets "not a member" answers.
     app.clear().await;
     app.by_number(beyond).await.assert_error(404);
-    assert_eq!(app.sim.stats().by_kind.member_list, 2);
+    assert_eq!(app.sim.stats().by_kind.member_list, 6);
 }

@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod degradation;
+mod documented;
 mod edge;
 mod freshness;
 mod input;

@@ -224,6 +224,13 @@ async fn a_dead_token_is_called_at_most_three_times_for_ten_lookups(kind: StoreK
             .unwrap()
             .contains("token rejected since")
     );
+    let notices = ready.data()["notices"].as_array().unwrap();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n["kind"] == "token_rejected" && n["level"] == "error"),
+        "the page's notices say so: {notices:?}"
+    );
     assert_eq!(
         metric(&app, "zsxq_upstream_token_rejected").await,
         Some(1.0)

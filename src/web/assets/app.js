@@ -471,7 +471,7 @@
         if (final && final.title && !camp) title.textContent = final.title;
         progress.set(list.length, list.length || 1);
         progress.text('名单已生成', `已加载 ${list.length} / ${list.length}`);
-        renderRefund(id, days, list, stats, complete);
+        renderRefund(id, days, list, stats, complete, final ? final.incomplete_reasons : null);
       } catch (e) {
         if (isAbort(e)) return;
         progress.hide();
@@ -481,15 +481,27 @@
       }
     }
 
-    function renderRefund(campId, days, list, stats, complete) {
-      const missing = list.filter((r) => r.planet_number === null || r.planet_number === undefined).length;
+    function renderRefund(campId, days, list, stats, complete, reasons) {
+      const noNumber = (r) => r.planet_number === null || r.planet_number === undefined;
+      // Members without an assigned number are told apart from numbers that
+      // could not be had: only the latter make a list incomplete.
+      const unassigned = list.filter((r) => noNumber(r) && /no number assigned/.test(r.number_missing_reason || '')).length;
+      const missing = list.filter(noNumber).length - unassigned;
       if (!complete) {
+        const why = Array.isArray(reasons) && reasons.length ? reasons : ['部分数据暂未从知识星球取到（可能被限流）'];
         notices.append(h('div', { class: 'notice notice-warn', role: 'status', id: 'incomplete' },
-          '名单可能不完整：部分数据暂未从知识星球取到（可能被限流）。请稍后重新生成，再据此退款。'));
+          h('strong', {}, '名单可能不完整，请核对后再据此退款：'),
+          h('ul', { class: 'reasons' }, ...why.map((r) => h('li', {}, r)))));
+      }
+      if (stats.numbering_notice) {
+        notices.append(h('div', { class: 'notice notice-info', role: 'status', id: 'numbering-off' }, stats.numbering_notice));
+      } else if (unassigned) {
+        notices.append(h('div', { class: 'notice notice-info', role: 'status', id: 'unassigned' },
+          `${unassigned} 人没有分配星球编号，表格中以昵称、备注和用户 ID 区分。`));
       }
       if (missing) {
         notices.append(h('div', { class: 'notice notice-warn', role: 'status' },
-          `${missing} 人没有星球编号，原因见表格；请人工核对后再退款。`));
+          `${missing} 人的星球编号未能取到，原因见表格；请人工核对后再退款。`));
       }
 
       const statCard = (label, value, cls, key) => h('div', { class: `stat ${cls || ''}`, dataset: { stat: key } },
@@ -499,6 +511,11 @@
         statCard('合格', fmtInt(stats.qualified_count), 'ok', 'qualified'),
         statCard('不合格', fmtInt(stats.unqualified_count), 'bad', 'unqualified'),
         statCard('合格率', `${Number(stats.qualified_rate || 0).toFixed(2)}%`, 'accent', 'rate'));
+      if (stats.joined_count !== undefined && stats.joined_count !== null) {
+        statsNode.append(
+          statCard('报名', fmtInt(stats.joined_count), '', 'joined'),
+          statCard('从未打卡', fmtInt(stats.never_checked_in_count || 0), '', 'never'));
+      }
 
       const q = `required_days=${days}`;
       const base = refundBase(campId);
@@ -938,46 +955,30 @@
   // ------------------------------------------------------------------
 
   // ------------------------------------------------------------------
-  // Upstream standing: a banner while the service holds its calls to Zsxq
-  // back (a run of 1059 refusals, or a rejected token), read from /readyz
-  // every 30 s and after any 502/503.
+  // Service-wide notices (from /readyz): shown on every view
   // ------------------------------------------------------------------
 
-  const upstreamBanner = document.getElementById('upstream-banner');
-
-  async function checkUpstream() {
-    let access = null;
+  async function refreshNotices() {
+    const box = document.getElementById('service-notices');
+    if (!box) return;
     try {
-      const { data } = await api('/readyz');
-      access = data ? data.upstream_access : null;
+      const res = await fetch('/readyz', { cache: 'no-store', headers: { Accept: 'application/json' } });
+      const envelope = await res.json();
+      const list = envelope && envelope.data && Array.isArray(envelope.data.notices) ? envelope.data.notices : [];
+      box.replaceChildren(...list.map((n) => h('div', {
+        class: `notice ${n.level === 'error' ? 'notice-warn' : 'notice-info'}`, role: 'status', dataset: { notice: n.kind },
+      }, n.message)));
+      box.hidden = list.length === 0;
     } catch (e) {
-      return; // the views show their own errors
+      // Readiness unknown: keep what is shown.
     }
-    if (!access || access.state === 'ok') {
-      upstreamBanner.hidden = true;
-      upstreamBanner.textContent = '';
-      return;
-    }
-    const since = fmtInstant(access.since);
-    const retry = fmtInstant(access.retry_at);
-    upstreamBanner.dataset.state = access.state;
-    upstreamBanner.replaceChildren(
-      h('strong', {}, access.state === 'refusing' ? '知识星球暂时拒绝请求' : '知识星球拒绝了服务的令牌'),
-      ' ',
-      access.state === 'refusing'
-        ? `自 ${since} 起持续返回 1059，为保护令牌已暂停调用，预计 ${retry} 重试；已缓存的成员照常可查。`
-        : `自 ${since} 起（代码 ${access.code}），已停止调用：请更新 ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION 后重启服务。`,
-      h('span', { class: 'upstream-banner-en' },
-        access.state === 'refusing'
-          ? `upstream refusing (1059) since ${since}`
-          : `token rejected since ${since}`));
-    upstreamBanner.hidden = false;
   }
-
-  window.addEventListener('zsxq-upstream-failed', checkUpstream);
-  checkUpstream();
-  setInterval(checkUpstream, 30000);
 
   window.addEventListener('hashchange', route);
   route();
+  refreshNotices();
+  setInterval(refreshNotices, 30000);
+  // An upstream failure may mean calls are now held back (1059 cool-down,
+  // rejected token): the notices say so at once.
+  window.addEventListener('zsxq-upstream-failed', refreshNotices);
 })();
