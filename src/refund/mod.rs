@@ -164,13 +164,16 @@ pub struct Statistics {
     pub qualified_rate: f64,
     /// Nicknames of the qualified, in ranking order, joined with 、.
     pub qualified_names: String,
-    /// The camp's statistics: who joined it, and who checked in at least
-    /// once (what `total_count` must equal for the list to be complete).
-    /// Absent on pages and when they could not be read.
+    /// The camp's statistics: who joined it, and how many check-ins were
+    /// made (what `ranking_checkins` must equal for the list to be
+    /// complete). Absent on pages and when they could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub joined_count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkined_count: Option<u64>,
+    /// The days of every listed participant added up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranking_checkins: Option<u64>,
     /// Joined the camp but never checked in: not in the ranking, never
     /// qualified, shown so the totals add up.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,6 +208,7 @@ impl Statistics {
             qualified_names: qualified.join("、"),
             joined_count: None,
             checkined_count: None,
+            ranking_checkins: None,
             never_checked_in_count: None,
             numbered_count,
             numbering_notice: numbering_off
@@ -213,12 +217,13 @@ impl Statistics {
         }
     }
 
-    /// Adds the camp's own counts.
-    fn with_camp(mut self, camp: Option<&CheckinStatistics>) -> Self {
+    /// Adds the camp's own counts, beside the ranking's rows they check.
+    fn with_camp(mut self, camp: Option<&CheckinStatistics>, rows: &[RankingRow]) -> Self {
+        self.ranking_checkins = Some(ranking_checkins(rows));
         if let Some(c) = camp {
             self.joined_count = Some(c.joined_count);
             self.checkined_count = Some(c.checkined_count);
-            self.never_checked_in_count = Some(c.joined_count.saturating_sub(c.checkined_count));
+            self.never_checked_in_count = Some(c.joined_count.saturating_sub(rows.len() as u64));
         }
         self
     }
@@ -378,7 +383,8 @@ impl RefundService {
         // Members without an assigned number are not a gap in the list: the
         // number does not exist. Their rows say so, and when the whole group
         // has none the statistics do.
-        let statistics = Statistics::of(&refund_list).with_camp(snapshot.statistics.as_ref());
+        let statistics =
+            Statistics::of(&refund_list).with_camp(snapshot.statistics.as_ref(), &snapshot.rows);
         Ok(RefundList {
             checkin_id: snapshot.camp.checkin_id,
             title: snapshot.camp.title.clone(),
@@ -482,11 +488,11 @@ impl RefundService {
                     (None, Some(e.to_string()))
                 }
             };
-        let expected = statistics
+        let checkins = statistics
             .filter(|_| is_finished(&camp.status))
-            .and_then(|s| usize::try_from(s.checkined_count).ok());
+            .map(|s| s.checkined_count);
         let rows =
-            upstream::full_ranking(api.as_ref(), checkin, expected, Priority::Interactive).await?;
+            upstream::full_ranking(api.as_ref(), checkin, checkins, Priority::Interactive).await?;
         let mut snapshot = self.snapshot(camp, rows);
         snapshot.statistics = statistics;
         snapshot.statistics_error = statistics_error;
@@ -571,16 +577,18 @@ pub fn is_finished(status: &str) -> bool {
     matches!(status, "over" | "closed")
 }
 
-/// Why a ranking does not prove itself whole: it must hold exactly the
-/// participants the camp's statistics count (`checkined_count`).
+/// Why a ranking does not prove itself whole: its days must add up to the
+/// check-ins the camp's statistics count (`checkined_count`), the sum over
+/// every participant of the accumulated ranking.
 fn reconcile(snapshot: &RankingSnapshot) -> Vec<String> {
-    let read = snapshot.rows.len() as u64;
+    let read = ranking_checkins(&snapshot.rows);
+    let people = snapshot.rows.len();
     match &snapshot.statistics {
         Some(s) if s.checkined_count == read => Vec::new(),
         Some(s) => vec![format!(
-            "排行榜读到 {read} 人，训练营统计显示 {} 人打过卡，名单可能缺人 \
-             (the ranking lists {read} participants, the camp's statistics count {} who checked in; \
-             someone may be missing)",
+            "排行榜 {people} 人的打卡天数合计 {read}，训练营统计为 {} 次打卡，名单可能缺人 \
+             (the ranking's {people} participants add up to {read} check-in days, the camp's \
+             statistics count {} check-ins; someone may be missing)",
             s.checkined_count, s.checkined_count
         )],
         None => vec![format!(
@@ -589,6 +597,11 @@ fn reconcile(snapshot: &RankingSnapshot) -> Vec<String> {
             snapshot.statistics_error.as_deref().unwrap_or("not read")
         )],
     }
+}
+
+/// Check-in days of `rows` added up.
+fn ranking_checkins(rows: &[RankingRow]) -> u64 {
+    rows.iter().map(|r| u64::from(r.checkined_days)).sum()
 }
 
 /// A number on two rows is wrong on at least one of them, and nothing says
@@ -691,6 +704,30 @@ mod tests {
             (empty.qualified_rate, empty.qualified_names.as_str()),
             (0.0, "")
         );
+    }
+
+    #[test]
+    fn a_number_on_two_rows_is_taken_from_both_and_named() {
+        let mut rows = [row("a", 7, true), row("b", 3, false), row("c", 9, true)];
+        rows[1].planet_number = MemberNumber::new(5);
+        rows[2].planet_number = MemberNumber::new(1);
+        let reasons = distrust_repeated_numbers(&mut rows);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("number 1 appears more than once"));
+        assert_eq!(rows[0].planet_number, None);
+        assert_eq!(rows[2].planet_number, None);
+        assert!(
+            rows[0]
+                .number_missing_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("number 1"))
+        );
+        assert_eq!(
+            rows[1].planet_number,
+            MemberNumber::new(5),
+            "a unique number stays"
+        );
+        assert!(distrust_repeated_numbers(&mut rows).is_empty());
     }
 
     #[test]

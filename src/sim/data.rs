@@ -183,6 +183,15 @@ pub struct SimCamp {
 }
 
 impl SimCamp {
+    /// Check-ins made, all participants together: the upstream statistics'
+    /// `checkined_count`.
+    pub fn checkins(&self) -> u64 {
+        self.participants
+            .iter()
+            .map(|(_, days)| u64::from(*days))
+            .sum()
+    }
+
     /// Who joined: the participants and those who never checked in.
     pub fn joined_count(&self) -> usize {
         self.participants.len() + self.never_checked_in

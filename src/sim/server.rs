@@ -143,16 +143,19 @@ fn strip_fields(envelope: &mut Value) {
     let Some(data) = envelope.get_mut("resp_data").and_then(Value::as_object_mut) else {
         return;
     };
+    // `user_id` is what no member record can do without (a missing
+    // `number` is valid: the group may not number its members).
     if let Some(member) = data.get_mut("member").and_then(Value::as_object_mut) {
-        member.remove("number");
+        member.remove("user_id");
     }
     if let Some(members) = data.get_mut("members").and_then(Value::as_array_mut) {
         for member in members.iter_mut().filter_map(Value::as_object_mut) {
-            member.remove("number");
+            member.remove("user_id");
         }
     }
     data.remove("checkins");
     data.remove("ranking_list");
+    data.remove("statistics");
 }
 
 /// A successful answer: `{"succeeded": true, "resp_data": ...}`.
@@ -499,7 +502,7 @@ async fn member(
 /// expired scope), number (only with scope=expired); every other
 /// combination answers an empty list, not an error. `order` desc (default)
 /// or asc; `begin_time`/`end_time` bound the sorted time, inclusive;
-/// `filter` joined, exited or both (default); `page_tag` only with
+/// `filter` joined, exited or `joined,exited` (default); `page_tag` only with
 /// sort=number. The simulated group has no expired, trial or exited members,
 /// and its owner is its only privileged one; `update_time` is taken to be
 /// the join time.
@@ -544,7 +547,12 @@ async fn member_list(
         &["join_time", "update_time", "expired_time", "number"],
     )?;
     let descending = pick("order", &["desc", "asc"])? == "desc";
-    let filter = pick("filter", &["both", "joined", "exited"])?;
+    // Documented as `joined`, `exited` or both comma-separated (the
+    // default).
+    let filter = pick(
+        "filter",
+        &["joined,exited", "joined", "exited", "exited,joined"],
+    )?;
     let begin = time_param(&query, "begin_time")?;
     let end = time_param(&query, "end_time")?;
     u64_param(&query, "page_tag")?;
@@ -727,7 +735,9 @@ async fn ranking_list(
 }
 
 /// `GET /v2/groups/{gid}/checkins/{cid}/statistics`: the camp's counts, as
-/// in the public capture (a few avatars of the top of the ranking beside).
+/// in the public capture: `checkined_count` counts check-ins (the days of
+/// every participant added up), not people; a few avatars of the top of the
+/// ranking beside.
 async fn checkin_statistics(
     State(state): State<Arc<SimState>>,
     uri: Uri,
@@ -753,7 +763,7 @@ async fn checkin_statistics(
     Ok(Success(json!({"statistics": {
         "joined_count": camp.joined_count(),
         "completed_count": camp.completed_count(),
-        "checkined_count": camp.participants.len(),
+        "checkined_count": camp.checkins(),
         "ranking_list": top,
     }})))
 }

@@ -43,8 +43,8 @@ pub enum SimFault {
     Garbage,
     /// HTTP 200 with the real JSON cut off halfway.
     Truncated,
-    /// HTTP 200, `succeeded: true`, but members lack `number` and lists
-    /// (`checkins`, `ranking_list`) are missing.
+    /// HTTP 200, `succeeded: true`, but members lack `user_id` and lists
+    /// (`checkins`, `ranking_list`) and the camp's `statistics` are missing.
     MissingFields,
     /// HTTP 500 with a plain-text body.
     #[serde(rename = "http_500")]

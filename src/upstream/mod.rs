@@ -295,18 +295,20 @@ fn zsxq_time_before(raw: &str) -> Option<String> {
 /// A camp's whole ranking. Pages continue from the last row's `rankings`
 /// and only an empty page ends it: a page shorter than the others is not the
 /// last (the ranking can leave out a participant it does not show). With
-/// `expected` = the camp's `checkined_count` (from [`Upstream::camp_statistics`],
-/// for a camp that can no longer change) the read also stops once exactly
-/// that many participants are in hand, which saves the final empty page.
+/// `checkins` = the camp's `checkined_count` (from
+/// [`Upstream::camp_statistics`], for a camp that can no longer change) the
+/// read also stops once the rows' days add up to exactly that: every further
+/// row would add at least one day, so none can follow, and the final empty
+/// page is saved.
 /// Any failing page fails the whole ranking: a refund list built from a
 /// partial ranking is wrong (docs/UPSTREAM.md).
 pub async fn full_ranking(
     api: &dyn Upstream,
     checkin: CheckinId,
-    expected: Option<usize>,
+    checkins: Option<u64>,
     priority: Priority,
 ) -> Result<Vec<RankingRow>, UpstreamError> {
-    read_ranking(api, checkin, 0, Stop::Exactly(expected), priority)
+    read_ranking(api, checkin, 0, Stop::DaysAddUpTo(checkins), priority)
         .await
         .map(|slice| slice.rows)
 }
@@ -342,8 +344,8 @@ pub async fn ranking_slice(
 enum Stop {
     /// Once at least this many rows are in hand (the ranking goes on).
     Want(usize),
-    /// Once exactly this many rows are in hand: all the camp has.
-    Exactly(Option<usize>),
+    /// Once the rows' days add up to exactly this: all the camp has.
+    DaysAddUpTo(Option<u64>),
 }
 
 async fn read_ranking(
@@ -356,12 +358,13 @@ async fn read_ranking(
     let mut rows: Vec<RankingRow> = Vec::new();
     let mut seen: HashSet<UserId> = HashSet::new();
     let mut index = after;
+    let mut days: u64 = 0;
     for _ in 0..MAX_PAGES {
         match stop {
             Stop::Want(want) if rows.len() >= want => {
                 return Ok(RankingSlice { rows, ended: false });
             }
-            Stop::Exactly(Some(all)) if rows.len() == all => {
+            Stop::DaysAddUpTo(Some(all)) if days == all => {
                 return Ok(RankingSlice { rows, ended: true });
             }
             _ => {}
@@ -377,6 +380,7 @@ async fn read_ranking(
         let before = rows.len();
         for row in page {
             if seen.insert(row.user.user_id) {
+                days += u64::from(row.checkined_days);
                 rows.push(row);
             }
         }

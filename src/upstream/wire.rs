@@ -101,14 +101,16 @@ pub struct CampStatistics {
 }
 
 /// `resp_data.statistics` of `GET /v2/groups/{gid}/checkins/{cid}/statistics`
-/// (docs/UPSTREAM.md). `checkined_count` is what a whole ranking must add up
-/// to, so both counts are required: a statistics answer without them proves
-/// nothing and is malformed.
+/// (docs/UPSTREAM.md). `checkined_count` is what a whole accumulated ranking
+/// must add up to, so both counts are required: a statistics answer without
+/// them proves nothing and is malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckinStatistics {
     /// Who joined the camp.
     pub joined_count: u64,
-    /// Who checked in at least once: the ranking's participants.
+    /// Check-ins made in the camp, all participants together: the sum of the
+    /// accumulated ranking's `checkined_days` (a public capture shows 1 054
+    /// for a camp of 163), not a count of people.
     pub checkined_count: u64,
     #[serde(default)]
     pub completed_count: u64,

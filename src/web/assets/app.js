@@ -731,7 +731,9 @@
         const info = data.cache_info || {};
         summary.textContent = `共 ${fmtInt(pg.total_count)} 人 · 最近同步 ${fmtInstant(info.last_sync_time)}`;
         tbody.replaceChildren(...(users.length ? users.map((u) => h('tr', { dataset: { userId: String(u.user_id) } },
-          h('td', { class: 'col-number' }, h('span', { class: 'member-no' }, String(u.number))),
+          h('td', { class: 'col-number' }, u.number === null || u.number === undefined
+            ? h('span', { class: 'missing', title: u.number_missing_reason || '' }, h('span', { class: 'badge' }, '无编号'))
+            : h('span', { class: 'member-no' }, String(u.number))),
           h('td', { class: 'col-name' }, h('span', { class: 'name' }, u.name || '—')),
           h('td', { class: 'col-id' }, String(u.user_id)),
           h('td', { class: 'col-time' }, fmtZsxqTime(u.join_time)),
@@ -758,7 +760,10 @@
     const dd = (label, value, key) => h('div', {}, h('dt', {}, label),
       h('dd', { dataset: { field: key } }, value === '' || value === null || value === undefined ? '—' : String(value)));
     return h('div', { class: 'member-card', id: 'member-card' },
-      h('div', { class: 'big-no', id: 'member-number' }, String(m.number)),
+      m.number === null || m.number === undefined
+        ? h('div', { class: 'big-no missing', id: 'member-number' }, h('span', { class: 'badge' }, '无编号'),
+          h('span', { class: 'reason' }, m.number_missing_reason || ''))
+        : h('div', { class: 'big-no', id: 'member-number' }, String(m.number)),
       h('h3', { id: 'member-name' }, m.name || '—'),
       h('dl', {},
         dd('用户 ID', m.user_id, 'user_id'),
