@@ -2,6 +2,7 @@
 //! variables given (in an empty working directory, so no stray `.env`),
 //! against the simulator — the lines it prints, its exit status (0 works,
 //! 1 will not work, 2 bad configuration) and how few upstream calls it makes.
+//! Also `serve` refusing a bad `ZSXQ_X_VERSION` at start.
 
 use std::path::Path;
 
@@ -267,4 +268,29 @@ async fn on_redis_the_doctor_sends_the_fleets_device_id() {
         .unwrap();
     assert!(stored.is_some(), "the device id lives in Redis");
     assert_eq!(sim.stats().throttled, 0, "one device for every run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_to_start_with_an_x_version_not_like_2_95_0() {
+    let sim = sim(SimConfig::for_tests()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"));
+    cmd.arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in with(vars(&sim, dir.path()), "ZSXQ_X_VERSION", "2.95") {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
+        .await
+        .expect("serve exits at once")
+        .expect("serve runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ZSXQ_X_VERSION") && stderr.contains("2.95.0"),
+        "{stderr}"
+    );
+    assert_eq!(sim.stats().calls, 0);
 }
