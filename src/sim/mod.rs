@@ -270,6 +270,12 @@ impl SimHandle {
         self.state.reject_next(n);
     }
 
+    /// Forgets the device the token was used from, as when a new
+    /// installation logs in: the next call's `X-Aduid` is accepted.
+    pub fn forget_device(&self) {
+        self.state.forget_device();
+    }
+
     /// Bans the token after `n` consecutive 1059 answers (0 = never).
     pub fn set_ban_after(&self, n: u32) {
         self.state.set_ban_after(n);

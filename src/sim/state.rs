@@ -318,6 +318,11 @@ impl SimState {
         device.get_or_insert_with(|| aduid.to_owned()) == aduid
     }
 
+    /// Forgets the remembered device.
+    pub fn forget_device(&self) {
+        *self.device.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Counts a call's outcome towards the ban: a 1059 extends the run,
     /// anything else ends it; a run of `ban_after` bans the token.
     pub fn note_answer(&self, refused: bool) {

@@ -1134,6 +1134,10 @@ async fn calls_without_signature_version_or_a_stable_device_are_refused() {
     let other = signed_get(&sim, &rest, Some("2.95.0"), Some("another-device")).await;
     assert_fails_with(&other, 1059);
     assert_eq!(other["info"], "设备状态异常");
+    // A new installation logging in is accepted once the old one is forgotten.
+    sim.forget_device();
+    let renewed = signed_get(&sim, &rest, Some("2.95.0"), Some("another-device")).await;
+    assert_eq!(renewed["succeeded"], true, "{renewed}");
     // Lenient headers accept the bare call.
     let lenient = start(SimConfig::for_tests()).await;
     assert_eq!(get(&lenient, &rest).await["succeeded"], true);
