@@ -67,7 +67,7 @@ use crate::store::redis_link::{Link, RedisTarget};
 
 /// Consecutive 1059 answers (retries included) that open a cool-down. The
 /// upstream rejects about a quarter of calls at random even when it is
-/// happy, so a run of eight happens by chance about once in 100 000 calls;
+/// happy, so a run of eight happens by chance about once in 80 000 calls;
 /// a storm reaches it within seconds.
 pub const REFUSAL_RUN: u32 = 8;
 
@@ -398,9 +398,8 @@ impl Refusal {
     }
 
     /// A guard whose state the whole fleet shares through the Redis at
-    /// `target`. Nothing is dialled here. Must be called inside a Tokio
-    /// runtime.
-    /// `token` is the upstream token, kept only as a fingerprint.
+    /// `target`; `token` is the upstream token, kept only as a fingerprint.
+    /// Nothing is dialled here. Must be called inside a Tokio runtime.
     pub fn shared(
         target: &RedisTarget,
         policy: RefusalPolicy,
@@ -500,6 +499,15 @@ impl Refusal {
         self.standing()
     }
 
+    /// Publishes the standing; waiters wake only when it changed.
+    fn show(&self, standing: Standing) {
+        self.view.send_if_modified(|shown| {
+            let changed = *shown != standing;
+            *shown = standing;
+            changed
+        });
+    }
+
     /// Whether the local copy has nothing to reset (no streak either).
     fn clean(&self) -> bool {
         *self.local.lock().unwrap_or_else(PoisonError::into_inner) == State::default()
@@ -524,7 +532,7 @@ impl Refusal {
         let (_, out) = step(&mut state, now_ms());
         let standing = state.standing();
         drop(state);
-        self.view.send_replace(standing);
+        self.show(standing);
         out
     }
 
@@ -575,7 +583,7 @@ impl Refusal {
         let standing = state.standing();
         state.token.clear();
         *self.local.lock().unwrap_or_else(PoisonError::into_inner) = state;
-        self.view.send_replace(standing);
+        self.show(standing);
         Ok(Some(out))
     }
 }
