@@ -75,10 +75,6 @@ impl ZsxqClient {
         &self.budget
     }
 
-    pub fn refusal(&self) -> &Arc<Refusal> {
-        &self.refusal
-    }
-
     fn group_path(&self) -> String {
         format!("{}/v2/groups/{}", self.cfg.base_url, self.cfg.group_id)
     }
