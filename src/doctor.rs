@@ -134,11 +134,15 @@ async fn client(config: &Config, report: &mut Report) -> anyhow::Result<(ZsxqCli
     let refusal = Arc::new(crate::startup::build_refusal(config)?);
     let mut client = ZsxqClient::new(upstream, budget.clone())?.with_refusal(refusal);
     match crate::startup::open_store(&config.store, Arc::new(SystemClock)).await {
-        Ok(store) => client = client.with_device(DeviceId::stored(store)),
+        Ok(store) => {
+            let installation = crate::startup::installation(config);
+            client = client.with_device(DeviceId::stored(store, &installation));
+        }
         Err(e) => {
+            client = client.with_device(DeviceId::unstored(&crate::startup::installation(config)));
             let _ = writeln!(
                 report.out,
-                "! the store could not be opened ({e:#}): the calls carry a device id of their own, not the installation's (stop `serve` when it holds the embedded store)"
+                "! the store could not be opened ({e:#}): the calls carry the installation's first device id, which may differ from the one the store keeps (stop `serve` when it holds the embedded store)"
             );
         }
     }

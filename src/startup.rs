@@ -108,6 +108,16 @@ fn build_budget(config: &Config) -> anyhow::Result<Budget> {
     Ok(budget.with_fleet(fleet))
 }
 
+/// What makes one installation towards the upstream: the group and the
+/// token (only ever hashed, for the device id's candidate).
+pub fn installation(config: &Config) -> String {
+    format!(
+        "{} {}",
+        config.upstream.group_id,
+        config.upstream.auth.secret().expose()
+    )
+}
+
 /// The refusal guard: shared by the fleet through Redis when Redis is the
 /// store, this process's own otherwise.
 pub fn build_refusal(config: &Config) -> anyhow::Result<Refusal> {
@@ -147,7 +157,7 @@ pub fn build_state_with_store(
     let upstream: Arc<dyn Upstream> = Arc::new(
         ZsxqClient::new(config.upstream.clone(), budget.clone())
             .context("building the HTTP client")?
-            .with_device(DeviceId::stored(store.clone()))
+            .with_device(DeviceId::stored(store.clone(), &installation(config)))
             .with_refusal(refusal.clone()),
     );
     let policy = CachePolicy {
