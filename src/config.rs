@@ -149,13 +149,46 @@ pub struct ReliabilityConfig {
 }
 
 /// Who may talk to the HTTP API, and how often.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeConfig {
     /// `HTTP_RATE_LIMIT`: requests per minute per client IP; `None` = off.
     pub http_rate_limit: Option<NonZeroU32>,
     /// `CORS_ORIGINS`: origins a browser may call the API from; empty means
     /// no CORS headers at all (same-origin only).
     pub cors_origins: Vec<String>,
+    /// `READ_TOKEN`: when set, every `/api/` request needs it (or the admin
+    /// token) as a bearer token; `None` = reads are open.
+    pub read_token: Option<Secret>,
+    /// `ALLOWED_HOSTS` plus the loopback names and the bound address:
+    /// the host names (lowercase, IPv6 in brackets, no port) a request's
+    /// `Host` may carry. Anything else is a DNS-rebinding page's request.
+    pub allowed_hosts: Vec<String>,
+    /// Connection limits of the HTTP server.
+    pub connections: ConnectionLimits,
+}
+
+/// How long and how many connections the HTTP server keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `HTTP_HEADER_TIMEOUT_SECS`: the longest a client may take to send a
+    /// request's headers, from its first byte (or from connecting).
+    pub header_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_SECS`: how long a keep-alive connection may wait
+    /// for its next request.
+    pub idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: connections open at once; at the cap the
+    /// longest-idle one is closed for a new one.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// How several replicas share one upstream budget (issue #7).
@@ -377,7 +410,7 @@ impl Config {
         };
 
         let reliability = Self::reliability_from(&v, cache_ttl)?;
-        let edge = Self::edge_from(&v)?;
+        let edge = Self::edge_from(&v, host)?;
         let fleet = FleetConfig {
             shared: v.bool("FLEET_BUDGET", true)?,
             size_hint: v.parse(
@@ -466,7 +499,7 @@ impl Config {
         })
     }
 
-    fn edge_from(v: &Vars<'_>) -> Result<EdgeConfig, ConfigError> {
+    fn edge_from(v: &Vars<'_>, host: IpAddr) -> Result<EdgeConfig, ConfigError> {
         let rate = v.parse(
             "HTTP_RATE_LIMIT",
             0u32,
@@ -492,6 +525,93 @@ impl Config {
         Ok(EdgeConfig {
             http_rate_limit: NonZeroU32::new(rate),
             cors_origins,
+            read_token: Self::read_token_from(v, host)?,
+            allowed_hosts: Self::allowed_hosts_from(v, host)?,
+            connections: Self::connections_from(v)?,
+        })
+    }
+
+    /// `READ_TOKEN`, and the refusal to serve open reads beyond loopback
+    /// unless `PUBLIC_READS=true` says that is meant.
+    fn read_token_from(v: &Vars<'_>, host: IpAddr) -> Result<Option<Secret>, ConfigError> {
+        let token = match v.get("READ_TOKEN") {
+            None => None,
+            Some(t) if t.chars().count() < 16 => {
+                return Err(err("READ_TOKEN", "too short: use at least 16 characters"));
+            }
+            Some(t) => Some(Secret::new(t)),
+        };
+        let public = v.bool("PUBLIC_READS", false)?;
+        if token.is_none() && !public && !host.is_loopback() {
+            return Err(err(
+                "READ_TOKEN",
+                format!(
+                    "HOST={host} is not a loopback address, so anyone who reaches it would read every member's name and number: set READ_TOKEN (at least 16 characters) to require it, or PUBLIC_READS=true if open reads are meant"
+                ),
+            ));
+        }
+        Ok(token)
+    }
+
+    /// The loopback names, the bound address (unless it is a wildcard) and
+    /// `ALLOWED_HOSTS` (comma-separated names or addresses, no port).
+    fn allowed_hosts_from(v: &Vars<'_>, host: IpAddr) -> Result<Vec<String>, ConfigError> {
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"].map(String::from).into();
+        let bound = match host {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        if !host.is_unspecified() && !hosts.contains(&bound) {
+            hosts.push(bound);
+        }
+        for raw in v.get("ALLOWED_HOSTS").unwrap_or("").split(',') {
+            let name = raw.trim().to_ascii_lowercase();
+            if name.is_empty() {
+                continue;
+            }
+            let name = match name.parse::<std::net::Ipv6Addr>() {
+                Ok(v6) => format!("[{v6}]"),
+                Err(_) => name,
+            };
+            if !is_host_name(&name) {
+                return Err(err(
+                    "ALLOWED_HOSTS",
+                    format!(
+                        "expected comma-separated host names or addresses without a port, like zsxq-cache.example.com,10.0.0.5 (any port is accepted), got {raw:?}"
+                    ),
+                ));
+            }
+            if !hosts.contains(&name) {
+                hosts.push(name);
+            }
+        }
+        Ok(hosts)
+    }
+
+    fn connections_from(v: &Vars<'_>) -> Result<ConnectionLimits, ConfigError> {
+        let d = ConnectionLimits::default();
+        let header = v.parse(
+            "HTTP_HEADER_TIMEOUT_SECS",
+            d.header_timeout.as_secs(),
+            "seconds, 1..300",
+            |s| (1..=300).contains(s),
+        )?;
+        let idle = v.parse(
+            "HTTP_IDLE_TIMEOUT_SECS",
+            d.idle_timeout.as_secs(),
+            "seconds, 1..3600",
+            |s| (1..=3_600).contains(s),
+        )?;
+        let max_connections = v.parse(
+            "HTTP_MAX_CONNECTIONS",
+            d.max_connections,
+            "connections, 8..1000000 (keep it below the open-file limit, ulimit -n)",
+            |n| (8..=1_000_000).contains(n),
+        )?;
+        Ok(ConnectionLimits {
+            header_timeout: Duration::from_secs(header),
+            idle_timeout: Duration::from_secs(idle),
+            max_connections,
         })
     }
 
@@ -585,6 +705,19 @@ fn is_origin(raw: &str) -> bool {
     host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
+/// Whether `name` is what `ALLOWED_HOSTS` takes: a DNS name or IPv4
+/// address (letters, digits, `-`, `.`), or an IPv6 address in brackets.
+fn is_host_name(name: &str) -> bool {
+    if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 /// Percent-encodes a password for a URL's userinfo part.
 fn percent_encode(raw: &str) -> String {
     raw.bytes()
@@ -674,6 +807,16 @@ mod tests {
             ("ZSXQ_X_VERSION", "2.95.0-beta"),
             ("UPSTREAM_COOL_DOWN_SECS", "0"),
             ("TOKEN_PROBE_SECS", "forever"),
+            ("READ_TOKEN", "short"),
+            ("PUBLIC_READS", "perhaps"),
+            ("ALLOWED_HOSTS", "ops.example.com:8443"),
+            ("ALLOWED_HOSTS", "https://ops.example.com"),
+            ("ALLOWED_HOSTS", "*"),
+            ("HTTP_HEADER_TIMEOUT_SECS", "0"),
+            ("HTTP_HEADER_TIMEOUT_SECS", "301"),
+            ("HTTP_IDLE_TIMEOUT_SECS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "7"),
+            ("HTTP_MAX_CONNECTIONS", "many"),
         ] {
             let e = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}");
@@ -690,6 +833,65 @@ mod tests {
         assert_eq!(c.reliability.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.edge.http_rate_limit, None, "rate limit is off by default");
         assert!(c.edge.cors_origins.is_empty(), "no CORS unless configured");
+    }
+
+    #[test]
+    fn open_reads_beyond_loopback_need_a_token_or_an_explicit_yes() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        assert!(c.edge.read_token.is_none(), "loopback: reads are open");
+        assert_eq!(c.edge.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
+        let e = Config::from_vars(&vars(&[("HOST", "0.0.0.0")])).unwrap_err();
+        assert_eq!(e.var, "READ_TOKEN");
+        assert!(e.message.contains("HOST=0.0.0.0") && e.message.contains("PUBLIC_READS"));
+        let public =
+            Config::from_vars(&vars(&[("HOST", "0.0.0.0"), ("PUBLIC_READS", "true")])).unwrap();
+        assert!(public.edge.read_token.is_none());
+        let token = Config::from_vars(&vars(&[
+            ("HOST", "10.0.0.5"),
+            ("READ_TOKEN", "read-token-0123456789"),
+            ("ALLOWED_HOSTS", " Ops.Example.com, 10.0.0.9,::1,[fe80::1] "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            token.edge.read_token.as_ref().map(Secret::expose),
+            Some("read-token-0123456789")
+        );
+        assert_eq!(
+            token.edge.allowed_hosts,
+            [
+                "localhost",
+                "127.0.0.1",
+                "[::1]",
+                "10.0.0.5",
+                "ops.example.com",
+                "10.0.0.9",
+                "[fe80::1]"
+            ]
+        );
+        assert!(!format!("{token:?}").contains("read-token-0123456789"));
+    }
+
+    #[test]
+    fn connection_limits_default_to_the_documented_values() {
+        let c = Config::from_vars(&vars(&[])).unwrap();
+        let limits = c.edge.connections;
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(75));
+        assert_eq!(limits.max_connections, 1024);
+        let c = Config::from_vars(&vars(&[
+            ("HTTP_HEADER_TIMEOUT_SECS", "3"),
+            ("HTTP_IDLE_TIMEOUT_SECS", "5"),
+            ("HTTP_MAX_CONNECTIONS", "64"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.edge.connections,
+            ConnectionLimits {
+                header_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(5),
+                max_connections: 64,
+            }
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::cache::{CachePolicy, MemberCache, NearOptions};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, ConnectionLimits, StoreConfig};
 use crate::http::edge::{ClientRateLimit, InFlight};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -47,6 +47,8 @@ pub struct Application {
     state: Arc<AppState>,
     /// `SHUTDOWN_GRACE_SECS`.
     shutdown_grace: Duration,
+    /// Header and idle timeouts, connection cap.
+    connection_limits: ConnectionLimits,
 }
 
 /// Opens the configured store behind the circuit breaker, with the default
@@ -215,6 +217,12 @@ pub fn build_state_with_store(
         default_concurrency: config.upstream.concurrency.min(10),
         rate_limit,
         cors_origins: config.edge.cors_origins.clone(),
+        gate: http::gate::Gate::new(
+            config.edge.allowed_hosts.clone(),
+            config.edge.read_token.as_ref(),
+            config.admin_token.as_ref(),
+            config.edge.cors_origins.clone(),
+        ),
         in_flight,
         invalidation,
         metrics,
@@ -229,6 +237,7 @@ impl Application {
             listener,
             state,
             shutdown_grace: config.reliability.shutdown_grace,
+            connection_limits: config.edge.connections,
         })
     }
 
@@ -244,6 +253,7 @@ impl Application {
             listener,
             state,
             shutdown_grace: config.reliability.shutdown_grace,
+            connection_limits: config.edge.connections,
         })
     }
 
@@ -271,7 +281,8 @@ impl Application {
             shutdown.await;
             let _ = signalled.send(());
         };
-        let mut workers = http::server::Workers::start(http::router(self.state))?;
+        let mut workers =
+            http::server::Workers::start(http::router(self.state), self.connection_limits)?;
         let server = workers.serve(self.listener, shutdown);
         let overdue = async {
             if on_signal.await.is_err() {

@@ -293,7 +293,11 @@ async fn send(router: &App, case: &Case) -> Result<Option<(u16, Vec<u8>)>, TestC
     } else {
         format!("{}?{}", case.path, case.query)
     };
-    let mut builder = Request::builder().method(case.method.clone()).uri(uri);
+    // Every HTTP/1.1 request names a host; this one names the service's.
+    let mut builder = Request::builder()
+        .method(case.method.clone())
+        .uri(uri)
+        .header("host", "127.0.0.1:3013");
     if let Some(v) = &case.authorization {
         builder = builder.header("authorization", v);
     }

@@ -157,56 +157,6 @@ async fn more_members_in_one_millisecond_than_a_page_holds_end_the_walk_marked_i
 }
 
 #[tokio::test]
-async fn the_simulated_list_follows_the_documented_contract() {
-    // Hand-made requests carry no signature or device: lenient headers.
-    let sim = zsxq_cache::sim::spawn(SimConfig {
-        lenient_headers: true,
-        ..SimConfig::for_tests()
-    })
-    .await
-    .unwrap();
-    let http = reqwest::Client::new();
-    let list = |query: &str| {
-        let url = format!(
-            "{}/v2/groups/{}/members?{query}",
-            sim.base_url, sim.data.group_id
-        );
-        let http = http.clone();
-        async move {
-            let body: serde_json::Value = http
-                .get(url)
-                .header("authorization", "sim-token")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body
-        }
-    };
-    // sort=number outside scope=expired: an empty list, not an error.
-    let by_number = list("count=20&sort=number").await;
-    assert_eq!(by_number["succeeded"], true);
-    assert_eq!(by_number["resp_data"]["members"], serde_json::json!([]));
-    // The default is join time, newest first; end_time is inclusive.
-    let newest = list("count=2").await;
-    let rows = newest["resp_data"]["members"].as_array().unwrap().clone();
-    let last = sim.data.members.last().unwrap();
-    assert_eq!(rows[0]["user_id"], last.user_id);
-    let bound = rows[1]["join_time"].as_str().unwrap().replace('+', "%2B");
-    let next = list(&format!("count=2&end_time={bound}")).await;
-    assert_eq!(
-        next["resp_data"]["members"][0]["user_id"], rows[1]["user_id"],
-        "the boundary row comes again"
-    );
-    let exited = list("count=20&filter=exited").await;
-    assert_eq!(exited["resp_data"]["members"], serde_json::json!([]));
-    let bad = list("count=20&end_time=yesterday").await;
-    assert_eq!(bad["code"], 1004);
-}
-
-#[tokio::test]
 async fn a_full_ranking_matches_the_camp_and_a_failing_page_fails_it_whole() {
     let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
         .await

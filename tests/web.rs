@@ -737,6 +737,84 @@ async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers
     browser.close().await;
 }
 
+/// The read token of the READ_TOKEN run.
+const READ: &str = "read-token-for-the-page-0123";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_read_token_the_page_asks_once_and_lists_and_downloads_with_it() {
+    let _one_browser = BROWSER.lock().await;
+    let mut setup = Setup::new(StoreKind::Embedded).var("READ_TOKEN", READ);
+    setup.sim.latency_ms = 15;
+    let app = setup.spawn().await;
+    let data = app.sim.data.clone();
+    let camp = data.benchmark_camp().expect("the benchmark camp");
+    let browser = Browser::launch(DESKTOP.0, DESKTOP.1).await;
+    let dialog_open = "return document.getElementById('token-dialog').open";
+
+    // The page itself is open; its data asks for the token, once.
+    browser.goto(&app.url("/")).await;
+    browser
+        .wait_js("the read-token dialog", SLOW, dialog_open)
+        .await;
+    assert_eq!(browser.text("#token-title").await, "访问令牌");
+    assert!(browser.text("#token-hint").await.contains("READ_TOKEN"));
+    browser
+        .type_into("#token-input", "not-the-read-token-000")
+        .await;
+    browser.click("#token-ok").await;
+    browser
+        .wait_js(
+            "the dialog again, saying the token was wrong",
+            SLOW,
+            "return document.getElementById('token-dialog').open && !document.getElementById('token-error').hidden",
+        )
+        .await;
+    browser.type_into("#token-input", READ).await;
+    browser.click("#token-ok").await;
+    let card = format!("a.camp-card[data-checkin-id=\"{}\"]", camp.checkin_id);
+    browser.find(&card).await;
+    assert_eq!(
+        browser
+            .js(
+                "return sessionStorage.getItem('zsxq-cache.read-token')",
+                vec![]
+            )
+            .await,
+        json!(READ)
+    );
+    assert_eq!(
+        browser.js("return localStorage.length", vec![]).await,
+        json!(0)
+    );
+
+    // The refund list and its download work with the kept token, no prompt.
+    browser.click(&card).await;
+    let total = camp.participants.len();
+    browser
+        .wait_js(
+            "the refund list behind the token",
+            SLOW,
+            &format!(
+                "return document.querySelectorAll('#refund-table tbody tr[data-user-id]').length === {total}"
+            ),
+        )
+        .await;
+    let asked_again = browser.js(dialog_open, vec![]).await;
+    assert_eq!(asked_again, json!(false), "the token is asked for once");
+    browser.click("#download-csv").await;
+    let csv_path = wait_for_download(&browser.downloads(), ".csv").await;
+    let csv = std::fs::read_to_string(&csv_path).expect("utf-8 CSV");
+    let table = parse_csv(csv.trim_start_matches('\u{feff}'));
+    assert_eq!(
+        table[0][1].trim(),
+        "星球编号",
+        "a CSV, not a refusal: {csv}"
+    );
+    let rows = table.iter().skip(1).filter(|r| r.len() > 1).count();
+    assert_eq!(rows, total, "one CSV row per participant");
+    browser.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_assets_come_from_the_service_with_strict_headers() {
     let app = spawn_demo().await;

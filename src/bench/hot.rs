@@ -447,6 +447,8 @@ http {{
             proxy_pass http://service;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # The service answers only hosts it serves (ALLOWED_HOSTS).
+            proxy_set_header Host $host;
             proxy_cache members;
             proxy_cache_valid 200 10m;
             proxy_ignore_headers Cache-Control Expires Set-Cookie;

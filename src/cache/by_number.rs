@@ -12,12 +12,15 @@
 //!   nobody; for `NEGATIVE_CACHE_TTL` after that, an uncached number is
 //!   answered "not found" without another walk.
 //! - **Never a false "not found".** It is answered only after a whole list
-//!   was read and every page of it was cached (else the cache might just
-//!   have lost what the list showed). A walk that could not see everyone
-//!   (more members in one millisecond than a page holds) or failed makes the
+//!   was read, and from the numbers that listing saw (a bit set, a few
+//!   kilobytes for a large group), not from the cache: a cache that lost a
+//!   record (expiry, a flushed Redis, `CACHE_ENABLED=false`) must not turn a
+//!   member into nobody. A number the listing saw but the cache no longer
+//!   holds is searched for again. A walk that could not see everyone (more
+//!   members in one millisecond than a page holds) or failed makes the
 //!   answer "unknown" (503), not 404. While the walk runs, a request waits
-//!   up to `NUMBER_SEARCH_WAIT_MS` and then gets a 503 saying how far it got; the
-//!   walk goes on, so a retry finds the number cached.
+//!   up to `NUMBER_SEARCH_WAIT_MS` and then gets a 503 saying how far it
+//!   got; the walk goes on, so a retry finds the number cached.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -48,8 +51,44 @@ pub(crate) struct NumberSearch {
 #[derive(Default)]
 struct SearchState {
     running: Option<Running>,
-    /// When a listing last read the whole list and cached all of it.
-    proven_at: Option<Instant>,
+    /// The numbers the last whole listing saw, and when it ended.
+    proof: Option<(Instant, Arc<NumberSet>)>,
+}
+
+/// Member numbers as a bit set: 100 000 numbers take 12.5 KB. Numbers from
+/// [`NumberSet::LIMIT`] up are not kept; the set then cannot tell about them.
+#[derive(Debug, Default)]
+pub(crate) struct NumberSet {
+    bits: Vec<u64>,
+    /// A number at or above the limit was seen.
+    beyond_limit: bool,
+}
+
+impl NumberSet {
+    const LIMIT: u64 = 1 << 24;
+
+    fn insert(&mut self, n: MemberNumber) {
+        let n = n.get();
+        if n >= Self::LIMIT {
+            self.beyond_limit = true;
+            return;
+        }
+        let (word, bit) = ((n / 64) as usize, n % 64);
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        self.bits[word] |= 1 << bit;
+    }
+
+    /// Whether `n` was seen; `None` when the set cannot tell.
+    fn contains(&self, n: MemberNumber) -> Option<bool> {
+        let n = n.get();
+        if n >= Self::LIMIT {
+            return (!self.beyond_limit).then_some(false);
+        }
+        let (word, bit) = ((n / 64) as usize, n % 64);
+        Some(self.bits.get(word).is_some_and(|w| w & (1 << bit) != 0))
+    }
 }
 
 /// A listing in progress.
@@ -63,7 +102,8 @@ struct Running {
 enum Next {
     Wait(u64),
     Restart,
-    Proven,
+    /// The listing ended whole; whether it saw the number.
+    Proven(Option<bool>),
 }
 
 /// What waiters see of a listing.
@@ -80,8 +120,8 @@ struct Progress {
 enum Outcome {
     /// Stopped because every wanted number was found.
     AllFound,
-    /// Read the whole list and cached every page: absence is proven.
-    Proven,
+    /// Read the whole list: the numbers it holds.
+    Proven(Arc<NumberSet>),
     /// Read to the end, but absence cannot be proven (why, for the client).
     Unproven(String),
     Failed(UpstreamError),
@@ -102,16 +142,18 @@ impl NumberSearch {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A whole listing proved, recently enough, who holds which number.
-    fn proven(&self) -> bool {
-        self.lock()
-            .proven_at
-            .is_some_and(|at| at.elapsed() < self.negative_ttl)
+    /// Whether the last whole listing, if recent enough, saw `n`.
+    fn seen(&self, n: MemberNumber) -> Option<bool> {
+        match &self.lock().proof {
+            Some((at, set)) if at.elapsed() < self.negative_ttl => set.contains(n),
+            _ => None,
+        }
     }
 
-    /// Forgets the proof (the cache was cleared: its records are gone).
+    /// Forgets the proof (the cache was cleared: asked again, a number is
+    /// looked for again).
     pub(crate) fn forget(&self) {
-        self.lock().proven_at = None;
+        self.lock().proof = None;
     }
 }
 
@@ -131,21 +173,16 @@ impl MemberCache {
         self: &Arc<Self>,
         number: MemberNumber,
     ) -> Result<(Arc<Record>, CacheStatus), LookupError> {
-        let mut store_answered = !self.enabled;
-        if self.enabled {
-            match self.cached_id_for(number).await {
-                Ok(Some(id)) => {
-                    let (record, status) = self.lookup(id).await?;
-                    if record.member.member.number == Some(number) {
-                        return Ok((record, status));
-                    }
-                    // Renumbered since: search like any other cold number.
-                }
-                Ok(None) => store_answered = true,
-                Err(()) => {}
+        if self.enabled
+            && let Some(id) = self.cached_id_for(number).await
+        {
+            let (record, status) = self.lookup(id).await?;
+            if record.member.member.number == Some(number) {
+                return Ok((record, status));
             }
+            // Renumbered since: search like any other cold number.
         }
-        if store_answered && self.numbers.proven() {
+        if self.numbers.seen(number) == Some(false) {
             // As for "not a member": the cache saved the upstream call.
             self.hit();
             return Err(LookupError::NumberNotFound(number));
@@ -162,16 +199,12 @@ impl MemberCache {
         self.search(number).await
     }
 
-    /// The id the caches hold for `number`; `Err` when the store could not
-    /// answer (then a missing id proves nothing).
-    async fn cached_id_for(
-        &self,
-        number: MemberNumber,
-    ) -> Result<Option<crate::domain::UserId>, ()> {
+    /// The id the caches hold for `number` (a store that fails holds none).
+    async fn cached_id_for(&self, number: MemberNumber) -> Option<crate::domain::UserId> {
         if let Some(id) = self.near.id_for_number(number) {
-            return Ok(Some(id));
+            return Some(id);
         }
-        self.store.user_id_by_number(number).await.map_err(|_| ())
+        self.store.user_id_by_number(number).await.ok().flatten()
     }
 
     /// Joins (or starts) the listing and waits for its verdict on `number`.
@@ -210,7 +243,7 @@ impl MemberCache {
                     (None, None) => Next::Wait(seen.members_read),
                     // It stopped before this number joined: search again.
                     (None, Some(Outcome::AllFound)) => Next::Restart,
-                    (None, Some(Outcome::Proven)) => Next::Proven,
+                    (None, Some(Outcome::Proven(set))) => Next::Proven(set.contains(number)),
                     (None, Some(Outcome::Unproven(why))) => {
                         return Err(LookupError::NumberUnknown(why.clone()));
                     }
@@ -220,8 +253,13 @@ impl MemberCache {
                 }
             };
             match next {
-                Next::Restart => return Box::pin(self.search(number)).await,
-                Next::Proven => return self.after_proof(number).await,
+                Next::Restart => return self.search_again(number).await,
+                // Not in the list: nobody holds it.
+                Next::Proven(Some(false)) => return Err(LookupError::NumberNotFound(number)),
+                // In the list, but gone by before this lookup joined (or
+                // beyond what the set keeps): the cache has its page, else
+                // a listing of its own finds it.
+                Next::Proven(_) => return self.after_proof(number).await,
                 Next::Wait(members_read) => {
                     match tokio::time::timeout_at(deadline, progress.changed()).await {
                         Ok(Ok(())) => {}
@@ -237,26 +275,37 @@ impl MemberCache {
         }
     }
 
-    /// The listing proved who holds which number. A page written just before
-    /// this lookup joined is in the cache, not in `found`: look there once.
+    /// The listing saw `number`, but not while this lookup was waiting
+    /// for it: the page it was on is in the cache, or, if the cache no
+    /// longer holds it, a listing of its own finds it.
     async fn after_proof(
         self: &Arc<Self>,
         number: MemberNumber,
     ) -> Result<(Arc<Record>, CacheStatus), LookupError> {
-        if let Ok(Some(id)) = self.cached_id_for(number).await {
+        if self.enabled
+            && let Some(id) = self.cached_id_for(number).await
+        {
             let (record, _) = self.lookup(id).await?;
             if record.member.member.number == Some(number) {
                 return Ok((record, CacheStatus::Miss));
             }
         }
-        Err(LookupError::NumberNotFound(number))
+        self.search_again(number).await
+    }
+
+    /// A fresh listing for `number`, joined or started by this lookup.
+    async fn search_again(
+        self: &Arc<Self>,
+        number: MemberNumber,
+    ) -> Result<(Arc<Record>, CacheStatus), LookupError> {
+        Box::pin(self.search(number)).await
     }
 
     /// Reads the member list page by page, caching each page, until every
     /// wanted number was found or the list ended.
     async fn run_listing(self: Arc<Self>, tx: watch::Sender<Progress>) {
         let mut walk = MemberWalk::new(self.upstream.as_ref(), Priority::Interactive);
-        let mut all_cached = true;
+        let mut seen = NumberSet::default();
         let outcome = loop {
             let page = match walk.next_page().await {
                 Ok(Some(page)) => page,
@@ -269,15 +318,8 @@ impl MemberCache {
                              some may not have been seen, so absence cannot be proven)",
                             walk.skipped().join(", ")
                         ))
-                    } else if !all_cached {
-                        Outcome::Unproven(
-                            "缓存存储暂不可用，无法确认该编号不存在，请稍后重试 \
-                             (the cache store could not keep the member list; absence cannot be \
-                             proven yet, retry shortly)"
-                                .into(),
-                        )
                     } else {
-                        Outcome::Proven
+                        Outcome::Proven(Arc::new(std::mem::take(&mut seen)))
                     };
                 }
                 Err(e) if e.is_listing_refused() => {
@@ -287,7 +329,10 @@ impl MemberCache {
                 Err(e) => break Outcome::Failed(e),
             };
             self.numbering.observe(&page);
-            all_cached &= self.cache_listed(&page).await;
+            page.iter()
+                .filter_map(|m| m.number)
+                .for_each(|n| seen.insert(n));
+            self.cache_listed(&page).await;
             let now = self.now_ms();
             let mut state = self.numbers.lock();
             let Some(running) = state.running.as_mut() else {
@@ -322,10 +367,44 @@ impl MemberCache {
             }
         };
         let mut state = self.numbers.lock();
-        if matches!(outcome, Outcome::Proven) {
-            state.proven_at = Some(Instant::now());
+        if let Outcome::Proven(set) = &outcome {
+            state.proof = Some((Instant::now(), Arc::clone(set)));
         }
         state.running = None;
         tx.send_modify(|p| p.outcome = Some(outcome));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(v: u64) -> MemberNumber {
+        MemberNumber::new(v).unwrap()
+    }
+
+    #[test]
+    fn the_number_set_tells_seen_from_unseen_and_admits_what_it_cannot_keep() {
+        let mut set = NumberSet::default();
+        for v in [1, 63, 64, 177, 100_000] {
+            set.insert(n(v));
+        }
+        for v in [1, 63, 64, 177, 100_000] {
+            assert_eq!(set.contains(n(v)), Some(true), "{v}");
+        }
+        for v in [2, 65, 176, 99_999, 1_000_000] {
+            assert_eq!(set.contains(n(v)), Some(false), "{v}");
+        }
+        assert_eq!(set.contains(n(NumberSet::LIMIT)), Some(false));
+        set.insert(n(NumberSet::LIMIT + 5));
+        assert_eq!(
+            set.contains(n(NumberSet::LIMIT + 9)),
+            None,
+            "beyond the limit: unknown"
+        );
+        assert!(
+            set.bits.len() * 8 < 13_000,
+            "100 000 numbers in about 12.5 KB"
+        );
     }
 }

@@ -144,8 +144,8 @@ fn list_message(list: &RefundList) -> String {
         "生成成功".to_string()
     } else {
         format!(
-            "生成完成，但名单不完整：{} 人缺少星球编号，原因见 number_missing_reason (list incomplete: {} numbers missing)",
-            list.missing_count, list.missing_count
+            "生成完成，但名单不完整，原因见 incomplete_reasons (list incomplete: {})",
+            list.incomplete_reasons.join("; ")
         )
     }
 }

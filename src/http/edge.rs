@@ -11,7 +11,9 @@
 //!   load balancer never sees a 429. The client address is the TCP peer:
 //!   behind a reverse proxy every request shares the proxy's address, so
 //!   limit at the proxy instead (no `X-Forwarded-For` is trusted, since any
-//!   client can send one).
+//!   client can send one). The map of clients is bounded (65 536 keys):
+//!   beyond it, new clients share one allowance until the janitor's next
+//!   round forgets the idle ones, so rotating addresses cannot grow memory.
 //! - **CORS** (`CORS_ORIGINS`, none by default): `tower-http`'s `cors` layer.
 //!   tower-http is already in the build through reqwest, so the feature adds
 //!   a few hundred lines, and preflight handling (`Vary`, max-age, header
@@ -33,22 +35,76 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{HashMapStateStore, ShrinkableKeyedStateStore};
+use governor::{Quota, RateLimiter};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{ApiError, envelope};
 
-/// Paths a load balancer or Prometheus polls; never rate limited.
-const HEALTH_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Paths a load balancer or Prometheus polls; never rate limited (nor
+/// held to the Host allowlist or the read token: `gate.rs`).
+pub(super) const HEALTH_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Largest non-JSON error body read to build an envelope from; axum's
 /// rejection texts are one line.
 const REJECTION_TEXT_LIMIT: usize = 4 * 1024;
 
+/// Clients the rate limit keeps state for at most (about 3 MB). Past it,
+/// new clients share one allowance until the janitor forgets idle ones.
+const MAX_TRACKED_CLIENTS: usize = 65_536;
+
+/// The key new clients share while [`MAX_TRACKED_CLIENTS`] are tracked (an
+/// address no TCP peer has).
+const OVERFLOW_KEY: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
 /// `HTTP_RATE_LIMIT` requests per minute per client.
 pub struct ClientRateLimit {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    limiter: RateLimiter<IpAddr, BoundedClients, DefaultClock>,
     per_minute: NonZeroU32,
+}
+
+/// governor's per-key state, with a bound on the number of keys: a client
+/// that rotates addresses (an IPv6 host owns many /64s) must not grow the
+/// map without end between two janitor rounds.
+struct BoundedClients {
+    inner: HashMapStateStore<IpAddr>,
+    max: usize,
+}
+
+impl StateStore for BoundedClients {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let full = {
+            let map = self.inner.lock();
+            map.len() >= self.max && !map.contains_key(key)
+        };
+        let key = if full { &OVERFLOW_KEY } else { key };
+        self.inner.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<IpAddr> for BoundedClients {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.inner.retain_recent(drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&self.inner);
+    }
+
+    fn len(&self) -> usize {
+        ShrinkableKeyedStateStore::len(&self.inner)
+    }
+
+    fn is_empty(&self) -> bool {
+        ShrinkableKeyedStateStore::is_empty(&self.inner)
+    }
 }
 
 impl std::fmt::Debug for ClientRateLimit {
@@ -64,8 +120,22 @@ impl ClientRateLimit {
     /// `per_minute` requests a minute per client, in a burst of up to as
     /// many, refilled evenly.
     pub fn new(per_minute: NonZeroU32) -> Self {
+        Self::tracking_at_most(per_minute, MAX_TRACKED_CLIENTS)
+    }
+
+    /// As [`ClientRateLimit::new`], keeping state for at most `max` clients
+    /// (plus the one key the rest share).
+    fn tracking_at_most(per_minute: NonZeroU32, max: usize) -> Self {
+        let store = BoundedClients {
+            inner: HashMapStateStore::default(),
+            max,
+        };
         Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            limiter: RateLimiter::new(
+                Quota::per_minute(per_minute),
+                store,
+                DefaultClock::default(),
+            ),
             per_minute,
         }
     }
@@ -295,6 +365,27 @@ mod tests {
         assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(30));
         assert!(limit.check(b).is_ok(), "another client is not affected");
         assert_eq!(limit.tracked_clients(), 2);
+    }
+
+    #[test]
+    fn the_client_map_is_bounded_and_the_overflow_shares_one_allowance() {
+        let limit = ClientRateLimit::tracking_at_most(NonZeroU32::new(3).unwrap(), 100);
+        for i in 1..10_000u32 {
+            let client = IpAddr::from(Ipv6Addr::from(u128::from(i) << 64));
+            let _ = limit.check(client);
+        }
+        assert_eq!(
+            limit.tracked_clients(),
+            101,
+            "100 clients and the shared key"
+        );
+        // A client known before the map filled keeps its own allowance...
+        let known = IpAddr::from(Ipv6Addr::from(5u128 << 64));
+        assert!(limit.check(known).is_ok());
+        // ...while newcomers share the overflow one, long spent by now.
+        let newcomer = IpAddr::from([192, 0, 2, 1]);
+        assert!(limit.check(newcomer).is_err());
+        assert_eq!(limit.tracked_clients(), 101);
     }
 
     #[test]

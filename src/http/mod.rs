@@ -4,12 +4,15 @@
 //! domain types and return [`error::ApiError`] — the one error type with an
 //! `IntoResponse`, so every failure has the same envelope. The steps in
 //! `edge.rs` (rate limit, CORS, envelopes for framework rejections, the
-//! in-flight count) and `observe.rs` (metrics, request ids) wrap every
+//! in-flight count), `gate.rs` (Host allowlist, read token, JSON-only
+//! unsafe requests) and `observe.rs` (metrics, request ids) wrap every
 //! request, run by `pipeline.rs` in one service around the router.
 
 pub mod camps;
+pub mod connections;
 pub mod edge;
 pub mod error;
+pub mod gate;
 pub mod observe;
 pub mod openapi;
 pub mod pipeline;
@@ -48,6 +51,9 @@ pub struct AppState {
     pub rate_limit: Option<Arc<edge::ClientRateLimit>>,
     /// `CORS_ORIGINS`; empty = no CORS headers.
     pub cors_origins: Vec<String>,
+    /// The Host allowlist, the read token and the rules for unsafe
+    /// requests, checked before routing.
+    pub gate: gate::Gate,
     /// Requests being served now; shutdown waits for them.
     pub in_flight: Arc<edge::InFlight>,
     /// The near-cache invalidation listener (Redis only).

@@ -1,7 +1,8 @@
 //! What runs around every request (issue #8, the hot path), as one tower
 //! service in front of the router: the request id and its span, the
-//! metrics timer, the in-flight count, the per-client rate limit and the
-//! error envelopes, in that order (outermost first), then the router. CORS,
+//! metrics timer, the in-flight count, the Host check, the per-client rate
+//! limit, the read token and the unsafe-request rules, and the error
+//! envelopes, in that order (outermost first), then the router. CORS,
 //! when origins are configured, wraps all of it (tower-http's layer).
 //!
 //! Decision: one hand-written service instead of a `middleware::from_fn`
@@ -12,7 +13,8 @@
 //! cost more than the lookup. Here the steps are plain calls inside one
 //! future, allocated once per request. What each step does lives with its
 //! concern: `observe.rs` (ids, route labels, the closing line) and
-//! `edge.rs` (rate limit, in-flight count, envelopes).
+//! `edge.rs` (rate limit, in-flight count, envelopes) and `gate.rs` (who
+//! may ask what).
 //!
 //! Decision: **the hot route is matched here, before the router.** `GET
 //! /api/users/{user_id}` with an id of plain ASCII digits goes straight to
@@ -159,8 +161,9 @@ impl Steps {
         response
     }
 
-    /// Counted in flight; refused when the client is over its rate; else
-    /// answered — the hot route here, the rest by the router, with a
+    /// Counted in flight; refused when it names a host not served here,
+    /// when the client is over its rate, lacks the read token or sends an
+    /// unsafe request that is not JSON (`gate.rs`); else answered — the hot route here, the rest by the router, with a
     /// framework rejection turned into the envelope. `true` with an answer
     /// of the hot route.
     async fn admitted(
@@ -170,8 +173,18 @@ impl Steps {
         peer: Option<SocketAddr>,
     ) -> (Response, bool) {
         let _in_flight = self.app.in_flight.enter();
+        let gate = &self.app.gate;
+        if let Some(refusal) = gate.refuse_host(&request) {
+            return (refusal, false);
+        }
         if let Some(limit) = &self.app.rate_limit
             && let Some(refusal) = edge::refuse_over_limit(limit, &request, peer)
+        {
+            return (refusal, false);
+        }
+        if let Some(refusal) = gate
+            .refuse_without_token(&request)
+            .or_else(|| gate.refuse_unsafe(&request))
         {
             return (refusal, false);
         }

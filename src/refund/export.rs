@@ -9,14 +9,25 @@
 //! - **CSV** starts with a UTF-8 BOM (Excel otherwise reads UTF-8 as the
 //!   local code page and garbles Chinese), ends lines with CRLF (RFC 4180)
 //!   and quotes a field that holds a quote, comma or line break. A name
-//!   starting with `=`, `+`, `-`, `@` or a tab is prefixed with `'`, so a
+//!   starting with `=`, `+`, `-`, `@`, their full-width forms (`＝＋－＠`,
+//!   which some spreadsheets fold to ASCII), whitespace (a spreadsheet may
+//!   trim it and then see the formula) or a tab is prefixed with `'`, so a
 //!   spreadsheet shows it rather than running it as a formula.
 //! - **XLSX** via `rust_xlsxwriter`: real numbers in number columns, strings
 //!   as strings (no formula interpretation, no escaping needed), the header
 //!   row frozen.
-//! - **Text and table** replace control characters in names with spaces so
-//!   a name cannot break the layout; the table pads by display width (CJK
-//!   and emoji take two columns in a terminal).
+//! - **Names are text, nothing more**: every export drops Unicode format
+//!   characters (general category Cf: bidi embeddings, overrides and
+//!   isolates, zero-width spaces and joiners, the BOM, invisible operators,
+//!   tags) from names and titles. A right-to-left override in a nickname
+//!   would otherwise visually reverse the rest of its line, making one
+//!   person's number or verdict read as another's; a zero-width character
+//!   makes two names that look the same differ, or hides a formula prefix.
+//!   The JSON API keeps names as the upstream sent them (the page renders
+//!   them as isolated text).
+//! - **Text and table** also replace control characters in names with
+//!   spaces so a name cannot break the layout; the table pads by display
+//!   width (CJK and emoji take two columns in a terminal).
 //! - **File names**: an ASCII `filename` for old clients plus RFC 5987
 //!   `filename*=UTF-8''…` carrying the camp's Chinese title.
 
@@ -35,10 +46,31 @@ pub const SHEET_NAME: &str = "退款名单";
 #[error("could not write the xlsx file: {0}")]
 pub struct ExportError(String);
 
+/// Extra columns when the group has no member numbers at all: rows are then
+/// told apart by alias and user id, and the reason is said once (in the
+/// list's notice), not on every row.
+pub const NO_NUMBERING_COLUMNS: [&str; 2] = ["星球备注", "用户ID"];
+
+/// The group numbers none of its members (the list's statistics say so).
+fn numbering_off(list: &RefundList) -> bool {
+    list.statistics.numbering_notice.is_some()
+}
+
+/// The header: the five columns, and the two identifying ones when the
+/// group has no numbers.
+fn columns(list: &RefundList) -> Vec<&'static str> {
+    let mut out = COLUMNS.to_vec();
+    if numbering_off(list) {
+        out.extend(NO_NUMBERING_COLUMNS);
+    }
+    out
+}
+
 /// The number cell's text: the number, or why there is none.
-fn number_cell(row: &RefundRow) -> String {
+fn number_cell(row: &RefundRow, off: bool) -> String {
     match (row.planet_number, &row.number_missing_reason) {
         (Some(n), _) => n.to_string(),
+        (None, _) if off => "无编号".to_string(),
         (None, Some(reason)) => format!("缺失：{reason}"),
         (None, None) => "缺失".to_string(),
     }
@@ -52,19 +84,21 @@ fn qualified_cell(row: &RefundRow) -> &'static str {
 pub fn csv(list: &RefundList) -> Vec<u8> {
     let mut out = String::with_capacity(64 + list.refund_list.len() * 48);
     out.push('\u{FEFF}');
-    push_csv_line(&mut out, COLUMNS.iter().map(|c| (*c).to_string()));
+    let off = numbering_off(list);
+    push_csv_line(&mut out, columns(list).iter().map(|c| (*c).to_string()));
     for (i, row) in list.refund_list.iter().enumerate() {
-        push_csv_line(
-            &mut out,
-            [
-                (i + 1).to_string(),
-                number_cell(row),
-                defuse_formula(&row.planet_nickname),
-                row.checkined_days.to_string(),
-                qualified_cell(row).to_string(),
-            ]
-            .into_iter(),
-        );
+        let mut fields = vec![
+            (i + 1).to_string(),
+            number_cell(row, off),
+            defuse_formula(&visible(&row.planet_nickname)),
+            row.checkined_days.to_string(),
+            qualified_cell(row).to_string(),
+        ];
+        if off {
+            fields.push(defuse_formula(&visible(&row.planet_alias)));
+            fields.push(row.planet_user_id.to_string());
+        }
+        push_csv_line(&mut out, fields.into_iter());
     }
     out.into_bytes()
 }
@@ -86,12 +120,50 @@ fn push_csv_line(out: &mut String, fields: impl Iterator<Item = String>) {
 }
 
 /// Keeps a spreadsheet from reading a name as a formula (CSV injection).
+/// Runs on the name without its format characters, so none can hide the
+/// prefix.
 fn defuse_formula(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let risky = text.starts_with(['=', '+', '-', '@', '＝', '＋', '－', '＠'])
+        || text.starts_with(char::is_whitespace);
+    if risky {
         format!("'{text}")
     } else {
         text.to_string()
     }
+}
+
+/// Whether `c` is a Unicode format character (general category Cf):
+/// invisible, and able to reorder or join the text around it.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// `text` without its format characters: what it shows, nothing more.
+fn visible(text: &str) -> String {
+    text.chars().filter(|c| !is_format_char(*c)).collect()
 }
 
 /// The list as an XLSX workbook.
@@ -102,7 +174,8 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
     let sheet = workbook.add_worksheet();
     sheet.set_name(SHEET_NAME).map_err(fail)?;
     let bold = Format::new().set_bold();
-    for (col, title) in (0u16..).zip(COLUMNS) {
+    let off = numbering_off(list);
+    for (col, title) in (0u16..).zip(columns(list)) {
         sheet
             .write_string_with_format(0, col, title, &bold)
             .map_err(fail)?;
@@ -114,11 +187,11 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         match row.planet_number {
             // Member numbers are far below 2^53, so f64 holds them exactly.
             Some(n) => sheet.write_number(row_index, 1, n.get() as f64),
-            None => sheet.write_string(row_index, 1, number_cell(row)),
+            None => sheet.write_string(row_index, 1, number_cell(row, off)),
         }
         .map_err(fail)?;
         sheet
-            .write_string(row_index, 2, row.planet_nickname.as_str())
+            .write_string(row_index, 2, visible(&row.planet_nickname))
             .map_err(fail)?;
         sheet
             .write_number(row_index, 3, f64::from(row.checkined_days))
@@ -126,25 +199,51 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         sheet
             .write_string(row_index, 4, qualified_cell(row))
             .map_err(fail)?;
+        if off {
+            sheet
+                .write_string(row_index, 5, visible(&row.planet_alias))
+                .map_err(fail)?;
+            // Ids pass 2^53: text, never a number a spreadsheet would round.
+            sheet
+                .write_string(row_index, 6, row.planet_user_id.to_string())
+                .map_err(fail)?;
+        }
     }
-    for (col, width) in [(0u16, 8.0), (1, 12.0), (2, 28.0), (3, 10.0), (4, 10.0)] {
+    for (col, width) in [
+        (0u16, 8.0),
+        (1, 12.0),
+        (2, 28.0),
+        (3, 10.0),
+        (4, 10.0),
+        (5, 16.0),
+        (6, 18.0),
+    ] {
         sheet.set_column_width(col, width).map_err(fail)?;
     }
     sheet.set_freeze_panes(1, 0).map_err(fail)?;
     workbook.save_to_buffer().map_err(fail)
 }
 
-/// A name safe to print on one line.
+/// A name safe to print on one line: no format characters, control
+/// characters as spaces.
 fn one_line(text: &str) -> String {
     text.chars()
+        .filter(|c| !is_format_char(*c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
 
-/// `#177`, or `#?` when the number is missing.
-fn number_label(row: &RefundRow) -> String {
+/// `#177`, or `#?` when the number is missing; in a group without numbers
+/// the user id and alias that tell the row apart.
+fn number_label(row: &RefundRow, off: bool) -> String {
     match row.planet_number {
         Some(n) => format!("#{n}"),
+        None if off && row.planet_alias.trim().is_empty() => format!("ID {}", row.planet_user_id),
+        None if off => format!(
+            "ID {}（备注：{}）",
+            row.planet_user_id,
+            one_line(&row.planet_alias)
+        ),
         None => "#?".to_string(),
     }
 }
@@ -166,12 +265,21 @@ pub fn text(list: &RefundList) -> String {
         "总人数：{}    合格：{}    不合格：{}    合格率：{:.2}%",
         s.total_count, s.qualified_count, s.unqualified_count, s.qualified_rate
     );
-    if list.complete {
+    let off = numbering_off(list);
+    if let Some(notice) = s.numbering_notice {
+        let _ = writeln!(out, "{notice}");
+    }
+    if !list.complete {
+        let _ = writeln!(out, "注意：名单不完整，请核对后再据此退款：");
+        for reason in &list.incomplete_reasons {
+            let _ = writeln!(out, "  - {}", one_line(reason));
+        }
+    } else if list.missing_count == 0 {
         let _ = writeln!(out, "名单完整：每位参与者都有星球编号。");
-    } else {
+    } else if !off {
         let _ = writeln!(
             out,
-            "注意：名单不完整，{} 人没有星球编号（原因见各行）。",
+            "名单完整；{} 人没有分配星球编号（见各行）。",
             list.missing_count
         );
     }
@@ -187,10 +295,10 @@ pub fn text(list: &RefundList) -> String {
             out,
             "  {}. {} {} — {} 天{}",
             i + 1,
-            number_label(row),
+            number_label(row, off),
             one_line(&row.planet_nickname),
             row.checkined_days,
-            missing_note(row)
+            missing_note(row, off)
         );
     }
     let _ = writeln!(out);
@@ -205,18 +313,20 @@ pub fn text(list: &RefundList) -> String {
             out,
             "  {}. {} {} — {} 天，还差 {} 天{}",
             i + 1,
-            number_label(row),
+            number_label(row, off),
             one_line(&row.planet_nickname),
             row.checkined_days,
             row.required_days.saturating_sub(row.checkined_days),
-            missing_note(row)
+            missing_note(row, off)
         );
     }
     out
 }
 
-fn missing_note(row: &RefundRow) -> String {
+fn missing_note(row: &RefundRow, off: bool) -> String {
     match &row.number_missing_reason {
+        // Without numbering the reason was said once, at the top.
+        Some(_) if off => String::new(),
         Some(reason) => format!("（无星球编号：{reason}）"),
         None => String::new(),
     }
@@ -257,11 +367,14 @@ fn char_width(c: char) -> usize {
 /// The list as an aligned table for a terminal, followed by the totals and,
 /// when incomplete, the reasons for every missing number.
 pub fn table(list: &RefundList) -> String {
+    let off = numbering_off(list);
     let mut cells: Vec<[String; 5]> = vec![COLUMNS.map(str::to_string)];
     for (i, row) in list.refund_list.iter().enumerate() {
-        let number = row
-            .planet_number
-            .map_or_else(|| "缺失".to_string(), |n| n.to_string());
+        let number = match row.planet_number {
+            Some(n) => n.to_string(),
+            None if off => number_label(row, off),
+            None => "缺失".to_string(),
+        };
         cells.push([
             (i + 1).to_string(),
             number,
@@ -384,7 +497,10 @@ mod tests {
             checkin_days: 7,
             required_days: 7,
             complete: missing_count == 0,
-            incomplete_reasons: Vec::new(),
+            incomplete_reasons: (missing_count > 0)
+                .then(|| format!("{missing_count} 人的编号未能取到"))
+                .into_iter()
+                .collect(),
             missing_count,
             statistics: Statistics::of(&rows),
             refund_list: rows,
@@ -431,7 +547,39 @@ mod tests {
             t.contains("1. #? 小李 — 3 天，还差 4 天（无星球编号：该用户已退出星球"),
             "{t}"
         );
-        assert!(t.contains("名单不完整，1 人"), "{t}");
+        assert!(t.contains("名单不完整"), "{t}");
+        assert!(t.contains("  - 1 人的编号未能取到"), "{t}");
+    }
+
+    #[test]
+    fn a_group_without_numbers_is_said_once_and_rows_carry_alias_and_id() {
+        let unassigned = |id: u64, name: &str, alias: &str, days: u32| RefundRow {
+            planet_alias: alias.into(),
+            number_missing_reason: Some(crate::domain::NO_NUMBER_ASSIGNED.to_string()),
+            ..row(id, None, name, days)
+        };
+        let l = list(vec![
+            unassigned(454881884228, "青弦", "组长", 7),
+            unassigned(412451285841818, "=cmd", "", 3),
+        ]);
+        assert!(l.statistics.numbering_notice.is_some());
+        let csv = String::from_utf8(csv(&l)).unwrap();
+        let lines: Vec<&str> = csv.trim_start_matches('\u{FEFF}').split("\r\n").collect();
+        assert_eq!(
+            lines[0],
+            "序号,星球编号,星球昵称,打卡天数,是否合格,星球备注,用户ID"
+        );
+        assert_eq!(lines[1], "1,无编号,青弦,7,是,组长,454881884228");
+        assert_eq!(lines[2], "2,无编号,'=cmd,3,否,,412451285841818");
+        let t = text(&l);
+        assert_eq!(t.matches("没有成员编号").count(), 1, "said once: {t}");
+        assert!(
+            t.contains("1. ID 454881884228（备注：组长） 青弦 — 7 天\n"),
+            "{t}"
+        );
+        assert!(!t.contains("no number assigned"), "not on every row: {t}");
+        let table = table(&l);
+        assert!(table.contains("ID 412451285841818"), "{table}");
     }
 
     #[test]
@@ -468,6 +616,88 @@ mod tests {
         assert!(cd.ends_with(".csv"));
         assert!(cd.contains("7%E5%A4%A9AI"), "{cd}");
         assert!(cd.is_ascii());
+    }
+
+    /// Bidi controls, zero-width characters and other format characters
+    /// (category Cf), one of each kind.
+    const FORMAT_CHARS: [char; 16] = [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}', '\u{200B}', '\u{200D}',
+        '\u{2060}', '\u{FEFF}',
+    ];
+
+    #[test]
+    fn every_export_drops_format_characters_from_names() {
+        let sneaky: String = FORMAT_CHARS.iter().fold("小".to_string(), |mut s, c| {
+            s.push(*c);
+            s
+        }) + "张\u{202E}321";
+        let l = list(vec![
+            row(1, Some(177), &sneaky, 9),
+            row(2, None, "\u{2067}李四\u{2069}", 3),
+        ]);
+        let csv = String::from_utf8(csv(&l)).unwrap();
+        let text = text(&l);
+        let table = table(&l);
+        for (kind, out) in [("csv", &csv[3..]), ("text", &text), ("table", &table)] {
+            assert!(!out.chars().any(is_format_char), "{kind}: {out:?}");
+            assert!(
+                out.contains("小张321") && out.contains("李四"),
+                "{kind}: {out}"
+            );
+        }
+        assert!(csv.starts_with('\u{FEFF}'), "the BOM itself stays");
+        let sheet = sheet_xml(&xlsx(&l).unwrap());
+        assert!(sheet.contains("小张321"), "{sheet}");
+        assert!(!sheet.chars().any(is_format_char));
+        for c in FORMAT_CHARS {
+            assert!(is_format_char(c), "{:04X}", u32::from(c));
+        }
+        for kept in ['a', '张', '🐱', '\u{FE0F}', '\u{0301}', ' '] {
+            assert!(!is_format_char(kept), "{:04X}", u32::from(kept));
+        }
+    }
+
+    /// The shared strings of an XLSX file (where its text cells live).
+    fn sheet_xml(bytes: &[u8]) -> String {
+        use std::io::Read as _;
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut xml = String::new();
+        zip.by_name("xl/sharedStrings.xml")
+            .unwrap()
+            .read_to_string(&mut xml)
+            .unwrap();
+        xml
+    }
+
+    #[test]
+    fn formulas_are_defused_behind_spaces_full_width_signs_and_invisible_characters() {
+        for name in [
+            "=1+1",
+            "+cmd",
+            "-2",
+            "@SUM(A1)",
+            " =1+1",
+            "\t=1",
+            "\r=1",
+            "＝1+1",
+            "＋1",
+            "－1",
+            "＠x",
+            "\u{200B}=HYPERLINK(\"http://x\")",
+            "\u{202E}=1",
+        ] {
+            let l = list(vec![row(1, Some(1), name, 7)]);
+            let csv = String::from_utf8(csv(&l)).unwrap();
+            let cell = csv.lines().nth(1).unwrap().split(',').nth(2).unwrap();
+            let cell = cell.trim_start_matches('"');
+            assert!(cell.starts_with('\''), "{name:?} -> {cell:?}");
+        }
+        for name in ["小张", "a=b", "1+1", "Tom"] {
+            let l = list(vec![row(1, Some(1), name, 7)]);
+            let csv = String::from_utf8(csv(&l)).unwrap();
+            assert!(csv.contains(&format!(",{name},")), "{name} is left alone");
+        }
     }
 
     #[test]

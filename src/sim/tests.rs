@@ -481,6 +481,20 @@ async fn member_list_pages_by_join_time_with_an_inclusive_end_time() {
     assert_eq!(page_sizes.len(), 3, "{page_sizes:?}");
     let newest_first: Vec<u64> = sim.data.members.iter().rev().map(|m| m.user_id).collect();
     assert_eq!(seen, newest_first);
+    // The bound is inclusive: the row at end_time comes again.
+    let two = get(&sim, "/members?count=2").await;
+    let bound = two["resp_data"]["members"][1]["join_time"]
+        .as_str()
+        .expect("a time")
+        .replace('+', "%2B");
+    let next = get(&sim, &format!("/members?count=2&end_time={bound}")).await;
+    assert_eq!(
+        next["resp_data"]["members"][0]["user_id"],
+        two["resp_data"]["members"][1]["user_id"]
+    );
+    // Nobody has left the simulated group.
+    let exited = get(&sim, "/members?count=20&filter=exited").await;
+    assert_eq!(exited["resp_data"]["members"], json!([]));
     // Ascending from begin_time works the same way.
     let first = &sim.data.members[0];
     let bound = first.join_time.replace('+', "%2B");

@@ -243,3 +243,27 @@ async fn a_summary_of_somebody_else_is_never_cached_or_shown(kind: StoreKind) {
         assert_eq!(r["planet_number"], Value::Null, "{r}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_redis_after_a_whole_listing_does_not_turn_members_into_nobody() {
+    let app = Setup::new(StoreKind::Redis)
+        .var("NEAR_CACHE_MB", "0")
+        .spawn()
+        .await;
+    let beyond = app.sim.data.members.iter().map(|m| m.number).max().unwrap() + 7;
+    app.by_number(beyond).await.assert_error(404);
+    let listing = app.sim.stats().by_kind.member_list;
+    // Redis loses everything the listing cached.
+    let mut conn = app.redis_conn().await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    // The listing saw this number: it is searched for again, not denied.
+    let known = &app.sim.data.members[77];
+    let a = app.by_number(known.number).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.data()["user_id"], known.user_id.to_string());
+    // The number nobody holds is still known to be nobody's, at no cost.
+    let before = app.sim.stats().by_kind.member_list;
+    app.by_number(beyond).await.assert_error(404);
+    assert_eq!(app.sim.stats().by_kind.member_list, before);
+    assert!(before > listing);
+}

@@ -140,6 +140,7 @@ async fn framework_rejections_are_envelopes() {
         .http
         .post(app.url("/api/users/sync"))
         .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
         .body(big)
         .send()
         .await

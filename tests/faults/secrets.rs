@@ -97,6 +97,7 @@ async fn no_token_or_password_reaches_a_log_line_or_an_answer() {
         call(
             http.post(good.url("/api/users/sync"))
                 .bearer_auth(ADMIN_TOKEN)
+                .header("content-type", "application/json")
                 .body("{not json"),
         )
         .await,

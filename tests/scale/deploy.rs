@@ -3,11 +3,13 @@
 //! security review, the alert rules pass `promtool check rules` and their
 //! unit tests, the Grafana dashboard parses and queries only series that
 //! `/metrics` really exposes (its PromQL checked by promtool too), and two
-//! replicas serve behind the shipped nginx config, fail over when one dies
-//! and pass request ids through.
+//! replicas serve behind the shipped nginx config — over TLS with a
+//! certificate made for the test (`openssl req -x509`, trusted by the test's
+//! client only), port 80 redirecting, `limit_req` refusing past its bursts —
+//! fail over when one dies and pass request ids through.
 //!
 //! The tools come from Debian packages (`systemd`, `prometheus` for
-//! promtool, `nginx`), which `.ci/run` installs. A test whose tool is
+//! promtool, `nginx`, `openssl`), which `.ci/run` installs. A test whose tool is
 //! missing says so and checks what it can without it.
 
 use std::collections::BTreeSet;
@@ -274,9 +276,35 @@ impl Drop for Nginx {
     }
 }
 
+/// The name the shipped site file serves, as production.env.example's
+/// ALLOWED_HOSTS says.
+const SITE: &str = "zsxq-cache.example.com";
+
+/// The read token the replicas of the deploy test require.
+const READ: &str = "deploy-read-token-0123456789";
+
+/// A self-signed certificate for [`SITE`] in `dir`: (certificate, key).
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (crt, key) = (dir.join("site.crt"), dir.join("site.key"));
+    let (ok, out, err) = run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={SITE}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{SITE}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt));
+    assert!(ok, "openssl req -x509: {out}{err}");
+    (crt, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_over() {
-    if !have("nginx", "-v") {
+    if !have("nginx", "-v") || !have("openssl", "version") {
         return;
     }
     let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig {
@@ -287,6 +315,11 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
     .expect("simulator");
     let redis = zsxq_cache::testkit::RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("dir");
+    let env_example = read("production.env.example");
+    assert!(
+        env_example.contains(&format!("ALLOWED_HOSTS={SITE}")),
+        "production.env.example names the site nginx serves"
+    );
     let vars = vec![
         ("ZSXQ_API_BASE", sim.base_url.clone()),
         ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
@@ -296,6 +329,8 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
         ("API_RATE_LIMIT", "6000".to_string()),
         ("API_REQUEST_DELAY", "0".to_string()),
         ("LOG_FORMAT", "json".to_string()),
+        ("ALLOWED_HOSTS", SITE.to_string()),
+        ("READ_TOKEN", READ.to_string()),
     ];
     let mut a = Service::start(dir.path(), &vars).await;
     let b = Service::start(dir.path(), &vars).await;
@@ -305,11 +340,31 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
     let nginx_dir = dir.path().join("nginx");
     std::fs::create_dir_all(&nginx_dir).expect("dir");
     let prefix = nginx_dir.display().to_string();
-    let port = free_port();
+    let (crt, key) = self_signed(&nginx_dir);
+    let (http_port, https_port) = (free_port(), free_port());
     let mut site = read("nginx.conf");
     site = rewrite(&site, "127.0.0.1:3013", &a.addr.to_string());
     site = rewrite(&site, "127.0.0.1:3014", &b.addr.to_string());
-    site = rewrite(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+    site = rewrite(
+        &site,
+        "listen 80;",
+        &format!("listen 127.0.0.1:{http_port};"),
+    );
+    site = rewrite(
+        &site,
+        "listen 443 ssl;",
+        &format!("listen 127.0.0.1:{https_port} ssl;"),
+    );
+    site = rewrite(
+        &site,
+        "/etc/nginx/tls/zsxq-cache.example.com.crt",
+        &crt.display().to_string(),
+    );
+    site = rewrite(
+        &site,
+        "/etc/nginx/tls/zsxq-cache.example.com.key",
+        &key.display().to_string(),
+    );
     site = rewrite(&site, "/var/log/nginx", &prefix);
     std::fs::write(nginx_dir.join("zsxq-cache.conf"), site).expect("write");
     let main = format!(
@@ -342,17 +397,60 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
             .spawn()
             .expect("nginx starts"),
     );
-    let front = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    // The client trusts the test's own certificate (and nothing else new),
+    // and reaches the site's name at nginx's TLS port.
+    let pem = std::fs::read(&crt).expect("certificate");
+    let tls_addr = std::net::SocketAddr::from(([127, 0, 0, 1], https_port));
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+        .resolve(SITE, tls_addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let front = format!("https://{SITE}:{https_port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while http.get(format!("{front}/readyz")).send().await.is_err() {
         assert!(Instant::now() < deadline, "nginx did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Plain HTTP only redirects to HTTPS, keeping the address.
+    let plain = http
+        .get(format!("http://127.0.0.1:{http_port}/api/users/1?x=1"))
+        .header("host", SITE)
+        .send()
+        .await
+        .expect("port 80 answers");
+    assert_eq!(plain.status(), 301);
+    assert_eq!(
+        plain.headers()["location"],
+        format!("https://{SITE}/api/users/1?x=1").as_str()
+    );
+    // A client that does not trust the certificate gets nowhere.
+    let stranger = reqwest::Client::builder()
+        .resolve(SITE, tls_addr)
+        .build()
+        .expect("client");
+    assert!(
+        stranger
+            .get(format!("{front}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    // The read token is needed through nginx too.
+    let anonymous = http
+        .get(format!("{front}/api/users"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(anonymous.status(), 401);
+
     let lookup = |i: usize, id: Option<&'static str>| {
         let m = &sim.data.members[i];
-        let mut req = http.get(format!("{front}/api/users/{}", m.user_id));
+        let mut req = http
+            .get(format!("{front}/api/users/{}", m.user_id))
+            .bearer_auth(READ);
         if let Some(id) = id {
             req = req.header("x-request-id", id);
         }
@@ -400,7 +498,7 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
 
     // Both replicas took a share.
     let served = |addr: std::net::SocketAddr| {
-        let http = http.clone();
+        let http = reqwest::Client::new();
         async move {
             let text = http
                 .get(format!("http://{addr}/metrics"))
@@ -413,6 +511,7 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
             text.lines()
                 .filter(|l| {
                     l.starts_with("zsxq_http_requests_total{route=\"/api/users/{user_id}\"")
+                        && l.contains("status=\"200\"")
                 })
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>()
@@ -431,7 +530,7 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
     let access =
         std::fs::read_to_string(nginx_dir.join("zsxq-cache.access.log")).unwrap_or_default();
     println!(
-        "[deploy] nginx: 22 lookups over 2 replicas (a {on_a}, b {on_b}); after killing a, {right}/20 answered; \
+        "[deploy] nginx over TLS: 22 lookups over 2 replicas (a {on_a}, b {on_b}); after killing a, {right}/20 answered; \
          access log lines with request_id=via-nginx-0042: {}",
         access.matches("request_id=via-nginx-0042").count()
     );
@@ -442,4 +541,51 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
             || a.logs().contains("\"request_id\":\"via-nginx-0042\""),
         "the replica's JSON log line carries the id nginx passed"
     );
+
+    // limit_req: the admin paths allow a burst of 5 (then 6 a minute), the
+    // API a burst of 50 (then 10 a second); past them nginx answers 429 in
+    // the envelope, and the replica never sees the request.
+    let mut admin = Vec::new();
+    for _ in 0..12 {
+        let r = http
+            .delete(format!("{front}/api/users/cache"))
+            .send()
+            .await
+            .expect("answers");
+        let status = r.status().as_u16();
+        let retry_after = r.headers().contains_key("retry-after");
+        let body: Value = r.json().await.expect("an envelope");
+        assert_eq!(body["code"], status, "{body}");
+        if status == 429 {
+            assert!(
+                retry_after && body["data"].is_null() && body["timestamp"].as_i64() > Some(0),
+                "{body}"
+            );
+        }
+        admin.push(status);
+    }
+    let refused = admin.iter().filter(|s| **s == 429).count();
+    assert!(
+        (6..=7).contains(&refused) && admin[..5].iter().all(|s| *s != 429),
+        "the admin burst is 5: {admin:?}"
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let req = http
+            .get(format!(
+                "{front}/api/users/{}",
+                sim.data.members[i % 40].user_id
+            ))
+            .bearer_auth(READ);
+        tasks.spawn(async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) });
+    }
+    let burst = tasks.join_all().await;
+    let api_refused = burst.iter().filter(|s| **s == 429).count();
+    let api_ok = burst.iter().filter(|s| **s == 200).count();
+    println!(
+        "[deploy] limit_req: admin {admin:?}; 150 concurrent lookups: {api_ok} answered, {api_refused} refused"
+    );
+    assert_eq!(api_ok + api_refused, 150, "{burst:?}");
+    // (The lookups above spent part of the burst already.)
+    assert!(api_refused > 0 && api_ok > 0, "{burst:?}");
 }

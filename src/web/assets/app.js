@@ -115,15 +115,42 @@
   }
 
   const TOKEN_KEY = 'zsxq-cache.admin-token';
+  // The read token (READ_TOKEN), when the service asks for one; the admin
+  // token opens reads too, so admin calls send only that.
+  const READ_KEY = 'zsxq-cache.read-token';
 
-  /** Calls the JSON API; resolves to `{status, data, message}` or throws ApiError. */
-  async function api(path, { method = 'GET', body, admin = false, signal } = {}) {
+  /** The token a call sends: the admin token for admin calls, else the read token. */
+  function bearerFor(admin) {
+    return sessionStorage.getItem(admin ? TOKEN_KEY : READ_KEY);
+  }
+
+  /**
+   * Calls the JSON API; resolves to `{status, data, message}` or throws ApiError.
+   * A read refused with 401 asks for the read token (once for all calls
+   * waiting on it) and is sent again.
+   */
+  async function api(path, options = {}) {
+    for (let attempt = 0; ; attempt++) {
+      const sent = bearerFor(options.admin);
+      try {
+        return await request(path, options);
+      } catch (e) {
+        if (options.admin || !(e instanceof ApiError) || e.status !== 401 || attempt >= 2) throw e;
+        // Another call may have stored a new token meanwhile: only a token
+        // that was refused is forgotten.
+        if (sessionStorage.getItem(READ_KEY) === sent) {
+          sessionStorage.removeItem(READ_KEY);
+          if (!(await readToken(attempt || sent ? '令牌无效，请重新输入' : ''))) throw e;
+        }
+      }
+    }
+  }
+
+  async function request(path, { method = 'GET', body, admin = false, signal } = {}) {
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    if (admin) {
-      const token = sessionStorage.getItem(TOKEN_KEY);
-      if (token) headers.Authorization = `Bearer ${token}`;
-    }
+    const token = bearerFor(admin);
+    if (token) headers.Authorization = `Bearer ${token}`;
     let res;
     try {
       res = await fetch(path, {
@@ -165,13 +192,27 @@
     });
   }
 
-  /** The admin token, asking for it once per browser session. */
-  async function adminToken(reason) {
-    const stored = sessionStorage.getItem(TOKEN_KEY);
+  /** What the token dialog says for each token. */
+  const TOKEN_PROMPTS = {
+    [TOKEN_KEY]: {
+      title: '管理员令牌',
+      hint: ['同步和清空缓存需要管理员令牌（服务的 ', h('code', {}, 'ADMIN_TOKEN'), '）。令牌只保存在本次浏览器会话中，关闭标签页即失效。'],
+    },
+    [READ_KEY]: {
+      title: '访问令牌',
+      hint: ['查看成员和退款名单需要访问令牌（服务的 ', h('code', {}, 'READ_TOKEN'), '，管理员令牌也可以）。令牌只保存在本次浏览器会话中，关闭标签页即失效。'],
+    },
+  };
+
+  /** The token kept under `key`, asking for it once per browser session. */
+  async function askToken(key, reason) {
+    const stored = sessionStorage.getItem(key);
     if (stored) return stored;
     const dialog = document.getElementById('token-dialog');
     const input = document.getElementById('token-input');
     const error = document.getElementById('token-error');
+    document.getElementById('token-title').textContent = TOKEN_PROMPTS[key].title;
+    document.getElementById('token-hint').replaceChildren(...TOKEN_PROMPTS[key].hint.map((n) => (n instanceof Node ? n.cloneNode(true) : n)));
     input.value = '';
     error.textContent = reason || '';
     error.hidden = !reason;
@@ -179,8 +220,47 @@
     const token = input.value.trim();
     input.value = '';
     if (answer !== 'ok' || !token) return null;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    sessionStorage.setItem(key, token);
     return token;
+  }
+
+  /** The admin token, asking for it once per browser session. */
+  const adminToken = (reason) => askToken(TOKEN_KEY, reason);
+
+  // Reads refused at once share one dialog.
+  let readPrompt = null;
+
+  /** The read token, asking for it once for every read waiting on it. */
+  function readToken(reason) {
+    if (!readPrompt) readPrompt = askToken(READ_KEY, reason).finally(() => { readPrompt = null; });
+    return readPrompt;
+  }
+
+  /**
+   * A download link that works behind the read token too: with a token
+   * kept, the file is fetched with it and saved from memory, since a plain
+   * link cannot send an Authorization header.
+   */
+  function downloadLink(props, label) {
+    const link = h('a', props, label);
+    link.addEventListener('click', async (ev) => {
+      const token = bearerFor(false);
+      if (!token) return;
+      ev.preventDefault();
+      try {
+        const res = await fetch(props.href, { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+        if (!res.ok) throw new ApiError(res.status, `下载失败（HTTP ${res.status}）`);
+        const url = URL.createObjectURL(await res.blob());
+        const save = h('a', { href: url, download: props.download, hidden: true });
+        document.body.append(save);
+        save.click();
+        save.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60000);
+      } catch (e) {
+        toast(e.message || '下载失败');
+      }
+    });
+    return link;
   }
 
   /** Runs an admin call; a 401 forgets the token and asks again (once). */
@@ -521,9 +601,9 @@
       const base = refundBase(campId);
       const stem = `退款名单-${campId}-${days}天`;
       const downloads = h('div', { class: 'downloads' },
-        h('a', { class: 'btn btn-sm', id: 'download-xlsx', href: `${base}.xlsx?${q}`, download: `${stem}.xlsx` }, '下载 Excel'),
-        h('a', { class: 'btn btn-sm', id: 'download-csv', href: `${base}.csv?${q}`, download: `${stem}.csv` }, '下载 CSV'),
-        h('a', { class: 'btn btn-sm', id: 'download-text', href: `${base}/text?${q}`, download: `${stem}.txt` }, '下载文本'));
+        downloadLink({ class: 'btn btn-sm', id: 'download-xlsx', href: `${base}.xlsx?${q}`, download: `${stem}.xlsx` }, '下载 Excel'),
+        downloadLink({ class: 'btn btn-sm', id: 'download-csv', href: `${base}.csv?${q}`, download: `${stem}.csv` }, '下载 CSV'),
+        downloadLink({ class: 'btn btn-sm', id: 'download-text', href: `${base}/text?${q}`, download: `${stem}.txt` }, '下载文本'));
 
       const qualifiedCount = list.filter((r) => r.is_qualified).length;
       let filter = 'all';
@@ -568,7 +648,9 @@
             h('th', {}, '是否合格'))),
           tbody));
 
-      const names = String(stats.qualified_names || '');
+      // Plain text to paste elsewhere: without format characters (bidi
+      // overrides, zero-width), one name could reverse the ones after it.
+      const names = String(stats.qualified_names || '').replace(/\p{Cf}/gu, '');
       const namesBox = h('textarea', { id: 'qualified-names', readonly: true, rows: 4, 'aria-label': '合格名单' });
       namesBox.value = names;
       const copy = h('button', { class: 'btn btn-sm btn-primary', type: 'button', id: 'copy-names' }, '复制名单');
