@@ -791,6 +791,48 @@ mod tests {
         assert_eq!(Answer::of(&Ok(Value::Null)), Answer::Accepted);
     }
 
+    #[test]
+    fn every_answer_while_held_back_says_why_in_both_languages_with_when_it_retries() {
+        let refusing = UpstreamError::Refusing {
+            since_ms: 1_764_625_200_000,
+            retry_after: Duration::from_secs(42),
+        };
+        let dead = UpstreamError::TokenRejected {
+            code: 401,
+            since_ms: 1_764_625_200_000,
+            retry_after: Duration::from_secs(60),
+        };
+        let api = crate::http::error::ApiError::from(refusing.clone());
+        assert_eq!(api.status.as_u16(), 503);
+        assert_eq!(api.retry_after, Some(Duration::from_secs(42)));
+        assert!(
+            api.message
+                .contains("upstream refusing (1059) since 2025-12-01T21:40:00Z")
+                && api.message.contains("暂停"),
+            "{}",
+            api.message
+        );
+        let api = crate::http::error::ApiError::from(dead.clone());
+        assert_eq!(api.status.as_u16(), 503);
+        assert!(
+            api.message
+                .contains("token rejected since 2025-12-01T21:40:00Z")
+                && api.message.contains("令牌")
+                && api.message.contains("ZSXQ_ACCESS_TOKEN"),
+            "{}",
+            api.message
+        );
+        // A refund row whose number could not be had says the same.
+        let row = crate::cache::batch::missing_reason(&refusing);
+        assert!(row.contains("1059") && row.contains("暂停"), "{row}");
+        let row = crate::cache::batch::missing_reason(&dead);
+        assert!(
+            row.contains("令牌") && row.contains("ZSXQ_AUTHORIZATION"),
+            "{row}"
+        );
+        assert!(!refusing.is_retryable() && !dead.is_retryable());
+    }
+
     #[tokio::test]
     async fn the_local_guard_refuses_callers_and_wakes_those_waiting_for_a_slot() {
         let guard = Arc::new(Refusal::local(POLICY));
