@@ -1,4 +1,5 @@
-//! The command line: `serve`, `sim`, `demo`, `refund-list`, `bench-refund`.
+//! The command line: `serve`, `sim`, `demo`, `sync`, `refund-list`,
+//! `doctor`, `bench`.
 //!
 //! `refund-list` builds the service's parts in-process from the same
 //! configuration as `serve` (environment and `.env`), so it shares the
@@ -44,6 +45,10 @@ pub enum Command {
     Sync(SyncArgs),
     /// Build a camp's refund list and print it (configuration as for serve).
     RefundList(RefundListArgs),
+    /// Check the configuration against the upstream in a handful of calls:
+    /// exit 0 when the product will work, 1 when it will not, 2 when the
+    /// configuration is unusable.
+    Doctor,
     /// Benchmarks against the simulator; they print figures.
     Bench {
         #[command(subcommand)]
@@ -155,15 +160,28 @@ async fn refund_list(args: RefundListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// Runs a command; the exit status is success unless the command says
+/// otherwise (`doctor`) or fails.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let done = match cli.command {
         Command::Serve => serve().await,
         Command::Sim(cfg) => sim(cfg).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Sync(args) => sync(args).await,
         Command::RefundList(args) => refund_list(args).await,
+        Command::Doctor => return Ok(doctor().await),
         Command::Bench { command } => crate::bench::run(command).await,
-    }
+    };
+    done.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+async fn doctor() -> std::process::ExitCode {
+    crate::config::load_dotenv();
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let (report, status) = crate::doctor::run(&vars).await;
+    print!("{report}");
+    let _ = std::io::stdout().flush();
+    std::process::ExitCode::from(status)
 }
 
 async fn serve() -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::domain::GroupId;
 use crate::store::redis_link::RedisTarget;
+use crate::upstream::refusal::RefusalPolicy;
 
 /// A string that must never be printed: the upstream token and the admin
 /// token. `Debug` and `Display` show a placeholder.
@@ -108,6 +109,24 @@ pub struct UpstreamConfig {
     pub max_retries: usize,
     /// First backoff after a throttle; doubled each retry, with jitter.
     pub retry_base: Duration,
+    /// `ZSXQ_X_VERSION`: the web client version presented as `X-Version`
+    /// (`d.d.d`); the upstream refuses very old ones.
+    pub x_version: String,
+    /// `UPSTREAM_COOL_DOWN_SECS` and `TOKEN_PROBE_SECS`: how long calls
+    /// pause after a run of 1059s, and how often a rejected token is tried.
+    pub refusal: RefusalPolicy,
+}
+
+/// `ZSXQ_X_VERSION`'s default: what the web client sent in 2025.
+pub const DEFAULT_X_VERSION: &str = "2.95.0";
+
+/// Whether `raw` looks like `2.95.0`: three dot-separated runs of digits.
+fn is_version(raw: &str) -> bool {
+    let parts: Vec<&str> = raw.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| (1..=4).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// How the service behaves when its dependencies misbehave (issue #6).
@@ -360,6 +379,19 @@ impl Config {
             |r| (1..=60_000).contains(r),
         )?;
 
+        let x_version = v.get("ZSXQ_X_VERSION").unwrap_or(DEFAULT_X_VERSION);
+        if !is_version(x_version) {
+            return Err(err(
+                "ZSXQ_X_VERSION",
+                format!("expected a version like {DEFAULT_X_VERSION}, got {x_version:?}"),
+            ));
+        }
+        let cool_down = v.parse("UPSTREAM_COOL_DOWN_SECS", 60u64, "seconds, 1..3600", |s| {
+            (1..=3_600).contains(s)
+        })?;
+        let probe_every = v.parse("TOKEN_PROBE_SECS", 60u64, "seconds, 1..3600", |s| {
+            (1..=3_600).contains(s)
+        })?;
         let base_url = v.get("ZSXQ_API_BASE").unwrap_or("https://api.zsxq.com");
         let base_url = base_url.trim_end_matches('/').to_string();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
@@ -431,6 +463,11 @@ impl Config {
                 timeout: Duration::from_millis(timeout_ms),
                 max_retries,
                 retry_base: Duration::from_millis(retry_base_ms),
+                x_version: x_version.to_string(),
+                refusal: RefusalPolicy {
+                    cool_down: Duration::from_secs(cool_down),
+                    probe_every: Duration::from_secs(probe_every),
+                },
             },
             admin_token,
             reliability,
@@ -778,6 +815,10 @@ mod tests {
         assert_eq!(c.upstream.concurrency, 5);
         assert_eq!(c.upstream.request_delay, Duration::from_millis(200));
         assert_eq!(c.upstream.base_url, "https://api.zsxq.com");
+        assert_eq!(c.upstream.x_version, "2.95.0");
+        assert_eq!(c.upstream.refusal, RefusalPolicy::default());
+        let c = Config::from_vars(&vars(&[("ZSXQ_X_VERSION", "2.83.0")])).unwrap();
+        assert_eq!(c.upstream.x_version, "2.83.0");
         assert!(matches!(c.store, StoreConfig::Embedded { .. }));
         assert!(c.admin_token.is_none());
         assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
@@ -818,6 +859,11 @@ mod tests {
             ("FLEET_BUDGET", "sometimes"),
             ("FLEET_SIZE_HINT", "0"),
             ("FLEET_SIZE_HINT", "101"),
+            ("ZSXQ_X_VERSION", "2.95"),
+            ("ZSXQ_X_VERSION", "v2.95.0"),
+            ("ZSXQ_X_VERSION", "2.95.0-beta"),
+            ("UPSTREAM_COOL_DOWN_SECS", "0"),
+            ("TOKEN_PROBE_SECS", "forever"),
             ("READ_TOKEN", "short"),
             ("PUBLIC_READS", "perhaps"),
             ("ALLOWED_HOSTS", "ops.example.com:8443"),

@@ -11,7 +11,8 @@
 //! - `refund/` — refund lists of check-in camps and their exports.
 //! - `http/` — the REST API; `web/` — the operator's page, embedded and
 //!   served by the same router; `startup.rs` wires it all; `config.rs` reads
-//!   the environment; `cli.rs`, `demo.rs`, `bench/` — the command line.
+//!   the environment; `cli.rs`, `demo.rs`, `doctor.rs` (checks a
+//!   configuration against the upstream), `bench/` — the command line.
 //! - `metrics.rs` — the Prometheus registry behind `GET /metrics`;
 //!   `telemetry.rs` — logs.
 //! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod domain;
 pub mod http;
 pub mod metrics;

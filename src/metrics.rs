@@ -378,6 +378,7 @@ impl Metrics {
         store: &StoreMetrics,
         in_flight: Arc<InFlight>,
         rate_per_min: u32,
+        refusal: Arc<crate::upstream::refusal::Refusal>,
     ) -> Self {
         let mut registry = Registry::default();
         let http = HttpMetrics::default();
@@ -458,6 +459,9 @@ impl Metrics {
             "1 while the store's circuit breaker is open, else 0",
             store.breaker_open.clone(),
         );
+        registry.register_collector(Box::new(crate::upstream::refusal::RefusalCollector(
+            refusal,
+        )));
         registry.register_collector(Box::new(StateCollector {
             cache,
             in_flight,

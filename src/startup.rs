@@ -28,7 +28,9 @@ use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::guard::GuardedStore;
 use crate::store::redis::RedisStore;
+use crate::upstream::device::DeviceId;
 use crate::upstream::fleet::FleetBudget;
+use crate::upstream::refusal::Refusal;
 use crate::upstream::{Budget, Upstream, ZsxqClient};
 
 /// How long a single store read may take before the breaker opens, when not
@@ -112,6 +114,30 @@ fn build_budget(config: &Config) -> anyhow::Result<Budget> {
     Ok(budget.with_fleet(fleet))
 }
 
+/// What makes one installation towards the upstream: the group and the
+/// token (only ever hashed, for the device id's candidate).
+pub fn installation(config: &Config) -> String {
+    format!(
+        "{} {}",
+        config.upstream.group_id,
+        config.upstream.auth.secret().expose()
+    )
+}
+
+/// The refusal guard: shared by the fleet through Redis when Redis is the
+/// store, this process's own otherwise.
+pub fn build_refusal(config: &Config) -> anyhow::Result<Refusal> {
+    match config.store.redis_target() {
+        Some(target) => Refusal::shared(
+            &target,
+            config.upstream.refusal,
+            config.upstream.auth.secret().expose(),
+        )
+        .context("configuring the refusal state in Redis (check REDIS_URL / REDIS_HOST)"),
+        None => Ok(Refusal::local(config.upstream.refusal)),
+    }
+}
+
 /// Builds the service's parts from a configuration: store, budget,
 /// upstream client, cache. Shared by `serve`, `demo` and the in-process CLI
 /// commands, so they all run the very same wiring.
@@ -133,10 +159,13 @@ pub fn build_state_with_store(
     let store_metrics = guarded.metrics().clone();
     let store: Arc<dyn Store> = Arc::new(guarded);
     let budget = Arc::new(build_budget(config)?);
+    let refusal = Arc::new(build_refusal(config)?);
     let upstream: Arc<dyn Upstream> = Arc::new(
         ZsxqClient::new(config.upstream.clone(), budget.clone())
             .context("building the HTTP client")?
-            .with_body_limit(config.limits.upstream_body_max),
+            .with_body_limit(config.limits.upstream_body_max)
+            .with_device(DeviceId::stored(store.clone(), &installation(config)))
+            .with_refusal(refusal.clone()),
     );
     let policy = CachePolicy {
         ttl: config.cache_ttl,
@@ -188,6 +217,7 @@ pub fn build_state_with_store(
         &store_metrics,
         in_flight.clone(),
         config.upstream.rate_per_min,
+        refusal.clone(),
     ));
     Ok(Arc::new(AppState {
         cache,
@@ -206,6 +236,7 @@ pub fn build_state_with_store(
         invalidation,
         metrics,
         limits: config.limits,
+        refusal,
     }))
 }
 

@@ -408,6 +408,9 @@ fn known_key(key: &str) -> bool {
         || key.strip_prefix(keys::LEASE_USER_PREFIX).is_some_and(digits)
         || keys::FIXED.contains(&key)
         || key == keys::FLEET_BUDGET
+        // The installation's device id and the refusal state: fixed names.
+        || key == keys::DEVICE_ID
+        || key == keys::REFUSAL
 }
 
 #[test]

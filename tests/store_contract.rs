@@ -671,6 +671,38 @@ async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h: &H
     }
 }
 
+async fn the_device_id_is_created_once_agreed_on_by_concurrent_callers_and_survives_clear(
+    h: &Harness,
+) {
+    let candidates: Vec<String> = (0..8).map(|i| format!("device-candidate-{i}")).collect();
+    let answers =
+        futures_util::future::join_all(candidates.iter().map(|c| h.store.device_id(c))).await;
+    let answers: Vec<String> = answers.into_iter().map(Result::unwrap).collect();
+    let first = answers[0].clone();
+    assert!(candidates.contains(&first), "{first}");
+    assert!(
+        answers.iter().all(|a| *a == first),
+        "concurrent callers agree on one id: {answers:?}"
+    );
+    assert_eq!(h.store.device_id("a-later-candidate").await.unwrap(), first);
+    h.store.clear().await.unwrap();
+    h.let_time_pass(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.store.device_id("after-clear").await.unwrap(),
+        first,
+        "neither a clear nor time changes the device"
+    );
+    assert_eq!(h.store.count().await.unwrap(), 0, "the id is not a member");
+    if let Some(mut conn) = h.raw_redis().await {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("zsxq:device:aduid")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1, "the device id never expires");
+    }
+}
+
 macro_rules! contract {
     ($($scenario:ident),* $(,)?) => {
         mod redis_store {
@@ -720,6 +752,7 @@ contract!(
     oldest_lists_the_members_closest_to_expiry_first,
     a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it,
     the_data_identity_counts_the_id_set_and_names_a_run_id_on_one_server_only,
+    the_device_id_is_created_once_agreed_on_by_concurrent_callers_and_survives_clear,
 );
 
 async fn the_data_identity_counts_the_id_set_and_names_a_run_id_on_one_server_only(h: &Harness) {

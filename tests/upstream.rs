@@ -24,6 +24,8 @@ fn client(sim: &SimHandle, auth: UpstreamAuth, max_retries: usize) -> ZsxqClient
         timeout: Duration::from_secs(3),
         max_retries,
         retry_base: Duration::from_millis(5),
+        x_version: zsxq_cache::config::DEFAULT_X_VERSION.to_string(),
+        refusal: Default::default(),
     };
     let budget = Arc::new(Budget::new(
         cfg.rate_per_min,

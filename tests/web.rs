@@ -888,3 +888,35 @@ async fn the_page_and_its_assets_come_from_the_service_with_strict_headers() {
     // The API keeps its JSON 404 for unknown paths.
     app.get("/api/nope").await.assert_error(404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_puts_a_banner_on_the_page_that_says_what_to_renew() {
+    let _one_browser = BROWSER.lock().await;
+    let app = Setup::new(StoreKind::Embedded)
+        .var("ZSXQ_ACCESS_TOKEN", "an-expired-token-value")
+        .spawn()
+        .await;
+    let browser = Browser::launch(DESKTOP.0, DESKTOP.1).await;
+    // The camps page asks the upstream, which rejects the token.
+    browser.goto(&app.url("/#/camps")).await;
+    browser
+        .wait_js(
+            "the token notice",
+            SLOW,
+            "const n = document.querySelector('#service-notices [data-notice=\"token_rejected\"]');
+             return n && !n.closest('[hidden]') && n.textContent.includes('token rejected since')",
+        )
+        .await;
+    let text = browser
+        .text("#service-notices [data-notice=\"token_rejected\"]")
+        .await;
+    assert!(
+        text.contains("令牌") && text.contains("ZSXQ_ACCESS_TOKEN"),
+        "{text}"
+    );
+    assert!(!text.contains("an-expired-token-value"));
+    browser
+        .screenshot(&artifact("web-token-rejected.png"))
+        .await;
+    browser.close().await;
+}

@@ -176,6 +176,8 @@ async fn phases(
     drop(services);
 
     sim.set_reject_ratio(args.reject_ratio);
+    // A fresh store is a new installation with a device id of its own.
+    sim.forget_device();
     let second = Config::from_vars(&vars(args, sim, sim_cfg, dir.join("rejecting.redb")))?;
     let services = build_state(&second).await?;
     sim.reset_stats();

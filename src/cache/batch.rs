@@ -126,6 +126,12 @@ pub fn missing_reason(e: &UpstreamError) -> String {
         UpstreamError::Throttled { .. } => {
             "知识星球接口限流，重试后仍未取到编号，请稍后重新生成 (the Zsxq API kept throttling; generate the list again later)".to_string()
         }
+        UpstreamError::Refusing { .. } => {
+            "知识星球持续以 1059 拒绝请求，为保护令牌已暂停调用，请稍后重新生成 (upstream refusing (1059): calls are paused to protect the token; generate the list again later)".to_string()
+        }
+        UpstreamError::TokenRejected { .. } | UpstreamError::Unauthorized { .. } => {
+            "知识星球拒绝了服务的令牌，请更新 ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION 后重新生成 (token rejected: renew ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION, then generate the list again)".to_string()
+        }
         other => format!(
             "未能从知识星球取到编号，请稍后重新生成 (could not fetch the number: {}; generate the list again later)",
             other.kind()

@@ -15,8 +15,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cache::LookupError;
+use crate::config::DEFAULT_X_VERSION;
 use crate::refund::RefundError;
 use crate::upstream::UpstreamError;
+use crate::upstream::refusal::utc_time;
 
 /// A successful answer in the envelope.
 pub fn ok<T: Serialize>(message: &str, data: T) -> Response {
@@ -93,9 +95,29 @@ impl From<UpstreamError> for ApiError {
                 "知识星球接口限流，请稍后重试 (the Zsxq API is throttling us; retry in a minute)".to_string(),
             ),
             U::Timeout => (StatusCode::GATEWAY_TIMEOUT, "知识星球接口超时 (the Zsxq API did not answer in time)".to_string()),
-            U::Unauthorized { .. } => (
+            U::Unauthorized { .. } | U::Forbidden { code: 403, .. } => (
                 StatusCode::BAD_GATEWAY,
-                "知识星球拒绝了服务的令牌 (Zsxq rejected the service's token; the operator must renew it)".to_string(),
+                "知识星球拒绝了服务的令牌，请更新 ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION (Zsxq rejected the service's token; the operator must renew ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION)".to_string(),
+            ),
+            U::Refusing { since_ms, retry_after } => {
+                let since = utc_time(*since_ms);
+                let secs = retry_after.as_secs().max(1);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("知识星球自 {since} 起持续以 1059 拒绝请求，为保护令牌已暂停调用，约 {secs} 秒后重试 (upstream refusing (1059) since {since}: calls are paused to protect the token; retrying in {secs} s)"),
+                )
+            }
+            U::TokenRejected { code, since_ms, retry_after } => {
+                let since = utc_time(*since_ms);
+                let secs = retry_after.as_secs().max(1);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("知识星球自 {since} 起拒绝服务的令牌（代码 {code}），已停止调用：请更新 ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION (token rejected since {since} (code {code}): calls stopped; renew ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION; next check in {secs} s)"),
+                )
+            }
+            U::VersionTooOld { .. } => (
+                StatusCode::BAD_GATEWAY,
+                format!("知识星球认为客户端版本过旧：请把 ZSXQ_X_VERSION 设为网页版当前的版本号，如 {DEFAULT_X_VERSION} (Zsxq says the client version is too old: set ZSXQ_X_VERSION to the web client's current version, e.g. {DEFAULT_X_VERSION})"),
             ),
             U::Forbidden { .. } => (
                 StatusCode::BAD_GATEWAY,
@@ -167,6 +189,9 @@ impl From<UpstreamError> for ApiError {
                 Some(retry_after.unwrap_or(Duration::from_secs(30)))
             }
             U::QueueFull { retry_after, .. } => Some(*retry_after),
+            U::Refusing { retry_after, .. } | U::TokenRejected { retry_after, .. } => {
+                Some(*retry_after)
+            }
             U::Timeout | U::Transport(_) | U::Http(_) | U::Abandoned => {
                 Some(Duration::from_secs(5))
             }

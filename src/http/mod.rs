@@ -63,6 +63,9 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Request deadlines (`deadline.rs`).
     pub limits: crate::config::LimitsConfig,
+    /// Whether the upstream is being called (1059 cool-down, rejected
+    /// token), for `/readyz`.
+    pub refusal: Arc<crate::upstream::refusal::Refusal>,
 }
 
 impl AppState {
@@ -193,6 +196,7 @@ async fn healthz() -> Response {
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let store_ok = app.cache.store().ping().await.is_ok();
     let (near, queue) = (app.cache.near(), app.cache.write_back_queue());
+    let access = app.refusal.refresh().await.to_json();
     let data = serde_json::json!({
         "store": app.cache.store().kind(),
         "store_reachable": store_ok,
@@ -216,7 +220,8 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         },
         "upstream": app.cache.budget().snapshot(),
         "member_numbers": app.cache.numbering(),
-        "notices": notices(&app),
+        "notices": notices(&app, &access),
+        "upstream_access": access,
         "interactive_queue": {
             "waiting": app.cache.budget().queue().waiting(),
             "clients": app.cache.budget().queue().clients(),
@@ -231,8 +236,13 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 
 /// What the operator must be told on every view of the page, plainly and
 /// once: `{kind, level, message}`, `level` "info" or "error".
-fn notices(app: &AppState) -> Vec<serde_json::Value> {
+fn notices(app: &AppState, access: &serde_json::Value) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
+    // Calls held back (1059 cool-down, rejected token): the upstream access
+    // says why, since when, in both languages.
+    if let (Some(kind), Some(message)) = (access["state"].as_str(), access["message"].as_str()) {
+        out.push(serde_json::json!({"kind": kind, "level": "error", "message": message}));
+    }
     if let Some(message) = app.cache.numbering().notice() {
         out.push(serde_json::json!({"kind": "numbering_off", "level": "info", "message": message}));
     }

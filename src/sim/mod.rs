@@ -6,7 +6,10 @@
 //! limit and random rejections answered with 1059, the 11507 refusal of the
 //! member list, and broken answers: garbage, truncated or incomplete JSON,
 //! HTTP 500, slowness) can be turned on and off while it runs, from a test through
-//! [`SimHandle`] or from outside through `POST /__sim/config`.
+//! [`SimHandle`] or from outside through `POST /__sim/config`. It checks the
+//! headers the web client sends (signature, a stable `X-Aduid`, an
+//! `X-Version` that is not too old) and can ban a token that keeps calling
+//! through a run of 1059s (`--ban-after`).
 //!
 //! Layout: `data` generates the group, `state` holds the knobs, counters and
 //! throttle, `server` is the HTTP behaviour. This file wires them together.
@@ -73,6 +76,15 @@ pub struct SimConfig {
     /// Extra delay of `--fault slow`, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub slow_ms: u64,
+    /// Accept calls without `X-Signature`, `X-Aduid` or `X-Version` (for
+    /// hand-written `curl` checks); the real upstream refuses them with 1059.
+    #[arg(long)]
+    pub lenient_headers: bool,
+    /// Ban the token after this many consecutive 1059 answers: 401 for the
+    /// rest of the run, as upstream does to a client that keeps calling
+    /// through a storm (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub ban_after: u32,
     /// Share of members the upstream shows without a number (0.0..=1.0;
     /// 1.0 is a group with member numbering off).
     #[arg(long, default_value_t = 0.0, value_parser = parse_ratio)]
@@ -107,6 +119,8 @@ impl Default for SimConfig {
             group_id: 51122858222824,
             fault: SimFault::None,
             slow_ms: 5_000,
+            lenient_headers: false,
+            ban_after: 0,
             unnumbered_ratio: 0.0,
             tied_joins: 0,
         }
@@ -140,6 +154,8 @@ impl fmt::Debug for SimConfig {
             .field("group_id", &self.group_id)
             .field("fault", &self.fault)
             .field("slow_ms", &self.slow_ms)
+            .field("lenient_headers", &self.lenient_headers)
+            .field("ban_after", &self.ban_after)
             .field("unnumbered_ratio", &self.unnumbered_ratio)
             .field("tied_joins", &self.tied_joins)
             .finish()
@@ -247,6 +263,22 @@ impl SimHandle {
     /// Spoils every `/v2` answer with `fault` ([`SimFault::None`] = healthy).
     pub fn set_fault(&self, fault: SimFault) {
         self.state.set_fault(fault);
+    }
+
+    /// Answers the next `n` calls 1059, whatever the ratio.
+    pub fn reject_next(&self, n: u32) {
+        self.state.reject_next(n);
+    }
+
+    /// Forgets the device the token was used from, as when a new
+    /// installation logs in: the next call's `X-Aduid` is accepted.
+    pub fn forget_device(&self) {
+        self.state.forget_device();
+    }
+
+    /// Bans the token after `n` consecutive 1059 answers (0 = never).
+    pub fn set_ban_after(&self, n: u32) {
+        self.state.set_ban_after(n);
     }
 
     /// Leaves one participant out of every ranking (statistics still count

@@ -243,6 +243,23 @@ impl Failure {
         Self::new(1059).info("").error("签名校验失败")
     }
 
+    fn bad_device() -> Self {
+        Self::new(1059).info("设备状态异常")
+    }
+
+    /// A banned token: upstream's 401, with its own words.
+    fn banned() -> Self {
+        Self::new(401).info("账号存在异常，请重新登录")
+    }
+
+    /// The answer to an `X-Version` below [`MIN_X_VERSION`]; its code is our
+    /// assumption (`docs/UPSTREAM.md`), the client goes by the words.
+    fn version_too_old() -> Self {
+        Self::new(1001)
+            .info("当前版本过低，请升级到最新版本")
+            .error("version too old")
+    }
+
     fn throttled(why: Throttle) -> Self {
         match why {
             Throttle::Random => Self::new(1059).error("内部错误，请稍后重试"),
@@ -299,6 +316,17 @@ async fn gate(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
+    if state.banned() {
+        return Err(Failure::banned());
+    }
+    let verdict = checks(state, headers, uri);
+    state.note_answer(verdict.as_ref().is_err_and(|f| f.code == 1059));
+    verdict
+}
+
+/// The checks of [`gate`] after the ban: throttle, token, signature,
+/// device, version.
+fn checks(state: &SimState, headers: &HeaderMap, uri: &Uri) -> Result<(), Failure> {
     state.admit().map_err(|why| {
         tracing::debug!(?why, path = uri.path(), "sim: throttled a call");
         Failure::throttled(why)
@@ -306,7 +334,46 @@ async fn gate(
     if !authenticated(state, headers) {
         return Err(Failure::unauthenticated());
     }
-    check_signature(headers, uri)
+    check_signature(state, headers, uri)?;
+    check_device(state, headers)?;
+    check_version(state, headers)
+}
+
+/// Oldest `X-Version` served. No public capture shows where upstream draws
+/// the line; app captures of 2.82.0 and 2.83.0 were served, so anything
+/// older than 2.80.0 is "too old" here (`docs/UPSTREAM.md`).
+pub const MIN_X_VERSION: (u32, u32, u32) = (2, 80, 0);
+
+/// `X-Version` must be `d.d.d` and at least [`MIN_X_VERSION`]; a missing one
+/// is too old as well, unless headers are lenient.
+fn check_version(state: &SimState, headers: &HeaderMap) -> Result<(), Failure> {
+    let Some(raw) = headers.get("x-version") else {
+        return if state.lenient_headers {
+            Ok(())
+        } else {
+            Err(Failure::version_too_old())
+        };
+    };
+    let parsed: Option<Vec<u32>> = raw
+        .to_str()
+        .ok()
+        .map(|v| v.split('.').map(|p| p.parse().ok()).collect())
+        .and_then(|parts: Option<Vec<u32>>| parts.filter(|p| p.len() == 3));
+    match parsed {
+        Some(p) if (p[0], p[1], p[2]) >= MIN_X_VERSION => Ok(()),
+        _ => Err(Failure::version_too_old()),
+    }
+}
+
+/// `X-Aduid` must be present and the same device on every call (the first
+/// one seen is remembered); upstream answers anything else with 1059
+/// "设备状态异常".
+fn check_device(state: &SimState, headers: &HeaderMap) -> Result<(), Failure> {
+    match headers.get("x-aduid").and_then(|v| v.to_str().ok()) {
+        None | Some("") if state.lenient_headers => Ok(()),
+        Some(aduid) if !aduid.is_empty() && state.same_device(aduid) => Ok(()),
+        _ => Err(Failure::bad_device()),
+    }
 }
 
 /// Accepts the token as `Authorization: <token>` or as the
@@ -327,12 +394,17 @@ fn authenticated(state: &SimState, headers: &HeaderMap) -> bool {
         .any(|t| state.token_matches(t))
 }
 
-/// When `X-Signature` is sent it must be the lower-hex SHA-1 of
+/// `X-Signature` must be the lower-hex SHA-1 of
 /// `"http://" + Host + path_and_query + " " + X-Timestamp + " " + X-Request-Id`.
-/// Upstream answers a wrong one with the anti-abuse code 1059.
-fn check_signature(headers: &HeaderMap, uri: &Uri) -> Result<(), Failure> {
+/// Upstream answers a wrong or missing one with the anti-abuse code 1059
+/// (a missing one passes only with lenient headers).
+fn check_signature(state: &SimState, headers: &HeaderMap, uri: &Uri) -> Result<(), Failure> {
     let Some(signature) = headers.get("x-signature") else {
-        return Ok(());
+        return if state.lenient_headers {
+            Ok(())
+        } else {
+            Err(Failure::bad_signature())
+        };
     };
     let text = |name: &str| {
         headers

@@ -102,6 +102,12 @@ pub struct SimKnobs {
     pub fault: SimFault,
     /// Extra delay of [`SimFault::Slow`], in milliseconds.
     pub slow_ms: u64,
+    /// Consecutive 1059 answers that ban the token (0 = never).
+    #[serde(default)]
+    pub ban_after: u32,
+    /// Calls still to be answered 1059 whatever the ratio.
+    #[serde(default)]
+    pub reject_next: u32,
     /// The ranking leaves one participant out (its page is one row short),
     /// while the camp's statistics still count them.
     #[serde(default)]
@@ -129,6 +135,10 @@ pub struct SimKnobsPatch {
     pub fault: Option<SimFault>,
     /// New delay of the `slow` fault.
     pub slow_ms: Option<u64>,
+    /// New ban threshold (0 = never).
+    pub ban_after: Option<u32>,
+    /// Answer the next this many calls 1059.
+    pub reject_next: Option<u32>,
     /// Hide a ranking participant, or stop hiding.
     pub hide_participant: Option<bool>,
     /// Answer summaries with another member's record, or stop.
@@ -212,6 +222,10 @@ pub struct SimStats {
     pub by_kind: SimCallsByKind,
     /// Calls answered 1059 by the rate limit or random rejection.
     pub throttled: u64,
+    /// The token is banned: every call is answered 401 until the
+    /// simulator restarts.
+    #[serde(default)]
+    pub banned: bool,
 }
 
 /// Why the throttle refused a call.
@@ -254,6 +268,15 @@ pub struct SimState {
     /// can check a client's rate over any window, not just the totals (a
     /// fleet of replicas must stay within one budget).
     arrivals: Mutex<VecDeque<Instant>>,
+    /// Whether calls without the web client's headers are accepted.
+    pub lenient_headers: bool,
+    /// The `X-Aduid` of the first call; any other device is refused.
+    device: Mutex<Option<String>>,
+    ban_after: AtomicU32,
+    reject_next: AtomicU32,
+    /// Consecutive 1059 answers so far.
+    refusal_run: AtomicU32,
+    banned: AtomicBool,
 }
 
 impl std::fmt::Debug for SimState {
@@ -288,7 +311,54 @@ impl SimState {
             rng: Mutex::new(SmallRng::seed_from_u64(cfg.seed)),
             started: Instant::now(),
             arrivals: Mutex::new(VecDeque::new()),
+            lenient_headers: cfg.lenient_headers,
+            device: Mutex::new(None),
+            ban_after: AtomicU32::new(cfg.ban_after),
+            reject_next: AtomicU32::new(0),
+            refusal_run: AtomicU32::new(0),
+            banned: AtomicBool::new(false),
         }
+    }
+
+    /// Whether `aduid` is the device this token has been used from (the
+    /// first one seen, remembered for the run).
+    pub fn same_device(&self, aduid: &str) -> bool {
+        let mut device = self.device.lock().unwrap_or_else(PoisonError::into_inner);
+        device.get_or_insert_with(|| aduid.to_owned()) == aduid
+    }
+
+    /// Forgets the remembered device.
+    pub fn forget_device(&self) {
+        *self.device.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Counts a call's outcome towards the ban: a 1059 extends the run,
+    /// anything else ends it; a run of `ban_after` bans the token.
+    pub fn note_answer(&self, refused: bool) {
+        if !refused {
+            self.refusal_run.store(0, Ordering::Relaxed);
+            return;
+        }
+        let run = self.refusal_run.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = self.ban_after.load(Ordering::Relaxed);
+        if limit > 0 && run >= limit && !self.banned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(run, "sim: token banned after a run of 1059s");
+        }
+    }
+
+    /// Whether the token is banned.
+    pub fn banned(&self) -> bool {
+        self.banned.load(Ordering::Relaxed)
+    }
+
+    /// Bans the token after `n` consecutive 1059s (0 = never).
+    pub fn set_ban_after(&self, n: u32) {
+        self.ban_after.store(n, Ordering::Relaxed);
+    }
+
+    /// Answers the next `n` calls 1059.
+    pub fn reject_next(&self, n: u32) {
+        self.reject_next.store(n, Ordering::Relaxed);
     }
 
     /// Whether `candidate` is the configured token.
@@ -306,6 +376,8 @@ impl SimState {
             member_list: self.member_list_allowed(),
             fault: self.fault(),
             slow_ms: self.slow_ms(),
+            ban_after: self.ban_after.load(Ordering::Relaxed),
+            reject_next: self.reject_next.load(Ordering::Relaxed),
             hide_participant: self.hide_participant(),
             wrong_summary: self.wrong_summary(),
         }
@@ -333,6 +405,12 @@ impl SimState {
         }
         if let Some(fault) = patch.fault {
             self.set_fault(fault);
+        }
+        if let Some(n) = patch.ban_after {
+            self.set_ban_after(n);
+        }
+        if let Some(n) = patch.reject_next {
+            self.reject_next(n);
         }
         if let Some(on) = patch.hide_participant {
             self.set_hide_participant(on);
@@ -459,6 +537,12 @@ impl SimState {
     }
 
     fn decide(&self) -> Result<(), Throttle> {
+        let forced = self
+            .reject_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if forced.is_ok() {
+            return Err(Throttle::Random);
+        }
         let ratio = self.reject_ratio();
         if ratio > 0.0 {
             let draw: f64 = self
@@ -504,6 +588,7 @@ impl SimState {
                 other: kind(CallKind::Other),
             },
             throttled: self.throttled.load(Ordering::Relaxed),
+            banned: self.banned(),
         }
     }
 

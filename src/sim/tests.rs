@@ -241,6 +241,8 @@ fn every_flag_parses_under_its_documented_name() {
         group_id: 77,
         fault: SimFault::Http500,
         slow_ms: 12,
+        lenient_headers: false,
+        ban_after: 0,
         unnumbered_ratio: 0.5,
         tied_joins: 250,
     };
@@ -268,8 +270,15 @@ fn debug_output_never_shows_the_token() {
 
 // ---------------------------------------------------------------- HTTP helpers
 
+/// A simulator for the tests below, which send hand-made requests: headers
+/// are lenient (their checks are tested with [`spawn`] directly).
 async fn start(cfg: SimConfig) -> SimHandle {
-    spawn(cfg).await.expect("simulator starts")
+    spawn(SimConfig {
+        lenient_headers: true,
+        ..cfg
+    })
+    .await
+    .expect("simulator starts")
 }
 
 fn group_path(sim: &SimHandle, rest: &str) -> String {
@@ -802,6 +811,7 @@ async fn stats_count_every_call_by_kind_and_reset_zeroes_them() {
             "calls": 7,
             "by_kind": {"member_summary": 1, "member": 1, "member_list": 1, "checkins": 2, "ranking": 1, "statistics": 1, "other": 0},
             "throttled": 0,
+            "banned": false,
         })
     );
 
@@ -844,7 +854,7 @@ async fn the_config_endpoint_changes_knobs_and_answers_the_effective_config() {
     assert_eq!(
         answer,
         json!({"reject_ratio": 0.0, "latency_ms": 3, "rate_per_min": 0, "member_list": false,
-               "fault": "none", "slow_ms": 5000, "hide_participant": false, "wrong_summary": false})
+               "fault": "none", "slow_ms": 5000, "ban_after": 0, "reject_next": 0, "hide_participant": false, "wrong_summary": false})
     );
     assert_fails_with(&get(&sim, "/members?count=1").await, 11507);
 
@@ -927,7 +937,10 @@ async fn serve_runs_on_a_bound_listener_until_the_shutdown_signal() {
         .await
         .expect("binds");
     let addr = listener.local_addr().expect("an address");
-    let cfg = SimConfig::for_tests();
+    let cfg = SimConfig {
+        lenient_headers: true,
+        ..SimConfig::for_tests()
+    };
     let data = Arc::new(generate(cfg.seed, 10, cfg.group_id));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, cfg, data, async {
@@ -947,7 +960,7 @@ async fn serve_runs_on_a_bound_listener_until_the_shutdown_signal() {
 
 #[tokio::test]
 async fn departed_participants_rank_but_their_member_calls_answer_1037() {
-    let sim = spawn(SimConfig::for_tests()).await.unwrap();
+    let sim = start(SimConfig::for_tests()).await;
     let data = &sim.data;
     assert_eq!(data.departed.len(), DEPARTED_COUNT);
     let camp = data
@@ -1075,4 +1088,98 @@ async fn faults_leave_the_control_endpoints_alone_and_are_set_over_http() {
         get(&sim, &format!("/members/{uid}")).await["succeeded"],
         true
     );
+}
+
+// ---------------------------------------------------------------- web client headers
+
+/// A GET of `rest` with the headers the web client sends: token, version,
+/// device, timestamp, request id and signature.
+async fn signed_get(
+    sim: &SimHandle,
+    rest: &str,
+    version: Option<&str>,
+    aduid: Option<&str>,
+) -> Value {
+    let url = group_path(sim, rest);
+    let path = url.trim_start_matches(&sim.base_url).to_string();
+    let (timestamp, request_id) = ("1735689600", uuid::Uuid::new_v4().to_string());
+    let signed = format!("http://{}{path} {timestamp} {request_id}", sim.addr);
+    let mut request = reqwest::Client::new()
+        .get(&url)
+        .header("Authorization", TOKEN)
+        .header("X-Timestamp", timestamp)
+        .header("X-Request-Id", &request_id)
+        .header(
+            "X-Signature",
+            sha1_smol::Sha1::from(signed).digest().to_string(),
+        );
+    if let Some(v) = version {
+        request = request.header("X-Version", v);
+    }
+    if let Some(a) = aduid {
+        request = request.header("X-Aduid", a);
+    }
+    send(request).await
+}
+
+#[tokio::test]
+async fn calls_without_signature_version_or_a_stable_device_are_refused() {
+    let sim = spawn(SimConfig::for_tests()).await.unwrap();
+    let uid = sim.data.members[2].user_id;
+    let rest = format!("/members/{uid}");
+    // Unsigned, as a hand-written curl would be.
+    assert_fails_with(&get(&sim, &rest).await, 1059);
+    let device = "6b2f1b0e-8f1c-4c1e-9d7a-1f2e3d4c5b6a";
+    assert_fails_with(&signed_get(&sim, &rest, Some("2.95.0"), None).await, 1059);
+    let too_old = signed_get(&sim, &rest, Some("1.9.0"), Some(device)).await;
+    assert_fails_with(&too_old, 1001);
+    assert!(
+        too_old["info"].as_str().unwrap().contains("版本过低"),
+        "{too_old}"
+    );
+    assert_fails_with(&signed_get(&sim, &rest, None, Some(device)).await, 1001);
+    let good = signed_get(&sim, &rest, Some("2.95.0"), Some(device)).await;
+    assert_eq!(good["succeeded"], true, "{good}");
+    assert_eq!(
+        signed_get(&sim, &rest, Some("2.83.0"), Some(device)).await["succeeded"],
+        true
+    );
+    // Another device on the same token looks like a shared token.
+    let other = signed_get(&sim, &rest, Some("2.95.0"), Some("another-device")).await;
+    assert_fails_with(&other, 1059);
+    assert_eq!(other["info"], "设备状态异常");
+    // A new installation logging in is accepted once the old one is forgotten.
+    sim.forget_device();
+    let renewed = signed_get(&sim, &rest, Some("2.95.0"), Some("another-device")).await;
+    assert_eq!(renewed["succeeded"], true, "{renewed}");
+    // Lenient headers accept the bare call.
+    let lenient = start(SimConfig::for_tests()).await;
+    assert_eq!(get(&lenient, &rest).await["succeeded"], true);
+}
+
+#[tokio::test]
+async fn a_token_that_keeps_calling_through_a_run_of_1059s_is_banned_for_the_run() {
+    let sim = start(SimConfig {
+        ban_after: 4,
+        ..SimConfig::for_tests()
+    })
+    .await;
+    let rest = format!("/members/{}", sim.data.members[0].user_id);
+    // A run shorter than the threshold, broken by a good answer, is forgiven.
+    sim.reject_next(3);
+    for _ in 0..3 {
+        assert_fails_with(&get(&sim, &rest).await, 1059);
+    }
+    assert_eq!(get(&sim, &rest).await["succeeded"], true);
+    sim.reject_next(4);
+    for _ in 0..4 {
+        assert_fails_with(&get(&sim, &rest).await, 1059);
+    }
+    assert!(sim.stats().banned);
+    // Banned: 401 whatever comes next, the storm over or not.
+    for _ in 0..3 {
+        assert_fails_with(&get(&sim, &rest).await, 401);
+    }
+    assert_eq!(sim_stats(&sim).await["banned"], true);
+    assert_eq!(sim.knobs().ban_after, 4);
 }

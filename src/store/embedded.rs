@@ -61,6 +61,9 @@ const IDX_EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("idx_ex
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("stats_counters");
 const META: TableDefinition<&str, i64> = TableDefinition::new("stats_meta");
 const RANKINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("rankings");
+/// The installation's identity towards the upstream (`device_id`); `clear`
+/// leaves it alone.
+const DEVICE: TableDefinition<&str, &str> = TableDefinition::new("device");
 
 /// Bytes of the expiry header in front of every `rankings` value.
 const RANKING_HEADER: usize = 8;
@@ -618,6 +621,31 @@ impl Store for EmbeddedStore {
 
     async fn end_lease(&self, _: UserId, _: &str, _: LeaseEnd) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn device_id(&self, candidate: &str) -> Result<String, StoreError> {
+        let candidate = candidate.to_owned();
+        self.blocking(move |inner| {
+            // One write transaction: read and insert cannot interleave.
+            let txn = inner.db.begin_write().map_err(db_err)?;
+            let id = {
+                let mut table = txn.open_table(DEVICE).map_err(db_err)?;
+                let stored = table
+                    .get("aduid")
+                    .map_err(db_err)?
+                    .map(|v| v.value().to_owned());
+                match stored {
+                    Some(id) => id,
+                    None => {
+                        table.insert("aduid", candidate.as_str()).map_err(db_err)?;
+                        candidate
+                    }
+                }
+            };
+            txn.commit().map_err(db_err)?;
+            Ok(id)
+        })
+        .await
     }
 
     /// Nothing to tell: no other process reads this file while we hold it.

@@ -350,6 +350,16 @@ impl Store for GuardedStore {
         .await
     }
 
+    async fn device_id(&self, candidate: &str) -> Result<String, StoreError> {
+        // Once per process, before its first upstream call: the write bound.
+        self.guard(
+            "device_id",
+            self.batch_timeout(1),
+            self.inner.device_id(candidate),
+        )
+        .await
+    }
+
     fn events_origin(&self) -> Option<String> {
         self.inner.events_origin()
     }

@@ -77,6 +77,17 @@ pub const IDX_EXPIRY: &str = "zsxq:{idx}:expiry";
 /// half or so after its last use.
 pub const FLEET_BUDGET: &str = "zsxq:budget:upstream";
 
+/// The fleet's refusal state (`upstream/refusal.rs`): one JSON string saying
+/// whether calls are paused after a run of 1059s or stopped for a rejected
+/// token. Not a store key: a cache clear must not resume calls to an
+/// upstream that is refusing us. It expires an hour after its last change.
+pub const REFUSAL: &str = "zsxq:upstream:refusal";
+
+/// The installation's device id, sent as `X-Aduid` (`upstream/client.rs`):
+/// written once (`SET NX`), never expires. Not a store key: the upstream
+/// must keep seeing the same device after a cache clear.
+pub const DEVICE_ID: &str = "zsxq:device:aduid";
+
 /// Every fixed key the store owns, for `clear`.
 pub const FIXED: [&str; 5] = [USERS_ALL, STATS, IDX_NUMBER, IDX_JOIN_TIME, IDX_EXPIRY];
 
@@ -120,6 +131,8 @@ mod tests {
         assert!(!is_store_key("zsxq:lease:sync"));
         assert!(!is_store_key("zsxq:lease:user:1"));
         assert!(!is_store_key(FLEET_BUDGET));
+        assert!(!is_store_key(REFUSAL));
+        assert!(!is_store_key(DEVICE_ID));
         assert!(!is_store_key("other:user:1"));
     }
 }

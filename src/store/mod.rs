@@ -235,6 +235,11 @@ pub trait Store: Send + Sync + 'static {
     async fn data_identity(&self) -> Result<Option<DataIdentity>, StoreError> {
         Ok(None)
     }
+    /// The installation's device id (the upstream's `X-Aduid`): the stored
+    /// one, or `candidate` if none was stored yet, which is then stored for
+    /// good — atomically, so replicas starting together agree on one id.
+    /// Never removed by `clear`.
+    async fn device_id(&self, candidate: &str) -> Result<String, StoreError>;
 
     /// The name this store's writes carry on the change channel
     /// (`zsxq:events`), so the process can ignore its own messages; `None`

@@ -1187,6 +1187,13 @@ impl Store for RedisStore {
         Ok(Some(DataIdentity { run_id, members }))
     }
 
+    async fn device_id(&self, candidate: &str) -> Result<String, StoreError> {
+        // One key, so one slot on a cluster; replaying it is harmless.
+        let mut cmd = eval(DEVICE_ID, &[keys::DEVICE_ID]);
+        cmd.arg(candidate);
+        self.command(Replay::Idempotent, &cmd, "device id").await
+    }
+
     fn events_origin(&self) -> Option<String> {
         Some(self.origin.clone())
     }
@@ -1199,6 +1206,14 @@ fn run_id_in(info: &str) -> Option<String> {
         .map(|id| id.trim().to_string())
         .filter(|id| !id.is_empty())
 }
+/// Get-or-create of the device id: the stored one, else ARGV[1] stored with
+/// `SET NX` (no expiry).
+const DEVICE_ID: &str = r"
+local stored = redis.call('GET', KEYS[1])
+if stored then return stored end
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+";
 
 /// Reads a `gone:<code>:<message>` lease value back.
 fn parse_gone(raw: &str) -> Option<LeaseState> {

@@ -210,6 +210,11 @@ impl Store for FaultyStore {
         self.inner.data_identity().await
     }
 
+    async fn device_id(&self, candidate: &str) -> Result<String, StoreError> {
+        self.check().await?;
+        self.inner.device_id(candidate).await
+    }
+
     fn events_origin(&self) -> Option<String> {
         self.inner.events_origin()
     }

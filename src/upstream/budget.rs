@@ -491,6 +491,16 @@ impl Budget {
         });
     }
 
+    /// Drops the throttle penalty and the slots it reserved: calls are
+    /// paused by a longer cool-down (`refusal.rs`), after which one probe
+    /// should go at the steady pace, not behind the penalty of the storm
+    /// and the slots of callers who were answered and left.
+    pub fn forgive_penalty(&self) {
+        if let Ok(mut p) = self.penalty.lock() {
+            *p = Penalty::default();
+        }
+    }
+
     /// The extra spacing now (zero when not penalised).
     pub fn penalty(&self) -> Duration {
         self.penalty.lock().map(|p| p.extra).unwrap_or_default()

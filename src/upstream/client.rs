@@ -1,12 +1,16 @@
 //! The HTTP client for the Zsxq API: headers, signature, envelope, retries.
 //!
 //! Every request carries the token (cookie or `Authorization`, never in the
-//! URL), `X-Version`, `X-Timestamp`, `X-Request-Id` and `X-Signature` =
-//! lower-hex `sha1(url + " " + timestamp + " " + request_id)` as the app does.
-//! Each attempt first takes a slot from the shared [`Budget`]; retryable
-//! failures (1059, 429, timeouts, 5xx) are retried with exponential backoff
-//! and jitter (backon), honouring `Retry-After`, bounded in count and in total
-//! delay. Everything else fails fast with its typed error.
+//! URL), `X-Version` (`ZSXQ_X_VERSION`), `X-Aduid` (the installation's device
+//! id, `device.rs`), `X-Timestamp`, `X-Request-Id` and `X-Signature` =
+//! lower-hex `sha1(url + " " + timestamp + " " + request_id)` as the web
+//! client does. Each attempt first takes a slot from the shared [`Budget`];
+//! retryable failures (1059, 429, timeouts, 5xx) are retried with exponential
+//! backoff and jitter (backon), honouring `Retry-After`, bounded in count and
+//! in total delay. Everything else fails fast with its typed error. The
+//! [`Refusal`] guard sits around each attempt: while the fleet cools down
+//! after a run of 1059s, or the token is rejected, attempts fail at once
+//! (not retryable), so retries stop and waiters get their answer.
 //!
 //! Answers are bounded (`UPSTREAM_BODY_MAX_MB`, 8 MB by default; the largest
 //! real answer, a member-list page of 200, is tens of kilobytes): a
@@ -24,14 +28,14 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use super::budget::{Budget, Priority};
+use super::device::DeviceId;
 use super::error::UpstreamError;
+use super::refusal::Refusal;
 use super::wire::{self, Camp, CheckinStatistics, RankingPage};
 use super::{CampScope, Upstream};
 use crate::config::{UpstreamAuth, UpstreamConfig};
 use crate::domain::{CheckinId, Member, UserId};
 
-/// The app version we present; very old values get "version too old".
-const X_VERSION: &str = "2.83.0";
 const USER_AGENT: &str = concat!("zsxq-cache/", env!("CARGO_PKG_VERSION"));
 
 /// Largest answer read when not configured (`UPSTREAM_BODY_MAX_MB`).
@@ -43,6 +47,10 @@ pub struct ZsxqClient {
     budget: Arc<Budget>,
     /// Largest answer body read, in bytes.
     body_max: u64,
+    /// Sent as `X-Aduid`.
+    device: DeviceId,
+    /// Stops calls during a 1059 storm or with a rejected token.
+    refusal: Arc<Refusal>,
 }
 
 impl ZsxqClient {
@@ -53,17 +61,32 @@ impl ZsxqClient {
             .user_agent(USER_AGENT)
             .build()
             .map_err(|e| UpstreamError::Transport(e.without_url().to_string()))?;
+        let refusal = Arc::new(Refusal::local(cfg.refusal));
         Ok(Self {
             http,
             cfg,
             budget,
             body_max: DEFAULT_BODY_MAX,
+            device: DeviceId::process(),
+            refusal,
         })
     }
 
     /// Reads answers of at most `bytes` (at least 1 KiB).
     pub fn with_body_limit(mut self, bytes: u64) -> Self {
         self.body_max = bytes.max(1024);
+        self
+    }
+
+    /// Sends the installation's device id kept in the store.
+    pub fn with_device(mut self, device: DeviceId) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Shares the refusal state (with the fleet, through Redis).
+    pub fn with_refusal(mut self, refusal: Arc<Refusal>) -> Self {
+        self.refusal = refusal;
         self
     }
 
@@ -86,7 +109,7 @@ impl ZsxqClient {
             // backon without its `std` feature seeds every backoff alike, so
             // all callers would retry in lockstep; seed each one freshly.
             .with_jitter_seed(rand::random());
-        let result = (|| self.attempt(&url, priority))
+        let result = (|| self.guarded_attempt(&url, priority))
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(UpstreamError::is_retryable)
@@ -110,14 +133,33 @@ impl ZsxqClient {
         result
     }
 
+    /// One attempt under the refusal guard: refused at once while calls
+    /// are held back, its answer recorded.
+    async fn guarded_attempt(&self, url: &str, priority: Priority) -> Result<Value, UpstreamError> {
+        if let Some(refused) = self.refusal.refused_now() {
+            return Err(refused);
+        }
+        let result = self.attempt(url, priority).await;
+        if self.refusal.record(&result).await {
+            self.budget.forgive_penalty();
+        }
+        result
+    }
+
     /// One HTTP attempt, after taking a budget slot.
     async fn attempt(&self, url: &str, priority: Priority) -> Result<Value, UpstreamError> {
-        let _permit = self.budget.acquire(priority).await?;
+        // A wait for a slot ends as soon as calls are held back.
+        let _permit = tokio::select! {
+            permit = self.budget.acquire(priority) => permit?,
+            refused = self.refusal.refused() => return Err(refused),
+        };
+        self.refusal.admit().await?;
         self.budget.record_call(priority);
+        let device = self.device.get().await;
         let response = self
             .http
             .get(url)
-            .headers(self.headers(url))
+            .headers(self.headers(url, device))
             .send()
             .await
             .map_err(classify_reqwest)?;
@@ -173,7 +215,7 @@ impl ZsxqClient {
         Ok(body)
     }
 
-    fn headers(&self, url: &str) -> HeaderMap {
+    fn headers(&self, url: &str, device: &str) -> HeaderMap {
         let timestamp = chrono::Utc::now().timestamp().to_string();
         let request_id = uuid::Uuid::new_v4().to_string();
         let signature = sign(url, &timestamp, &request_id);
@@ -183,7 +225,8 @@ impl ZsxqClient {
                 h.insert(name, v);
             }
         };
-        put("x-version", X_VERSION);
+        put("x-version", &self.cfg.x_version);
+        put("x-aduid", device);
         put("x-timestamp", &timestamp);
         put("x-request-id", &request_id);
         put("x-signature", &signature);

@@ -69,11 +69,36 @@ pub enum UpstreamError {
         per_client: bool,
         retry_after: Duration,
     },
+    /// The upstream says our `X-Version` is too old (`docs/UPSTREAM.md`).
+    #[error(
+        "upstream says the client version is too old (code {code}: {message}): set ZSXQ_X_VERSION to the web client's current version"
+    )]
+    VersionTooOld { code: i64, message: String },
+    /// Not sent: the fleet pauses calls after a run of 1059 refusals
+    /// (`refusal.rs`), since `since_ms` (unix ms), for `retry_after` more.
+    #[error("upstream keeps refusing with 1059: calls paused to protect the token, retrying in {}s", retry_after.as_secs().max(1))]
+    Refusing {
+        since_ms: i64,
+        retry_after: Duration,
+    },
+    /// Not sent: the upstream rejected the token (401/403) since `since_ms`;
+    /// the next probe is in `retry_after`.
+    #[error(
+        "upstream rejected our token (code {code}): calls stopped until it is renewed; check ZSXQ_ACCESS_TOKEN / ZSXQ_AUTHORIZATION (next check in {}s)", retry_after.as_secs().max(1)
+    )]
+    TokenRejected {
+        code: i64,
+        since_ms: i64,
+        retry_after: Duration,
+    },
 }
 
 impl UpstreamError {
     /// Maps an envelope failure code to its meaning.
     pub fn from_code(code: i64, message: String) -> Self {
+        if is_version_too_old(&message) {
+            return Self::VersionTooOld { code, message };
+        }
         match code {
             1059 => Self::Throttled {
                 code,
@@ -131,8 +156,26 @@ impl UpstreamError {
             Self::TooLarge { .. } => "too_large",
             Self::Abandoned => "abandoned",
             Self::QueueFull { .. } => "queue_full",
+            Self::VersionTooOld { .. } => "version_too_old",
+            Self::Refusing { .. } => "refusing",
+            Self::TokenRejected { .. } => "token_rejected",
         }
     }
+}
+
+/// Whether an envelope's text says the client version is too old. No public
+/// capture shows that answer's code, so its words decide ("版本过低",
+/// "请升级", "version too old"; `docs/UPSTREAM.md`).
+fn is_version_too_old(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    (message.contains("版本")
+        && ["低", "旧", "升级", "更新"]
+            .iter()
+            .any(|w| message.contains(w)))
+        || (lower.contains("version")
+            && ["old", "upgrade", "update"]
+                .iter()
+                .any(|w| lower.contains(w)))
 }
 
 #[cfg(test)]
@@ -165,5 +208,22 @@ mod tests {
         assert!(!UpstreamError::from_code(1004, String::new()).is_retryable());
         assert!(UpstreamError::Http(503).is_retryable());
         assert!(!UpstreamError::Http(404).is_retryable());
+    }
+
+    #[test]
+    fn a_version_too_old_answer_names_the_variable_whatever_its_code() {
+        for (code, text) in [
+            (1001, "当前版本过低，请升级到最新版本"),
+            (400, "client version too old, please upgrade"),
+        ] {
+            let e = UpstreamError::from_code(code, text.into());
+            assert!(matches!(e, UpstreamError::VersionTooOld { .. }), "{e:?}");
+            assert!(e.to_string().contains("ZSXQ_X_VERSION"), "{e}");
+            assert!(!e.is_retryable());
+        }
+        assert!(matches!(
+            UpstreamError::from_code(1059, "内部错误".into()),
+            UpstreamError::Throttled { .. }
+        ));
     }
 }

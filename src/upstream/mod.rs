@@ -4,6 +4,9 @@
 //! - `budget.rs`: the process-wide rate limit, concurrency and priority.
 //! - `fleet.rs`: the fleet-wide share of that rate, in Redis, for several
 //!   replicas.
+//! - `refusal.rs`: token protection — the fleet stops calling during a 1059
+//!   storm and while the token is rejected.
+//! - `device.rs`: the installation's device id (`X-Aduid`).
 //! - `wire.rs`: the upstream's JSON and envelope decoding.
 //! - `error.rs`: typed failures with the upstream's meaning.
 //!
@@ -13,8 +16,10 @@
 
 pub mod budget;
 pub mod client;
+pub mod device;
 pub mod error;
 pub mod fleet;
+pub mod refusal;
 pub mod wire;
 
 use std::collections::HashSet;

@@ -95,6 +95,9 @@ async fn clearing_removes_every_member_and_index(kind: StoreKind) {
             // The fleet's upstream budget is rate-limit state shared with
             // other replicas, not cache: a clear must not reset it.
             .filter(|k| k != zsxq_cache::store::keys::FLEET_BUDGET)
+            // Nor the installation's device id: the upstream must keep
+            // seeing the same device.
+            .filter(|k| k != zsxq_cache::store::keys::DEVICE_ID)
             .collect();
         assert!(left.is_empty(), "keys left after clear: {left:?}");
     }

@@ -14,6 +14,7 @@ mod jobs;
 mod lookup;
 mod metrics;
 mod paging;
+mod protection;
 mod redis_layout;
 mod refund;
 mod replicas;

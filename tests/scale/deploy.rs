@@ -119,6 +119,8 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         "ZsxqCacheHitRateLow",
         "ZsxqUpstreamCallsHigh",
         "ZsxqRedisUnreachable",
+        "ZsxqUpstreamRefusing",
+        "ZsxqTokenRejected",
     ] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
     }

@@ -171,6 +171,7 @@
       if (e.name === 'AbortError') throw e;
     }
     if (!res.ok) {
+      if (res.status === 502 || res.status === 503) window.dispatchEvent(new Event('zsxq-upstream-failed'));
       const message = envelope && envelope.message ? envelope.message : `请求失败（HTTP ${res.status}）`;
       throw new ApiError(res.status, message);
     }
@@ -1064,4 +1065,7 @@
   route();
   refreshNotices();
   setInterval(refreshNotices, 30000);
+  // An upstream failure may mean calls are now held back (1059 cool-down,
+  // rejected token): the notices say so at once.
+  window.addEventListener('zsxq-upstream-failed', refreshNotices);
 })();
