@@ -10,6 +10,14 @@
 //!   the same flood against the binary held to 200 file descriptors.
 //! - `exports.rs`: names with bidi overrides, zero-width characters and
 //!   formula prefixes, through every export.
+//! - `budget.rs`: abandoned requests leave the upstream budget to the next
+//!   person, the interactive queue and each client's share of it are
+//!   bounded, a request past its deadline is answered 504 and its fetch
+//!   given up.
+//! - `bounds.rs`: a 100 MB upstream answer, unknown camp ids by the
+//!   thousand.
+//! - `redis_loss.rs`: Redis killed under readers and restarted empty, or
+//!   flushed: nothing refetched, nothing failed.
 
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
@@ -18,9 +26,12 @@ mod helpers;
 #[allow(dead_code)]
 mod process;
 
+mod bounds;
+mod budget;
 mod connections;
 mod exports;
 mod gate;
+mod redis_loss;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -90,4 +101,26 @@ pub async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         tokio::time::timeout(within, stream.read(&mut byte)).await,
         Ok(Ok(0)) | Ok(Err(_))
     )
+}
+
+/// A client whose requests from `local` (a loopback address) give up
+/// after `timeout`.
+pub fn client_from(local: [u8; 4], timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(local))
+        .timeout(timeout)
+        .build()
+        .expect("client")
+}
+
+/// This process's resident memory in KiB (`VmRSS`).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
