@@ -158,7 +158,7 @@ impl NumberSearch {
 }
 
 impl MemberCache {
-    /// Looks a member up by number (seed §5.1.3): the near cache and the
+    /// Looks a member up by number: the near cache and the
     /// store's number index first, then a search of the member list.
     pub async fn get_by_number(
         self: &Arc<Self>,

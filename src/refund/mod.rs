@@ -157,7 +157,7 @@ pub struct RefundRow {
     pub position: u64,
 }
 
-/// Counts over a list or a page (SPEC §3 names, plus the camp's own counts).
+/// Counts over a list or a page (the original service's names, plus the camp's own counts).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Statistics {
     /// Participants listed (who checked in at least once).
