@@ -158,16 +158,14 @@ async fn the_embedded_store_survives_kill_9_mid_write() {
     .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("crash.redb");
-    let vars = vec![
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+    let mut vars = crate::process::sim_vars(&sim);
+    vars.extend([
         ("ADMIN_TOKEN", ADMIN.to_string()),
         ("EMBEDDED_PATH", path.display().to_string()),
         ("API_RATE_LIMIT", "6000".to_string()),
         ("API_REQUEST_DELAY", "0".to_string()),
         ("RUST_LOG", "warn".to_string()),
-    ];
+    ]);
     let mut rng = rand::rng();
     for iteration in 0..ITERATIONS {
         let mut service = Service::start(dir.path(), &vars).await;

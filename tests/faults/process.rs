@@ -18,6 +18,16 @@ pub struct Service {
     readers: Vec<JoinHandle<()>>,
 }
 
+/// The variables that point a service at `sim`: its address, its group and
+/// its token. Callers add the store and whatever the test is about.
+pub fn sim_vars(sim: &zsxq_cache::sim::SimHandle) -> Vec<(&'static str, String)> {
+    vec![
+        ("ZSXQ_API_BASE", sim.base_url.clone()),
+        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
+        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+    ]
+}
+
 /// A free port on 127.0.0.1 (the OS picks; the tiny race with another
 /// process binding it first is retried by [`Service::start`]).
 pub fn free_port() -> u16 {

@@ -12,10 +12,8 @@ use crate::process::Service;
 const ADMIN: &str = "shutdown-admin-token-012345";
 
 async fn start(sim: &SimHandle, dir: &std::path::Path, extra: &[(&'static str, &str)]) -> Service {
-    let mut vars = vec![
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+    let mut vars = crate::process::sim_vars(sim);
+    vars.extend([
         ("ADMIN_TOKEN", ADMIN.to_string()),
         (
             "EMBEDDED_PATH",
@@ -24,7 +22,7 @@ async fn start(sim: &SimHandle, dir: &std::path::Path, extra: &[(&'static str, &
         ("API_RATE_LIMIT", "6000".to_string()),
         ("API_REQUEST_DELAY", "0".to_string()),
         ("RUST_LOG", "info".to_string()),
-    ];
+    ]);
     for (k, v) in extra {
         vars.push((k, v.to_string()));
     }

@@ -169,17 +169,15 @@ async fn with_200_file_descriptors_300_idle_sockets_leave_healthz_answered() {
     let dir = tempfile::tempdir().expect("dir");
     // The default HTTP_MAX_CONNECTIONS (1024) is above what the process may
     // open: accepting runs out of descriptors first.
-    let vars = vec![
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+    let mut vars = crate::process::sim_vars(&sim);
+    vars.extend([
         (
             "EMBEDDED_PATH",
             dir.path().join("cache.redb").display().to_string(),
         ),
         ("API_RATE_LIMIT", "6000".to_string()),
         ("API_REQUEST_DELAY", "0".to_string()),
-    ];
+    ]);
     let service = Service::start(dir.path(), &vars).await;
     let limited = std::process::Command::new("prlimit")
         .arg("--pid")
@@ -243,20 +241,18 @@ async fn a_header_trickle_cannot_hold_a_shutdown_past_the_header_timeout() {
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
-    let vars: std::collections::HashMap<String, String> = [
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("cache.redb").display().to_string(),
-        ),
-        ("HTTP_HEADER_TIMEOUT_SECS", "2".to_string()),
-        ("SHUTDOWN_GRACE_SECS", "60".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let vars: std::collections::HashMap<String, String> = crate::process::sim_vars(&sim)
+        .into_iter()
+        .chain([
+            (
+                "EMBEDDED_PATH",
+                dir.path().join("cache.redb").display().to_string(),
+            ),
+            ("HTTP_HEADER_TIMEOUT_SECS", "2".to_string()),
+            ("SHUTDOWN_GRACE_SECS", "60".to_string()),
+        ])
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     let config = zsxq_cache::config::Config::from_vars(&vars).expect("config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

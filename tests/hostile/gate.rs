@@ -275,17 +275,15 @@ async fn the_read_token_never_appears_in_logs_or_answers() {
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
-    let vars = vec![
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+    let mut vars = crate::process::sim_vars(&sim);
+    vars.extend([
         (
             "EMBEDDED_PATH",
             dir.path().join("c.redb").display().to_string(),
         ),
         ("READ_TOKEN", READ.to_string()),
         ("RUST_LOG", "debug".to_string()),
-    ];
+    ]);
     let service = crate::process::Service::start(dir.path(), &vars).await;
     let http = reqwest::Client::new();
     let member = &sim.data.members[2];

@@ -320,10 +320,8 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
         env_example.contains(&format!("ALLOWED_HOSTS={SITE}")),
         "production.env.example names the site nginx serves"
     );
-    let vars = vec![
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
+    let mut vars = crate::process::sim_vars(&sim);
+    vars.extend([
         ("REDIS_URL", redis.url()),
         ("FLEET_SIZE_HINT", "2".to_string()),
         ("API_RATE_LIMIT", "6000".to_string()),
@@ -331,7 +329,7 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
         ("LOG_FORMAT", "json".to_string()),
         ("ALLOWED_HOSTS", SITE.to_string()),
         ("READ_TOKEN", READ.to_string()),
-    ];
+    ]);
     let mut a = Service::start(dir.path(), &vars).await;
     let b = Service::start(dir.path(), &vars).await;
 

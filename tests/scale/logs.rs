@@ -22,12 +22,10 @@ async fn json_logs_carry_the_request_id_on_every_line_of_the_request() {
     .await
     .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
-    let vars = vec![
+    let mut vars = crate::process::sim_vars(&sim);
+    vars.extend([
         ("LOG_FORMAT", "json".to_string()),
         ("RUST_LOG", "info".to_string()),
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
         (
             "EMBEDDED_PATH",
             dir.path().join("cache.redb").display().to_string(),
@@ -36,7 +34,7 @@ async fn json_logs_carry_the_request_id_on_every_line_of_the_request() {
         ("API_REQUEST_DELAY", "0".to_string()),
         ("API_RETRY_BASE_MS", "5".to_string()),
         ("API_MAX_RETRIES", "2".to_string()),
-    ];
+    ]);
     let mut service = Service::start(dir.path(), &vars).await;
     let http = reqwest::Client::new();
 
