@@ -1,5 +1,5 @@
 //! The command line: `serve`, `sim`, `demo`, `sync`, `refund-list`,
-//! `doctor`, `bench`.
+//! `doctor` (the benchmarks are the `zsxq-bench` binary, `crates/bench`).
 //!
 //! `refund-list` builds the service's parts in-process from the same
 //! configuration as `serve` (environment and `.env`), so it shares the
@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::domain::CheckinId;
 use crate::refund::{RefundList, RequiredDays, export};
-use crate::sim::SimConfig;
 use crate::startup::{Application, build_state, shutdown_signal};
+use zsxq_sim::SimConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,11 +49,6 @@ pub enum Command {
     /// exit 0 when the product will work, 1 when it will not, 2 when the
     /// configuration is unusable.
     Doctor,
-    /// Benchmarks against the simulator; they print figures.
-    Bench {
-        #[command(subcommand)]
-        command: crate::bench::BenchCommand,
-    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,7 +165,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Sync(args) => sync(args).await,
         Command::RefundList(args) => refund_list(args).await,
         Command::Doctor => return Ok(doctor().await),
-        Command::Bench { command } => crate::bench::run(command).await,
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
 }
@@ -201,9 +195,9 @@ async fn sim(cfg: SimConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let data = std::sync::Arc::new(crate::sim::generate_for(&cfg));
+    let data = std::sync::Arc::new(zsxq_sim::generate_for(&cfg));
     tracing::info!(%addr, members = data.members.len(), group_id = data.group_id, "simulated Zsxq API listening");
-    crate::sim::serve(listener, cfg, data, shutdown_signal()).await?;
+    zsxq_sim::serve(listener, cfg, data, shutdown_signal()).await?;
     Ok(())
 }
 

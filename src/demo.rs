@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 
 use crate::cache::sync::SyncOptions;
 use crate::config::Config;
-use crate::sim::SimConfig;
 use crate::startup::{Application, shutdown_signal};
+use zsxq_sim::SimConfig;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -41,7 +41,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     sim_cfg.latency_ms = args.latency_ms;
     sim_cfg.reject_ratio = args.reject_ratio;
     sim_cfg.token = format!("demo-{}", uuid::Uuid::new_v4().simple());
-    let sim = crate::sim::spawn(sim_cfg.clone())
+    let sim = zsxq_sim::spawn(sim_cfg.clone())
         .await
         .context("starting the simulator")?;
 

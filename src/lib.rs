@@ -3,7 +3,7 @@
 //!
 //! Map of the crate (a newcomer should find things by folder name):
 //! - `upstream/` — the Zsxq client, its budget (rate limit, priority) and the
-//!   1059 retry; `sim/` — the simulated Zsxq API used by demo and tests.
+//!   1059 retry.
 //! - `store/` — Redis and embedded stores behind one trait, the circuit
 //!   breaker, every Redis key name.
 //! - `cache/` — read-through lookups, singleflight, near cache, write-back,
@@ -12,26 +12,30 @@
 //! - `http/` — the REST API; `web/` — the operator's page, embedded and
 //!   served by the same router; `startup.rs` wires it all; `config.rs` reads
 //!   the environment; `cli.rs`, `demo.rs`, `doctor.rs` (checks a
-//!   configuration against the upstream), `bench/` — the command line.
+//!   configuration against the upstream) — the command line.
 //! - `metrics.rs` — the Prometheus registry behind `GET /metrics`;
 //!   `telemetry.rs` — logs.
-//! - `testkit/` — a throwaway `redis-server` for tests and benchmarks.
+//!
+//! Beside it in the workspace: `crates/domain` (ids and records, shared with
+//! the simulator), `crates/sim` (the simulated Zsxq API the demo, tests and
+//! benchmarks talk to), `crates/test-support` (real redis-server and Redis
+//! Cluster fixtures, the app builder of tests and benchmarks) and
+//! `crates/bench` (the `zsxq-bench` binary). Only the first two are linked
+//! into the shipped binary.
 
-pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod doctor;
-pub mod domain;
+/// Ids and member records, shared with the simulator (`crates/domain`).
+pub use zsxq_domain as domain;
 pub mod http;
 pub mod metrics;
 pub mod refund;
-pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod testkit;
 pub mod upstream;
 pub mod web;

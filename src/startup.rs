@@ -7,7 +7,7 @@
 //! with the client's address known (for the per-client rate limit) and shuts
 //! down gracefully: in-flight requests finish, up to `SHUTDOWN_GRACE_SECS`.
 //! [`build_state`] is the same wiring without HTTP, for the commands that
-//! work in-process (`sync`, `refund-list`, `bench`).
+//! work in-process (`sync`, `refund-list`, the benchmarks).
 
 use std::future::Future;
 use std::net::SocketAddr;

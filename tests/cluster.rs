@@ -23,7 +23,7 @@ use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
 use zsxq_cache::store::redis::RedisStore;
 use zsxq_cache::store::redis_link::RedisTarget;
 use zsxq_cache::store::{SortBy, SortOrder, Store};
-use zsxq_cache::testkit::RedisCluster;
+use zsxq_test_support::RedisCluster;
 
 const TTL: Duration = Duration::from_secs(3_600);
 

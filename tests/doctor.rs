@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use zsxq_cache::sim::{SimConfig, SimHandle};
+use zsxq_sim::{SimConfig, SimHandle};
 
 struct Run {
     status: i32,
@@ -69,7 +69,7 @@ fn without(mut vars: Vec<(&'static str, String)>, k: &str) -> Vec<(&'static str,
 }
 
 async fn sim(cfg: SimConfig) -> SimHandle {
-    zsxq_cache::sim::spawn(cfg).await.expect("simulator")
+    zsxq_sim::spawn(cfg).await.expect("simulator")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +248,7 @@ async fn sim_refusing_the_list() -> SimHandle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_the_doctor_sends_the_fleets_device_id() {
-    let redis = zsxq_cache::testkit::RedisServer::start().expect("redis-server");
+    let redis = zsxq_test_support::RedisServer::start().expect("redis-server");
     let sim = sim(SimConfig::for_tests()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = with(vars(&sim, dir.path()), "REDIS_URL", &redis.url());

@@ -28,10 +28,10 @@ use tower::ServiceExt;
 use zsxq_cache::config::Config;
 use zsxq_cache::http;
 use zsxq_cache::http::App;
-use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::startup::Application;
 use zsxq_cache::store::keys;
-use zsxq_cache::testkit::RedisServer;
+use zsxq_sim::{SimConfig, SimHandle};
+use zsxq_test_support::RedisServer;
 
 const ADMIN: &str = "fuzz-admin-token-0123456789";
 
@@ -44,7 +44,7 @@ struct Target {
 }
 
 async fn target(redis: bool) -> Target {
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
+    let sim = zsxq_sim::spawn(SimConfig::for_tests())
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
@@ -458,7 +458,7 @@ fn fuzz_rounds(n: u32) -> impl Iterator<Item = u32> {
 
 /// Every key in the Redis at `url`, by SCAN.
 fn scan_keys(rt: &tokio::runtime::Runtime, url: &str) -> Vec<String> {
-    rt.block_on(zsxq_cache::testkit::scan_keys(url, "*"))
+    rt.block_on(zsxq_test_support::scan_keys(url, "*"))
         .expect("scan")
 }
 
@@ -499,7 +499,7 @@ fn keys_outside_the_layout_are_recognised() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_garbage_on_the_socket_never_gets_a_server_error_and_the_service_stays_up() {
     use rand::{Rng, SeedableRng};
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
+    let sim = zsxq_sim::spawn(SimConfig::for_tests())
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");

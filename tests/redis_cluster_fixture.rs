@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use zsxq_cache::testkit::RedisCluster;
+use zsxq_test_support::RedisCluster;
 
 /// Enough keys to land in hundreds of slots, so every master holds some.
 const KEY_COUNT: usize = 300;

@@ -29,7 +29,7 @@ use zsxq_cache::store::redis_link::{Link, RedisTarget};
 use zsxq_cache::store::{
     ClearReport, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
 };
-use zsxq_cache::testkit::{RedisCluster, RedisServer};
+use zsxq_test_support::{RedisCluster, RedisServer};
 
 /// The TTL of ordinary writes in these tests.
 const TTL: Duration = Duration::from_secs(3_600);

@@ -21,13 +21,13 @@ use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::CachedMember;
 use zsxq_cache::store::Store;
 use zsxq_cache::store::redis::RedisStore;
-use zsxq_cache::testkit::RedisServer;
+use zsxq_test_support::RedisServer;
 
 /// Current layout's figure plus a few percent for allocator noise.
 const MAX_BYTES_PER_MEMBER: f64 = 1_200.0;
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
-    zsxq_cache::testkit::used_memory(conn)
+    zsxq_test_support::used_memory(conn)
         .await
         .expect("used_memory")
 }
@@ -43,7 +43,7 @@ async fn a_cached_member_costs_redis_a_bounded_number_of_bytes_and_hashes_stay_l
         .unwrap();
     let n = 20_000;
     let now = chrono::Utc::now().timestamp_millis();
-    let members: Vec<CachedMember> = zsxq_cache::sim::generate(42, n, 1)
+    let members: Vec<CachedMember> = zsxq_sim::generate(42, n, 1)
         .members
         .iter()
         .map(|m| CachedMember {
@@ -95,7 +95,7 @@ async fn a_cached_member_costs_redis_a_bounded_number_of_bytes_and_hashes_stay_l
     // 64 bytes makes the hash a hashtable), the number key, the set entry.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     let seed_first = used_memory(&mut conn).await;
-    zsxq_cache::testkit::seed_layout::write_straightforward(&mut conn, &members, 86_400)
+    zsxq_test_support::seed_layout::write_straightforward(&mut conn, &members, 86_400)
         .await
         .unwrap();
     let seed_layout = (used_memory(&mut conn).await - seed_first) as f64 / n as f64;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use zsxq_cache::config::{Secret, UpstreamAuth, UpstreamConfig};
 use zsxq_cache::domain::Member;
 use zsxq_cache::domain::{CheckinId, GroupId, UserId};
-use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::upstream::{
     self, Budget, CampScope, MemberWalk, Priority, Upstream, UpstreamError, ZsxqClient,
 };
+use zsxq_sim::{SimConfig, SimHandle};
 
 fn client(sim: &SimHandle, auth: UpstreamAuth, max_retries: usize) -> ZsxqClient {
     let cfg = UpstreamConfig {
@@ -41,9 +41,7 @@ fn cookie() -> UpstreamAuth {
 
 #[tokio::test]
 async fn member_calls_return_the_simulated_members_with_either_token_style() {
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
-        .await
-        .unwrap();
+    let sim = zsxq_sim::spawn(SimConfig::for_tests()).await.unwrap();
     let expected = &sim.data.members[5];
     let id = UserId::new(expected.user_id).unwrap();
     for auth in [cookie(), UpstreamAuth::Header(Secret::new("sim-token"))] {
@@ -59,9 +57,7 @@ async fn member_calls_return_the_simulated_members_with_either_token_style() {
 
 #[tokio::test]
 async fn a_wrong_token_is_unauthorized_and_not_retried() {
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
-        .await
-        .unwrap();
+    let sim = zsxq_sim::spawn(SimConfig::for_tests()).await.unwrap();
     let c = client(&sim, UpstreamAuth::Cookie(Secret::new("wrong")), 3);
     let e = c
         .member_summary(
@@ -92,7 +88,7 @@ async fn walk_all(c: &ZsxqClient) -> Result<(Vec<Member>, usize, bool), Upstream
 async fn the_member_list_is_read_whole_by_join_time_200_a_call() {
     let mut cfg = SimConfig::for_tests();
     cfg.members = 450;
-    let sim = zsxq_cache::sim::spawn(cfg).await.unwrap();
+    let sim = zsxq_sim::spawn(cfg).await.unwrap();
     // The data has members sharing a millisecond, some of them on a page
     // boundary's time: the walk must neither repeat nor lose them.
     let ties = sim
@@ -125,7 +121,7 @@ async fn more_members_in_one_millisecond_than_a_page_holds_end_the_walk_marked_i
     let mut cfg = SimConfig::for_tests();
     cfg.members = 500;
     cfg.tied_joins = 260;
-    let sim = zsxq_cache::sim::spawn(cfg).await.unwrap();
+    let sim = zsxq_sim::spawn(cfg).await.unwrap();
     let c = client(&sim, cookie(), 0);
     let (all, pages, complete) = walk_all(&c).await.unwrap();
     let mut ids: Vec<u64> = all.iter().map(|m| m.user_id.get()).collect();
@@ -158,9 +154,7 @@ async fn more_members_in_one_millisecond_than_a_page_holds_end_the_walk_marked_i
 
 #[tokio::test]
 async fn a_full_ranking_matches_the_camp_and_a_failing_page_fails_it_whole() {
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
-        .await
-        .unwrap();
+    let sim = zsxq_sim::spawn(SimConfig::for_tests()).await.unwrap();
     let c = client(&sim, cookie(), 0);
     let camps = c
         .camps(CampScope::Over, 20, Priority::Interactive)
@@ -196,9 +190,7 @@ async fn a_full_ranking_matches_the_camp_and_a_failing_page_fails_it_whole() {
 
 #[tokio::test]
 async fn throttles_are_retried_and_counted() {
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
-        .await
-        .unwrap();
+    let sim = zsxq_sim::spawn(SimConfig::for_tests()).await.unwrap();
     sim.set_reject_ratio(0.5);
     let c = client(&sim, cookie(), 10);
     for m in sim.data.members.iter().take(8) {

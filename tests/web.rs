@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use helpers::{ADMIN, Setup, StoreKind, TestApp};
 use serde_json::json;
 use webdriver::Browser;
-use zsxq_cache::sim::{BENCHMARK_PARTICIPANTS, CampScope, SimMember};
+use zsxq_sim::{BENCHMARK_PARTICIPANTS, CampScope, SimMember};
 
 /// One browser at a time: two cores run one Chromium well, three badly.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -307,7 +307,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_silent_connection_is_noticed_by_its_heartbeat_and_replaced() {
-        let mut redis = crate::testkit::RedisServer::start().expect("redis-server");
+        let mut redis = zsxq_test_support::RedisServer::start().expect("redis-server");
         let clock = Arc::new(crate::clock::SystemClock);
         let near = Arc::new(NearCache::new(
             1 << 20,

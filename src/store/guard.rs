@@ -372,94 +372,20 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::store::embedded::EmbeddedStore;
-    use crate::testkit::{Fault, FaultSwitch, FaultyStore};
 
-    fn guarded(dir: &tempfile::TempDir, cool_down: Duration) -> (GuardedStore, FaultSwitch) {
-        let store =
-            EmbeddedStore::open(&dir.path().join("g.redb"), Arc::new(SystemClock)).expect("opens");
-        let (faulty, switch) = FaultyStore::wrap(Box::new(store));
-        (
-            GuardedStore::new(Box::new(faulty), Duration::from_millis(50), cool_down),
-            switch,
-        )
-    }
-
-    fn id() -> UserId {
-        UserId::new(454881884228).unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_hung_store_costs_lookups_their_short_timeout_and_trips_on_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, switch) = guarded(&dir, Duration::from_secs(30));
-        switch.set(Fault::Hanging);
-        for _ in 0..5 {
-            let started = Instant::now();
-            let read = store.get_members(&[id()]).await;
-            assert!(matches!(read, Err(StoreError::Timeout(_))), "{read:?}");
-            assert!(started.elapsed() < Duration::from_secs(2));
-            assert!(
-                store.is_closed(),
-                "a lookup's timeout alone is not an outage"
-            );
-        }
-        for strike in 1..=TIMEOUT_STRIKES {
-            let write = store.put_members(&[], Duration::from_secs(60)).await;
-            assert!(matches!(write, Err(StoreError::Timeout(_))), "{write:?}");
-            assert_eq!(
-                store.is_closed(),
-                strike < TIMEOUT_STRIKES,
-                "strike {strike}"
-            );
-        }
-        let started = Instant::now();
-        let second = store.user_id_by_number(MemberNumber::new(1).unwrap()).await;
-        assert!(matches!(second, Err(StoreError::Unavailable)), "{second:?}");
-        assert!(
-            started.elapsed() < Duration::from_millis(40),
-            "an open breaker does not wait: {:?}",
-            started.elapsed()
-        );
-    }
-
-    #[tokio::test]
-    async fn io_errors_open_the_breaker_and_a_probe_closes_it_when_the_store_returns() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, switch) = guarded(&dir, Duration::from_millis(100));
-        assert!(store.ping().await.is_ok());
-        switch.set(Fault::Failing);
-        assert!(matches!(store.ping().await, Err(StoreError::Embedded(_))));
-        assert!(!store.is_closed());
-        switch.set(Fault::None);
-        assert!(
-            matches!(store.ping().await, Err(StoreError::Unavailable)),
-            "still cooling down"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(store.ping().await.is_ok(), "the probe goes through");
-        assert!(store.is_closed());
-    }
-
-    #[tokio::test]
-    async fn a_slow_write_between_good_ones_does_not_open_the_breaker() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, switch) = guarded(&dir, Duration::from_secs(30));
-        for _ in 0..3 {
-            switch.set(Fault::Hanging);
-            for _ in 1..TIMEOUT_STRIKES {
-                let write = store.put_members(&[], Duration::from_secs(60)).await;
-                assert!(matches!(write, Err(StoreError::Timeout(_))), "{write:?}");
-            }
-            switch.set(Fault::None);
-            assert!(store.get_members(&[id()]).await.is_ok());
-            assert!(store.is_closed(), "a success resets the count");
-        }
-    }
+    // The breaker's behaviour under injected faults is tested with the
+    // faulty store of the test-support crate, in tests/faults/breaker.rs.
 
     #[tokio::test]
     async fn a_corrupt_record_does_not_open_the_breaker() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _switch) = guarded(&dir, Duration::from_secs(30));
+        let embedded =
+            EmbeddedStore::open(&dir.path().join("g.redb"), Arc::new(SystemClock)).expect("opens");
+        let store = GuardedStore::new(
+            Box::new(embedded),
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+        );
         let result = store
             .guard("test", Duration::from_secs(1), async {
                 Err::<(), _>(StoreError::Corrupt("bad".into()))

@@ -108,7 +108,7 @@ impl DeviceId {
 
 /// A UUID (v4 layout) from a SHA-1 of `installation`: the same for every
 /// replica of one installation, and no way back to the token.
-fn candidate(installation: &str) -> String {
+pub fn candidate(installation: &str) -> String {
     let digest = sha1_smol::Sha1::from(format!("zsxq-cache device {installation}"))
         .digest()
         .bytes();
@@ -122,13 +122,6 @@ fn candidate(installation: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
-    use crate::store::embedded::EmbeddedStore;
-    use crate::testkit::{Fault, FaultyStore};
-
-    fn embedded(dir: &tempfile::TempDir) -> Box<dyn Store> {
-        Box::new(EmbeddedStore::open(&dir.path().join("d.redb"), Arc::new(SystemClock)).unwrap())
-    }
 
     #[test]
     fn replicas_of_one_installation_offer_one_candidate_that_hides_the_token() {
@@ -138,20 +131,5 @@ mod tests {
         let parsed = uuid::Uuid::parse_str(&a).unwrap();
         assert_eq!(parsed.get_version_num(), 4);
         assert!(!a.contains("secret"));
-    }
-
-    #[tokio::test]
-    async fn the_stored_id_wins_and_a_failing_store_leaves_the_candidate() {
-        let dir = tempfile::tempdir().unwrap();
-        let (faulty, switch) = FaultyStore::wrap(embedded(&dir));
-        let store: Arc<dyn Store> = Arc::new(faulty);
-        store.device_id("stored-earlier").await.unwrap();
-        switch.set(Fault::Failing);
-        let device = DeviceId::stored(store.clone(), "g t");
-        assert_eq!(device.get().await, candidate("g t"), "store down");
-        switch.set(Fault::None);
-        assert_eq!(device.get().await, "stored-earlier", "store back");
-        switch.set(Fault::Failing);
-        assert_eq!(device.get().await, "stored-earlier", "held for the process");
     }
 }

@@ -429,7 +429,7 @@ mod tests {
     fn single(url: &str) -> RedisTarget {
         RedisTarget::Single(url.to_owned())
     }
-    use crate::testkit::RedisServer;
+    use zsxq_test_support::RedisServer;
 
     #[tokio::test]
     async fn slots_are_granted_one_spacing_apart_by_redis_time() {
@@ -456,7 +456,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_replicas_on_a_redis_cluster_share_one_schedule() {
-        let cluster = tokio::task::spawn_blocking(crate::testkit::RedisCluster::start)
+        let cluster = tokio::task::spawn_blocking(zsxq_test_support::RedisCluster::start)
             .await
             .unwrap()
             .expect("redis cluster");

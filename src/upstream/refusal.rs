@@ -861,7 +861,7 @@ mod tests {
 
     #[tokio::test]
     async fn replicas_on_one_redis_share_the_cool_down() {
-        let redis = crate::testkit::RedisServer::start().expect("redis-server");
+        let redis = zsxq_test_support::RedisServer::start().expect("redis-server");
         let target = RedisTarget::Single(redis.url());
         let a = Refusal::shared(&target, POLICY, "tok").unwrap();
         let b = Refusal::shared(&target, POLICY, "tok").unwrap();

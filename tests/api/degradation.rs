@@ -104,13 +104,13 @@ async fn a_failing_store_is_answered_from_the_near_cache_and_upstream(kind: Stor
     let switch = app.store_fault.clone().expect("faulty store");
     let (seen, new) = (&app.sim.data.members[0], &app.sim.data.members[1]);
     assert_eq!(app.user(seen.user_id).await.data()["cache_status"], "miss");
-    switch.set(zsxq_cache::testkit::Fault::Failing);
+    switch.set(zsxq_test_support::Fault::Failing);
     let a = app.user(seen.user_id).await;
     assert_eq!((a.status, &a.data()["cache_status"]), (200, &json!("hit")));
     let b = app.user(new.user_id).await;
     assert_eq!((b.status, &b.data()["cache_status"]), (200, &json!("miss")));
     assert_eq!(app.get("/readyz").await.data()["mode"], "degraded");
-    switch.set(zsxq_cache::testkit::Fault::None);
+    switch.set(zsxq_test_support::Fault::None);
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.stats().await.data()["cached_users_count"] != 2 {
         assert!(Instant::now() < deadline, "the new member was written back");

@@ -200,7 +200,7 @@ async fn a_ranking_with_a_hidden_participant_is_read_to_its_end_and_marked_incom
     assert_eq!(d["complete"], false);
     // The hidden participant's days are missing from the total.
     let hidden_days =
-        app.sim.data.expected_ranking(camp.checkin_id).unwrap()[zsxq_cache::sim::HIDDEN_POSITION].1;
+        app.sim.data.expected_ranking(camp.checkin_id).unwrap()[zsxq_sim::HIDDEN_POSITION].1;
     assert_eq!(d["statistics"]["checkined_count"], camp.checkins());
     assert_eq!(
         d["statistics"]["ranking_checkins"],

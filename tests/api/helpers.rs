@@ -9,10 +9,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use zsxq_cache::clock::SystemClock;
 use zsxq_cache::config::Config;
-use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::startup::{Application, open_unguarded_store};
 use zsxq_cache::store::redis_link::RedisTarget;
-use zsxq_cache::testkit::{FaultSwitch, FaultyStore, RedisCluster, RedisServer, Replicas};
+use zsxq_sim::{SimConfig, SimHandle};
+use zsxq_test_support::{FaultSwitch, FaultyStore, RedisCluster, RedisServer, Replicas};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
@@ -95,7 +95,7 @@ impl Setup {
     }
 
     pub async fn spawn(self) -> TestApp {
-        let sim = zsxq_cache::sim::spawn(self.sim.clone())
+        let sim = zsxq_sim::spawn(self.sim.clone())
             .await
             .expect("simulator starts");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -251,7 +251,7 @@ impl Setup {
         redis: Option<RedisServer>,
         cluster: Option<RedisCluster>,
     ) -> Fleet {
-        let sim = zsxq_cache::sim::spawn(self.sim.clone())
+        let sim = zsxq_sim::spawn(self.sim.clone())
             .await
             .expect("simulator starts");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -405,8 +405,6 @@ impl TestApp {
     /// Every key in this test's Redis, via SCAN.
     pub async fn redis_keys(&self) -> Vec<String> {
         let url = self.redis.as_ref().expect("a Redis test").url();
-        zsxq_cache::testkit::scan_keys(&url, "*")
-            .await
-            .expect("scan")
+        zsxq_test_support::scan_keys(&url, "*").await.expect("scan")
     }
 }

@@ -114,7 +114,7 @@ async fn unknown_or_malformed_job_ids_and_async_flags_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sync_command_warms_the_store_and_prints_a_summary() {
-    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig::for_tests())
+    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig::for_tests())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use serde_json::{Value, json};
-use zsxq_cache::sim::{CampScope, DEPARTED_CAMP_POSITION, SimHandle};
+use zsxq_sim::{CampScope, DEPARTED_CAMP_POSITION, SimHandle};
 
 use crate::helpers::{Answer, Setup, StoreKind, TestApp, spawn_app};
 use crate::on_both_stores;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use zsxq_cache::testkit::Fault;
+use zsxq_test_support::Fault;
 
 use crate::helpers::{Setup, StoreKind};
 use crate::on_both_stores;

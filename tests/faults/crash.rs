@@ -12,9 +12,9 @@ use rand::Rng;
 use serde_json::json;
 use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
-use zsxq_cache::sim::{SimConfig, SimHandle};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::{SortBy, SortOrder, Store};
+use zsxq_sim::{SimConfig, SimHandle};
 
 use crate::process::Service;
 
@@ -150,7 +150,7 @@ async fn check_intact(store: &EmbeddedStore, sim: &SimHandle) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_survives_kill_9_mid_write() {
-    let sim = zsxq_cache::sim::spawn(SimConfig {
+    let sim = zsxq_sim::spawn(SimConfig {
         members: 1000,
         ..SimConfig::for_tests()
     })

@@ -14,6 +14,7 @@ mod helpers;
 
 mod process;
 
+mod breaker;
 mod crash;
 mod secrets;
 mod shutdown;

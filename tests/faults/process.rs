@@ -20,7 +20,7 @@ pub struct Service {
 
 /// The variables that point a service at `sim`: its address, its group and
 /// its token. Callers add the store and whatever the test is about.
-pub fn sim_vars(sim: &zsxq_cache::sim::SimHandle) -> Vec<(&'static str, String)> {
+pub fn sim_vars(sim: &zsxq_sim::SimHandle) -> Vec<(&'static str, String)> {
     vec![
         ("ZSXQ_API_BASE", sim.base_url.clone()),
         ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use zsxq_cache::sim::{SimConfig, SimFault};
+use zsxq_sim::{SimConfig, SimFault};
 
 use crate::process::Service;
 
@@ -60,7 +60,7 @@ fn base_vars(sim_url: &str, group: u64, dir: &std::path::Path) -> Vec<(&'static 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_or_password_reaches_a_log_line_or_an_answer() {
-    let sim = zsxq_cache::sim::spawn(SimConfig {
+    let sim = zsxq_sim::spawn(SimConfig {
         token: UPSTREAM_TOKEN.to_string(),
         members: 60,
         ..SimConfig::for_tests()

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use zsxq_cache::sim::{SimConfig, SimHandle};
+use zsxq_sim::{SimConfig, SimHandle};
 
 use crate::process::Service;
 
@@ -31,7 +31,7 @@ async fn start(sim: &SimHandle, dir: &std::path::Path, extra: &[(&'static str, &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_in_flight_lookup_finish() {
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
+    let sim = zsxq_sim::spawn(SimConfig::for_tests())
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
@@ -64,7 +64,7 @@ async fn sigterm_lets_a_slow_in_flight_lookup_finish() {
 async fn sigterm_during_a_sync_still_answers_the_sync_with_its_counts() {
     // Listing refused: the sync reads rankings and fetches members one by
     // one, slowly, so SIGTERM lands in the middle of it.
-    let sim = zsxq_cache::sim::spawn(SimConfig {
+    let sim = zsxq_sim::spawn(SimConfig {
         members: 120,
         no_member_list: true,
         ..SimConfig::for_tests()
@@ -118,7 +118,7 @@ async fn sigterm_during_a_sync_still_answers_the_sync_with_its_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
+    let sim = zsxq_sim::spawn(SimConfig::for_tests())
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
@@ -152,7 +152,7 @@ async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
 async fn an_async_sync_cut_off_by_shutdown_reports_what_it_completed() {
     let mut sim_cfg = SimConfig::for_tests();
     sim_cfg.no_member_list = true;
-    let sim = zsxq_cache::sim::spawn(sim_cfg).await.expect("simulator");
+    let sim = zsxq_sim::spawn(sim_cfg).await.expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
     let mut service = start(
         &sim,

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use zsxq_cache::sim::SimMember;
-use zsxq_cache::testkit::Fault;
+use zsxq_sim::SimMember;
+use zsxq_test_support::Fault;
 
 use crate::helpers::{Setup, StoreKind, TestApp};
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use zsxq_cache::sim::SimFault;
+use zsxq_sim::SimFault;
 
 use crate::helpers::{Setup, StoreKind, TestApp};
 

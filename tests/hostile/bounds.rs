@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use zsxq_cache::config::Config;
 use zsxq_cache::domain::CheckinId;
 use zsxq_cache::refund::{RequiredDays, UNKNOWN_CAMPS_KEPT, turns::SWEEP_ABOVE};
-use zsxq_cache::sim::{SimConfig, SimFault};
+use zsxq_sim::{SimConfig, SimFault};
 
 use crate::helpers::{Setup, StoreKind};
 use crate::rss_kib;
@@ -110,9 +110,7 @@ async fn twenty_thousand_unknown_camps_cost_a_bounded_number_of_camp_list_calls(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_camp_ids_held_in_memory_stay_bounded_however_many_unknown_ids_are_asked_for() {
-    let sim = zsxq_cache::sim::spawn(SimConfig::for_tests())
-        .await
-        .expect("sim");
+    let sim = zsxq_sim::spawn(SimConfig::for_tests()).await.expect("sim");
     let dir = tempfile::tempdir().expect("dir");
     let vars: std::collections::HashMap<String, String> = [
         ("ZSXQ_API_BASE", sim.base_url.clone()),

@@ -163,7 +163,7 @@ async fn a_flood_of_idle_sockets_leaves_healthz_and_requests_in_flight_answered(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_200_file_descriptors_300_idle_sockets_leave_healthz_answered() {
     const FLOOD: usize = 300;
-    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig::for_tests())
+    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig::for_tests())
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");
@@ -237,7 +237,7 @@ async fn with_200_file_descriptors_300_idle_sockets_leave_healthz_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_trickle_cannot_hold_a_shutdown_past_the_header_timeout() {
-    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig::for_tests())
+    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig::for_tests())
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");

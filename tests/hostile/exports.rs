@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use zsxq_cache::config::Config;
-use zsxq_cache::sim::{SimConfig, generate};
 use zsxq_cache::startup::Application;
+use zsxq_sim::{SimConfig, generate};
 
 /// Names given to the first participants of the benchmark camp.
 const NAMES: [&str; 6] = [
@@ -50,7 +50,7 @@ async fn exports_show_names_as_plain_text_and_defuse_formulas() {
     let sim_addr = sim_listener.local_addr().unwrap();
     let group_id = data.group_id;
     let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(zsxq_cache::sim::serve(
+    tokio::spawn(zsxq_sim::serve(
         sim_listener,
         sim_cfg.clone(),
         Arc::new(data),

@@ -271,7 +271,7 @@ async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_op
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_token_never_appears_in_logs_or_answers() {
-    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig::for_tests())
+    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig::for_tests())
         .await
         .expect("simulator");
     let dir = tempfile::tempdir().expect("dir");

@@ -307,13 +307,13 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
     if !have("nginx", "-v") || !have("openssl", "version") {
         return;
     }
-    let sim = zsxq_cache::sim::spawn(zsxq_cache::sim::SimConfig {
+    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig {
         members: 60,
-        ..zsxq_cache::sim::SimConfig::for_tests()
+        ..zsxq_sim::SimConfig::for_tests()
     })
     .await
     .expect("simulator");
-    let redis = zsxq_cache::testkit::RedisServer::start().expect("redis-server");
+    let redis = zsxq_test_support::RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().expect("dir");
     let env_example = read("production.env.example");
     assert!(

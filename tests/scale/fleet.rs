@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use zsxq_cache::config::Config;
-use zsxq_cache::sim::{SimConfig, SimHandle};
-use zsxq_cache::testkit::{RedisCluster, RedisServer, Replicas};
+use zsxq_sim::{SimConfig, SimHandle};
+use zsxq_test_support::{RedisCluster, RedisServer, Replicas};
 
 /// `API_RATE_LIMIT` of every replica and the simulator's per-minute limit.
 const LIMIT_PER_MIN: u32 = 2400;
@@ -65,7 +65,7 @@ impl Fleet {
         redis: Option<RedisServer>,
         cluster: Option<RedisCluster>,
     ) -> Fleet {
-        let sim = zsxq_cache::sim::spawn(SimConfig {
+        let sim = zsxq_sim::spawn(SimConfig {
             members,
             latency_ms: 20,
             rate_per_min: LIMIT_PER_MIN,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use zsxq_cache::sim::{SimConfig, SimFault};
+use zsxq_sim::{SimConfig, SimFault};
 
 use crate::process::Service;
 
@@ -15,7 +15,7 @@ const GIVEN_ID: &str = "trace-7f3a_0042";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_request_id_on_every_line_of_the_request() {
-    let sim = zsxq_cache::sim::spawn(SimConfig {
+    let sim = zsxq_sim::spawn(SimConfig {
         members: 20,
         ..SimConfig::for_tests()
     })

@@ -220,7 +220,7 @@ fn ping(port: u16) -> io::Result<bool> {
 /// (`tests/store_memory.rs`, `bench hot`).
 pub async fn used_memory<C: redis::aio::ConnectionLike>(conn: &mut C) -> redis::RedisResult<i64> {
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
-    crate::store::redis::used_memory_in(&info)
+    zsxq_cache::store::redis::used_memory_in(&info)
         .and_then(|bytes| i64::try_from(bytes).ok())
         .ok_or_else(|| {
             redis::RedisError::from((redis::ErrorKind::Parse, "INFO memory lacks used_memory"))

@@ -253,11 +253,13 @@ pub struct CachedMember {
     pub updated_at: i64,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 impl CachedMember {
     /// A minimal record for unit tests: the given id and number, name
     /// `m{number}`, every other text empty, cached and updated at `updated_at`.
-    pub(crate) fn for_test(id: u64, number: u64, updated_at: i64) -> Self {
+    /// (The `testing` feature lends it to the service's unit tests; builds
+    /// of the binary leave it out.)
+    pub fn for_test(id: u64, number: u64, updated_at: i64) -> Self {
         CachedMember {
             member: Member {
                 user_id: UserId::new(id).expect("test id > 0"),

@@ -38,12 +38,12 @@ use anyhow::{Context, bail};
 use rand::Rng;
 use tokio::process::{Child, Command};
 
-use crate::clock::SystemClock;
-use crate::domain::CachedMember;
-use crate::sim::{SimConfig, SimHandle, SimMember};
-use crate::store::Store;
-use crate::store::redis::RedisStore;
-use crate::testkit::RedisServer;
+use zsxq_cache::clock::SystemClock;
+use zsxq_cache::domain::CachedMember;
+use zsxq_cache::store::Store;
+use zsxq_cache::store::redis::RedisStore;
+use zsxq_sim::{SimConfig, SimHandle, SimMember};
+use zsxq_test_support::RedisServer;
 
 /// The service's own target for memory (issue #8).
 const RSS_TARGET_MB: f64 = 60.0;
@@ -120,7 +120,7 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
     let mut sim_cfg = SimConfig::for_tests();
     sim_cfg.members = 1_000;
     sim_cfg.token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let sim = crate::sim::spawn(sim_cfg.clone())
+    let sim = zsxq_sim::spawn(sim_cfg.clone())
         .await
         .context("starting the simulator")?;
     let work = tempfile::tempdir().context("temp dir")?;
@@ -222,19 +222,19 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
         .send()
         .await?;
     anyhow::ensure!(clear.status().is_success(), "clearing the cache failed");
-    let members = crate::sim::generate(7, args.members.max(2_000), sim.data.group_id)
+    let members = zsxq_sim::generate(7, args.members.max(2_000), sim.data.group_id)
         .members
         .iter()
         .map(cached)
         .collect::<Result<Vec<_>, _>>()?;
     let small = 1_000.min(members.len());
     fill(&store, &members[..small]).await?;
-    let used_small = crate::testkit::used_memory(&mut conn).await?;
+    let used_small = zsxq_test_support::used_memory(&mut conn).await?;
     report.paging_small = paging(&http, &replicas[0], args.page_requests, small).await?;
     let started = Instant::now();
     fill(&store, &members[small..]).await?;
     let filled_in = started.elapsed();
-    let used_large = crate::testkit::used_memory(&mut conn).await?;
+    let used_large = zsxq_test_support::used_memory(&mut conn).await?;
     report.large = members.len();
     report.bytes_per_member =
         (used_large - used_small) as f64 / (members.len() - small).max(1) as f64;
@@ -256,10 +256,14 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
     let mut base_conn = redis::Client::open(baseline.url())?
         .get_multiplexed_async_connection()
         .await?;
-    let base_before = crate::testkit::used_memory(&mut base_conn).await?;
-    crate::testkit::seed_layout::write_straightforward(&mut base_conn, &members[small..], 86_400)
-        .await?;
-    report.baseline_bytes_per_member = (crate::testkit::used_memory(&mut base_conn).await?
+    let base_before = zsxq_test_support::used_memory(&mut base_conn).await?;
+    zsxq_test_support::seed_layout::write_straightforward(
+        &mut base_conn,
+        &members[small..],
+        86_400,
+    )
+    .await?;
+    report.baseline_bytes_per_member = (zsxq_test_support::used_memory(&mut base_conn).await?
         - base_before) as f64
         / (members.len() - small).max(1) as f64;
     drop(baseline);

@@ -1,12 +1,12 @@
-//! `zsxq-cache bench …`: benchmarks that start everything they need (the
+//! `zsxq-bench …` (`cargo run --release -p zsxq-bench -- <what>`): benchmarks that start everything they need (the
 //! simulator, the service on an embedded store in a temp dir) and print
 //! figures. Speed targets live here, never in timed unit tests: the machines
 //! are shared and noisy, so every figure is printed with what it is measured
 //! against rather than asserted.
 
-pub mod hot;
-pub mod refund;
-pub mod sync;
+mod hot;
+mod refund;
+mod sync;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,25 +15,34 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::config::Config;
-use crate::sim::{SimConfig, SimHandle};
-use crate::startup::Application;
+use zsxq_cache::config::Config;
+use zsxq_cache::startup::Application;
+use zsxq_sim::{SimConfig, SimHandle};
 
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
+/// The benchmarks; each prints its figures and what they are measured
+/// against.
+#[derive(Debug, clap::Parser)]
+#[command(name = "zsxq-bench", version, about)]
+enum BenchCommand {
     /// Upstream budget: sync with and without the member list, priority of
-    /// a person's lookup during a sync, throttle storms (issue #3).
+    /// a person's lookup during a sync, throttle storms.
     Sync(sync::SyncBenchArgs),
     /// Refund list of the 167-participant camp: cold, warm, and cold while
-    /// the simulator rejects calls (issue #4).
+    /// the simulator rejects calls.
     Refund(refund::BenchArgs),
     /// Hot lookups against nginx proxy_cache, cold stampedes over three
-    /// replicas, paging at 1k/100k members, memory per member, RSS (issue #8).
+    /// replicas, paging at 1k/100k members, memory per member, RSS.
     Hot(hot::HotArgs),
 }
 
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    use clap::Parser as _;
+    let command = BenchCommand::parse();
+    // The service's logs, as `zsxq-cache` sets them up (RUST_LOG, LOG_FORMAT).
+    zsxq_cache::config::load_dotenv();
+    zsxq_cache::telemetry::init().map_err(anyhow::Error::msg)?;
+    match command {
         BenchCommand::Sync(args) => sync::run(args).await,
         BenchCommand::Refund(args) => refund::run(args).await,
         BenchCommand::Hot(args) => hot::run(args).await,
@@ -63,7 +72,7 @@ impl Rig {
     /// the defaults (embedded store in a fresh temp dir).
     pub async fn start(sim: SimConfig, vars: &[(&str, String)]) -> anyhow::Result<Self> {
         let token = sim.token.clone();
-        let sim = crate::sim::spawn(sim)
+        let sim = zsxq_sim::spawn(sim)
             .await
             .context("starting the simulator")?;
         let dir = tempfile::tempdir().context("temp dir")?;

@@ -634,7 +634,7 @@ async fn member_list(
 fn time_param(query: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Failure> {
     match query.get(name).map(|v| v.trim()) {
         None | Some("") => Ok(None),
-        Some(raw) => crate::domain::parse_zsxq_time_ms(raw)
+        Some(raw) => zsxq_domain::parse_zsxq_time_ms(raw)
             .map(Some)
             .ok_or_else(|| Failure::bad_param(name)),
     }

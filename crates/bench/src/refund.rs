@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::Config;
-use crate::domain::CheckinId;
-use crate::refund::{RefundList, RequiredDays};
-use crate::sim::{SimConfig, SimData, SimHandle, SimStats};
-use crate::startup::build_state;
+use zsxq_cache::config::Config;
+use zsxq_cache::domain::CheckinId;
+use zsxq_cache::refund::{RefundList, RequiredDays};
+use zsxq_cache::startup::build_state;
+use zsxq_sim::{SimConfig, SimData, SimHandle, SimStats};
 
 /// Cold target: at most this many upstream calls (12, plus the camp's
 /// statistics that prove the ranking whole)…
@@ -71,7 +71,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     sim_cfg.latency_ms = args.latency_ms;
     sim_cfg.rate_per_min = args.rate_per_min;
     sim_cfg.token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let sim = crate::sim::spawn(sim_cfg.clone())
+    let sim = zsxq_sim::spawn(sim_cfg.clone())
         .await
         .context("starting the simulator")?;
     let camp = sim
@@ -218,7 +218,7 @@ fn measure(
     data: &SimData,
     calls: SimStats,
     elapsed: Duration,
-    list: Result<RefundList, crate::refund::RefundError>,
+    list: Result<RefundList, zsxq_cache::refund::RefundError>,
 ) -> anyhow::Result<Run> {
     let list = list.with_context(|| format!("{name}: the list could not be built"))?;
     let expected = data

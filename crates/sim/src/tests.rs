@@ -99,12 +99,12 @@ fn join_times_use_the_upstream_format_and_never_decrease_with_number() {
     for m in &data.members {
         assert!(m.join_time.ends_with("+0800"), "{}", m.join_time);
         assert_eq!(m.join_time.len(), "2024-09-04T22:39:05.287+0800".len());
-        let joined = crate::domain::parse_zsxq_time_ms(&m.join_time).expect("parses");
+        let joined = zsxq_domain::parse_zsxq_time_ms(&m.join_time).expect("parses");
         assert_eq!(joined, m.join_time_ms);
         assert!(joined >= previous);
         shared += usize::from(joined == previous);
         previous = joined;
-        let expires = crate::domain::parse_zsxq_time_ms(&m.expired_time).expect("parses");
+        let expires = zsxq_domain::parse_zsxq_time_ms(&m.expired_time).expect("parses");
         assert_eq!(expires - joined, 365 * 24 * 3600 * 1000);
         assert_eq!(m.status, "joined");
     }
@@ -613,7 +613,7 @@ async fn camps_are_listed_newest_first_and_a_bad_scope_gets_1004() {
     let times: Vec<i64> = camps
         .iter()
         .map(|c| {
-            crate::domain::parse_zsxq_time_ms(c["create_time"].as_str().unwrap_or(""))
+            zsxq_domain::parse_zsxq_time_ms(c["create_time"].as_str().unwrap_or(""))
                 .expect("a time")
         })
         .collect();

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::config::Config;
-use crate::startup::Application;
+use zsxq_cache::config::Config;
+use zsxq_cache::startup::Application;
 
 /// Running replicas; dropping this stops them (gracefully, as SIGTERM would).
 #[derive(Debug, Default)]

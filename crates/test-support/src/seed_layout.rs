@@ -7,7 +7,7 @@
 
 use redis::aio::ConnectionLike;
 
-use crate::domain::CachedMember;
+use zsxq_cache::domain::CachedMember;
 
 /// Writes `members` as the straightforward implementation of the seed would,
 /// 500 to a pipeline. With an avatar URL over 64 bytes (as real ones are) each

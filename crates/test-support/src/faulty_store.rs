@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
-use crate::store::{
+use zsxq_cache::domain::{CachedMember, CheckinId, MemberNumber, UserId};
+use zsxq_cache::store::{
     ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store,
     StoreError, StoredStats,
 };

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::domain::{Member, MemberNumber, UserId};
+use zsxq_domain::{Member, MemberNumber, UserId};
 
 /// How many participants the first "over" camp has: the size of the refund
 /// list in the original incident (167 concurrent lookups, throttled), which

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::Rig;
-use crate::sim::SimConfig;
+use zsxq_sim::SimConfig;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SyncBenchArgs {

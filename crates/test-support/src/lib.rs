@@ -1,9 +1,11 @@
-//! Support code for tests and benchmarks that need real external systems.
+//! What the tests and the benchmarks share: real external systems (a
+//! throwaway `redis-server`, a Redis Cluster, replicas of the service), a
+//! store that fails on demand, and the straightforward Redis layout the
+//! memory benchmark compares against.
 //!
-//! It is ordinary, always-compiled library code rather than `#[cfg(test)]`
-//! because integration tests (`tests/`) and benchmarks are separate crates
-//! that can only reach the library's public items. Nothing in the service
-//! itself uses it.
+//! A crate of its own so that none of it is compiled into the shipped
+//! binary: the service's tests and the bench binary depend on it, the
+//! service does not.
 
 pub mod faulty_store;
 pub mod redis_cluster;
