@@ -22,13 +22,13 @@ use crate::startup::Application;
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Upstream budget: sync with and without the member list, priority of
-    /// a person's lookup during a sync, throttle storms (issue #3).
+    /// a person's lookup during a sync, throttle storms.
     Sync(sync::SyncBenchArgs),
     /// Refund list of the 167-participant camp: cold, warm, and cold while
-    /// the simulator rejects calls (issue #4).
+    /// the simulator rejects calls.
     Refund(refund::BenchArgs),
     /// Hot lookups against nginx proxy_cache, cold stampedes over three
-    /// replicas, paging at 1k/100k members, memory per member, RSS (issue #8).
+    /// replicas, paging at 1k/100k members, memory per member, RSS.
     Hot(hot::HotArgs),
 }
 
