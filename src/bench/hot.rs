@@ -398,8 +398,8 @@ struct Nginx {
 impl Drop for Nginx {
     /// Stops the master with SIGTERM and waits for it, so it takes its
     /// workers down: after the `SIGKILL` of `kill_on_drop` alone, orphaned
-    /// workers were seen still running after a run, where they would skew
-    /// whatever is measured next.
+    /// workers can keep running after a run, where they would skew whatever
+    /// is measured next.
     fn drop(&mut self) {
         let Some(pid) = self.child.id() else { return };
         let _ = std::process::Command::new("kill")

@@ -49,7 +49,7 @@ const SLOT_COUNT: u32 = 16384;
 /// `cluster-node-timeout` in milliseconds. Small so that a killed master is
 /// declared failed, and its replica elected, within a few seconds; large
 /// enough that two loaded cores do not make healthy nodes look dead (1000 ms
-/// was seen to be borderline while benchmarks shared the machine).
+/// is borderline while benchmarks share the machine).
 const NODE_TIMEOUT_MS: u64 = 2000;
 
 /// How long a fresh node gets to answer PING.
