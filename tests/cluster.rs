@@ -1,4 +1,4 @@
-//! The Redis store and the service on a real Redis Cluster (issue #7):
+//! The Redis store and the service on a real Redis Cluster:
 //! three masters and three replicas built by `testkit::RedisCluster`, and a
 //! master failing over while readers keep asking.
 //!

@@ -1,4 +1,4 @@
-//! Property-based fuzzing of the HTTP API (issue #6, item 3): thousands of
+//! Property-based fuzzing of the HTTP API: thousands of
 //! generated requests — malformed paths, ids out of range, percent-encoded
 //! garbage and CRLF, bad query values, wrong methods, odd headers, random and
 //! oversized bodies — against the real router with a real store and the
@@ -393,7 +393,7 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-/// Whether `key` belongs to the documented layout (SPEC §4).
+/// Whether `key` belongs to the store's key layout (`store::keys`).
 fn known_key(key: &str) -> bool {
     let digits = |rest: &str| {
         !rest.is_empty()
@@ -403,7 +403,8 @@ fn known_key(key: &str) -> bool {
     };
     key.strip_prefix(keys::USER_PREFIX).is_some_and(digits)
         || key.strip_prefix(keys::NUMBER_PREFIX).is_some_and(digits)
-        // Fleet leases on cold members (issue #8); a "not a member" answer
+        // Fleet leases on cold members (one replica fetches, the others
+        // wait for its answer); a "not a member" answer
         // stays under one for 30 s. Still built from a parsed id only.
         || key.strip_prefix(keys::LEASE_USER_PREFIX).is_some_and(digits)
         || keys::FIXED.contains(&key)

@@ -3,13 +3,14 @@
 //! Every scenario is written once against `dyn Store` and instantiated twice
 //! by `contract!`: once on a fresh real `redis-server` (started by
 //! `testkit::RedisServer` on a free port) and once on a fresh redb file in a
-//! temporary directory. Where Redis adds a promise of its own (the seed's
-//! `redis-cli` recipes, TTLs on every key, no leftovers after `clear`), the
-//! scenario also inspects Redis directly through a plain connection.
+//! temporary directory. Where Redis adds a promise of its own (the original
+//! design's `redis-cli` recipes, TTLs on every key, no leftovers after
+//! `clear`), the scenario also inspects Redis directly through a plain
+//! connection.
 //!
 //! A third instantiation runs every scenario on a real Redis Cluster (three
 //! masters, three replicas, built by `testkit::RedisCluster`), so that the
-//! cluster and a single server are held to the very same answers (issue #7).
+//! cluster and a single server are held to the very same answers.
 //! Looking behind the store there goes through the cluster client.
 //!
 //! Time: the Redis store runs on the wall clock and real TTLs (a 1 s TTL and
@@ -340,8 +341,9 @@ async fn a_members_old_number_stops_resolving_once_its_number_changed(h: &Harnes
     );
 
     if let Some(mut conn) = h.raw_redis().await {
-        // A stale number key (as an older writer, or the seed, leaves them)
-        // must not be trusted: the member's hash says 6.
+        // A stale number key (as an older writer, or a clear that forgets the
+        // number index, leaves them) must not be trusted: the member's hash
+        // says 6.
         let _: () = redis::cmd("SET")
             .arg("zsxq:number:7")
             .arg("31")
@@ -1007,8 +1009,10 @@ async fn redis_clear_also_sweeps_keys_the_id_set_no_longer_knows() {
         .await
         .unwrap();
     let mut conn = h.raw_redis().await.unwrap();
-    // What the seed's bugs leave behind: a stale number key, and a member
-    // hash whose id fell out of the set. Plus a key that is not the store's.
+    // What a careless writer leaves behind: a stale number key (a clear that
+    // forgot the number index), and a member hash whose id fell out of the
+    // set (set and hashes that expire at different times). Plus a key that
+    // is not the store's.
     let _: () = redis::pipe()
         .cmd("SET")
         .arg("zsxq:number:999")

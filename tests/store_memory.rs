@@ -1,4 +1,4 @@
-//! Redis memory per cached member (issue #8, item 4), measured on a private
+//! Redis memory per cached member, measured on a private
 //! `redis-server` with its default configuration: `used_memory` before and
 //! after writing simulator members through the store, divided by their
 //! number. With a fresh server and one writer the figure is deterministic
@@ -6,8 +6,8 @@
 //! compact layout against regressions (a hash falling back to hashtable
 //! encoding costs ~600 B more).
 //!
-//! Issue #8 asks that the sorted indexes not make the cache fatter than the
-//! straightforward implementation of the seed's layout. The same test
+//! The sorted indexes must not make the cache fatter than a straightforward
+//! implementation of the original design's layout. The same test
 //! therefore also measures, on the same members and server: our figure
 //! without the indexes, and the straightforward layout (one `HSET` of the
 //! record as it comes — an avatar URL over 64 bytes makes that hash a
@@ -79,7 +79,8 @@ async fn a_cached_member_costs_redis_a_bounded_number_of_bytes_and_hashes_stay_l
     }
 
     // What the sorted indexes cost: drop them and measure again. The rest
-    // is the seed's own keys (hash, number key, set entry) as we write them.
+    // is the original design's keys (hash, number key, set entry) as we
+    // write them.
     let _: () = redis::cmd("DEL")
         .arg("zsxq:{idx}:number")
         .arg("zsxq:{idx}:join_time")
@@ -90,8 +91,8 @@ async fn a_cached_member_costs_redis_a_bounded_number_of_bytes_and_hashes_stay_l
     let without_indexes = used_memory(&mut conn).await;
     let index_share = (after - without_indexes) as f64 / n as f64;
 
-    // The straightforward implementation of the seed on the same members, in
-    // the same server: one HSET of the record as it comes (an avatar URL over
+    // The straightforward implementation of the original layout on the same
+    // members, in the same server: one HSET of the record as it comes (an avatar URL over
     // 64 bytes makes the hash a hashtable), the number key, the set entry.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     let seed_first = used_memory(&mut conn).await;
@@ -100,8 +101,8 @@ async fn a_cached_member_costs_redis_a_bounded_number_of_bytes_and_hashes_stay_l
         .unwrap();
     let seed_layout = (used_memory(&mut conn).await - seed_first) as f64 / n as f64;
     println!(
-        "of which the sorted indexes: {index_share:.0} B; the seed's keys as we write them: {:.0} B; \
-         the straightforward seed layout on the same members: {seed_layout:.0} B",
+        "of which the sorted indexes: {index_share:.0} B; the original design's keys as we write them: {:.0} B; \
+         the straightforward layout on the same members: {seed_layout:.0} B",
         per_member - index_share
     );
 

@@ -2,7 +2,7 @@
 //! table. Pure functions of a [`RefundList`]: nothing here fetches.
 //!
 //! Decisions:
-//! - **Columns** are the original service's (SPEC §3): 序号, 星球编号,
+//! - **Columns** are the original service's, in its order: 序号, 星球编号,
 //!   星球昵称, 打卡天数, 是否合格. A row without a number says so in the
 //!   number cell ("缺失：<reason>") rather than leaving it blank, so a file
 //!   handed on alone cannot pass for complete.

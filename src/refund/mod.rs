@@ -1,5 +1,6 @@
-//! Refund lists (SPEC §1, §3): after a check-in camp, every participant with
-//! their member number, days checked in and whether they qualify.
+//! Refund lists: after a check-in camp, every participant with their member
+//! number, days checked in and whether they qualify, which is what an
+//! operator needs to hand deposits back.
 //!
 //! A list is a camp's ranking joined with member numbers:
 //! - **The camp** (title, status, required days) comes from the camps list,
@@ -77,7 +78,7 @@ pub struct RequiredDays(u32);
 impl RequiredDays {
     pub const MIN: u32 = 1;
     pub const MAX: u32 = 365;
-    /// The seed's default ("完成7天打卡").
+    /// The usual camp rule ("完成7天打卡").
     pub const DEFAULT: RequiredDays = RequiredDays(7);
 
     /// `None` outside 1..=365.
@@ -138,7 +139,8 @@ pub enum RankingSource {
     Upstream,
 }
 
-/// One participant (SPEC §3 field names, from the original service).
+/// One participant, under the original service's field names (its consumers
+/// read them unchanged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RefundRow {
     pub planet_user_id: UserId,

@@ -1,11 +1,11 @@
-//! The operator's web page (issue #5), served by the service itself.
+//! The operator's web page, served by the service itself.
 //!
 //! Three hand-written files under `assets/` — `index.html`, `app.js`,
 //! `app.css` — plus an icon, compiled into the binary with `include_bytes!`,
 //! so `zsxq-cache demo` and `serve` open a working page offline, with no
 //! front-end server and no build step. The page is a small hash-routed app
 //! (`#/camps`, `#/camps/<id>/refund?required_days=7`, `#/members`, `#/cache`)
-//! that only talks to the JSON API of SPEC §3.
+//! that only talks to the service's own JSON API (`/api/...`).
 //!
 //! Caching: the HTML is revalidated on every load (`no-cache` + `ETag`); it
 //! names the other files as `/assets/<file>?v=<version>`, where the version

@@ -1,5 +1,5 @@
 //! Admin endpoints: closed without a token, and `DELETE /api/users/cache`
-//! removes everything it made (seed §5.1.5, SPEC §3).
+//! removes everything it made.
 
 use serde_json::json;
 

@@ -1,4 +1,4 @@
-//! Seed §8: Redis down or hung, upstream throttled — answers keep coming.
+//! Degradation: Redis down or hung, upstream throttled — answers keep coming.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! The HTTP edge (issue #6, items 3–4): the per-client rate limit, CORS,
+//! The HTTP edge: the per-client rate limit, CORS,
 //! envelopes for framework rejections, and the OpenAPI document.
 
 use std::collections::BTreeSet;

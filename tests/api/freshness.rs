@@ -1,4 +1,4 @@
-//! Staying fresh (issue #3): stale-while-revalidate, scheduled warm-up, and
+//! Staying fresh: stale-while-revalidate, scheduled warm-up, and
 //! the negative cache for ids that are not members.
 
 use std::time::{Duration, Instant};

@@ -165,7 +165,7 @@ impl Setup {
 }
 
 /// Several replicas of the service on one private Redis and one simulator,
-/// as production runs them behind a load balancer (issue #8).
+/// as production runs them behind a load balancer.
 pub struct Fleet {
     pub sim: SimHandle,
     /// The private Redis server, unless the fleet runs on a cluster.

@@ -1,4 +1,4 @@
-//! Sync as a job (issue #3): 202 with a job id, progress while it runs, one
+//! Sync as a job: 202 with a job id, progress while it runs, one
 //! sync at a time, and the CLI's `sync`.
 
 use std::time::{Duration, Instant};

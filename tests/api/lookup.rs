@@ -1,4 +1,5 @@
-//! Lazy loading by id and by number (seed §5.1.2, §5.1.3).
+//! Lazy loading by id and by number: `GET /api/users/:userId` and
+//! `GET /api/users/number/:number`.
 
 use crate::helpers::{StoreKind, spawn_app};
 use crate::on_both_stores;

@@ -1,4 +1,4 @@
-//! `GET /metrics` (issue #7, item 3): the Prometheus exposition has the
+//! `GET /metrics`: the Prometheus exposition has the
 //! series the dashboard and alerts use, and they move with the traffic.
 
 use std::collections::BTreeMap;

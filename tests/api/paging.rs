@@ -1,4 +1,4 @@
-//! `GET /api/users`: pages from the sorted indexes (seed §5.1.1).
+//! `GET /api/users`: pages from the sorted indexes.
 
 use serde_json::json;
 

@@ -56,7 +56,8 @@ async fn metric(app: &TestApp, name: &str) -> Option<f64> {
 }
 
 /// The service with the real pace (`API_RATE_LIMIT` 50, 200 ms apart, retries
-/// from 1 s), which is where a storm used to hold every lookup for a minute.
+/// from 1 s), at which retrying each lookup through a storm would hold every
+/// lookup for a minute.
 /// The cool-down is half the default: still longer than the throttle
 /// penalty of the budget (30 s at most), as the default is, so the probe
 /// after it goes at once.

@@ -1,4 +1,5 @@
-//! The seed's Redis layout (seed §4): key names, field strings, TTLs.
+//! The original design's Redis layout, kept so its `redis-cli` recipes work:
+//! key names, field strings, TTLs.
 
 use serde_json::json;
 

@@ -1,4 +1,4 @@
-//! Camps and refund lists (issue #4, SPEC §3): complete and correct lists,
+//! Camps and refund lists: complete and correct lists,
 //! cheap on a cold cache, free when repeated, loud when something is missing.
 
 use std::io::Read;

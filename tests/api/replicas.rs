@@ -1,4 +1,4 @@
-//! Several replicas on one Redis (issue #8): near caches agree across
+//! Several replicas on one Redis: near caches agree across
 //! replicas, and a cold member costs one upstream call however many
 //! replicas are asked for it at once.
 

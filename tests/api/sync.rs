@@ -1,5 +1,4 @@
-//! `POST /api/users/sync`: a sync that learns the ids from the upstream
-//! (seed §5.1.4).
+//! `POST /api/users/sync`: a sync that learns the ids from the upstream.
 
 use serde_json::json;
 
@@ -124,8 +123,8 @@ async fn a_sync_falls_back_to_rankings_when_listing_is_refused(kind: StoreKind) 
 }
 
 /// A write whose answer comes after the breaker stopped waiting has still
-/// landed: the report must not call those members failed (it used to, and
-/// `cached_users_count` then disagreed with `success_count`).
+/// landed: the report must not call those members failed (`cached_users_count`
+/// would then disagree with `success_count`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answered_late_is_confirmed_and_reported_as_done() {
     let app = Setup::new(StoreKind::Embedded)

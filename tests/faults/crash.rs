@@ -1,4 +1,4 @@
-//! `kill -9` mid-write (issue #6, item 5): the embedded store survives a
+//! `kill -9` mid-write: the embedded store survives a
 //! SIGKILL while it is being written hard — forced syncs rewriting every
 //! member, cache clears, lookups — with no corruption: the file reopens,
 //! every record in it is intact and consistent with its indexes, and it

@@ -1,4 +1,4 @@
-//! The fault-injection suite (issue #6): the service keeps answering when
+//! The fault-injection suite: the service keeps answering when
 //! Redis or the upstream misbehaves, loses nothing it was told, and leaks no
 //! secret. Real faults on real things: a `redis-server` killed, restarted and
 //! SIGSTOPped; the simulator answering garbage, slowly, with HTTP 500 or a

@@ -1,4 +1,4 @@
-//! Secret redaction (issue #6, item 4): the upstream token, the admin token
+//! Secret redaction: the upstream token, the admin token
 //! and a Redis password never appear in any log line (at `RUST_LOG=debug`)
 //! or any answer, whatever goes wrong: wrong admin tokens, an upstream that
 //! rejects our token, broken upstream answers, an unreachable Redis.

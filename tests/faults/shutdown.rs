@@ -1,4 +1,4 @@
-//! Graceful shutdown (issue #6, item 5): SIGTERM lets in-flight requests
+//! Graceful shutdown: SIGTERM lets in-flight requests
 //! finish — a slow lookup, a running sync — and a request that outlasts
 //! `SHUTDOWN_GRACE_SECS` is cut off with a log line saying so.
 

@@ -1,4 +1,4 @@
-//! Store faults (issue #6, item 1): Redis killed and restarted under load,
+//! Store faults: Redis killed and restarted under load,
 //! Redis hung (SIGSTOP), the embedded store failing with I/O errors or
 //! hanging. Cached members keep being served from the near cache, misses go
 //! to the upstream, and what was fetched meanwhile is written back once the

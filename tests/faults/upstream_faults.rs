@@ -1,4 +1,4 @@
-//! Upstream faults (issue #6, item 2): garbage, truncated JSON, missing
+//! Upstream faults: garbage, truncated JSON, missing
 //! fields, HTTP 500, slowness past the timeout, 1059 storms and a refused
 //! connection each give their typed error and a clear 502/503/504 envelope
 //! (with `Retry-After` where retrying helps); nothing invalid is cached; a

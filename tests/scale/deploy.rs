@@ -1,5 +1,4 @@
-//! The files in `deploy/` are exercised, not just shipped (issue #7, items
-//! 3 and 5): the systemd unit passes `systemd-analyze verify` and its
+//! The files in `deploy/` are exercised, not just shipped: the systemd unit passes `systemd-analyze verify` and its
 //! security review, the alert rules pass `promtool check rules` and their
 //! unit tests, the Grafana dashboard parses and queries only series that
 //! `/metrics` really exposes (its PromQL checked by promtool too), and two

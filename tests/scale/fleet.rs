@@ -1,4 +1,4 @@
-//! One upstream budget for the fleet (issue #7, item 2): three replicas
+//! One upstream budget for the fleet: three replicas
 //! under concurrent load never call the upstream faster than
 //! `API_RATE_LIMIT` together, measured from the simulator's arrival log.
 //!

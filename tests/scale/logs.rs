@@ -1,4 +1,4 @@
-//! Structured logs (issue #7, item 4): with `LOG_FORMAT=json` the binary
+//! Structured logs: with `LOG_FORMAT=json` the binary
 //! writes one JSON object a line, and every line made while serving a
 //! request — the upstream retries of the fetch it started included —
 //! carries that request's id, the one the client sent when it is a plain

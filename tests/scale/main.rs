@@ -1,4 +1,4 @@
-//! Scale-out tests (issue #7): several replicas of the service sharing one
+//! Scale-out tests: several replicas of the service sharing one
 //! Redis and one upstream budget, measured at the simulator, and the
 //! operational surface that running a fleet needs (logs, deploy files).
 //!

@@ -1,4 +1,5 @@
-//! `zsxq-cache bench hot`: issue #8's targets, measured in one run.
+//! `zsxq-cache bench hot`: the targets for hot lookups, cold stampedes,
+//! paging and memory, measured in one run.
 //!
 //! Starts everything itself: a private `redis-server` (testkit), the
 //! simulator (in this process), the service as **separate `serve`
@@ -18,9 +19,10 @@
 //!    (written straight through the store, not the upstream), p50/p99 over
 //!    random pages in both orders; target p50(100k) ≤ 1.5 × p50(1k).
 //! 4. **Memory** — Redis `used_memory` per member over the 99 000 members
-//!    added, against the same members written in the straightforward seed
-//!    layout into a second private Redis (the baseline: ours must not be
-//!    fatter); and the service's RSS (`VmRSS`) with 100 000 members in Redis.
+//!    added, against the same members written in the original design's
+//!    straightforward layout into a second private Redis (the baseline: ours
+//!    must not be fatter); and the service's RSS (`VmRSS`) with 100 000
+//!    members in Redis.
 //!
 //! It needs `wrk`, `nginx`, `redis-server` and `redis-benchmark` on PATH
 //! (`apt-get install -y wrk nginx redis-server redis-tools`) and refuses to
@@ -45,10 +47,11 @@ use zsxq_cache::store::redis::RedisStore;
 use zsxq_sim::{SimConfig, SimHandle, SimMember};
 use zsxq_test_support::RedisServer;
 
-/// The service's own target for memory (issue #8).
+/// The service's own target for memory: RSS of one replica with 100 000
+/// members in Redis.
 const RSS_TARGET_MB: f64 = 60.0;
-/// The figure issue #8 quotes for the straightforward layout's bytes per
-/// member (measured on other data); printed for reference next to the
+/// The quoted target for the straightforward layout's bytes per member
+/// (measured on other data); printed for reference next to the
 /// same-run baseline, which is what the verdict compares against.
 const BYTES_PER_MEMBER_TARGET: f64 = 736.0;
 /// Paging: p50 at 100k members over p50 at 1k.
@@ -248,8 +251,8 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
         members.len() - small,
         filled_in.as_secs_f64()
     );
-    // The baseline of issue #8's memory item, in the same run on the same
-    // members: the straightforward seed layout, in a Redis of its own.
+    // The memory baseline, in the same run on the same members: the original
+    // design's straightforward layout, in a Redis of its own.
     let baseline = tokio::task::spawn_blocking(RedisServer::start)
         .await?
         .context("starting a second redis-server for the layout baseline")?;
@@ -399,8 +402,8 @@ struct Nginx {
 impl Drop for Nginx {
     /// Stops the master with SIGTERM and waits for it, so it takes its
     /// workers down: after the `SIGKILL` of `kill_on_drop` alone, orphaned
-    /// workers were seen still running after a run, where they would skew
-    /// whatever is measured next.
+    /// workers can keep running after a run, where they would skew whatever
+    /// is measured next.
     fn drop(&mut self) {
         let Some(pid) = self.child.id() else { return };
         let _ = std::process::Command::new("kill")
@@ -679,7 +682,8 @@ struct Report {
     paging_large: (f64, f64),
     large: usize,
     bytes_per_member: f64,
-    /// The straightforward seed layout on the same members (same run).
+    /// The original design's straightforward layout on the same members
+    /// (same run).
     baseline_bytes_per_member: f64,
     rss_mb: Vec<f64>,
 }
@@ -775,7 +779,7 @@ impl Report {
             verdict(self.bytes_per_member <= self.baseline_bytes_per_member)
         );
         println!(
-            "  (issue #8 quotes ~{BYTES_PER_MEMBER_TARGET} B, the straightforward layout's figure on the data it was measured with; \
+            "  (the quoted target ~{BYTES_PER_MEMBER_TARGET} B is the straightforward layout's figure on the data it was measured with; \
              on these members that layout takes the baseline above, and even the seed's own keys as we write them exceed {BYTES_PER_MEMBER_TARGET} B: \
              {} here)",
             if self.bytes_per_member <= BYTES_PER_MEMBER_TARGET {

@@ -1,4 +1,5 @@
-//! Issue #3's targets, measured against the simulator:
+//! `zsxq-cache bench sync`: the upstream-budget targets, measured against the
+//! simulator:
 //! - sync of N members with member listing allowed: upstream calls and time;
 //! - sync with listing refused: wall time against `calls / rate`, and how
 //!   many throttles our own pace provoked (the simulator enforces the same
@@ -21,8 +22,8 @@ pub struct SyncBenchArgs {
     #[arg(long, default_value_t = 500)]
     pub members: usize,
     /// Upstream calls per minute: both our API_RATE_LIMIT and the
-    /// simulator's own limit (50 is the seed's; 600 makes the per-member
-    /// scenario take a minute instead of ten).
+    /// simulator's own limit (50 is API_RATE_LIMIT's default; 600 makes the
+    /// per-member scenario take a minute instead of ten).
     #[arg(long, default_value_t = 600)]
     pub rate: u32,
     /// Simulated upstream latency per call, milliseconds.

@@ -99,8 +99,9 @@ id_type!(
     "checkin_id"
 );
 
-// user_id travels as a string in every answer (SPEC §3); accept both strings
-// and integers when reading, since the upstream sends integers.
+// user_id travels as a string in every answer of our API (see `UserId`);
+// accept both strings and integers when reading, since the upstream sends
+// integers.
 impl Serialize for UserId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&self.0)
@@ -114,7 +115,8 @@ impl<'de> Deserialize<'de> for UserId {
     }
 }
 
-// number is an integer in every answer (SPEC §3).
+// number is an integer in every answer of our API, as in the original
+// service's: member numbers stay far below 2^53.
 impl Serialize for MemberNumber {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(self.0)
@@ -157,8 +159,9 @@ pub fn u64_from_string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Resu
     }
 }
 
-/// One member of the group, as the upstream describes it (SPEC §2) and as the
-/// seed stores it (seed §3.1). Strings the upstream may omit are kept empty.
+/// One member of the group, as the upstream describes it (docs/UPSTREAM.md,
+/// "Members") and with the fields the cache stores for it. Strings the
+/// upstream may omit are kept empty.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Member {
     pub user_id: UserId,
@@ -169,7 +172,8 @@ pub struct Member {
     #[serde(default, deserialize_with = "optional_number")]
     pub number: Option<MemberNumber>,
     pub name: String,
-    /// Missing for many real members; kept as "" so the seed's field exists.
+    /// Missing for many real members; kept as "" so every stored record has
+    /// the field.
     #[serde(default)]
     pub unique_id: String,
     #[serde(default)]
@@ -242,7 +246,8 @@ fn optional_number<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-/// A member together with the cache's own bookkeeping (seed §3.1).
+/// A member together with the cache's own bookkeeping: when it was cached
+/// and last refreshed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedMember {
     #[serde(flatten)]
@@ -287,7 +292,8 @@ pub fn parse_zsxq_time_ms(raw: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// Formats unix ms as the seed's ISO-8601 UTC string (`2025-10-28T02:00:00.000Z`).
+/// Formats unix ms as the ISO-8601 UTC string our answers carry
+/// (`2025-10-28T02:00:00.000Z`).
 pub fn iso_utc(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())

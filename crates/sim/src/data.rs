@@ -4,7 +4,7 @@
 //! Everything here is a pure function of `(seed, members, group_id)`, drawn
 //! from one `StdRng` in a fixed order, so a test, a benchmark and the demo that
 //! use the same seed see the same people with the same numbers. The data is
-//! shaped after the public captures (SPEC §2), including the awkward parts a
+//! shaped after the captures in `docs/UPSTREAM.md`, including the awkward parts a
 //! client has to survive: ids beyond 2^32 that do not follow member numbers,
 //! gaps in the numbering where people left, names with emoji, markup and
 //! quotes, `unique_id` missing for about a third of the members, and rankings

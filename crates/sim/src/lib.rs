@@ -1,4 +1,4 @@
-//! A simulated Zsxq (知识星球) API, faithful to SPEC §2: the same paths,
+//! A simulated Zsxq (知识星球) API, faithful to `docs/UPSTREAM.md`: the same paths,
 //! envelope, error codes, paging, auth and signature check, over a
 //! deterministic group of members and check-in camps. The real API cannot be
 //! reached from development machines, so the demo, the integration tests and

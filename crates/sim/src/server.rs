@@ -1,4 +1,4 @@
-//! The HTTP behaviour of the simulated Zsxq API, faithful to SPEC §2.
+//! The HTTP behaviour of the simulated Zsxq API, faithful to `docs/UPSTREAM.md`.
 //!
 //! Every `/v2` answer is HTTP 200 with the upstream envelope; failures are
 //! told apart only by `code`, as upstream does. Each call passes the same
@@ -202,7 +202,8 @@ impl IntoResponse for Success {
 
 /// A failed answer: `{"succeeded": false, "code": N, "info"?, "error"?,
 /// "resp_data": {}}`. Which of `info` and `error` appear varies by code on
-/// purpose, so clients learn to read both (SPEC §2).
+/// purpose, so clients learn to read both (upstream, either may be empty or
+/// absent: `docs/UPSTREAM.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Failure {
     code: u32,

@@ -30,7 +30,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// simulator left running for days holds a bounded log.
 const ARRIVALS_KEPT: usize = 100_000;
 
-/// How a broken upstream answers `/v2` calls, for fault tests (issue #6).
+/// How a broken upstream answers `/v2` calls, for fault tests.
 /// The call is still counted, delayed, throttled and authenticated as usual;
 /// the fault then replaces or spoils its answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -1,6 +1,7 @@
 //! A throwaway Redis Cluster for tests: six real `redis-server` processes,
 //! three masters and three replicas, built the way an operator would with
-//! `redis-cli --cluster create` (issue #7: no mocks, STYLE.md).
+//! `redis-cli --cluster create`, not a mock: what a test learns about slots,
+//! redirections and failover holds for a real cluster.
 //!
 //! Like [`RedisServer`](super::RedisServer), every node runs on a free port of
 //! 127.0.0.1 with persistence off, in its own temporary directory (which holds
@@ -20,9 +21,9 @@
 //! Admin commands go through the `redis` crate's synchronous connection to
 //! one node at a time: no async runtime, and errors arrive as values instead
 //! of `redis-cli` exit codes to parse. Only cluster creation shells out to
-//! `redis-cli`, because that is the tool issue #7 asks the cluster to be built
-//! with. Everything blocks the calling thread; the service never uses this
-//! module.
+//! `redis-cli`, because that is the tool operators build a cluster with, so a
+//! test's cluster is laid out as a production one. Everything blocks the
+//! calling thread; the service never uses this module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -48,7 +49,7 @@ const SLOT_COUNT: u32 = 16384;
 /// `cluster-node-timeout` in milliseconds. Small so that a killed master is
 /// declared failed, and its replica elected, within a few seconds; large
 /// enough that two loaded cores do not make healthy nodes look dead (1000 ms
-/// was seen to be borderline while benchmarks shared the machine).
+/// is borderline while benchmarks share the machine).
 const NODE_TIMEOUT_MS: u64 = 2000;
 
 /// How long a fresh node gets to answer PING.

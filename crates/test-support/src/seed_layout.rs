@@ -1,15 +1,15 @@
-//! The seed's Redis layout written the straightforward way (seed §4.2): one
+//! The original design's Redis layout written the straightforward way: one
 //! `HSET` of the record as it comes, `EXPIRE`, the number key and the set
-//! entry. It is the baseline issue #8 measures our layout against ("the
-//! sorted indexes must not make the cache fatter than the straightforward
-//! layout"), in the same run and on the same members: `tests/store_memory.rs`
-//! and `zsxq-cache bench hot` both use it.
+//! entry. It is the baseline our layout is measured against (the sorted
+//! indexes must not make the cache fatter than the straightforward layout),
+//! in the same run and on the same members: `tests/store_memory.rs` and
+//! `zsxq-cache bench hot` both use it.
 
 use redis::aio::ConnectionLike;
 
 use zsxq_cache::domain::CachedMember;
 
-/// Writes `members` as the straightforward implementation of the seed would,
+/// Writes `members` as a straightforward implementation of that layout would,
 /// 500 to a pipeline. With an avatar URL over 64 bytes (as real ones are) each
 /// hash is a hashtable rather than a listpack: that is the point of measuring.
 pub async fn write_straightforward<C: ConnectionLike>(
