@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::GroupId;
-use crate::store::redis_link::RedisTarget;
+use crate::redis_link::RedisTarget;
 use crate::upstream::refusal::RefusalPolicy;
 
 /// A string that must never be printed: the upstream token and the admin

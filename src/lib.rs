@@ -27,6 +27,7 @@ pub mod doctor;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod redis_link;
 pub mod refund;
 pub mod sim;
 pub mod startup;

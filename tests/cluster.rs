@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use helpers::{Setup, StoreKind};
 use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
+use zsxq_cache::redis_link::RedisTarget;
 use zsxq_cache::store::redis::RedisStore;
-use zsxq_cache::store::redis_link::RedisTarget;
 use zsxq_cache::store::{SortBy, SortOrder, Store};
 use zsxq_cache::testkit::RedisCluster;
 

@@ -15,7 +15,6 @@ pub mod embedded;
 pub mod guard;
 pub mod keys;
 pub mod redis;
-pub mod redis_link;
 
 use std::time::Duration;
 

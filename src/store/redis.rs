@@ -73,7 +73,6 @@ use async_trait::async_trait;
 use redis::cluster_routing::Slot;
 use redis::{FromRedisValue, Pipeline, RedisError, RedisResult, Value};
 
-use super::redis_link::{Link, RedisTarget};
 use super::{
     ClearReport, DataIdentity, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, STAT_API_CALLS,
     STAT_CACHE_HITS, STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy,
@@ -81,6 +80,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
+use crate::redis_link::{Link, RedisTarget};
 
 /// Longest wait for a TCP connect plus Redis handshake. Redis runs next to
 /// the service; anything slower is an outage and the cache falls back to the
