@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store,
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
 };
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
@@ -227,17 +227,11 @@ impl Store for GuardedStore {
         .await
     }
 
-    async fn page(
-        &self,
-        sort: SortBy,
-        order: SortOrder,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Page, StoreError> {
+    async fn page(&self, request: PageRequest) -> Result<Page, StoreError> {
         self.guard(
             "page",
-            self.batch_timeout(limit as usize),
-            self.inner.page(sort, order, offset, limit),
+            self.batch_timeout(request.limit as usize),
+            self.inner.page(request),
         )
         .await
     }

@@ -59,6 +59,18 @@ pub enum SortOrder {
     Desc,
 }
 
+/// What [`Store::page`] reads: the members in `sort` and `order`, skipping
+/// `offset` rows and returning at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub sort: SortBy,
+    pub order: SortOrder,
+    /// Rows skipped before the page starts.
+    pub offset: u64,
+    /// Most rows returned; 0 asks for the total alone.
+    pub limit: u64,
+}
+
 /// One page of cached members plus the total they were cut from.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -167,14 +179,8 @@ pub trait Store: Send + Sync + 'static {
     /// Which of `ids` are currently cached (for sync's `force: false`).
     async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError>;
 
-    /// One page of members in the given order, `offset` and `limit` in rows.
-    async fn page(
-        &self,
-        sort: SortBy,
-        order: SortOrder,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Page, StoreError>;
+    /// One page of members, as [`PageRequest`] describes it, plus the total.
+    async fn page(&self, request: PageRequest) -> Result<Page, StoreError>;
 
     /// The `limit` members closest to expiry (the oldest writes), for the
     /// scheduled warm-up that refreshes them before they lapse.

@@ -74,9 +74,10 @@ use redis::cluster_routing::Slot;
 use redis::{FromRedisValue, Pipeline, RedisError, RedisResult, Value};
 
 use super::{
-    ClearReport, DataIdentity, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, STAT_API_CALLS,
-    STAT_CACHE_HITS, STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy,
-    SortOrder, StatCounters, Store, StoreError, StoredStats, keys, number_sort_key, ttl_millis,
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, NOT_MEMBER_LEASE_TTL, Page, PageRequest,
+    STAT_API_CALLS, STAT_CACHE_HITS, STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS,
+    SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats, keys, number_sort_key,
+    ttl_millis,
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
@@ -801,13 +802,13 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn page(
-        &self,
-        sort: SortBy,
-        order: SortOrder,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Page, StoreError> {
+    async fn page(&self, request: PageRequest) -> Result<Page, StoreError> {
+        let PageRequest {
+            sort,
+            order,
+            offset,
+            limit,
+        } = request;
         self.prune_expired().await?;
         let index = match sort {
             SortBy::Number => keys::IDX_NUMBER,
