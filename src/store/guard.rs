@@ -1,5 +1,5 @@
-//! A circuit breaker around any [`Store`] (seed §8: Redis down must not take
-//! the service down).
+//! A circuit breaker around any [`Store`], so that Redis being down never
+//! takes the service down.
 //!
 //! Every operation gets a timeout. A single-member read — what a lookup waits
 //! on — gets the shortest one (`STORE_TIMEOUT_MS`, 50 ms by default), so a
