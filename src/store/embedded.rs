@@ -46,9 +46,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ClearReport, LeaseEnd, LeaseState, Page, PageRequest, STAT_API_CALLS, STAT_CACHE_HITS,
-    STAT_CACHE_MISSES, STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy, SortOrder, StatCounters,
-    Store, StoreError, StoredStats, human_bytes, number_sort_key, ttl_millis,
+    ClearReport, LeaseEnd, LeaseState, Page, PageRequest, STAT_LAST_SYNC_TIME, SortBy, SortOrder,
+    StatCounters, Store, StoreError, StoredStats, human_bytes, number_sort_key, ttl_millis,
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
@@ -160,6 +159,25 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::Embedded(format!("store task failed: {e}")))?
     }
+
+    /// Reads the record of each of `ids` in one read transaction, `None`
+    /// where absent or expired, and answers `seen` of it in the same order.
+    async fn read_alive<T, F>(&self, ids: &[UserId], seen: F) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(Option<Row>) -> T + Send + 'static,
+    {
+        let ids = ids.to_vec();
+        self.blocking(move |inner| {
+            let now = inner.clock.now_ms();
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            ids.iter()
+                .map(|&id| Ok(seen(read_row(&records, id)?.filter(|row| row.alive(now)))))
+                .collect()
+        })
+        .await
+    }
 }
 
 impl Inner {
@@ -216,20 +234,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
-        let ids = ids.to_vec();
-        self.blocking(move |inner| {
-            let now = inner.clock.now_ms();
-            let txn = inner.db.begin_read().map_err(db_err)?;
-            let records = txn.open_table(RECORDS).map_err(db_err)?;
-            ids.iter()
-                .map(|&id| {
-                    Ok(read_row(&records, id)?
-                        .filter(|row| row.alive(now))
-                        .map(|row| row.record))
-                })
-                .collect()
-        })
-        .await
+        self.read_alive(ids, |row| row.map(|row| row.record)).await
     }
 
     async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError> {
@@ -323,16 +328,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {
-        let ids = ids.to_vec();
-        self.blocking(move |inner| {
-            let now = inner.clock.now_ms();
-            let txn = inner.db.begin_read().map_err(db_err)?;
-            let records = txn.open_table(RECORDS).map_err(db_err)?;
-            ids.iter()
-                .map(|&id| Ok(read_row(&records, id)?.is_some_and(|row| row.alive(now))))
-                .collect()
-        })
-        .await
+        self.read_alive(ids, |row| row.is_some()).await
     }
 
     async fn page(&self, request: PageRequest) -> Result<Page, StoreError> {
@@ -469,12 +465,7 @@ impl Store for EmbeddedStore {
             let txn = inner.db.begin_write().map_err(db_err)?;
             {
                 let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
-                for (name, add) in [
-                    (STAT_TOTAL_REQUESTS, delta.total_requests),
-                    (STAT_CACHE_HITS, delta.cache_hits),
-                    (STAT_CACHE_MISSES, delta.cache_misses),
-                    (STAT_API_CALLS, delta.api_calls),
-                ] {
+                for (name, add) in delta.fields() {
                     let current = counters.get(name).map_err(db_err)?.map_or(0, |v| v.value());
                     counters
                         .insert(name, current.saturating_add(add))
@@ -559,12 +550,7 @@ impl Store for EmbeddedStore {
                 Ok(counters.get(name).map_err(db_err)?.map_or(0, |v| v.value()))
             };
             Ok(StoredStats {
-                counters: StatCounters {
-                    total_requests: counter(STAT_TOTAL_REQUESTS)?,
-                    cache_hits: counter(STAT_CACHE_HITS)?,
-                    cache_misses: counter(STAT_CACHE_MISSES)?,
-                    api_calls: counter(STAT_API_CALLS)?,
-                },
+                counters: StatCounters::read_fields(counter)?,
                 last_sync_time: meta
                     .get(STAT_LAST_SYNC_TIME)
                     .map_err(db_err)?

@@ -105,6 +105,28 @@ impl StatCounters {
         self.cache_misses += other.cache_misses;
         self.api_calls += other.api_calls;
     }
+
+    /// Each counter with the name it is stored under, for a store to write.
+    fn fields(&self) -> [(&'static str, u64); 4] {
+        [
+            (STAT_TOTAL_REQUESTS, self.total_requests),
+            (STAT_CACHE_HITS, self.cache_hits),
+            (STAT_CACHE_MISSES, self.cache_misses),
+            (STAT_API_CALLS, self.api_calls),
+        ]
+    }
+
+    /// The counters a store reads back, one stored name at a time.
+    fn read_fields(
+        mut counter: impl FnMut(&'static str) -> Result<u64, StoreError>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            total_requests: counter(STAT_TOTAL_REQUESTS)?,
+            cache_hits: counter(STAT_CACHE_HITS)?,
+            cache_misses: counter(STAT_CACHE_MISSES)?,
+            api_calls: counter(STAT_API_CALLS)?,
+        })
+    }
 }
 
 /// Persisted statistics: counters plus the last successful sync (unix ms).

@@ -12,9 +12,8 @@ use super::scripts::DEVICE_ID;
 use super::transport::{Batch, Replay, decode, eval};
 use crate::domain::{MemberNumber, UserId};
 use crate::store::{
-    ClearReport, DataIdentity, STAT_API_CALLS, STAT_CACHE_HITS, STAT_CACHE_MISSES,
-    STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, StatCounters, StoreError, StoredStats, human_bytes,
-    keys,
+    ClearReport, DataIdentity, STAT_LAST_SYNC_TIME, StatCounters, StoreError, StoredStats,
+    human_bytes, keys,
 };
 
 /// Ids per `SSCAN` step and keys per `SCAN` step of `clear`.
@@ -143,12 +142,7 @@ impl RedisStore {
             return Ok(());
         }
         let mut batch = Batch::default();
-        for (field, value) in [
-            (STAT_TOTAL_REQUESTS, delta.total_requests),
-            (STAT_CACHE_HITS, delta.cache_hits),
-            (STAT_CACHE_MISSES, delta.cache_misses),
-            (STAT_API_CALLS, delta.api_calls),
-        ] {
+        for (field, value) in delta.fields() {
             let value = i64::try_from(value).unwrap_or(i64::MAX);
             let incr = redis::cmd("HINCRBY")
                 .arg(keys::STATS)
@@ -197,12 +191,7 @@ impl RedisStore {
             })?),
         };
         Ok(StoredStats {
-            counters: StatCounters {
-                total_requests: counter(STAT_TOTAL_REQUESTS)?,
-                cache_hits: counter(STAT_CACHE_HITS)?,
-                cache_misses: counter(STAT_CACHE_MISSES)?,
-                api_calls: counter(STAT_API_CALLS)?,
-            },
+            counters: StatCounters::read_fields(counter)?,
             last_sync_time,
         })
     }
