@@ -33,6 +33,7 @@ pub mod doctor;
 pub use zsxq_domain as domain;
 pub mod http;
 pub mod metrics;
+pub mod redis_link;
 pub mod refund;
 pub mod startup;
 pub mod store;

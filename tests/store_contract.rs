@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use zsxq_cache::clock::{Clock, ManualClock, SystemClock};
 use zsxq_cache::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
+use zsxq_cache::redis_link::{Link, RedisTarget};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;
-use zsxq_cache::store::redis_link::{Link, RedisTarget};
 use zsxq_cache::store::{
-    ClearReport, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
+    ClearReport, PageRequest, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
 };
 use zsxq_test_support::{RedisCluster, RedisServer};
 
@@ -315,7 +315,12 @@ async fn a_members_old_number_stops_resolving_once_its_number_changed(h: &Harnes
     );
     let page = h
         .store
-        .page(SortBy::Number, SortOrder::Asc, 0, 10)
+        .page(PageRequest {
+            sort: SortBy::Number,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(page.total, 1, "the old number leaves no index entry behind");
@@ -409,7 +414,14 @@ async fn pages_by_number_follow_order_offset_and_limit_with_exact_totals(h: &Har
     h.store.put_members(&members[..3], TTL).await.unwrap();
     h.store.put_members(&members[3..], TTL).await.unwrap();
 
-    let page = |order, offset, limit| h.store.page(SortBy::Number, order, offset, limit);
+    let page = |order, offset, limit| {
+        h.store.page(PageRequest {
+            sort: SortBy::Number,
+            order,
+            offset,
+            limit,
+        })
+    };
     let p = page(SortOrder::Asc, 0, 3).await.unwrap();
     assert_eq!((numbers_of(&p.members), p.total), (vec![1, 3, 8], 7));
     let p = page(SortOrder::Asc, 3, 3).await.unwrap();
@@ -453,14 +465,24 @@ async fn pages_by_join_time_follow_order_with_ties_and_bad_times_placed_alike(h:
 
     let asc = h
         .store
-        .page(SortBy::JoinTime, SortOrder::Asc, 0, 10)
+        .page(PageRequest {
+            sort: SortBy::JoinTime,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(asc.total, 6);
     assert_eq!(ids_of(&asc.members), vec![63, 62, 61, 64, 10, 9]);
     let desc = h
         .store
-        .page(SortBy::JoinTime, SortOrder::Desc, 1, 3)
+        .page(PageRequest {
+            sort: SortBy::JoinTime,
+            order: SortOrder::Desc,
+            offset: 1,
+            limit: 3,
+        })
         .await
         .unwrap();
     assert_eq!(desc.total, 6);
@@ -496,7 +518,16 @@ async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &Harne
     assert_eq!(h.store.user_id_by_number(num(2)).await.unwrap(), None);
     assert_eq!(h.store.count().await.unwrap(), 1);
     for sort in [SortBy::Number, SortBy::JoinTime] {
-        let p = h.store.page(sort, SortOrder::Asc, 0, 10).await.unwrap();
+        let p = h
+            .store
+            .page(PageRequest {
+                sort,
+                order: SortOrder::Asc,
+                offset: 0,
+                limit: 10,
+            })
+            .await
+            .unwrap();
         assert_eq!((ids_of(&p.members), p.total), (vec![71], 1));
     }
 
@@ -536,7 +567,12 @@ async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &Harne
         assert_eq!(h.store.count().await.unwrap(), 0);
         let p = h
             .store
-            .page(SortBy::Number, SortOrder::Desc, 0, 10)
+            .page(PageRequest {
+                sort: SortBy::Number,
+                order: SortOrder::Desc,
+                offset: 0,
+                limit: 10,
+            })
             .await
             .unwrap();
         assert_eq!((p.members.len(), p.total), (0, 0));
@@ -579,7 +615,12 @@ async fn clear_removes_every_member_index_and_counter_and_reports_counts(h: &Har
     assert_eq!(h.store.user_id_by_number(num(1)).await.unwrap(), None);
     let p = h
         .store
-        .page(SortBy::Number, SortOrder::Asc, 0, 10)
+        .page(PageRequest {
+            sort: SortBy::Number,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!((p.members.len(), p.total), (0, 0));
@@ -1065,7 +1106,12 @@ async fn redis_pages_skip_and_forget_members_whose_hash_was_evicted() {
 
     let p = h
         .store
-        .page(SortBy::Number, SortOrder::Asc, 0, 10)
+        .page(PageRequest {
+            sort: SortBy::Number,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!((ids_of(&p.members), p.total), (vec![151, 153, 154], 3));
@@ -1095,7 +1141,16 @@ async fn redis_store_built_while_redis_is_down_fails_fast_and_recovers_after_res
             timed("put_members", store.put_members(slice::from_ref(&m), TTL)).await,
             timed("user_id_by_number", store.user_id_by_number(num(1))).await,
             timed("cached_ids", store.cached_ids(&[uid(121)])).await,
-            timed("page", store.page(SortBy::Number, SortOrder::Asc, 0, 5)).await,
+            timed(
+                "page",
+                store.page(PageRequest {
+                    sort: SortBy::Number,
+                    order: SortOrder::Asc,
+                    offset: 0,
+                    limit: 5,
+                }),
+            )
+            .await,
             timed("count", store.count()).await,
             timed("add_stats", store.add_stats(&one_request())).await,
             timed("stats", store.stats()).await,

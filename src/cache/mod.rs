@@ -49,7 +49,7 @@ use crate::clock::Clock;
 use crate::domain::{CachedMember, MemberNumber, UserId};
 use crate::metrics::CacheMetrics;
 use crate::store::{
-    LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
+    LeaseEnd, LeaseState, Page, PageRequest, SortBy, SortOrder, StatCounters, Store, StoreError,
 };
 use crate::upstream::budget::{self, Interest};
 use crate::upstream::{Budget, Priority, Upstream, UpstreamError};
@@ -497,7 +497,14 @@ impl MemberCache {
         page_size: u64,
     ) -> Result<Page, StoreError> {
         let offset = (page - 1).saturating_mul(page_size);
-        self.store.page(sort, order, offset, page_size).await
+        self.store
+            .page(PageRequest {
+                sort,
+                order,
+                offset,
+                limit: page_size,
+            })
+            .await
     }
 
     /// Empties the cache (seed §5.1.5); unflushed counters go too, as the

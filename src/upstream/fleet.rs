@@ -55,7 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::store::redis_link::{Link, RedisTarget};
+use crate::redis_link::{Link, RedisTarget};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::budget::Priority;

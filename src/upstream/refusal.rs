@@ -62,8 +62,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::error::UpstreamError;
+use crate::redis_link::{Link, RedisTarget};
 use crate::store::keys;
-use crate::store::redis_link::{Link, RedisTarget};
 
 /// Consecutive 1059 answers (retries included) that open a cool-down. The
 /// upstream rejects about a quarter of calls at random even when it is

@@ -9,8 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use zsxq_cache::clock::SystemClock;
 use zsxq_cache::config::Config;
+use zsxq_cache::redis_link::RedisTarget;
 use zsxq_cache::startup::{Application, open_unguarded_store};
-use zsxq_cache::store::redis_link::RedisTarget;
 use zsxq_sim::{SimConfig, SimHandle};
 use zsxq_test_support::{FaultSwitch, FaultyStore, RedisCluster, RedisServer, Replicas};
 
