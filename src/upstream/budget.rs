@@ -71,7 +71,9 @@ pub const THROTTLE_SHARE_TRIGGER: f64 = 0.35;
 const SHARE_WEIGHT: f64 = 0.1;
 
 use super::error::UpstreamError;
+pub use super::fleet::FleetMode;
 use super::fleet::{FleetAnswer, FleetBudget};
+use super::priority::Priority;
 use crate::metrics::{PriorityLabels, UpstreamMetrics};
 
 /// Largest extra spacing after repeated throttles.
@@ -84,16 +86,6 @@ const SAFETY: f64 = 1.02;
 /// penalty) is slept in steps, so background work notices an interactive
 /// caller of its own process and gives up its turn.
 const FLEET_POLL_MAX: Duration = Duration::from_millis(250);
-
-/// Who is waiting for the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    /// A person is waiting on the answer (lookup, refund list).
-    Interactive,
-    /// Sync, refresh and warm-up: uses what interactive work leaves.
-    Background,
-}
 
 /// Counters the stats endpoint and logs report.
 #[derive(Debug, Default)]
@@ -113,19 +105,6 @@ pub struct BudgetStats {
     pub fleet_waits: AtomicU64,
     /// Slots taken from the local fallback because Redis was unreachable.
     pub fleet_fallbacks: AtomicU64,
-}
-
-/// How the rate is shared with other replicas, for `/readyz` and the stats.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FleetMode {
-    /// One process, its own budget (the embedded store, or `FLEET_BUDGET=false`).
-    #[default]
-    Off,
-    /// Every replica takes its slots from the schedule in Redis.
-    Shared,
-    /// Redis is out of reach: `API_RATE_LIMIT / FLEET_SIZE_HINT` locally.
-    Fallback,
 }
 
 /// A snapshot of [`BudgetStats`] for JSON.

@@ -27,9 +27,10 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::budget::{Budget, Priority};
+use super::budget::Budget;
 use super::device::DeviceId;
 use super::error::UpstreamError;
+use super::priority::Priority;
 use super::refusal::Refusal;
 use super::wire::{self, Camp, CheckinStatistics, RankingPage};
 use super::{CampScope, Upstream};

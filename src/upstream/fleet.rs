@@ -55,11 +55,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::store::redis_link::{Link, RedisTarget};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
 
-use super::budget::Priority;
+use super::priority::Priority;
 use crate::store::keys;
+use crate::store::redis_link::{Link, RedisTarget};
 
 /// Longest a replica waits on Redis for a slot decision before it uses its
 /// local fallback instead. Redis answers in well under a millisecond; the
@@ -132,6 +133,19 @@ if extra > 0 then
 end
 return extra
 ";
+
+/// How the rate is shared with other replicas, for `/readyz` and the stats.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetMode {
+    /// One process, its own budget (the embedded store, or `FLEET_BUDGET=false`).
+    #[default]
+    Off,
+    /// Every replica takes its slots from the schedule in Redis.
+    Shared,
+    /// Redis is out of reach: `API_RATE_LIMIT / FLEET_SIZE_HINT` locally.
+    Fallback,
+}
 
 /// What the fleet said to one request for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,7 @@ pub mod client;
 pub mod device;
 pub mod error;
 pub mod fleet;
+pub mod priority;
 pub mod refusal;
 pub mod wire;
 
@@ -26,9 +27,10 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
-pub use budget::{Budget, Priority};
+pub use budget::Budget;
 pub use client::ZsxqClient;
 pub use error::UpstreamError;
+pub use priority::Priority;
 pub use wire::{Camp, CheckinStatistics, RankingRow};
 
 use crate::domain::{CheckinId, Member, UserId, parse_zsxq_time_ms};
