@@ -1,9 +1,9 @@
 //! The fleet's share of the upstream budget: one GCRA in Redis that every
-//! replica asks before each upstream attempt (issue #7, item 2).
+//! replica asks before each upstream attempt.
 //!
 //! Several replicas behind a load balancer share one Zsxq token, so the
 //! upstream sees the sum of their calls. Each process keeps its own limiter
-//! (`budget.rs`) to space its calls; this module adds the fleet-wide check,
+//! (`budget/`) to space its calls; this module adds the fleet-wide check,
 //! so N replicas together stay within `API_RATE_LIMIT`, not N times it.
 //!
 //! Decisions:
@@ -164,6 +164,8 @@ pub struct FleetBudget {
     /// Our own connection, separate from the store's so a slow store
     /// pipeline never delays a slot decision; multiplexed and reconnecting.
     conn: Link,
+    /// [`TAKE_SLOT`], [`WIDEN`] and [`NARROW`], sent by their SHA-1 and
+    /// loaded again whenever Redis does not know them.
     take: redis::Script,
     widen: redis::Script,
     narrow: redis::Script,
@@ -172,6 +174,7 @@ pub struct FleetBudget {
     /// Spaces this replica's calls at `FLEET_SIZE_HINT` periods while Redis
     /// is unreachable.
     fallback: DefaultDirectRateLimiter,
+    /// `FLEET_SIZE_HINT`: how many replicas share the rate without Redis.
     size_hint: u32,
     /// Set while Redis is taken for unreachable; while in the future, Redis
     /// is not asked. Shared with the probe that clears it when Redis answers

@@ -28,15 +28,21 @@ use crate::domain::{Member, UserId, parse_zsxq_time_ms};
 /// Listing refusals (11507/1006/1030) come back as errors for the caller to
 /// fall back on. The facts are in docs/UPSTREAM.md.
 pub struct MemberWalk<'a> {
+    /// Where the pages come from.
     api: &'a dyn Upstream,
+    /// Every page is asked with it.
     priority: Priority,
+    /// Where the next page ends; `None` before the first page.
     cursor: Option<Cursor>,
     /// Ids already handed out whose join time is the cursor's millisecond.
     boundary: HashSet<UserId>,
+    /// Pages read, bounded by `MAX_PAGES`.
     pages: usize,
+    /// Distinct members handed out.
     members: u64,
     /// Of `members`, those with a number.
     numbered: u64,
+    /// A page shorter than a full one came: the list is over.
     ended: bool,
     /// Milliseconds the walk had to step over with a full page in hand.
     skipped: Vec<String>,
@@ -47,6 +53,7 @@ pub struct MemberWalk<'a> {
 struct Cursor {
     /// Sent as `end_time`, in the upstream's own format.
     text: String,
+    /// The same instant, unix milliseconds, for comparing rows.
     ms: i64,
 }
 

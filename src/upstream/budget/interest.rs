@@ -42,9 +42,11 @@ pub fn current_interest() -> Option<Interest> {
 /// callers go calls [`Interest::abandon`].
 #[derive(Clone)]
 pub struct Interest {
+    /// Shared by the fetch, its waiters and (weakly) its queue place.
     inner: Arc<InterestInner>,
 }
 
+/// What the clones of one interest share.
 struct InterestInner {
     /// `true` once abandoned; waiters in `acquire` watch it.
     gone: watch::Sender<bool>,

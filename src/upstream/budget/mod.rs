@@ -75,10 +75,13 @@ pub struct BudgetStats {
     pub throttled: AtomicU64,
     /// Retries made after retryable failures.
     pub retries: AtomicU64,
-    /// Total microseconds callers waited for a slot, per priority.
+    /// Total microseconds interactive callers waited for a slot.
     pub wait_us_interactive: AtomicU64,
+    /// Total microseconds background work waited for a slot.
     pub wait_us_background: AtomicU64,
+    /// Slots taken by interactive callers (the divisor of the mean wait).
     pub acquired_interactive: AtomicU64,
+    /// Slots taken by background work.
     pub acquired_background: AtomicU64,
     /// Times the fleet's schedule in Redis said "not yet".
     pub fleet_waits: AtomicU64,
@@ -89,18 +92,26 @@ pub struct BudgetStats {
 /// A snapshot of [`BudgetStats`] for JSON.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct BudgetSnapshot {
+    /// [`BudgetStats::calls`].
     pub upstream_calls: u64,
+    /// [`BudgetStats::throttled`].
     pub throttled: u64,
+    /// [`BudgetStats::retries`].
     pub retries: u64,
-    /// Mean wait for a slot, milliseconds.
+    /// Mean wait of interactive callers for a slot, milliseconds.
     pub queue_wait_ms_interactive: f64,
+    /// Mean wait of background work for a slot, milliseconds.
     pub queue_wait_ms_background: f64,
     /// Whether the budget is shared with other replicas right now.
     pub fleet: FleetMode,
 }
 
+/// The slots every upstream call of this process takes (see the module
+/// docs); shared as an `Arc` by the client, the cache and the doctor.
 pub struct Budget {
+    /// Spaces slots one period apart, with a burst of one.
     limiter: DefaultDirectRateLimiter,
+    /// `API_CONCURRENCY` permits, one held per call in flight.
     in_flight: Semaphore,
     /// Interactive callers currently waiting for a rate slot; background work
     /// yields while this is non-zero.
@@ -116,6 +127,7 @@ pub struct Budget {
     /// Held by the one caller of this process that asks the fleet for a
     /// slot, so waiting callers poll nothing.
     fleet_turn: tokio::sync::Mutex<()>,
+    /// Counted for the stats endpoint, the logs and the doctor.
     pub stats: BudgetStats,
     /// The same events by priority, for `/metrics`.
     metrics: UpstreamMetrics,

@@ -34,12 +34,14 @@ pub(super) const MAX_PENALTY: Duration = Duration::from_secs(30);
 pub(super) struct Penalty {
     /// The steady spacing between calls, which the gap is added to.
     period: Duration,
+    /// A std mutex: held for a few arithmetic steps, never across an await.
     state: Mutex<PenaltyState>,
     /// While penalised, callers wait for the next slot one at a time, in
     /// order (a fair async mutex): each wakes once, at its slot.
     turn: tokio::sync::Mutex<()>,
 }
 
+/// The penalty's numbers, changed together under one lock.
 #[derive(Debug, Default)]
 struct PenaltyState {
     /// Added to the spacing of every slot while non-zero.

@@ -73,11 +73,14 @@ pub struct InteractiveQueue {
     per_client: usize,
     /// The budget's spacing, to say how long a refused caller should wait.
     period: Duration,
+    /// A std mutex: admission and giving a place back never await.
     state: Mutex<QueueState>,
 }
 
+/// The places, changed together under one lock.
 #[derive(Debug, Default)]
 struct QueueState {
+    /// Places held, all clients together.
     waiting: usize,
     /// Places held per client address, oldest first; only addresses holding
     /// one, so at most `max` entries.
@@ -89,15 +92,20 @@ struct QueueState {
 /// One place: whose fetch holds it, to give up if the place is given away.
 #[derive(Debug)]
 struct Place {
+    /// Matches the place to its ticket when the ticket is given back.
     id: u64,
+    /// Given up with the queue's refusal if the place is given away.
     interest: WeakInterest,
 }
 
 /// A place in the [`InteractiveQueue`], given back when dropped.
 #[derive(Debug)]
 pub struct QueueTicket {
+    /// The queue the place is given back to.
     queue: Arc<InteractiveQueue>,
+    /// Whose place it is.
     client: Option<IpAddr>,
+    /// Which of the client's places.
     id: u64,
 }
 

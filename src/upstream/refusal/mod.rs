@@ -56,6 +56,7 @@ const CAS_ATTEMPTS: usize = 8;
 
 /// The refusal guard one client (and so one process) holds.
 pub struct Refusal {
+    /// How long cool-downs last and how often a dead token is probed.
     policy: RefusalPolicy,
     /// The fleet's state in Redis; `None` on the embedded store.
     shared: Option<Shared>,

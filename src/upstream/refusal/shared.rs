@@ -52,6 +52,8 @@ pub(super) struct Shared {
     pub(super) conn: Link,
     /// The fingerprint of our token.
     token: String,
+    /// [`READ`] and [`SWAP`], sent by their SHA-1 and loaded again
+    /// whenever Redis does not know them.
     read: redis::Script,
     swap: redis::Script,
 }
