@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -135,6 +137,13 @@ pub struct Budget {
     queue: Arc<InteractiveQueue>,
 }
 
+/// Counts one event of `priority`: in the stats and, by priority, in
+/// `/metrics`.
+fn count(stat: &AtomicU64, family: &Family<PriorityLabels, Counter>, priority: Priority) {
+    stat.fetch_add(1, Ordering::Relaxed);
+    family.get_or_create(&PriorityLabels::from(priority)).inc();
+}
+
 /// Decrements the waiting count when an interactive wait ends or is dropped.
 struct WaitingGuard<'a>(&'a AtomicUsize);
 
@@ -201,20 +210,12 @@ impl Budget {
 
     /// An HTTP request is about to be sent upstream.
     pub fn record_call(&self, priority: Priority) {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .calls
-            .get_or_create(&PriorityLabels::from(priority))
-            .inc();
+        count(&self.stats.calls, &self.metrics.calls, priority);
     }
 
     /// A failed call is about to be retried.
     pub fn record_retry(&self, priority: Priority) {
-        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .retries
-            .get_or_create(&PriorityLabels::from(priority))
-            .inc();
+        count(&self.stats.retries, &self.metrics.retries, priority);
     }
 
     /// Shares the rate with the other replicas through `fleet`, which must
@@ -359,11 +360,7 @@ impl Budget {
     /// A throttle was answered to a call of `priority`: while throttles
     /// dominate, the extra spacing doubles (`penalty.rs`).
     pub fn on_throttle(&self, priority: Priority) {
-        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .throttled
-            .get_or_create(&PriorityLabels::from(priority))
-            .inc();
+        count(&self.stats.throttled, &self.metrics.throttled, priority);
         // Random 1059s must not slow the fleet either: only a run of
         // throttles is passed on.
         if self.penalty.throttled() {

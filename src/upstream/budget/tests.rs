@@ -6,19 +6,21 @@ use std::sync::Mutex;
 use super::penalty::MAX_PENALTY;
 use super::*;
 
+/// How long `n` interactive slots, taken one after another, took.
+async fn interactive_slots(budget: &Budget, n: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        drop(budget.acquire(Priority::Interactive).await.unwrap());
+    }
+    start.elapsed()
+}
+
 #[tokio::test]
 async fn slots_are_spread_evenly_not_bursted() {
     // 600/min = one slot every ~100 ms; five slots need at least ~400 ms.
     let budget = Budget::new(600, Duration::ZERO, 5);
-    let start = Instant::now();
-    for _ in 0..5 {
-        drop(budget.acquire(Priority::Interactive).await.unwrap());
-    }
-    assert!(
-        start.elapsed() >= Duration::from_millis(390),
-        "{:?}",
-        start.elapsed()
-    );
+    let took = interactive_slots(&budget, 5).await;
+    assert!(took >= Duration::from_millis(390), "{took:?}");
 }
 
 #[test]
@@ -76,16 +78,9 @@ async fn a_penalty_spaces_slots_wider_than_the_rate() {
         budget.on_throttle(Priority::Interactive);
     }
     assert_eq!(budget.penalty(), budget.period() * 2);
-    let start = Instant::now();
-    for _ in 0..6 {
-        drop(budget.acquire(Priority::Interactive).await.unwrap());
-    }
+    let took = interactive_slots(&budget, 6).await;
     // 5 gaps of period + 2 periods of extra = ~150 ms.
-    assert!(
-        start.elapsed() >= Duration::from_millis(140),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(took >= Duration::from_millis(140), "{took:?}");
 }
 
 #[tokio::test]

@@ -12,6 +12,14 @@ const POLICY: RefusalPolicy = RefusalPolicy {
     probe_every: Duration::from_secs(60),
 };
 
+/// One call let through by `guard` and answered 1059.
+async fn admitted_and_refused(guard: &Refusal) {
+    assert!(guard.admit().await.is_ok());
+    guard
+        .record(&Err(UpstreamError::from_code(1059, String::new())))
+        .await;
+}
+
 #[test]
 fn every_answer_while_held_back_says_why_in_both_languages_with_when_it_retries() {
     let refusing = UpstreamError::Refusing {
@@ -62,10 +70,7 @@ async fn the_local_guard_refuses_callers_and_wakes_those_waiting_for_a_slot() {
         async move { guard.refused().await }
     });
     for _ in 0..REFUSAL_RUN {
-        assert!(guard.admit().await.is_ok());
-        guard
-            .record(&Err(UpstreamError::from_code(1059, String::new())))
-            .await;
+        admitted_and_refused(&guard).await;
     }
     let woken = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
@@ -88,11 +93,7 @@ async fn replicas_on_one_redis_share_the_cool_down() {
     let b = Refusal::shared(&target, POLICY, "tok").unwrap();
     // Half the run on each replica: consecutive fleet-wide.
     for i in 0..REFUSAL_RUN {
-        let replica = if i % 2 == 0 { &a } else { &b };
-        assert!(replica.admit().await.is_ok());
-        replica
-            .record(&Err(UpstreamError::from_code(1059, String::new())))
-            .await;
+        admitted_and_refused(if i % 2 == 0 { &a } else { &b }).await;
     }
     assert!(matches!(
         a.admit().await,
@@ -133,10 +134,7 @@ async fn an_unreachable_redis_leaves_the_decision_to_the_local_copy() {
     )
     .unwrap();
     for _ in 0..REFUSAL_RUN {
-        assert!(guard.admit().await.is_ok());
-        guard
-            .record(&Err(UpstreamError::from_code(1059, String::new())))
-            .await;
+        admitted_and_refused(&guard).await;
     }
     assert!(matches!(
         guard.admit().await,
