@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tokio::sync::watch;
 
-use super::queue::QueueTicket;
 use crate::upstream::error::UpstreamError;
 
 tokio::task_local! {
@@ -53,8 +52,13 @@ struct InterestInner {
     /// Why, when it was not that everyone left (the place was given away).
     reason: Mutex<Option<UpstreamError>>,
     /// Given back once the fetch has its slot (it no longer queues).
-    ticket: Mutex<Option<QueueTicket>>,
+    ticket: Mutex<Option<Place>>,
 }
+
+/// What an interest holds until its fetch has a slot: a place in the
+/// interactive queue, given back when dropped. Opaque here, so the queue
+/// depends on the interest and not the other way round.
+type Place = Box<dyn Send>;
 
 /// The queue's hold on an interest: it does not keep the fetch's state
 /// alive, so a fetch that ended is simply gone.
@@ -141,11 +145,11 @@ impl Interest {
     /// Holds `ticket` until the fetch has its slot or is given up. Called
     /// under the queue's lock, so the ticket is never dropped here (its
     /// drop takes that lock).
-    pub(super) fn hold(&self, ticket: QueueTicket) {
+    pub(super) fn hold(&self, ticket: impl Send + 'static) {
         *self
             .inner
             .ticket
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(ticket);
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(ticket));
     }
 }
