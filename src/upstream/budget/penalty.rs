@@ -20,7 +20,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Throttle share (moving average, weight [`SHARE_WEIGHT`] per answer)
+/// Throttle share (moving average, weight `SHARE_WEIGHT` per answer)
 /// above which throttles slow the pace. Random rejection of 25% keeps the
 /// average near 0.29; five throttles in a row push it past 0.4.
 pub const THROTTLE_SHARE_TRIGGER: f64 = 0.35;
