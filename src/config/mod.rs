@@ -11,6 +11,7 @@
 //! edge, the store), `vars.rs` single values and their checks.
 
 mod sections;
+pub use sections::{DEFAULT_QUEUE_MIN, RefusalPolicy, default_queue_max};
 #[cfg(test)]
 mod tests;
 mod vars;
@@ -24,7 +25,6 @@ use std::time::Duration;
 
 use crate::domain::GroupId;
 use crate::redis_link::RedisTarget;
-use crate::upstream::refusal::RefusalPolicy;
 use vars::{Vars, err, is_version};
 
 /// A string that must never be printed: the upstream token and the admin

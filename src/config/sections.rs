@@ -29,8 +29,7 @@ impl Config {
         )?;
         let queue = v.parse(
             "INTERACTIVE_QUEUE_MAX",
-            crate::upstream::budget::default_queue_max(rate_per_min, Duration::from_secs(request))
-                .min(10_000),
+            default_queue_max(rate_per_min, Duration::from_secs(request)).min(10_000),
             "an integer 1..10000",
             |q| (1..=10_000).contains(q),
         )?;
@@ -265,5 +264,36 @@ impl Config {
         Ok(StoreConfig::Embedded {
             path: PathBuf::from(path),
         })
+    }
+}
+
+/// Least number of lookups allowed to wait for a slot at once when not
+/// configured; the default is what the rate serves within the request
+/// deadline, if more ([`default_queue_max`]).
+pub const DEFAULT_QUEUE_MIN: usize = 32;
+
+/// The default interactive queue: as many lookups as `rate_per_min` serves
+/// within `deadline` (a deeper queue only produces answers past their
+/// deadline), at least [`DEFAULT_QUEUE_MIN`].
+pub fn default_queue_max(rate_per_min: u32, deadline: Duration) -> usize {
+    let servable = f64::from(rate_per_min) * deadline.as_secs_f64() / 60.0;
+    (servable.ceil() as usize).max(DEFAULT_QUEUE_MIN)
+}
+
+/// The knobs: `UPSTREAM_COOL_DOWN_SECS` and `TOKEN_PROBE_SECS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalPolicy {
+    /// The first cool-down after a run of 1059s; each further one doubles.
+    pub cool_down: Duration,
+    /// How often a dead token is tried again.
+    pub probe_every: Duration,
+}
+
+impl Default for RefusalPolicy {
+    fn default() -> Self {
+        Self {
+            cool_down: Duration::from_secs(60),
+            probe_every: Duration::from_secs(60),
+        }
     }
 }
