@@ -32,6 +32,7 @@ mod by_number;
 pub mod flight;
 pub mod invalidation;
 pub mod jobs;
+pub mod metrics;
 pub mod near;
 pub mod numbering;
 pub mod refresh;
@@ -47,13 +48,13 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::domain::{CachedMember, MemberNumber, UserId};
-use crate::metrics::CacheMetrics;
 use crate::store::{
     LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store, StoreError,
 };
 use crate::upstream::budget::{self, Interest};
 use crate::upstream::{Budget, Priority, Upstream, UpstreamError};
 use flight::Flights;
+use metrics::CacheMetrics;
 use near::{NearCache, Record};
 use write_back::{WriteBackQueue, store_or_queue};
 

@@ -72,7 +72,7 @@ const SHARE_WEIGHT: f64 = 0.1;
 
 use super::error::UpstreamError;
 use super::fleet::{FleetAnswer, FleetBudget};
-use crate::metrics::{PriorityLabels, UpstreamMetrics};
+use super::metrics::{PriorityLabels, UpstreamMetrics};
 
 /// Largest extra spacing after repeated throttles.
 const MAX_PENALTY: Duration = Duration::from_secs(30);

@@ -19,6 +19,7 @@ pub mod client;
 pub mod device;
 pub mod error;
 pub mod fleet;
+pub mod metrics;
 pub mod refusal;
 pub mod wire;
 
