@@ -39,8 +39,9 @@ pub mod store_watch;
 pub mod sync;
 pub mod write_back;
 
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -112,8 +113,9 @@ pub struct MemberCache {
     /// Recent "not a member" answers, so a bad id cannot burn the budget.
     /// In-process: a negative answer is cheap to relearn.
     negative: moka::sync::Cache<UserId, UpstreamError>,
-    /// Members being refreshed in the background right now.
-    refreshing: Arc<Mutex<std::collections::HashSet<UserId>>>,
+    /// Members being refreshed in the background right now, one refresh
+    /// per member (`refresh.rs`).
+    refreshing: Arc<Flights<UserId, (), Infallible>>,
     /// Fetches in flight, by member: later callers subscribe instead of
     /// calling the upstream again.
     inflight: Arc<Flights<UserId, Arc<Record>>>,
@@ -219,7 +221,7 @@ impl MemberCache {
                 .max_capacity(100_000)
                 .time_to_live(negative_ttl.max(Duration::from_millis(1)))
                 .build(),
-            refreshing: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            refreshing: Arc::default(),
             inflight: Arc::default(),
             numbers: by_number::NumberSearch::new(negative_ttl, number_search_wait),
             numbering: numbering::Numbering::default(),
