@@ -89,6 +89,16 @@ impl Metrics {
     }
 }
 
+/// Asserts that the exposition of `registry` has each of `lines`, for the
+/// parts' own tests of what they register.
+#[cfg(test)]
+pub(crate) fn assert_exposes(registry: Registry, lines: &[&str]) {
+    let text = Metrics::new(registry).encode().expect("an exposition");
+    for line in lines {
+        assert!(text.lines().any(|l| l == *line), "{line} in\n{text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prometheus_client::collector::Collector;
@@ -110,18 +120,18 @@ mod tests {
     fn the_helpers_write_one_typed_sample_each() {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Fixed));
-        let text = Metrics::new(registry).encode().unwrap();
-        for line in [
-            "# TYPE zsxq_test_gauge gauge",
-            "zsxq_test_gauge 3",
-            "# TYPE zsxq_test_seconds gauge",
-            "zsxq_test_seconds 0.5",
-            "# TYPE zsxq_test_events counter",
-            "zsxq_test_events_total 7",
-            "# EOF",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
-        }
+        assert_exposes(
+            registry,
+            &[
+                "# TYPE zsxq_test_gauge gauge",
+                "zsxq_test_gauge 3",
+                "# TYPE zsxq_test_seconds gauge",
+                "zsxq_test_seconds 0.5",
+                "# TYPE zsxq_test_events counter",
+                "zsxq_test_events_total 7",
+                "# EOF",
+            ],
+        );
     }
 
     #[test]

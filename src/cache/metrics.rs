@@ -176,14 +176,14 @@ mod tests {
         m.tier("store", 0, 3);
         let mut registry = Registry::default();
         m.register(&mut registry);
-        let text = crate::metrics::Metrics::new(registry).encode().unwrap();
-        for line in [
-            r#"zsxq_cache_requests_total{result="hit"} 2"#,
-            r#"zsxq_cache_requests_total{result="miss"} 1"#,
-            r#"zsxq_cache_tier_lookups_total{tier="store",result="miss"} 3"#,
-            r#"zsxq_cache_tier_lookups_total{tier="negative",result="hit"} 0"#,
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
-        }
+        crate::metrics::assert_exposes(
+            registry,
+            &[
+                r#"zsxq_cache_requests_total{result="hit"} 2"#,
+                r#"zsxq_cache_requests_total{result="miss"} 1"#,
+                r#"zsxq_cache_tier_lookups_total{tier="store",result="miss"} 3"#,
+                r#"zsxq_cache_tier_lookups_total{tier="negative",result="hit"} 0"#,
+            ],
+        );
     }
 }

@@ -191,14 +191,14 @@ mod tests {
         let _request = in_flight.enter();
         let mut registry = Registry::default();
         http.register(&mut registry, in_flight.clone());
-        let text = crate::metrics::Metrics::new(registry).encode().unwrap();
-        for line in [
-            r#"zsxq_http_requests_total{route="/api/users/{user_id}",method="GET",status="200"} 2"#,
-            r#"zsxq_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
-            r#"zsxq_http_request_duration_seconds_count{route="/api/users/{user_id}",method="GET"} 2"#,
-            "zsxq_http_requests_in_flight 1",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
-        }
+        crate::metrics::assert_exposes(
+            registry,
+            &[
+                r#"zsxq_http_requests_total{route="/api/users/{user_id}",method="GET",status="200"} 2"#,
+                r#"zsxq_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+                r#"zsxq_http_request_duration_seconds_count{route="/api/users/{user_id}",method="GET"} 2"#,
+                "zsxq_http_requests_in_flight 1",
+            ],
+        );
     }
 }

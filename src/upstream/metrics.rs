@@ -221,17 +221,17 @@ mod tests {
         let refusal = Arc::new(Refusal::local(RefusalPolicy::default()));
         let mut registry = Registry::default();
         register(&mut registry, &budget, 600, refusal);
-        let text = crate::metrics::Metrics::new(registry).encode().unwrap();
-        for line in [
-            r#"zsxq_upstream_calls_total{priority="interactive"} 0"#,
-            r#"zsxq_upstream_throttled_total{priority="background"} 0"#,
-            "zsxq_upstream_rate_limit_per_minute 600",
-            r#"zsxq_fleet_budget_mode{mode="off"} 1"#,
-            r#"zsxq_fleet_budget_mode{mode="shared"} 0"#,
-            "zsxq_fleet_budget_waits_total 0",
-            "zsxq_upstream_refusing 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
-        }
+        crate::metrics::assert_exposes(
+            registry,
+            &[
+                r#"zsxq_upstream_calls_total{priority="interactive"} 0"#,
+                r#"zsxq_upstream_throttled_total{priority="background"} 0"#,
+                "zsxq_upstream_rate_limit_per_minute 600",
+                r#"zsxq_fleet_budget_mode{mode="off"} 1"#,
+                r#"zsxq_fleet_budget_mode{mode="shared"} 0"#,
+                "zsxq_fleet_budget_waits_total 0",
+                "zsxq_upstream_refusing 0",
+            ],
+        );
     }
 }
