@@ -4,9 +4,9 @@
 //! bind port 0 and never collide), picks the store, wraps it in the circuit
 //! breaker, creates the upstream budget and client, the cache (with its near
 //! cache and write-back), the refund service, the metrics registry (each
-//! part registering its own series) and the router. `run` serves
-//! with the client's address known (for the per-client rate limit) and shuts
-//! down gracefully: in-flight requests finish, up to `SHUTDOWN_GRACE_SECS`.
+//! part registering its own series) and the router. `run` serves with the
+//! client's address known (for the per-client rate limit) and shuts down
+//! gracefully: in-flight requests finish, up to `SHUTDOWN_GRACE_SECS`.
 //! [`build_state`] is the same wiring without HTTP, for the commands that
 //! work in-process (`sync`, `refund-list`, `bench`).
 

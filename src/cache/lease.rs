@@ -64,17 +64,27 @@ impl MemberCache {
 }
 
 /// One cold member's fetch, owned by its own task so that callers who
-/// disconnect neither cancel nor waste it.
+/// disconnect neither cancel nor waste it. Its fields are the cache's,
+/// cloned: the task may outlive every caller.
 pub(super) struct Fetch {
+    /// The member fetched.
     id: UserId,
     upstream: Arc<dyn Upstream>,
+    /// Arbitrates the lease and receives the record.
     store: Arc<dyn Store>,
+    /// Receives the record too, so this process answers it at once.
     near: Arc<NearCache>,
+    /// Takes the record when the store cannot.
     queue: Arc<WriteBackQueue>,
+    /// Stamps `cached_at` and `updated_at`.
     clock: Arc<dyn Clock>,
+    /// Where a "not a member" answer is remembered.
     negative: moka::sync::Cache<UserId, UpstreamError>,
+    /// `CACHE_TTL` of the record written.
     ttl: Duration,
+    /// `CACHE_ENABLED`: when false there is no lease and nothing is kept.
     enabled: bool,
+    /// This process's name in leases.
     owner: Arc<str>,
 }
 
