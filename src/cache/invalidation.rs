@@ -1,5 +1,4 @@
-//! Cross-replica near-cache invalidation over Redis pub/sub (issue #8,
-//! item 1).
+//! Cross-replica near-cache invalidation over Redis pub/sub.
 //!
 //! Every replica keeps recently served members in its near cache
 //! (`near.rs`). When one replica writes a record whose content changed (a

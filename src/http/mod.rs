@@ -14,6 +14,7 @@ pub mod deadline;
 pub mod edge;
 pub mod error;
 pub mod gate;
+pub mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod pipeline;
@@ -59,8 +60,10 @@ pub struct AppState {
     pub in_flight: Arc<edge::InFlight>,
     /// The near-cache invalidation listener (Redis only).
     pub invalidation: Option<Arc<crate::cache::invalidation::Listener>>,
-    /// What `GET /metrics` exposes; the HTTP layer records into it too.
+    /// What `GET /metrics` exposes: every part's series.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The HTTP layer's own series (registered in `metrics`).
+    pub http_metrics: metrics::HttpMetrics,
     /// Request deadlines (`deadline.rs`).
     pub limits: crate::config::LimitsConfig,
     /// Whether the upstream is being called (1059 cool-down, rejected

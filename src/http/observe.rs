@@ -38,7 +38,7 @@ use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use tracing::Level;
 
-use crate::metrics::RouteSeries;
+use super::metrics::RouteSeries;
 
 /// The header a request id travels in, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

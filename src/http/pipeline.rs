@@ -50,9 +50,9 @@ use tracing::Instrument as _;
 use super::AppState;
 use super::deadline;
 use super::edge;
+use super::metrics::RouteSeries;
 use super::observe::{ClosingLine, REQUEST_ID_HEADER, RequestId, RouteTag, method_label};
 use super::users;
-use crate::metrics::RouteSeries;
 
 /// The template of the route [`hot_user_id`] answers: the metrics label of
 /// its answers, the same as the router's route for it in `mod.rs`.
@@ -154,7 +154,7 @@ impl Steps {
         } else {
             response.extensions().get::<RouteTag>().map(|t| &*t.0)
         };
-        self.app.metrics.http.observe_route(
+        self.app.http_metrics.observe_route(
             route,
             method,
             response.status().as_u16(),

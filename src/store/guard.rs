@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::metrics::{OpLabels, StoreMetrics};
 use super::{
     ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
 };
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
-use crate::metrics::{OpLabels, StoreMetrics};
 
 /// Breaker state; a std mutex because it is held for a few instructions and
 /// never across an await.

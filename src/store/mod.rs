@@ -14,6 +14,7 @@
 pub mod embedded;
 pub mod guard;
 pub mod keys;
+pub mod metrics;
 pub mod redis;
 
 use std::time::Duration;

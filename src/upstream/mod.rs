@@ -25,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod fleet;
 mod member_walk;
+pub mod metrics;
 pub mod priority;
 mod ranking;
 pub mod refusal;

@@ -57,8 +57,8 @@ pub use super::fleet::FleetMode;
 use self::penalty::Penalty;
 use super::error::UpstreamError;
 use super::fleet::{FleetAnswer, FleetBudget};
+use super::metrics::{PriorityLabels, UpstreamMetrics};
 use super::priority::Priority;
-use crate::metrics::{PriorityLabels, UpstreamMetrics};
 
 /// Spacing multiplier; see the module docs.
 const SAFETY: f64 = 1.02;
