@@ -266,7 +266,7 @@ fn build_metrics(
     );
     http.register(&mut registry, in_flight);
     cache.register_metrics(&mut registry);
-    upstream::metrics::register(
+    upstream::register_metrics(
         &mut registry,
         cache.budget(),
         config.upstream.rate_per_min,

@@ -1,5 +1,5 @@
 //! The upstream's instruments: calls, throttles, retries and waits for a
-//! slot by priority, and the budget's state read at scrape time.
+//! slot by priority.
 //!
 //! Decisions:
 //! - **Held by the budget.** [`UpstreamMetrics`] is created with the
@@ -12,25 +12,18 @@
 //!   can queue for a slot.
 //! - **State is read, not copied.** The penalty, the fleet mode and the
 //!   fleet's counters already live in the budget, the refusal standing in
-//!   the refusal guard (`refusal.rs`); collectors read them when `/metrics`
-//!   is scraped.
+//!   the refusal guard; their collectors (`budget/collector.rs`,
+//!   `refusal/collector.rs`) sit beside that state and read it when
+//!   `/metrics` is scraped. `upstream::register_metrics` registers all three.
 
-use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::budget::FleetMode;
-use super::refusal::{Refusal, RefusalCollector};
-use super::{Budget, Priority};
-use crate::metrics::{Histograms, counter, gauge};
+use super::Priority;
+use crate::metrics::Histograms;
 
 /// Waits for an upstream slot, seconds: none to a sync queued for minutes.
 const QUEUE_BUCKETS: [f64; 14] = [
@@ -96,26 +89,9 @@ impl Default for UpstreamMetrics {
     }
 }
 
-/// Registers the upstream's series: the budget's instruments, and the
-/// state of the budget (with `API_RATE_LIMIT`, `rate_per_min`) and of the
-/// refusal guard, read at scrape time.
-pub fn register(
-    registry: &mut Registry,
-    budget: &Arc<Budget>,
-    rate_per_min: u32,
-    refusal: Arc<Refusal>,
-) {
-    budget.metrics().register(registry);
-    registry.register_collector(Box::new(RefusalCollector(refusal)));
-    registry.register_collector(Box::new(BudgetCollector {
-        budget: Arc::clone(budget),
-        rate_per_min,
-    }));
-}
-
 impl UpstreamMetrics {
     /// Registers the budget's counters and its queue-wait histogram.
-    fn register(&self, registry: &mut Registry) {
+    pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "zsxq_upstream_calls",
             "HTTP requests sent to the Zsxq API, by priority",
@@ -149,78 +125,23 @@ impl UpstreamMetrics {
     }
 }
 
-/// The budget's configured rate and current state, read at scrape time.
-struct BudgetCollector {
-    budget: Arc<Budget>,
-    /// `API_RATE_LIMIT`, which the budget keeps only as a spacing.
-    rate_per_min: u32,
-}
-
-impl fmt::Debug for BudgetCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BudgetCollector").finish_non_exhaustive()
-    }
-}
-
-impl Collector for BudgetCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let budget = &self.budget;
-        gauge(
-            &mut encoder,
-            "zsxq_upstream_rate_limit_per_minute",
-            "API_RATE_LIMIT: upstream calls a minute the whole fleet may make",
-            i64::from(self.rate_per_min),
-        )?;
-        gauge(
-            &mut encoder,
-            "zsxq_upstream_penalty_seconds",
-            "Extra spacing of upstream calls after throttles (0 when none)",
-            budget.penalty().as_secs_f64(),
-        )?;
-        let mode = budget.fleet_mode();
-        let metric = ConstGauge::new(0i64);
-        let mut family = encoder.encode_descriptor(
-            "zsxq_fleet_budget_mode",
-            "How the upstream rate is shared: 1 for the current mode (off, shared, fallback)",
-            None,
-            metric.metric_type(),
-        )?;
-        for (name, m) in [
-            ("off", FleetMode::Off),
-            ("shared", FleetMode::Shared),
-            ("fallback", FleetMode::Fallback),
-        ] {
-            let labels = [("mode", name)];
-            ConstGauge::new(i64::from(mode == m)).encode(family.encode_family(&labels)?)?;
-        }
-        counter(
-            &mut encoder,
-            "zsxq_fleet_budget_waits",
-            "Times the fleet's schedule in Redis said an upstream slot was not yet due",
-            budget.stats.fleet_waits.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut encoder,
-            "zsxq_fleet_budget_fallbacks",
-            "Upstream slots taken from the local fallback because Redis was unreachable",
-            budget.stats.fleet_fallbacks.load(Ordering::Relaxed),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::*;
-    use crate::upstream::refusal::RefusalPolicy;
+    use std::sync::Arc;
+
+    use prometheus_client::registry::Registry;
+
+    use crate::upstream::Budget;
+    use crate::upstream::refusal::{Refusal, RefusalPolicy};
 
     #[test]
     fn a_lone_budget_shows_its_rate_the_off_mode_and_no_refusal() {
         let budget = Arc::new(Budget::new(600, Duration::ZERO, 2));
         let refusal = Arc::new(Refusal::local(RefusalPolicy::default()));
         let mut registry = Registry::default();
-        register(&mut registry, &budget, 600, refusal);
+        crate::upstream::register_metrics(&mut registry, &budget, 600, refusal);
         crate::metrics::assert_exposes(
             registry,
             &[

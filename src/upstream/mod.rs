@@ -127,3 +127,20 @@ pub trait Upstream: Send + Sync + 'static {
         priority: Priority,
     ) -> Result<wire::RankingPage, UpstreamError>;
 }
+
+/// Registers the upstream's series: the budget's instruments, and the
+/// state of the budget (with `API_RATE_LIMIT`, `rate_per_min`) and of the
+/// refusal guard, read at scrape time.
+pub fn register_metrics(
+    registry: &mut prometheus_client::registry::Registry,
+    budget: &std::sync::Arc<Budget>,
+    rate_per_min: u32,
+    refusal: std::sync::Arc<refusal::Refusal>,
+) {
+    budget.metrics().register(registry);
+    registry.register_collector(Box::new(refusal::RefusalCollector(refusal)));
+    registry.register_collector(Box::new(budget::BudgetCollector {
+        budget: std::sync::Arc::clone(budget),
+        rate_per_min,
+    }));
+}

@@ -28,6 +28,7 @@
 //!   ([`InteractiveQueue`], `queue.rs`): a lookup that could not be served
 //!   before its deadline is refused at once rather than queued.
 
+mod collector;
 mod interest;
 mod penalty;
 mod queue;
@@ -47,6 +48,7 @@ use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+pub use self::collector::BudgetCollector;
 pub use self::interest::{Interest, current_interest, waited_for};
 pub use self::penalty::THROTTLE_SHARE_TRIGGER;
 pub use self::queue::{
