@@ -143,6 +143,7 @@ impl JsonObject for RefundBody {
     const EXAMPLE: &'static str = r#"{"required_days": 7}"#;
 }
 
+/// The bounds of `required_days`, as the parameter readers take them.
 const DAYS: (u64, u64) = (RequiredDays::MIN as u64, RequiredDays::MAX as u64);
 
 fn days_in_query<'de, D: Deserializer<'de>>(d: D) -> Result<RequiredDays, D::Error> {

@@ -1,7 +1,7 @@
-//! What sits between the network and the handlers (issue #6, items 3–5):
-//! the per-client rate limit, CORS, the in-flight counter graceful shutdown
-//! reports from, and the step that gives every error the envelope. The
-//! steps run in `pipeline.rs`, in one service around the router.
+//! What sits between the network and the handlers: the per-client rate
+//! limit, CORS, the in-flight counter graceful shutdown reports from, and
+//! the step that gives every error the envelope. The steps run in
+//! `pipeline.rs`, in one service around the router.
 //!
 //! Decisions:
 //! - **Rate limit** (`HTTP_RATE_LIMIT`, off by default): governor's keyed
@@ -21,9 +21,10 @@
 //!   the layer is not installed at all: no CORS headers, same-origin only.
 //! - **Envelopes for framework rejections**: axum answers a body over the
 //!   limit, a path that is not UTF-8 or an unparseable query with plain
-//!   text. A response-mapping step turns any error answer that is not JSON
-//!   into the envelope, so every answer a client gets has the same shape,
-//!   whatever handler it reached.
+//!   text. Our extractors map their own refusals (`extract.rs`); for the
+//!   rest, a response-mapping step turns any error answer that is not JSON
+//!   into the envelope, with a message from the same mapper, so every
+//!   answer a client gets has the same shape, whatever handler it reached.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;

@@ -70,6 +70,13 @@ pub enum Rejection {
     NotAdmin,
 }
 
+impl Rejection {
+    /// What axum refused, with its status and text.
+    fn framework(status: StatusCode, detail: String) -> Self {
+        Self::Framework { status, detail }
+    }
+}
+
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
         match rejection {
@@ -142,12 +149,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 /// The query string of `uri` as `T`.
 pub fn parse_query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
     let axum::extract::Query(pairs) =
-        axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri).map_err(|e| {
-            Rejection::Framework {
-                status: e.status(),
-                detail: e.body_text(),
-            }
-        })?;
+        axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
+            .map_err(|e| Rejection::framework(e.status(), e.body_text()))?;
     T::deserialize(MapDeserializer::<_, ValueError>::new(pairs.into_iter()))
         .map_err(|e| Rejection::Query(e.to_string()).into())
 }
@@ -172,10 +175,7 @@ impl<T: JsonObject, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let body = Bytes::from_request(request, state)
             .await
-            .map_err(|e| Rejection::Framework {
-                status: e.status(),
-                detail: e.body_text(),
-            })?;
+            .map_err(|e| Rejection::framework(e.status(), e.body_text()))?;
         parse_body(&body).map(Json)
     }
 }
@@ -247,10 +247,7 @@ impl<T: PathParam, S: Send + Sync> FromRequestParts<S> for Path<T> {
         let axum::extract::Path(raw) =
             axum::extract::Path::<String>::from_request_parts(parts, state)
                 .await
-                .map_err(|e| Rejection::Framework {
-                    status: e.status(),
-                    detail: e.body_text(),
-                })?;
+                .map_err(|e| Rejection::framework(e.status(), e.body_text()))?;
         path_param(&raw).map(Path)
     }
 }

@@ -81,7 +81,7 @@ pub struct AppState {
     /// Request deadlines (`deadline.rs`).
     pub limits: crate::config::LimitsConfig,
     /// Whether the upstream is being called (1059 cool-down, rejected
-    /// token), for `/readyz`.
+    /// token: docs/UPSTREAM.md, "Token protection"), for `/readyz`.
     pub refusal: Arc<crate::upstream::refusal::Refusal>,
 }
 
