@@ -5,11 +5,13 @@
 //! input never reaches them.
 //!
 //! Decisions:
-//! - **A query is read into a map first, then into its type.** The pairs
-//!   are decoded as axum's `Query<HashMap<…>>` decodes them, so a repeated
+//! - **A query is read into a map first, then into its type.** axum's
+//!   `Query` decodes the pairs into a map of names to values, so a repeated
 //!   parameter keeps its last value and an unknown one is ignored; the
-//!   typed struct is read from that map. Read straight from the query
-//!   string, `?page=1&page=2` would be refused as a duplicate field.
+//!   typed struct is read from that map in the order of the names, so of
+//!   two bad parameters the same one is named every time. Read straight
+//!   from the query string, `?page=1&page=2` would be refused as a
+//!   duplicate field.
 //! - **A body is read as JSON first, then into its type.** An empty body is
 //!   `{}` (every default); text that is not JSON, JSON that is not an object
 //!   and a field the type does not have each get their own message, and a
@@ -25,7 +27,7 @@
 //!   body is read. It is closed when `ADMIN_TOKEN` is not set, and compares
 //!   digests in constant time, as the read token is compared (`gate.rs`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -149,7 +151,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 /// The query string of `uri` as `T`.
 pub fn parse_query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
     let axum::extract::Query(pairs) =
-        axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
+        axum::extract::Query::<BTreeMap<String, String>>::try_from_uri(uri)
             .map_err(|e| Rejection::framework(e.status(), e.body_text()))?;
     T::deserialize(MapDeserializer::<_, ValueError>::new(pairs.into_iter()))
         .map_err(|e| Rejection::Query(e.to_string()).into())

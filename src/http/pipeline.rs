@@ -7,7 +7,7 @@
 //! origins are configured, wraps all of it (tower-http's layer, put on in
 //! [`around`]). This file is the one place these steps are put around the
 //! routes: a step added here applies to the hot route and to every routed
-//! request alike, and the tests below check each one on both.
+//! request alike, and `pipeline/tests.rs` checks each one on both.
 //!
 //! Decision: one hand-written service instead of a `middleware::from_fn`
 //! layer per step. Each `from_fn` layer boxes its future and clones the
@@ -188,10 +188,9 @@ impl Steps {
 
     /// Counted in flight; refused when it names a host not served here,
     /// when the client is over its rate, lacks the read token or sends an
-    /// unsafe request that is not JSON (`gate.rs`); else answered within
-    /// its deadline (from `started`, `deadline.rs`) — the hot route here,
-    /// the rest by the router, with a framework rejection turned into the
-    /// envelope. `true` with an answer of the hot route.
+    /// unsafe request that is not JSON (`gate.rs`); else answered by
+    /// [`Steps::answer`] within its deadline (from `started`,
+    /// `deadline.rs`). `true` with an answer of the hot route.
     async fn admitted(
         &self,
         router: Router,
@@ -217,25 +216,25 @@ impl Steps {
         }
         let limit = deadline::deadline_for(&self.app.limits, &request);
         let client = deadline::client_of(&request, peer);
+        let hot = hot_user_id(&request).is_some();
+        let answer = self.answer(router, request);
+        (deadline::bounded(limit, started, client, answer).await, hot)
+    }
+
+    /// The answer itself: the hot route here, anything else by the router,
+    /// with a framework rejection turned into the envelope. The two part
+    /// here and only here, after every step.
+    async fn answer(&self, router: Router, request: Request) -> Response {
         if let Some(raw) = hot_user_id(&request) {
-            let answer = async {
-                users::answer_by_id(&self.app, raw)
-                    .await
-                    .unwrap_or_else(IntoResponse::into_response)
-            };
-            return (
-                deadline::bounded(limit, started, client, answer).await,
-                true,
-            );
+            return users::answer_by_id(&self.app, raw)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
         }
-        let answer = async {
-            match router.oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
+        let response = match router.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
         };
-        let response = deadline::bounded(limit, started, client, answer).await;
-        (edge::envelope_errors(response).await, false)
+        edge::envelope_errors(response).await
     }
 }
 
