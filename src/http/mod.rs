@@ -14,10 +14,10 @@
 //! framework rejections, and CORS around all of it. The pipeline answers
 //! the hot route (`GET /api/users/{digits}`) itself, before routing, so a
 //! step put on the [`Router`] with `.layer(…)` would silently skip the
-//! requests that matter most. [`routes`] is therefore the route table and
+//! requests that matter most. `routes()` is therefore the route table and
 //! nothing else: its two layers are settings of the routes (each route's
 //! metrics series, the body limit of the body extractors), not steps, and
-//! a test in `pipeline.rs` fails if any other appears. The steps
+//! a test in `pipeline/tests.rs` fails if any other appears. The steps
 //! themselves live with their concern: `observe.rs` (metrics, request
 //! ids), `edge.rs` (rate limit, CORS, in-flight count, envelopes),
 //! `gate.rs` (who may ask what) and `deadline.rs`.
