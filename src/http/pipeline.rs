@@ -61,7 +61,7 @@ use super::observe::{ClosingLine, REQUEST_ID_HEADER, RequestId, RouteTag, method
 use super::users;
 use crate::metrics::RouteSeries;
 
-/// The template of the route [`hot_user_id`] answers: the metrics label of
+/// The template of the route `hot_user_id` answers: the metrics label of
 /// its answers, the same as the router's route for it in `mod.rs`.
 pub const HOT_ROUTE: &str = "/api/users/{user_id}";
 
