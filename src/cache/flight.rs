@@ -12,7 +12,7 @@
 //!   A [`Flight`] may carry a hook for when the last one goes (hung up, or
 //!   its request ran out of time): a fetch's hook abandons its budget
 //!   [`Interest`], so a fetch still waiting for a budget slot gives up
-//!   without calling (`budget.rs`); one in flight completes and is cached.
+//!   without calling (`upstream/budget/`); one in flight completes and is cached.
 //!   The decision is taken under the map's lock, so a caller arriving at
 //!   that moment either joins before (and the work goes on) or finds no
 //!   flight and starts a new one. Work without a hook (a background refresh,

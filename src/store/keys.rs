@@ -76,7 +76,7 @@ pub const IDX_EXPIRY: &str = "zsxq:{idx}:expiry";
 /// half or so after its last use.
 pub const FLEET_BUDGET: &str = "zsxq:budget:upstream";
 
-/// The fleet's refusal state (`upstream/refusal.rs`): one JSON string saying
+/// The fleet's refusal state (`upstream/refusal/shared.rs`): one JSON string saying
 /// whether calls are paused after a run of 1059s or stopped for a rejected
 /// token. Not a store key: a cache clear must not resume calls to an
 /// upstream that is refusing us. It expires an hour after its last change.
