@@ -124,7 +124,8 @@ impl RefundListArgs {
             .map_err(|e| anyhow::anyhow!("checkin_id {:?}: {e}", self.checkin_id))?;
         let days = RequiredDays::new(self.required_days)
             .context("--required-days must be from 1 to 365")?;
-        let grace = GraceDays::new(self.grace_days).context("--grace-days must be from 0 to 364")?;
+        let grace =
+            GraceDays::new(self.grace_days).context("--grace-days must be from 0 to 364")?;
         let rule = Rule::new(days, grace, self.ranking_type.into()).map_err(|e| {
             anyhow::anyhow!(
                 "--grace-days ({}) must be less than --required-days ({})",

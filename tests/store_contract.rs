@@ -703,7 +703,10 @@ async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h: &H
     // The continuous ranking of the same camp is kept apart from the
     // accumulated one: neither is read as the other.
     assert_eq!(h.store.get_ranking(camp, CONT).await.unwrap(), None);
-    h.store.put_ranking(camp, CONT, b"streaks", TTL).await.unwrap();
+    h.store
+        .put_ranking(camp, CONT, b"streaks", TTL)
+        .await
+        .unwrap();
     assert_eq!(
         h.store.get_ranking(camp, CONT).await.unwrap().as_deref(),
         Some(&b"streaks"[..])

@@ -233,7 +233,12 @@ fn required_days<E: de::Error>(days: u64) -> Result<RequiredDays, E> {
 }
 
 fn grace_in_query<'de, D: Deserializer<'de>>(d: D) -> Result<GraceDays, D::Error> {
-    grace_days(params::query_int(d, "grace_days", 0, GraceDays::MAX.into())?)
+    grace_days(params::query_int(
+        d,
+        "grace_days",
+        0,
+        GraceDays::MAX.into(),
+    )?)
 }
 
 fn grace_in_body<'de, D: Deserializer<'de>>(d: D) -> Result<GraceDays, D::Error> {
@@ -405,12 +410,20 @@ mod tests {
 
     #[test]
     fn grace_and_ranking_type_are_read_from_bodies_and_queries() {
-        let rule = parse_rule(br#"{"required_days": 7, "grace_days": 2, "ranking_type": "continuous"}"#)
-            .unwrap();
-        assert_eq!((rule.threshold(), rule.ranking_type()), (5, RankingType::Continuous));
+        let rule =
+            parse_rule(br#"{"required_days": 7, "grace_days": 2, "ranking_type": "continuous"}"#)
+                .unwrap();
+        assert_eq!(
+            (rule.threshold(), rule.ranking_type()),
+            (5, RankingType::Continuous)
+        );
         assert_eq!(parse_rule(b"{}").unwrap(), Rule::default());
-        let rule = query_rule("required_days=10&grace_days=3&ranking_type=continuous&index=0").unwrap();
-        assert_eq!((rule.threshold(), rule.ranking_type()), (7, RankingType::Continuous));
+        let rule =
+            query_rule("required_days=10&grace_days=3&ranking_type=continuous&index=0").unwrap();
+        assert_eq!(
+            (rule.threshold(), rule.ranking_type()),
+            (7, RankingType::Continuous)
+        );
         assert_eq!(query_rule("").unwrap(), Rule::default());
     }
 
@@ -422,7 +435,10 @@ mod tests {
             body(br#"{"required_days": 5, "grace_days": 5}"#),
             query("required_days=5&grace_days=5"),
         ] {
-            assert!(message.contains("got grace_days 5 with required_days 5"), "{message}");
+            assert!(
+                message.contains("got grace_days 5 with required_days 5"),
+                "{message}"
+            );
         }
         assert!(body(br#"{"grace_days": 7}"#).contains("required_days 7"));
         for message in [
@@ -432,9 +448,15 @@ mod tests {
             query("grace_days=-1"),
             query("grace_days=1.5"),
         ] {
-            assert!(message.contains("grace_days must be an integer from 0 to 364"), "{message}");
+            assert!(
+                message.contains("grace_days must be an integer from 0 to 364"),
+                "{message}"
+            );
         }
-        for message in [body(br#"{"ranking_type": "streak"}"#), query("ranking_type=streak")] {
+        for message in [
+            body(br#"{"ranking_type": "streak"}"#),
+            query("ranking_type=streak"),
+        ] {
             assert!(
                 message.contains("ranking_type must be one of accumulated|continuous"),
                 "{message}"

@@ -48,8 +48,7 @@ use crate::cache::batch::{Resolution, ResolveReport, Resolved};
 use crate::cache::numbering::NumberingState;
 use crate::cache::rate_percent;
 use crate::domain::{
-    CheckinId, MemberNumber, NO_NUMBER_ASSIGNED, RankingType, UserId, iso_utc,
-    parse_zsxq_time_ms,
+    CheckinId, MemberNumber, NO_NUMBER_ASSIGNED, RankingType, UserId, iso_utc, parse_zsxq_time_ms,
 };
 use crate::upstream::{
     self, Camp, CampScope, CheckinStatistics, Priority, RankingRow, UpstreamError,
@@ -494,7 +493,12 @@ impl RefundService {
                     .unwrap_or(judged.rows.len());
                 let end = judged.rows.len().min(start + page_size + 1);
                 let rows = judged.rows[start..end].to_vec();
-                (judged.accumulated.camp, rows, judged.no_streak, judged.reads)
+                (
+                    judged.accumulated.camp,
+                    rows,
+                    judged.no_streak,
+                    judged.reads,
+                )
             }
             None => {
                 let camp = self.camp(checkin).await?;
@@ -510,7 +514,8 @@ impl RefundService {
                 if after == 0 && slice.ended {
                     // This page read the whole ranking: keep it like a full
                     // list would.
-                    let whole = self.snapshot(camp.clone(), RankingType::Accumulated, slice.rows.clone());
+                    let whole =
+                        self.snapshot(camp.clone(), RankingType::Accumulated, slice.rows.clone());
                     self.keep(&whole).await;
                 }
                 let read = RankingRead {
@@ -646,7 +651,11 @@ impl RefundService {
 
     /// The cached ranking of `kind`, if any; an unreadable one counts as
     /// absent (it is fetched again and overwritten).
-    async fn cached_ranking(&self, checkin: CheckinId, kind: RankingType) -> Option<RankingSnapshot> {
+    async fn cached_ranking(
+        &self,
+        checkin: CheckinId,
+        kind: RankingType,
+    ) -> Option<RankingSnapshot> {
         if !self.cache.enabled() {
             return None;
         }

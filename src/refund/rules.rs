@@ -242,7 +242,11 @@ mod tests {
 
     #[test]
     fn streaks_replace_days_and_a_participant_without_one_is_named() {
-        let accumulated = [ranking_row(1, 1, 9), ranking_row(2, 2, 5), ranking_row(3, 3, 2)];
+        let accumulated = [
+            ranking_row(1, 1, 9),
+            ranking_row(2, 2, 5),
+            ranking_row(3, 3, 2),
+        ];
         let continuous = [ranking_row(2, 1, 5), ranking_row(1, 2, 4)];
         let (rows, missing) = with_streaks(&accumulated, &continuous);
         let days: Vec<(u64, u64, u32)> = rows
