@@ -29,10 +29,10 @@
 //!   spaces so a name cannot break the layout; the table pads by display
 //!   width (CJK and emoji take two columns in a terminal).
 //! - **The rule** (required days, grace, ranking type) heads the text
-//! report and the table, fills a second XLSX sheet (规则), and travels as
-//! the `X-Refund-Rule` header of every download; the CSV keeps its one
-//! header line and five columns so scripts still parse it. A row whose
-//! days are unknown (not in the continuous ranking) says 未知, never 0.
+//!   report and the table, fills a second XLSX sheet (规则), and travels as
+//!   the `X-Refund-Rule` header of every download; the CSV keeps its one
+//!   header line and five columns so scripts still parse it. A row whose
+//!   days are unknown (not in the continuous ranking) says 未知, never 0.
 //! - **File names**: an ASCII `filename` for old clients plus RFC 5987
 //!   `filename*=UTF-8''…` carrying the camp's Chinese title.
 
