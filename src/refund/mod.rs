@@ -23,8 +23,11 @@
 //! clicks twice, or views and exports at once, waits for the first build and
 //! then finds everything cached, instead of paying every upstream call twice.
 //! Exports (`export.rs`) render a [`RefundList`]; they never fetch anything.
+//! The operator's refund marks (`marks.rs`) are read from the store on every
+//! build, so a mark shows at once.
 
 pub mod export;
+pub mod marks;
 pub mod turns;
 
 use std::collections::HashMap;
@@ -154,6 +157,12 @@ pub struct RefundRow {
     pub is_qualified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub number_missing_reason: Option<String>,
+    /// Whether the deposit was paid back: `pending` when unmarked, `null`
+    /// when the marks could not be read (`marks.rs`).
+    pub refund_status: Option<crate::store::marks::RefundStatus>,
+    pub refund_note: Option<String>,
+    /// When the mark last changed (ISO-8601 UTC); `null` when unmarked.
+    pub refund_updated_at: Option<String>,
     /// Position in the ranking (the paged form's `index` counts these).
     #[serde(skip)]
     pub position: u64,
@@ -186,6 +195,14 @@ pub struct Statistics {
     pub never_checked_in_count: Option<u64>,
     /// Participants whose member record was found and carries a number.
     pub numbered_count: usize,
+    /// Refund marks among the qualified; absent when the marks could not
+    /// be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_count: Option<usize>,
     /// Set when no participant found has a number: the group has member
     /// numbering off, and rows are told apart by nickname, alias and id.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,7 +223,11 @@ impl Statistics {
             .count();
         // "Off" only when members were found and not one had a number.
         let numbering_off = numbered_count == 0 && unassigned > 0;
+        let marks = marks::counts(rows);
         Self {
+            refunded_count: marks.map(|c| c.0),
+            rejected_count: marks.map(|c| c.1),
+            pending_count: marks.map(|c| c.2),
             total_count: rows.len(),
             qualified_count: qualified.len(),
             unqualified_count: rows.len() - qualified.len(),
@@ -274,7 +295,7 @@ pub struct RefundPage {
     /// The position this page continues after (0 = the start).
     pub index: u64,
     pub page_size: usize,
-    /// Every row of this page has its number.
+    /// Every row of this page has its number and a known refund status.
     pub complete: bool,
     pub refund_list: Vec<RefundRow>,
     pub has_more: bool,
@@ -301,6 +322,8 @@ pub struct RefundService {
     /// Camp ids no camps list holds, remembered for `NEGATIVE_CACHE_TTL`
     /// like unknown members: asking for one again costs no camps-list call.
     unknown_camps: moka::sync::Cache<CheckinId, ()>,
+    /// Whether the store keeps marks over its restart (`/readyz`).
+    persistence: marks::PersistenceCheck,
 }
 
 impl RefundService {
@@ -313,6 +336,7 @@ impl RefundService {
                 .time_to_live(cache.negative_ttl().max(Duration::from_millis(1)))
                 .build(),
             cache,
+            persistence: marks::PersistenceCheck::default(),
         })
     }
 
@@ -386,7 +410,12 @@ impl RefundService {
         let ids: Vec<UserId> = snapshot.rows.iter().map(|r| r.user.user_id).collect();
         let resolution = self.cache.resolve_many(&ids).await;
         let mut refund_list = rows_of(&snapshot.rows, &resolution, required);
+        let marks = self.marks_for_list(checkin).await;
+        marks::annotate(&mut refund_list, marks.as_ref());
         let mut incomplete_reasons = reconcile(&snapshot);
+        if marks.is_none() {
+            incomplete_reasons.push(marks::MARKS_UNREAD.to_string());
+        }
         incomplete_reasons.extend(distrust_repeated_numbers(&mut refund_list));
         let missing_count = refund_list
             .iter()
@@ -472,7 +501,9 @@ impl RefundService {
         rows.truncate(page_size);
         let ids: Vec<UserId> = rows.iter().map(|r| r.user.user_id).collect();
         let resolution = self.cache.resolve_many(&ids).await;
-        let refund_list = rows_of(&rows, &resolution, required);
+        let mut refund_list = rows_of(&rows, &resolution, required);
+        let marks = self.marks_for_list(checkin).await;
+        marks::annotate(&mut refund_list, marks.as_ref());
         Ok(RefundPage {
             checkin_id: camp.checkin_id,
             title: camp.title,
@@ -480,7 +511,9 @@ impl RefundService {
             required_days: required.get(),
             index: after,
             page_size,
-            complete: refund_list.iter().all(|r| r.planet_number.is_some()),
+            complete: refund_list
+                .iter()
+                .all(|r| r.planet_number.is_some() && r.refund_status.is_some()),
             has_more,
             next_index: rows.last().map_or(after, |r| r.rankings),
             page_statistics: Statistics::of(&refund_list),
@@ -676,6 +709,9 @@ fn rows_of(rows: &[RankingRow], resolution: &Resolution, required: RequiredDays)
                 required_days: required.get(),
                 is_qualified: r.checkined_days >= required.get(),
                 number_missing_reason,
+                refund_status: Some(crate::store::marks::RefundStatus::Pending),
+                refund_note: None,
+                refund_updated_at: None,
                 position: r.rankings,
             }
         })
@@ -696,6 +732,9 @@ mod tests {
             required_days: 7,
             is_qualified: qualified,
             number_missing_reason: None,
+            refund_status: None,
+            refund_note: None,
+            refund_updated_at: None,
             position: 1,
         }
     }
