@@ -216,6 +216,11 @@ pub fn build_state_with_store(
         limit
     });
     let refunds = RefundService::new(cache.clone());
+    // Refund marks are worth money: say at once if the store can lose them.
+    tokio::spawn({
+        let refunds = refunds.clone();
+        async move { refunds.check_persistence().await }
+    });
     let in_flight = Arc::new(InFlight::default());
     let http_metrics = HttpMetrics::default();
     let metrics = build_metrics(

@@ -254,6 +254,22 @@ impl<T: PathParam, S: Send + Sync> FromRequestParts<S> for Path<T> {
     }
 }
 
+/// The route's two path parameters, in the order of the route.
+#[derive(Debug, Clone, Copy)]
+pub struct Path2<A, B>(pub A, pub B);
+
+impl<A: PathParam, B: PathParam, S: Send + Sync> FromRequestParts<S> for Path2<A, B> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path((a, b)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| Rejection::framework(e.status(), e.body_text()))?;
+        Ok(Path2(path_param(&a)?, path_param(&b)?))
+    }
+}
+
 /// `raw`, one decoded path segment, as `T`: what [`Path`] does once axum
 /// has matched the route, for the requests the pipeline answers itself.
 pub fn path_param<T: PathParam>(raw: &str) -> Result<T, ApiError> {

@@ -34,6 +34,7 @@ pub mod observe;
 pub mod openapi;
 pub mod params;
 pub mod pipeline;
+pub mod refunds;
 pub mod server;
 #[cfg(test)]
 mod testing;
@@ -45,7 +46,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::cache::MemberCache;
 use crate::config::Secret;
@@ -124,6 +125,12 @@ fn routes() -> Router<Arc<AppState>> {
         .route(
             "/api/camps/{checkin_id}/refund-list.xlsx",
             get(camps::refund_xlsx),
+        )
+        .route("/api/camps/{checkin_id}/refunds", post(refunds::mark_batch))
+        .route("/api/camps/{checkin_id}/refunds/log", get(refunds::log))
+        .route(
+            "/api/camps/{checkin_id}/refunds/{user_id}",
+            put(refunds::mark_one),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -210,6 +217,9 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         "upstream": app.cache.budget().snapshot(),
         "member_numbers": app.cache.numbering(),
         "notices": notices(&app, &access),
+        "refund_marks": {
+            "persistence": crate::refund::marks::persistence_state(app.refunds.persistence().as_ref()),
+        },
         "upstream_access": access,
         "interactive_queue": {
             "waiting": app.cache.budget().queue().waiting(),
@@ -231,6 +241,13 @@ fn notices(app: &AppState, access: &serde_json::Value) -> Vec<serde_json::Value>
     // says why, since when, in both languages.
     if let (Some(kind), Some(message)) = (access["state"].as_str(), access["message"].as_str()) {
         out.push(serde_json::json!({"kind": kind, "level": "error", "message": message}));
+    }
+    if let Some(message) =
+        crate::refund::marks::persistence_notice(app.refunds.persistence().as_ref())
+    {
+        out.push(
+            serde_json::json!({"kind": "marks_not_durable", "level": "error", "message": message}),
+        );
     }
     if let Some(message) = app.cache.numbering().notice() {
         out.push(serde_json::json!({"kind": "numbering_off", "level": "info", "message": message}));

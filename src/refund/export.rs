@@ -3,7 +3,7 @@
 //!
 //! Decisions:
 //! - **Columns** are the original service's, in its order: 序号, 星球编号,
-//!   星球昵称, 打卡天数, 是否合格. A row without a number says so in the
+//!   星球昵称, 打卡天数, 是否合格, then 退款状态 (the operator's mark). A row without a number says so in the
 //!   number cell ("缺失：<reason>") rather than leaving it blank, so a file
 //!   handed on alone cannot pass for complete.
 //! - **CSV** starts with a UTF-8 BOM (Excel otherwise reads UTF-8 as the
@@ -41,7 +41,15 @@ use std::fmt::Write as _;
 use super::{RefundList, RefundRow};
 
 /// The column headers of CSV and XLSX exports.
-pub const COLUMNS: [&str; 5] = ["序号", "星球编号", "星球昵称", "打卡天数", "是否合格"];
+/// 退款状态 is the operator's mark (`marks.rs`), 未知 when unread.
+pub const COLUMNS: [&str; 6] = [
+    "序号",
+    "星球编号",
+    "星球昵称",
+    "打卡天数",
+    "是否合格",
+    "退款状态",
+];
 
 /// The name of the XLSX worksheet.
 pub const SHEET_NAME: &str = "退款名单";
@@ -108,6 +116,12 @@ fn qualified_cell(row: &RefundRow) -> &'static str {
     if row.is_qualified { "是" } else { "否" }
 }
 
+/// The refund status cell: the mark's label, 未知 when the marks could not
+/// be read.
+fn status_cell(row: &RefundRow) -> &'static str {
+    row.refund_status.map_or("未知", |s| s.label())
+}
+
 /// The list as CSV bytes: BOM, header, one CRLF-terminated line per row.
 pub fn csv(list: &RefundList) -> Vec<u8> {
     let mut out = String::with_capacity(64 + list.refund_list.len() * 48);
@@ -121,6 +135,7 @@ pub fn csv(list: &RefundList) -> Vec<u8> {
             defuse_formula(&visible(&row.planet_nickname)),
             days_cell(row),
             qualified_cell(row).to_string(),
+            status_cell(row).to_string(),
         ];
         if off {
             fields.push(defuse_formula(&visible(&row.planet_alias)));
@@ -229,13 +244,16 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         sheet
             .write_string(row_index, 4, qualified_cell(row))
             .map_err(fail)?;
+        sheet
+            .write_string(row_index, 5, status_cell(row))
+            .map_err(fail)?;
         if off {
             sheet
-                .write_string(row_index, 5, visible(&row.planet_alias))
+                .write_string(row_index, 6, visible(&row.planet_alias))
                 .map_err(fail)?;
             // Ids pass 2^53: text, never a number a spreadsheet would round.
             sheet
-                .write_string(row_index, 6, row.planet_user_id.to_string())
+                .write_string(row_index, 7, row.planet_user_id.to_string())
                 .map_err(fail)?;
         }
     }
@@ -245,8 +263,9 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         (2, 28.0),
         (3, 10.0),
         (4, 10.0),
-        (5, 16.0),
-        (6, 18.0),
+        (5, 10.0),
+        (6, 16.0),
+        (7, 18.0),
     ] {
         sheet.set_column_width(col, width).map_err(fail)?;
     }
@@ -342,11 +361,12 @@ pub fn text(list: &RefundList) -> String {
     {
         let _ = writeln!(
             out,
-            "  {}. {} {} — {} 天{}",
+            "  {}. {} {} — {} 天 [{}]{}",
             i + 1,
             number_label(row, off),
             one_line(&row.planet_nickname),
             days_cell(row),
+            status_cell(row),
             missing_note(row, off)
         );
     }
@@ -424,7 +444,7 @@ fn char_width(c: char) -> usize {
 /// when incomplete, the reasons for every missing number.
 pub fn table(list: &RefundList) -> String {
     let off = numbering_off(list);
-    let mut cells: Vec<[String; 5]> = vec![COLUMNS.map(str::to_string)];
+    let mut cells: Vec<[String; 6]> = vec![COLUMNS.map(str::to_string)];
     for (i, row) in list.refund_list.iter().enumerate() {
         let number = match row.planet_number {
             Some(n) => n.to_string(),
@@ -437,9 +457,10 @@ pub fn table(list: &RefundList) -> String {
             one_line(&row.planet_nickname),
             days_cell(row),
             qualified_cell(row).to_string(),
+            status_cell(row).to_string(),
         ]);
     }
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for line in &cells {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(display_width(cell));
@@ -541,6 +562,9 @@ mod tests {
                 .is_none()
                 .then(|| "该用户已退出星球 (left the group)".to_string()),
             days_missing_reason: None,
+            refund_status: Some(crate::store::marks::RefundStatus::Pending),
+            refund_note: None,
+            refund_updated_at: None,
             position: id,
         }
     }
@@ -583,14 +607,17 @@ mod tests {
         assert!(bytes.starts_with(&[0xEF, 0xBB, 0xBF]));
         let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
         let lines: Vec<&str> = text.split("\r\n").collect();
-        assert_eq!(lines[0], "序号,星球编号,星球昵称,打卡天数,是否合格");
-        assert_eq!(lines[1], "1,177,\"Tom \"\"The Cat\"\" Li\",9,是");
-        assert_eq!(lines[2], "2,2,\"a,b\",3,否");
+        assert_eq!(
+            lines[0],
+            "序号,星球编号,星球昵称,打卡天数,是否合格,退款状态"
+        );
+        assert_eq!(lines[1], "1,177,\"Tom \"\"The Cat\"\" Li\",9,是,未退款");
+        assert_eq!(lines[2], "2,2,\"a,b\",3,否,未退款");
         assert_eq!(
             lines[3],
-            "3,缺失：该用户已退出星球 (left the group),\"'=HYPERLINK(\"\"x\"\")\",7,是"
+            "3,缺失：该用户已退出星球 (left the group),\"'=HYPERLINK(\"\"x\"\")\",7,是,未退款"
         );
-        assert_eq!(lines[4], "4,4,🐱猫猫,7,是");
+        assert_eq!(lines[4], "4,4,🐱猫猫,7,是,未退款");
         assert_eq!(lines[5], "", "the last line ends with CRLF too");
         assert!(!text.replace("\r\n", "").contains('\n'));
     }
@@ -628,14 +655,14 @@ mod tests {
         let lines: Vec<&str> = csv.trim_start_matches('\u{FEFF}').split("\r\n").collect();
         assert_eq!(
             lines[0],
-            "序号,星球编号,星球昵称,打卡天数,是否合格,星球备注,用户ID"
+            "序号,星球编号,星球昵称,打卡天数,是否合格,退款状态,星球备注,用户ID"
         );
-        assert_eq!(lines[1], "1,无编号,青弦,7,是,组长,454881884228");
-        assert_eq!(lines[2], "2,无编号,'=cmd,3,否,,412451285841818");
+        assert_eq!(lines[1], "1,无编号,青弦,7,是,未退款,组长,454881884228");
+        assert_eq!(lines[2], "2,无编号,'=cmd,3,否,未退款,,412451285841818");
         let t = text(&l);
         assert_eq!(t.matches("没有成员编号").count(), 1, "said once: {t}");
         assert!(
-            t.contains("1. ID 454881884228（备注：组长） 青弦 — 7 天\n"),
+            t.contains("1. ID 454881884228（备注：组长） 青弦 — 7 天 [未退款]\n"),
             "{t}"
         );
         assert!(!t.contains("no number assigned"), "not on every row: {t}");

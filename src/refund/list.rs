@@ -47,6 +47,12 @@ pub struct RefundRow {
     /// not qualify, and the list is incomplete.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub days_missing_reason: Option<String>,
+    /// Whether the deposit was paid back: `pending` when unmarked, `null`
+    /// when the marks could not be read (`marks.rs`).
+    pub refund_status: Option<crate::store::marks::RefundStatus>,
+    pub refund_note: Option<String>,
+    /// When the mark last changed (ISO-8601 UTC); `null` when unmarked.
+    pub refund_updated_at: Option<String>,
     /// Position in the ranking (the paged form's `index` counts these).
     #[serde(skip)]
     pub position: u64,
@@ -86,6 +92,14 @@ pub struct Statistics {
     pub never_checked_in_count: Option<u64>,
     /// Participants whose member record was found and carries a number.
     pub numbered_count: usize,
+    /// Refund marks among the qualified; absent when the marks could not
+    /// be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_count: Option<usize>,
     /// Set when no participant found has a number: the group has member
     /// numbering off, and rows are told apart by nickname, alias and id.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,7 +120,11 @@ impl Statistics {
             .count();
         // "Off" only when members were found and not one had a number.
         let numbering_off = numbered_count == 0 && unassigned > 0;
+        let marks = super::marks::counts(rows);
         Self {
+            refunded_count: marks.map(|c| c.0),
+            rejected_count: marks.map(|c| c.1),
+            pending_count: marks.map(|c| c.2),
             total_count: rows.len(),
             qualified_count: qualified.len(),
             unqualified_count: rows.len() - qualified.len(),
@@ -194,7 +212,8 @@ pub struct RefundPage {
     /// The position this page continues after (0 = the start).
     pub index: u64,
     pub page_size: usize,
-    /// Every row of this page has its number and its days.
+    /// Every row of this page has its number, its days and a known refund
+    /// status.
     pub complete: bool,
     pub refund_list: Vec<RefundRow>,
     pub has_more: bool,

@@ -31,8 +31,13 @@
 //! and each is cached under its own type, so one is never served as the
 //! other. `ranking_reads` shows which rankings were read and from where.
 
+//!
+//! The operator's refund marks (`marks.rs`) are read from the store on every
+//! build, so a mark shows at once.
+
 pub mod export;
 mod list;
+pub mod marks;
 pub mod rules;
 pub mod turns;
 
@@ -135,6 +140,8 @@ pub struct RefundService {
     /// Camp ids no camps list holds, remembered for `NEGATIVE_CACHE_TTL`
     /// like unknown members: asking for one again costs no camps-list call.
     unknown_camps: moka::sync::Cache<CheckinId, ()>,
+    /// Whether the store keeps marks over its restart (`/readyz`).
+    persistence: marks::PersistenceCheck,
 }
 
 impl RefundService {
@@ -147,6 +154,7 @@ impl RefundService {
                 .time_to_live(cache.negative_ttl().max(Duration::from_millis(1)))
                 .build(),
             cache,
+            persistence: marks::PersistenceCheck::default(),
         })
     }
 
@@ -222,9 +230,14 @@ impl RefundService {
         let ids: Vec<UserId> = judged.rows.iter().map(|r| r.user.user_id).collect();
         let resolution = self.cache.resolve_many(&ids).await;
         let mut refund_list = rows_of(&judged.rows, &resolution, rule, &judged.no_streak);
+        let marks = self.marks_for_list(checkin).await;
+        marks::annotate(&mut refund_list, marks.as_ref());
         let mut incomplete_reasons = reconcile(snapshot);
         if !judged.no_streak.is_empty() {
             incomplete_reasons.push(no_streak_reason(judged.no_streak.len()));
+        }
+        if marks.is_none() {
+            incomplete_reasons.push(marks::MARKS_UNREAD.to_string());
         }
         incomplete_reasons.extend(distrust_repeated_numbers(&mut refund_list));
         let missing_count = refund_list
@@ -339,7 +352,9 @@ impl RefundService {
         rows.truncate(page_size);
         let ids: Vec<UserId> = rows.iter().map(|r| r.user.user_id).collect();
         let resolution = self.cache.resolve_many(&ids).await;
-        let refund_list = rows_of(&rows, &resolution, rule, &no_streak);
+        let mut refund_list = rows_of(&rows, &resolution, rule, &no_streak);
+        let marks = self.marks_for_list(checkin).await;
+        marks::annotate(&mut refund_list, marks.as_ref());
         Ok(RefundPage {
             checkin_id: camp.checkin_id,
             title: camp.title,
@@ -351,7 +366,11 @@ impl RefundService {
             page_size,
             complete: refund_list
                 .iter()
-                .all(|r| r.planet_number.is_some() && r.days_missing_reason.is_none()),
+                .all(|r| {
+                    r.planet_number.is_some()
+                        && r.days_missing_reason.is_none()
+                        && r.refund_status.is_some()
+                }),
             has_more,
             next_index: rows.last().map_or(after, |r| r.rankings),
             page_statistics: Statistics::of(&refund_list, rule),
@@ -663,6 +682,9 @@ fn rows_of(
                 is_qualified: days_missing_reason.is_none() && rule.qualifies(r.checkined_days),
                 number_missing_reason,
                 days_missing_reason,
+                refund_status: Some(crate::store::marks::RefundStatus::Pending),
+                refund_note: None,
+                refund_updated_at: None,
                 position: r.rankings,
             }
         })
@@ -684,6 +706,9 @@ mod tests {
             is_qualified: qualified,
             number_missing_reason: None,
             days_missing_reason: None,
+            refund_status: None,
+            refund_note: None,
+            refund_updated_at: None,
             position: 1,
         }
     }

@@ -17,6 +17,8 @@
 //!   by the refund module's opaque snapshot. Few camps, so expired entries
 //!   are dropped by a full walk of this table on each write;
 //!   `rankings_continuous` the same for continuous rankings.
+//! - `refund_marks`, `refund_log`: a camp's refund marks and audit log
+//!   (`embedded/marks.rs`), records that `clear` leaves alone.
 //!
 //! Decisions:
 //! - **Time comes from the injected clock**, not from redb, so a test moves a
@@ -35,6 +37,9 @@
 //! - Stale number entries cannot mislead: `user_id_by_number` checks the
 //!   record's current number, as the Redis store does.
 
+mod marks;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +57,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
+use crate::store::marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const NUMBERS: TableDefinition<u64, u64> = TableDefinition::new("numbers");
@@ -152,6 +158,8 @@ impl EmbeddedStore {
             for kind in RankingType::ALL {
                 txn.open_table(rankings_table(kind)).map_err(db_err)?;
             }
+            txn.open_table(marks::MARKS).map_err(db_err)?;
+            txn.open_table(marks::LOG).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self {
@@ -637,6 +645,34 @@ impl Store for EmbeddedStore {
     /// Nothing to tell: no other process reads this file while we hold it.
     fn events_origin(&self) -> Option<String> {
         None
+    }
+
+    async fn refund_marks(
+        &self,
+        checkin: CheckinId,
+    ) -> Result<HashMap<UserId, RefundMark>, StoreError> {
+        self.read_marks(checkin).await
+    }
+
+    async fn apply_refund_marks(
+        &self,
+        checkin: CheckinId,
+        changes: &[MarkChange],
+    ) -> Result<bool, StoreError> {
+        self.write_marks(checkin, changes).await
+    }
+
+    async fn refund_log(
+        &self,
+        checkin: CheckinId,
+        limit: usize,
+    ) -> Result<Vec<RefundLogEntry>, StoreError> {
+        self.read_log(checkin, limit).await
+    }
+
+    /// A redb commit is durable (fsync) before it returns.
+    async fn persistence(&self) -> Result<Persistence, StoreError> {
+        Ok(Persistence::Durable)
     }
 }
 

@@ -35,7 +35,10 @@ use super::{
     ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
 };
+use std::collections::HashMap;
+
 use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
+use crate::store::marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
 
 /// Breaker state; a std mutex because it is held for a few instructions and
 /// never across an await.
@@ -361,6 +364,50 @@ impl Store for GuardedStore {
 
     fn events_origin(&self) -> Option<String> {
         self.inner.events_origin()
+    }
+
+    async fn refund_marks(
+        &self,
+        checkin: CheckinId,
+    ) -> Result<HashMap<UserId, RefundMark>, StoreError> {
+        self.guard(
+            "refund_marks",
+            SLOW_OP_TIMEOUT,
+            self.inner.refund_marks(checkin),
+        )
+        .await
+    }
+
+    async fn apply_refund_marks(
+        &self,
+        checkin: CheckinId,
+        changes: &[MarkChange],
+    ) -> Result<bool, StoreError> {
+        self.guard(
+            "apply_refund_marks",
+            self.batch_timeout(changes.len()),
+            self.inner.apply_refund_marks(checkin, changes),
+        )
+        .await
+    }
+
+    async fn refund_log(
+        &self,
+        checkin: CheckinId,
+        limit: usize,
+    ) -> Result<Vec<RefundLogEntry>, StoreError> {
+        self.guard(
+            "refund_log",
+            self.batch_timeout(limit),
+            self.inner.refund_log(checkin, limit),
+        )
+        .await
+    }
+
+    /// Asks every master of a cluster in turn, once at start: a bulk bound.
+    async fn persistence(&self) -> Result<Persistence, StoreError> {
+        self.guard("persistence", self.bulk_timeout, self.inner.persistence())
+            .await
     }
 }
 

@@ -40,6 +40,24 @@ pub fn ranking(id: CheckinId, kind: RankingType) -> String {
     }
 }
 
+/// Prefix of a camp's refund records; Rust code uses [`refund_marks`] and
+/// [`refund_log`].
+pub const REFUND_PREFIX: &str = "zsxq:refund:";
+
+/// `zsxq:refund:{checkin_id}:marks` — hash user_id → the participant's
+/// refund mark (JSON). No TTL and not a store key: a cache clear must not
+/// forget who was paid. The `{checkin_id}` hash tag puts it in one slot
+/// with the camp's log, so one script writes both.
+pub fn refund_marks(id: CheckinId) -> String {
+    format!("{REFUND_PREFIX}{{{id}}}:marks")
+}
+
+/// `zsxq:refund:{checkin_id}:log` — list of the camp's audit entries (JSON),
+/// newest first. No TTL, not a store key.
+pub fn refund_log(id: CheckinId) -> String {
+    format!("{REFUND_PREFIX}{{{id}}}:log")
+}
+
 /// Prefix of fleet leases on cold members; Rust code uses [`lease_user`].
 pub const LEASE_USER_PREFIX: &str = "zsxq:lease:user:";
 
@@ -132,6 +150,8 @@ mod tests {
             "zsxq:ranking:8424481182:continuous"
         );
         assert_eq!(lease_user(id), "zsxq:lease:user:454881884228");
+        assert_eq!(refund_marks(camp), "zsxq:refund:{8424481182}:marks");
+        assert_eq!(refund_log(camp), "zsxq:refund:{8424481182}:log");
     }
 
     #[test]
@@ -147,6 +167,9 @@ mod tests {
         assert!(!is_store_key(FLEET_BUDGET));
         assert!(!is_store_key(REFUSAL));
         assert!(!is_store_key(DEVICE_ID));
+        let camp = CheckinId::parse("8424481182").unwrap();
+        assert!(!is_store_key(&refund_marks(camp)));
+        assert!(!is_store_key(&refund_log(camp)));
         assert!(!is_store_key("other:user:1"));
     }
 }

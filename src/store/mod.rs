@@ -9,19 +9,24 @@
 //!   or index outlives the records it lists;
 //! - `clear` removes every key the store made, number index and cached
 //!   rankings included;
-//! - no operation scans the whole keyspace (`KEYS` is never used).
+//! - no operation scans the whole keyspace (`KEYS` is never used);
+//! - refund marks and their audit log (`marks.rs`) are records, not cache:
+//!   no TTL, `clear` leaves them, and a batch of them is written atomically.
 
 pub mod embedded;
 pub mod guard;
 pub mod keys;
+pub mod marks;
 pub mod metrics;
 pub mod redis;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
+use marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
 
 /// Store failures. The cache treats every one of them as "store unavailable"
 /// and degrades to the upstream, so the variants only serve diagnosis.
@@ -279,6 +284,31 @@ pub trait Store: Send + Sync + 'static {
     /// (`zsxq:events`), so the process can ignore its own messages; `None`
     /// for stores that publish nothing (the embedded one).
     fn events_origin(&self) -> Option<String>;
+
+    /// Every mark of a camp's refund list, by participant.
+    async fn refund_marks(
+        &self,
+        checkin: CheckinId,
+    ) -> Result<HashMap<UserId, RefundMark>, StoreError>;
+
+    /// Writes `changes` (at most one per user) and appends their log
+    /// entries, all or nothing, if every user's stored mark still equals its
+    /// `expected`; answers `false`, having written nothing, if one does not.
+    async fn apply_refund_marks(
+        &self,
+        checkin: CheckinId,
+        changes: &[MarkChange],
+    ) -> Result<bool, StoreError>;
+
+    /// The newest `limit` entries of a camp's audit log, newest first.
+    async fn refund_log(
+        &self,
+        checkin: CheckinId,
+        limit: usize,
+    ) -> Result<Vec<RefundLogEntry>, StoreError>;
+
+    /// Whether the data survives a restart of whatever holds it.
+    async fn persistence(&self) -> Result<Persistence, StoreError>;
 }
 
 /// Where a member sorts in "by number" pages: its number, or for a member

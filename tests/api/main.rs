@@ -17,6 +17,7 @@ mod paging;
 mod protection;
 mod redis_layout;
 mod refund;
+mod refund_marks;
 mod refund_rules;
 mod replicas;
 mod sync;

@@ -6,6 +6,7 @@
 //! The wrapped store does the real work whenever the fault is off, so a test
 //! sees the real data before, during (nothing) and after the fault.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use zsxq_cache::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
+use zsxq_cache::store::marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
 use zsxq_cache::store::{
     ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
@@ -216,5 +218,36 @@ impl Store for FaultyStore {
 
     fn events_origin(&self) -> Option<String> {
         self.inner.events_origin()
+    }
+
+    async fn refund_marks(
+        &self,
+        checkin: CheckinId,
+    ) -> Result<HashMap<UserId, RefundMark>, StoreError> {
+        self.check().await?;
+        self.inner.refund_marks(checkin).await
+    }
+
+    async fn apply_refund_marks(
+        &self,
+        checkin: CheckinId,
+        changes: &[MarkChange],
+    ) -> Result<bool, StoreError> {
+        self.check().await?;
+        self.inner.apply_refund_marks(checkin, changes).await
+    }
+
+    async fn refund_log(
+        &self,
+        checkin: CheckinId,
+        limit: usize,
+    ) -> Result<Vec<RefundLogEntry>, StoreError> {
+        self.check().await?;
+        self.inner.refund_log(checkin, limit).await
+    }
+
+    async fn persistence(&self) -> Result<Persistence, StoreError> {
+        self.check().await?;
+        self.inner.persistence().await
     }
 }

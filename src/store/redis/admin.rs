@@ -312,7 +312,7 @@ impl RedisStore {
     }
 
     /// Runs `cmd` once per node that holds data and returns the replies.
-    async fn on_every_master(&self, cmd: &redis::Cmd) -> Result<Vec<Value>, StoreError> {
+    pub(super) async fn on_every_master(&self, cmd: &redis::Cmd) -> Result<Vec<Value>, StoreError> {
         let mut out = Vec::new();
         for node in &self.data_nodes().await? {
             out.push(self.on_data_node(node, cmd).await?);

@@ -16,7 +16,10 @@
 //!   `{idx}` hash tag keeps the three in one slot on a Redis Cluster;
 //! - `zsxq:ranking:{checkin_id}` a camp's cached ranking (the refund
 //!   module's JSON), one string with its own TTL;
-//! - `zsxq:stats:cache` counters, the only key without a TTL;
+//! - `zsxq:stats:cache` counters, without a TTL;
+//! - `zsxq:refund:{checkin_id}:marks` hash and `zsxq:refund:{checkin_id}:log`
+//!   list, a camp's refund marks and audit log (`marks.rs`): records, not
+//!   cache, so no TTL and `clear` leaves them;
 //! - `zsxq:lease:user:{id}` short fetch leases, so that replicas make one
 //!   upstream call per cold member between them, and the pub/sub channel
 //!   `zsxq:events` on which the write script announces changed records and
@@ -33,7 +36,7 @@
 //! The files: `transport.rs` sends (round trips, replay, slot groups),
 //! `scripts.rs` holds the Lua scripts, `codec.rs` lays a record out as a
 //! hash, `members.rs` reads and writes records, `index.rs` keeps the id set
-//! and indexes, `leases.rs` the fetch leases, `admin.rs` the whole-store
+//! and indexes, `leases.rs` the fetch leases, `marks.rs` the refund marks, `admin.rs` the whole-store
 //! operations.
 //!
 //! Decisions worth knowing before changing this module:
@@ -78,10 +81,12 @@ mod admin;
 mod codec;
 mod index;
 mod leases;
+mod marks;
 mod members;
 mod scripts;
 mod transport;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +104,7 @@ use super::{
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
 use crate::redis_link::{Link, RedisTarget};
+use crate::store::marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
 use transport::Replay;
 
 /// Members, indexes and counters in Redis. Cheap to share behind an `Arc`;
@@ -262,5 +268,32 @@ impl Store for RedisStore {
 
     fn events_origin(&self) -> Option<String> {
         Some(self.origin.clone())
+    }
+
+    async fn refund_marks(
+        &self,
+        checkin: CheckinId,
+    ) -> Result<HashMap<UserId, RefundMark>, StoreError> {
+        self.read_marks(checkin).await
+    }
+
+    async fn apply_refund_marks(
+        &self,
+        checkin: CheckinId,
+        changes: &[MarkChange],
+    ) -> Result<bool, StoreError> {
+        self.write_marks(checkin, changes).await
+    }
+
+    async fn refund_log(
+        &self,
+        checkin: CheckinId,
+        limit: usize,
+    ) -> Result<Vec<RefundLogEntry>, StoreError> {
+        self.read_log(checkin, limit).await
+    }
+
+    async fn persistence(&self) -> Result<Persistence, StoreError> {
+        self.check_persistence().await
     }
 }

@@ -39,3 +39,11 @@ pub(super) const EXTEND_TTL: &str = include_str!("scripts/extend_ttl.lua");
 /// Get-or-create of the device id: the stored one, else ARGV[1] stored with
 /// `SET NX` (no expiry).
 pub(super) const DEVICE_ID: &str = include_str!("scripts/device_id.lua");
+
+/// Compare-and-set of refund marks. KEYS[1] = the camp's marks hash,
+/// KEYS[2] = its log list (one slot: the `{checkin_id}` hash tag).
+/// ARGV[1] = n; then per mark: the user id, the value expected now ('' for
+/// none) and the new value; then the log entries, oldest first. Writes
+/// nothing and returns 0 if any expected value differs; else writes every
+/// mark, pushes every entry and returns 1.
+pub(super) const APPLY_MARKS: &str = include_str!("scripts/apply_marks.lua");
