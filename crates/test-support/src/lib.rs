@@ -8,12 +8,14 @@
 //! service does not.
 
 pub mod faulty_store;
+pub mod net;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod replicas;
 pub mod seed_layout;
 
 pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
+pub use net::{free_port, free_ports};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisServer, scan_keys, used_memory};
 pub use replicas::Replicas;
