@@ -13,9 +13,6 @@
 //! `test-artifacts/` (gitignored): `web-refund.png`, `web-refund-phone.png`,
 //! `web-camps.png`, `web-members.png`, `web-cache.png`.
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
 #[path = "web/webdriver.rs"]
 mod webdriver;
 
@@ -23,10 +20,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use helpers::{ADMIN, Setup, StoreKind, TestApp};
 use serde_json::json;
 use webdriver::Browser;
 use zsxq_sim::{BENCHMARK_PARTICIPANTS, CampScope, SimMember};
+use zsxq_test_support::{ADMIN_TOKEN, TestApp};
 
 /// One browser at a time: two cores run one Chromium well, three badly.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -47,7 +44,7 @@ fn artifact(name: &str) -> PathBuf {
 /// The service and simulator, with upstream calls slow enough that a cold
 /// refund list takes a visible moment to build.
 async fn spawn_demo() -> TestApp {
-    let mut setup = Setup::new(StoreKind::Embedded);
+    let mut setup = TestApp::builder();
     setup.sim.latency_ms = 15;
     setup.spawn().await
 }
@@ -565,7 +562,7 @@ async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers
             "return document.getElementById('token-dialog').open && !document.getElementById('token-error').hidden",
         )
         .await;
-    browser.type_into("#token-input", ADMIN).await;
+    browser.type_into("#token-input", ADMIN_TOKEN).await;
     browser.click("#token-ok").await;
     wait_count(members).await;
     browser
@@ -589,7 +586,7 @@ async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers
             vec![],
         )
         .await;
-    assert_eq!(kept, json!(ADMIN));
+    assert_eq!(kept, json!(ADMIN_TOKEN));
     let stored = browser.js("return localStorage.length", vec![]).await;
     assert_eq!(stored, json!(0), "nothing persists beyond the session");
     browser.screenshot(&artifact("web-cache.png")).await;
@@ -743,7 +740,7 @@ const READ: &str = "read-token-for-the-page-0123";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_read_token_the_page_asks_once_and_lists_and_downloads_with_it() {
     let _one_browser = BROWSER.lock().await;
-    let mut setup = Setup::new(StoreKind::Embedded).var("READ_TOKEN", READ);
+    let mut setup = TestApp::builder().var("READ_TOKEN", READ);
     setup.sim.latency_ms = 15;
     let app = setup.spawn().await;
     let data = app.sim.data.clone();
@@ -892,7 +889,7 @@ async fn the_page_and_its_assets_come_from_the_service_with_strict_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_puts_a_banner_on_the_page_that_says_what_to_renew() {
     let _one_browser = BROWSER.lock().await;
-    let app = Setup::new(StoreKind::Embedded)
+    let app = TestApp::builder()
         .var("ZSXQ_ACCESS_TOKEN", "an-expired-token-value")
         .spawn()
         .await;

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Setup, StoreKind, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp, spawn_app};
 
 on_both_stores!(
     throttled_upstream_calls_are_retried_until_they_succeed,
@@ -82,7 +82,11 @@ async fn a_hung_redis_does_not_hang_requests() {
 }
 
 async fn throttled_upstream_calls_are_retried_until_they_succeed(kind: StoreKind) {
-    let app = Setup::new(kind).var("API_MAX_RETRIES", "10").spawn().await;
+    let app = TestApp::builder()
+        .store(kind)
+        .var("API_MAX_RETRIES", "10")
+        .spawn()
+        .await;
     app.sim.set_reject_ratio(0.5);
     for m in app.sim.data.members.iter().take(10) {
         let a = app.user(m.user_id).await;
@@ -100,7 +104,7 @@ async fn throttled_upstream_calls_are_retried_until_they_succeed(kind: StoreKind
 /// members seen before are still hits, new ones come from the upstream, and
 /// both are in the store once it works again.
 async fn a_failing_store_is_answered_from_the_near_cache_and_upstream(kind: StoreKind) {
-    let app = Setup::new(kind).faulty_store().spawn().await;
+    let app = TestApp::builder().store(kind).faulty_store().spawn().await;
     let switch = app.store_fault.clone().expect("faulty store");
     let (seen, new) = (&app.sim.data.members[0], &app.sim.data.members[1]);
     assert_eq!(app.user(seen.user_id).await.data()["cache_status"], "miss");
@@ -120,10 +124,7 @@ async fn a_failing_store_is_answered_from_the_near_cache_and_upstream(kind: Stor
 
 #[tokio::test]
 async fn a_throttle_that_outlasts_the_retries_is_a_503_with_retry_after() {
-    let app = Setup::new(StoreKind::Embedded)
-        .var("API_MAX_RETRIES", "2")
-        .spawn()
-        .await;
+    let app = TestApp::builder().var("API_MAX_RETRIES", "2").spawn().await;
     app.sim.set_reject_ratio(1.0);
     let r = app
         .http

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{ADMIN, StoreKind, spawn_app};
+use zsxq_test_support::{ADMIN_TOKEN, StoreKind, spawn_app};
 
 #[tokio::test]
 async fn bad_query_and_path_parameters_are_400_envelopes() {
@@ -63,7 +63,7 @@ async fn bad_sync_bodies_are_400_envelopes_and_sync_nothing() {
     let raw = app
         .http
         .post(app.url("/api/users/sync"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -96,7 +96,7 @@ async fn oversized_bodies_are_refused() {
     let r = app
         .http
         .post(app.url("/api/users/sync"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .header("content-type", "application/json")
         .body(big)
         .send()

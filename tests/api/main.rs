@@ -2,8 +2,6 @@
 //! and a real `redis-server` (started on a free port per test) or the
 //! embedded store. Scenarios that apply to both stores run on both.
 
-mod helpers;
-
 mod admin;
 mod degradation;
 mod documented;

@@ -2,13 +2,13 @@
 
 use serde_json::json;
 
-use crate::helpers::{Setup, StoreKind};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp};
 
 on_both_stores!(pages_are_sorted_by_number_or_join_time_in_either_order);
 
 async fn pages_are_sorted_by_number_or_join_time_in_either_order(kind: StoreKind) {
-    let app = Setup::new(kind).members(120).spawn().await;
+    let app = TestApp::builder().store(kind).members(120).spawn().await;
     let synced = app.sync(json!({})).await;
     assert_eq!(synced.status, 200, "{}", synced.body);
 
@@ -30,7 +30,7 @@ async fn pages_are_sorted_by_number_or_join_time_in_either_order(kind: StoreKind
             .as_str()
             .is_some_and(|t| t.ends_with('Z'))
     );
-    let numbers = |a: &crate::helpers::Answer| -> Vec<u64> {
+    let numbers = |a: &zsxq_test_support::Answer| -> Vec<u64> {
         a.data()["users"]
             .as_array()
             .unwrap()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use zsxq_sim::SimFault;
 
-use crate::helpers::{Setup, StoreKind, TestApp};
+use zsxq_test_support::{AppBuilder, TestApp};
 
 /// One lookup of an uncached member, by id: status, Retry-After, message.
 async fn lookup(app: &TestApp, user_id: u64) -> (u16, Option<String>, String, Duration) {
@@ -43,8 +43,8 @@ async fn cached_count(app: &TestApp) -> u64 {
         .expect("count")
 }
 
-fn faulty_upstream() -> Setup {
-    Setup::new(StoreKind::Embedded)
+fn faulty_upstream() -> AppBuilder {
+    TestApp::builder()
         .var("API_MAX_RETRIES", "1")
         .var("API_RETRY_BASE_MS", "5")
         .var("API_TIMEOUT_MS", "300")

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Setup, StoreKind, TestApp};
 use crate::{client_from, rss_kib};
+use zsxq_test_support::{AppBuilder, TestApp};
 
 /// Ids no member has: each costs one summary call if it reaches the
 /// upstream.
@@ -24,8 +24,8 @@ fn rand_u32() -> u32 {
 
 /// The service at the real upstream's pace: 50 calls a minute, 200 ms
 /// apart at least, the simulator answering in ~200 ms.
-fn at_real_pace() -> Setup {
-    let mut setup = Setup::new(StoreKind::Embedded)
+fn at_real_pace() -> AppBuilder {
+    let mut setup = TestApp::builder()
         .members(50)
         .var("API_RATE_LIMIT", "50")
         .var("API_REQUEST_DELAY", "200");

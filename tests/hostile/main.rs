@@ -19,13 +19,6 @@
 //! - `redis_loss.rs`: Redis killed under readers and restarted empty, or
 //!   flushed: nothing refetched, nothing failed.
 
-#[path = "../api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "../faults/process.rs"]
-#[allow(dead_code)]
-mod process;
-
 mod bounds;
 mod budget;
 mod connections;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Setup, StoreKind, TestApp};
+use zsxq_test_support::{StoreKind, TestApp};
 
 const HOT: usize = 150;
 const READERS: usize = 8;
@@ -22,7 +22,8 @@ struct Seen {
 /// The service at the real upstream's pace on a private Redis, with the
 /// near cache trusted for 1 s only, so lookups keep reaching Redis.
 async fn app() -> TestApp {
-    let app = Setup::new(StoreKind::Redis)
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
         .members(200)
         .var("API_RATE_LIMIT", "50")
         .var("API_REQUEST_DELAY", "200")
