@@ -264,6 +264,11 @@ impl TestEnv {
         config_from(&self.vars)
     }
 
+    /// The configuration with `extra` variables on top (`""` removes one).
+    pub fn config_with(&self, extra: &[(&str, String)]) -> anyhow::Result<Config> {
+        config_from(&self.vars_with(extra))
+    }
+
     /// The run's temporary directory (the binary's working directory too, so
     /// no stray `.env` is read).
     pub fn dir(&self) -> &Path {
