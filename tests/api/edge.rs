@@ -133,15 +133,7 @@ async fn without_configured_origins_there_are_no_cors_headers() {
 async fn framework_rejections_are_envelopes() {
     let app = spawn_app(StoreKind::Embedded).await;
     let big = "x".repeat(100_000);
-    let r = app
-        .http
-        .post(app.url("/api/users/sync"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = app.sync_raw(big).await;
     let status = r.status().as_u16();
     let body: serde_json::Value = r.json().await.expect("an envelope");
     assert_eq!((status, body["code"].as_u64()), (413, Some(413)));

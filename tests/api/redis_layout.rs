@@ -66,11 +66,7 @@ async fn every_key_but_the_stats_hash_has_the_cache_ttl() {
     assert!(keys.len() >= 2 * 25, "{keys:?}");
     assert!(keys.contains(&"zsxq:stats:cache".to_string()));
     for key in keys {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl = zsxq_test_support::ttl_of(&mut conn, &key).await.unwrap();
         if key == "zsxq:stats:cache" || key == zsxq_cache::store::keys::DEVICE_ID {
             assert_eq!(ttl, -1, "{key} has no TTL");
         } else if key == zsxq_cache::store::keys::FLEET_BUDGET {

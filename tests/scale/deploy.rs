@@ -202,16 +202,7 @@ async fn the_dashboard_and_alerts_query_only_series_the_service_exposes() {
     let fleet = start_fleet(StoreKind::Redis, 1, 20, &[]).await;
     let (right, _) = lookups(&fleet, &[(0, 1), (0, 1)]).await;
     assert_eq!(right, 2);
-    let exposition = fleet
-        .http
-        .get(fleet.url(0, "/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    let exposed = exposed_names(&exposition);
+    let exposed = exposed_names(&fleet.exposition(0).await);
     let rules: String = read("prometheus/alerts.yml")
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))

@@ -228,16 +228,13 @@ async fn with_redis_down_replicas_fall_back_to_their_share_and_keep_answering() 
         busiest <= allowed_within(window),
         "{busiest} calls within 7 s from {at:?}"
     );
-    for replica in &fleet.replicas {
-        let ready: serde_json::Value = fleet
-            .http
-            .get(format!("http://{replica}/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(ready["data"]["upstream"]["fleet"], "fallback", "{ready}");
+    for replica in 0..fleet.replicas.len() {
+        let ready = fleet.get(replica, "/readyz").await;
+        assert_eq!(
+            ready.data()["upstream"]["fleet"],
+            "fallback",
+            "{}",
+            ready.body
+        );
     }
 }

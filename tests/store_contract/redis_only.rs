@@ -126,11 +126,7 @@ async fn redis_gives_every_key_but_the_stats_hash_a_ttl_within_the_cache_ttl() {
     let keys = namespace_keys(&mut conn).await;
     assert!(keys.len() >= 9, "expected the full layout, found {keys:?}");
     for key in keys {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl = zsxq_test_support::ttl_of(&mut conn, &key).await.unwrap();
         if key == "zsxq:stats:cache" {
             assert_eq!(ttl, -1, "the stats hash must not expire");
         } else {

@@ -6,7 +6,9 @@ use serde_json::json;
 use zsxq_test_support::ADMIN_TOKEN;
 
 use crate::webdriver::Browser;
-use crate::{BROWSER, DESKTOP, MARKUP_NAME, SLOW, artifact, refuse_then_give_token, spawn_demo};
+use crate::{
+    BROWSER, DESKTOP, MARKUP_NAME, SLOW, artifact, refuse_then_give_token, spawn_demo, stat,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers() {
@@ -15,14 +17,6 @@ async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers
     let data = app.sim.data.clone();
     let members = data.members.len();
     let browser = Browser::launch(DESKTOP.0, DESKTOP.1).await;
-    let stat = |key: &'static str| {
-        let browser = &browser;
-        async move {
-            browser
-                .text(&format!("[data-stat=\"{key}\"] .stat-value"))
-                .await
-        }
-    };
     let wait_count = |n: usize| {
         let browser = &browser;
         async move {
@@ -43,8 +37,8 @@ async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers
     // A fresh cache: the stats are there, nothing cached, never synced.
     browser.goto(&app.url("/#/cache")).await;
     wait_count(0).await;
-    assert_eq!(stat("last_sync_time").await, "从未同步");
-    assert!(stat("cache_hit_rate").await.ends_with('%'));
+    assert_eq!(stat(&browser, "last_sync_time").await, "从未同步");
+    assert!(stat(&browser, "cache_hit_rate").await.ends_with('%'));
 
     // Sync asks for the token; a wrong one is asked again, the right one works.
     browser.click("#sync-button").await;
@@ -64,8 +58,8 @@ async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers
             "return document.getElementById('sync-result').textContent.includes('同步完成')",
         )
         .await;
-    assert_ne!(stat("last_sync_time").await, "从未同步");
-    let calls: u64 = stat("upstream_calls")
+    assert_ne!(stat(&browser, "last_sync_time").await, "从未同步");
+    let calls: u64 = stat(&browser, "upstream_calls")
         .await
         .replace(',', "")
         .parse()
@@ -199,19 +193,21 @@ async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers
     // Clearing asks first; cancelling keeps everything, confirming empties.
     browser.click("a[data-nav=\"cache\"]").await;
     wait_count(members).await;
-    browser.click("#clear-button").await;
-    browser
-        .wait_js(
-            "the confirmation",
-            SLOW,
-            "return document.getElementById('confirm-dialog').open",
-        )
-        .await;
+    ask_to_clear(&browser).await;
     browser.click("#confirm-cancel").await;
     assert_eq!(
         app.stats().await.data()["cached_users_count"],
         json!(members)
     );
+    ask_to_clear(&browser).await;
+    browser.click("#confirm-ok").await;
+    wait_count(0).await;
+    assert!(browser.text("#clear-result").await.contains("已清空"));
+    browser.close().await;
+}
+
+/// Clicks "clear" and waits for the confirmation it asks first.
+async fn ask_to_clear(browser: &Browser) {
     browser.click("#clear-button").await;
     browser
         .wait_js(
@@ -220,8 +216,4 @@ async fn cache_page_syncs_with_the_admin_token_and_members_page_looks_up_numbers
             "return document.getElementById('confirm-dialog').open",
         )
         .await;
-    browser.click("#confirm-ok").await;
-    wait_count(0).await;
-    assert!(browser.text("#clear-result").await.contains("已清空"));
-    browser.close().await;
 }

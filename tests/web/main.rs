@@ -126,3 +126,10 @@ pub async fn refuse_then_give_token(browser: &Browser, wrong: &str, right: &str)
     browser.type_into("#token-input", right).await;
     browser.click("#token-ok").await;
 }
+
+/// The value shown for the statistic `key` (`data-stat`).
+pub async fn stat(browser: &Browser, key: &str) -> String {
+    browser
+        .text(&format!("[data-stat=\"{key}\"] .stat-value"))
+        .await
+}

@@ -11,7 +11,8 @@ use zsxq_sim::{BENCHMARK_PARTICIPANTS, CampScope, SimMember};
 
 use crate::webdriver::Browser;
 use crate::{
-    BROWSER, DESKTOP, MARKUP_NAME, PHONE, SLOW, artifact, parse_csv, spawn_demo, wait_for_download,
+    BROWSER, DESKTOP, MARKUP_NAME, PHONE, SLOW, artifact, parse_csv, spawn_demo, stat,
+    wait_for_download,
 };
 
 /// One row of the refund table as the page shows it.
@@ -205,20 +206,15 @@ async fn refund_list_from_the_camps_page_shows_member_numbers_and_exports_csv() 
     assert_eq!(ids.len(), ranking.len(), "each participant exactly once");
 
     // The four statistics.
-    let stat = |key: &'static str| {
-        let browser = &browser;
-        async move {
-            browser
-                .text(&format!("[data-stat=\"{key}\"] .stat-value"))
-                .await
-        }
-    };
     let total = ranking.len();
-    assert_eq!(stat("total").await, total.to_string());
-    assert_eq!(stat("qualified").await, qualified.to_string());
-    assert_eq!(stat("unqualified").await, (total - qualified).to_string());
+    assert_eq!(stat(&browser, "total").await, total.to_string());
+    assert_eq!(stat(&browser, "qualified").await, qualified.to_string());
+    assert_eq!(
+        stat(&browser, "unqualified").await,
+        (total - qualified).to_string()
+    );
     let rate = (qualified as f64 * 10_000.0 / total as f64).round() / 100.0;
-    assert_eq!(stat("rate").await, format!("{rate:.2}%"));
+    assert_eq!(stat(&browser, "rate").await, format!("{rate:.2}%"));
     browser.screenshot(&artifact("web-refund.png")).await;
 
     // A name with markup, if this camp has it, stays text.

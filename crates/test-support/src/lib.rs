@@ -22,7 +22,7 @@ pub use app::{
 pub use faulty_store::{Fault, FaultSwitch, FaultyStore};
 pub use net::{free_port, free_ports};
 pub use redis_cluster::RedisCluster;
-pub use redis_server::{RedisServer, scan_keys, used_memory};
+pub use redis_server::{RedisServer, scan_keys, ttl_of, used_memory};
 
 /// Starts `command`, turning "no such program" into an error that says
 /// which Debian package provides it.

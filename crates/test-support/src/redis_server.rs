@@ -251,3 +251,11 @@ pub async fn scan_keys(url: &str, pattern: &str) -> redis::RedisResult<Vec<Strin
         }
     }
 }
+
+/// `TTL key` in seconds: -1 for a key that never expires, -2 for none.
+pub async fn ttl_of<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+) -> redis::RedisResult<i64> {
+    redis::cmd("TTL").arg(key).query_async(conn).await
+}

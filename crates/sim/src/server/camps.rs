@@ -46,10 +46,8 @@ pub(super) async fn checkins(
     path: Result<Path<String>, PathRejection>,
     query: QueryParams,
 ) -> Result<Success, Failure> {
-    gate(&state, CallKind::Checkins, &headers, &uri).await?;
-    let Path(gid) = path.map_err(|_| Failure::bad_param("path"))?;
-    check_group(&state, &gid)?;
-    let Query(query) = query.map_err(|_| Failure::bad_param("query"))?;
+    admit(&state, CallKind::Checkins, &headers, &uri, path).await?;
+    let query = query_of(query)?;
     let scope = query
         .get("scope")
         .and_then(|s| CampScope::parse(s))
@@ -92,11 +90,9 @@ pub(super) async fn ranking_list(
     path: Result<Path<(String, String)>, PathRejection>,
     query: QueryParams,
 ) -> Result<Success, Failure> {
-    gate(&state, CallKind::Ranking, &headers, &uri).await?;
-    let Path((gid, cid)) = path.map_err(|_| Failure::bad_param("path"))?;
-    check_group(&state, &gid)?;
+    let cid = admit(&state, CallKind::Ranking, &headers, &uri, path).await?;
     let cid: u64 = cid.parse().map_err(|_| Failure::bad_param("checkin_id"))?;
-    let Query(query) = query.map_err(|_| Failure::bad_param("query"))?;
+    let query = query_of(query)?;
     let kind = match query.get("type").map(String::as_str) {
         None | Some("") => RankingType::Accumulated,
         Some(raw) => RankingType::parse(raw).ok_or_else(|| Failure::bad_param("type"))?,
@@ -154,9 +150,7 @@ pub(super) async fn checkin_statistics(
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Success, Failure> {
-    gate(&state, CallKind::Statistics, &headers, &uri).await?;
-    let Path((gid, cid)) = path.map_err(|_| Failure::bad_param("path"))?;
-    check_group(&state, &gid)?;
+    let cid = admit(&state, CallKind::Statistics, &headers, &uri, path).await?;
     let cid: u64 = cid.parse().map_err(|_| Failure::bad_param("checkin_id"))?;
     let camp = state
         .data

@@ -131,8 +131,52 @@ pub(super) fn check_signature(
     }
 }
 
+/// Passes the call through the [`gate`], then reads its path: the group,
+/// which must be the simulated one, and the item after it when the route
+/// has one. An unreadable path is a bad parameter, as upstream answers it.
+pub(super) async fn admit<P: GroupPath>(
+    state: &SimState,
+    kind: CallKind,
+    headers: &HeaderMap,
+    uri: &Uri,
+    path: Result<Path<P>, PathRejection>,
+) -> Result<P::Item, Failure> {
+    gate(state, kind, headers, uri).await?;
+    let Path(path) = path.map_err(|_| Failure::bad_param("path"))?;
+    let (gid, item) = path.split();
+    check_group(state, &gid)?;
+    Ok(item)
+}
+
+/// A `/v2/groups/{gid}/…` path: the group and what follows it.
+pub(super) trait GroupPath {
+    type Item;
+    fn split(self) -> (String, Self::Item);
+}
+
+impl GroupPath for String {
+    type Item = ();
+    fn split(self) -> (String, ()) {
+        (self, ())
+    }
+}
+
+impl GroupPath for (String, String) {
+    type Item = String;
+    fn split(self) -> (String, String) {
+        self
+    }
+}
+
+/// The query string's values; an unreadable one is a bad parameter.
+pub(super) fn query_of(query: QueryParams) -> Result<HashMap<String, String>, Failure> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|_| Failure::bad_param("query"))
+}
+
 /// The group in the path must be the simulated one.
-pub(super) fn check_group(state: &SimState, raw: &str) -> Result<(), Failure> {
+fn check_group(state: &SimState, raw: &str) -> Result<(), Failure> {
     let gid: u64 = raw.parse().map_err(|_| Failure::bad_param("group_id"))?;
     if gid == state.data.group_id {
         Ok(())

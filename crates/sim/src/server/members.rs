@@ -67,9 +67,7 @@ pub(super) async fn member_summary(
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Success, Failure> {
-    gate(&state, CallKind::MemberSummary, &headers, &uri).await?;
-    let Path((gid, uid)) = path.map_err(|_| Failure::bad_param("path"))?;
-    check_group(&state, &gid)?;
+    let uid = admit(&state, CallKind::MemberSummary, &headers, &uri, path).await?;
     let mut m = find_member(&state, &uid)?;
     if state.wrong_summary() {
         // A misbehaving upstream: the record of the next member instead.
@@ -92,9 +90,7 @@ pub(super) async fn member(
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Success, Failure> {
-    gate(&state, CallKind::Member, &headers, &uri).await?;
-    let Path((gid, uid)) = path.map_err(|_| Failure::bad_param("path"))?;
-    check_group(&state, &gid)?;
+    let uid = admit(&state, CallKind::Member, &headers, &uri, path).await?;
     let m = find_member(&state, &uid)?;
     Ok(Success(
         json!({"member": member_json(m, Some(state.data.group_id))}),
@@ -118,13 +114,11 @@ pub(super) async fn member_list(
     path: Result<Path<String>, PathRejection>,
     query: QueryParams,
 ) -> Result<Success, Failure> {
-    gate(&state, CallKind::MemberList, &headers, &uri).await?;
-    let Path(gid) = path.map_err(|_| Failure::bad_param("path"))?;
-    check_group(&state, &gid)?;
+    admit(&state, CallKind::MemberList, &headers, &uri, path).await?;
     if !state.member_list_allowed() {
         return Err(Failure::member_list_refused());
     }
-    let Query(query) = query.map_err(|_| Failure::bad_param("query"))?;
+    let query = query_of(query)?;
     let count = count_param(&query)?;
     let pick = |name: &str, allowed: &[&'static str]| -> Result<&'static str, Failure> {
         match query.get(name).map(|v| v.trim()) {

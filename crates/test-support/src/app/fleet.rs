@@ -110,20 +110,22 @@ impl Fleet {
         Answer::read(resp).await
     }
 
+    /// The Prometheus exposition of one replica's `/metrics`.
+    pub async fn exposition(&self, replica: usize) -> String {
+        let resp = self
+            .http
+            .get(self.url(replica, "/metrics"))
+            .send()
+            .await
+            .expect("scrape");
+        resp.text().await.expect("body")
+    }
+
     /// An unlabelled series of `/metrics`, summed over the replicas.
     pub async fn metric(&self, name: &str) -> f64 {
         let mut sum = 0.0;
         for replica in 0..self.replicas.len() {
-            let text = self
-                .http
-                .get(self.url(replica, "/metrics"))
-                .send()
-                .await
-                .expect("scrape")
-                .text()
-                .await
-                .expect("body");
-            sum += metric_in(&text, name);
+            sum += metric_in(&self.exposition(replica).await, name);
         }
         sum
     }

@@ -203,6 +203,19 @@ impl TestApp {
         Answer::read(resp).await
     }
 
+    /// `POST /api/users/sync` with the admin token and `body` as it is,
+    /// labelled JSON: for bodies a well-formed request cannot carry.
+    pub async fn sync_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/users/sync"))
+            .bearer_auth(&self.admin_token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// `DELETE /api/users/cache` with the admin token.
     pub async fn clear(&self) -> Answer {
         let resp = self
