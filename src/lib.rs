@@ -5,16 +5,23 @@
 //! - `upstream/` — the Zsxq client, its budget (rate limit, priority) and the
 //!   1059 retry.
 //! - `store/` — Redis and embedded stores behind one trait, the circuit
-//!   breaker, every Redis key name.
+//!   breaker, every Redis key name; `redis_link/` — connections to one
+//!   Redis or a cluster, below both `store/` and the upstream's fleet budget.
 //! - `cache/` — read-through lookups, singleflight, near cache, write-back,
 //!   sync jobs, refresh, batched numbers.
 //! - `refund/` — refund lists of check-in camps and their exports.
 //! - `http/` — the REST API; `web/` — the operator's page, embedded and
-//!   served by the same router; `startup.rs` wires it all; `config.rs` reads
+//!   served by the same router; `startup.rs` wires it all; `config/` reads
 //!   the environment; `cli.rs`, `demo.rs`, `doctor.rs` (checks a
 //!   configuration against the upstream) — the command line.
-//! - `metrics.rs` — the Prometheus registry behind `GET /metrics`;
+//! - `metrics.rs` — the Prometheus registry behind `GET /metrics` (each part
+//!   owns and registers its instruments in its own `metrics.rs`);
 //!   `telemetry.rs` — logs.
+//!
+//! Dependencies point one way, from the edge down: `http` → `refund` →
+//! `cache` → `upstream`, `store` → `config`, `redis_link`, `metrics`,
+//! `domain`. `tests/layering.rs` fails on any pair of modules that import
+//! each other.
 //!
 //! Beside it in the workspace: `crates/domain` (ids and records, shared with
 //! the simulator), `crates/sim` (the simulated Zsxq API the demo, tests and
@@ -33,6 +40,7 @@ pub mod doctor;
 pub use zsxq_domain as domain;
 pub mod http;
 pub mod metrics;
+pub mod redis_link;
 pub mod refund;
 pub mod startup;
 pub mod store;

@@ -3,9 +3,10 @@
 //! `Application::build` takes a [`Config`] and a bound listener (so tests
 //! bind port 0 and never collide), picks the store, wraps it in the circuit
 //! breaker, creates the upstream budget and client, the cache (with its near
-//! cache and write-back), the refund service and the router. `run` serves
-//! with the client's address known (for the per-client rate limit) and shuts
-//! down gracefully: in-flight requests finish, up to `SHUTDOWN_GRACE_SECS`.
+//! cache and write-back), the refund service, the metrics registry (each
+//! part registering its own series) and the router. `run` serves with the
+//! client's address known (for the per-client rate limit) and shuts down
+//! gracefully: in-flight requests finish, up to `SHUTDOWN_GRACE_SECS`.
 //! [`build_state`] is the same wiring without HTTP, for the commands that
 //! work in-process (`sync`, `refund-list`, the benchmarks).
 
@@ -15,23 +16,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::cache::{CachePolicy, MemberCache, NearOptions};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConnectionLimits, StoreConfig};
 use crate::http::edge::{ClientRateLimit, InFlight};
+use crate::http::metrics::HttpMetrics;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::refund::RefundService;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::guard::GuardedStore;
+use crate::store::metrics::StoreMetrics;
 use crate::store::redis::RedisStore;
 use crate::upstream::device::DeviceId;
 use crate::upstream::fleet::FleetBudget;
 use crate::upstream::refusal::Refusal;
-use crate::upstream::{Budget, Upstream, ZsxqClient};
+use crate::upstream::{self, Budget, Upstream, ZsxqClient};
 
 /// How long a single store read may take before the breaker opens, when not
 /// configured (`STORE_TIMEOUT_MS`). Redis on a LAN answers in well under a
@@ -212,13 +217,15 @@ pub fn build_state_with_store(
     });
     let refunds = RefundService::new(cache.clone());
     let in_flight = Arc::new(InFlight::default());
-    let metrics = Arc::new(Metrics::new(
-        cache.clone(),
+    let http_metrics = HttpMetrics::default();
+    let metrics = build_metrics(
+        config,
+        &cache,
         &store_metrics,
+        &http_metrics,
         in_flight.clone(),
-        config.upstream.rate_per_min,
         refusal.clone(),
-    ));
+    );
     Ok(Arc::new(AppState {
         cache,
         refunds,
@@ -234,10 +241,39 @@ pub fn build_state_with_store(
         ),
         in_flight,
         invalidation,
-        metrics,
+        metrics: Arc::new(metrics),
+        http_metrics,
         limits: config.limits,
         refusal,
     }))
+}
+
+/// The registry behind `GET /metrics`: each part registers its own series
+/// and the collectors that read its state at scrape time.
+fn build_metrics(
+    config: &Config,
+    cache: &MemberCache,
+    store: &StoreMetrics,
+    http: &HttpMetrics,
+    in_flight: Arc<InFlight>,
+    refusal: Arc<Refusal>,
+) -> Metrics {
+    let mut registry = Registry::default();
+    registry.register(
+        "zsxq_build",
+        "Build of the running service",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    http.register(&mut registry, in_flight);
+    cache.register_metrics(&mut registry);
+    upstream::register_metrics(
+        &mut registry,
+        cache.budget(),
+        config.upstream.rate_per_min,
+        refusal,
+    );
+    store.register(&mut registry);
+    Metrics::new(registry)
 }
 
 impl Application {

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
+use zsxq_cache::redis_link::RedisTarget;
 use zsxq_cache::store::redis::RedisStore;
-use zsxq_cache::store::redis_link::RedisTarget;
-use zsxq_cache::store::{SortBy, SortOrder, Store};
+use zsxq_cache::store::{PageRequest, SortBy, SortOrder, Store};
 use zsxq_test_support::RedisCluster;
 use zsxq_test_support::TestApp;
 
@@ -98,7 +98,15 @@ async fn read_until(
             Err(_) => tally.errors.fetch_add(1, Ordering::Relaxed),
         };
         let offset = (i % members.len()) as u64;
-        match store.page(SortBy::Number, SortOrder::Asc, offset, 5).await {
+        match store
+            .page(PageRequest {
+                sort: SortBy::Number,
+                order: SortOrder::Asc,
+                offset,
+                limit: 5,
+            })
+            .await
+        {
             Ok(page) => {
                 let expected: Vec<&CachedMember> =
                     members.iter().skip(offset as usize).take(5).collect();
@@ -137,7 +145,14 @@ async fn time_to_recover(
         let all_ok = {
             let ids: Vec<UserId> = members.iter().map(|m| m.member.user_id).collect();
             let by_id = store.get_members(&ids).await;
-            let by_page = store.page(SortBy::JoinTime, SortOrder::Desc, 0, 10).await;
+            let by_page = store
+                .page(PageRequest {
+                    sort: SortBy::JoinTime,
+                    order: SortOrder::Desc,
+                    offset: 0,
+                    limit: 10,
+                })
+                .await;
             matches!(by_id, Ok(ref found) if found.iter().all(Option::is_some)) && by_page.is_ok()
         };
         if all_ok {

@@ -1,4 +1,4 @@
-//! Numbers for many members at once: what a refund list needs (SPEC §1).
+//! Numbers for many members at once: what a refund list needs.
 //!
 //! The naive refund list makes one upstream call per participant, all at
 //! once, gets throttled and shows blanks. Here the cost is as small as the
@@ -20,9 +20,9 @@
 //!
 //! Nothing is ever silently blank: an id whose number cannot be had comes
 //! back as [`Resolved::Missing`] with a reason meant for the operator. Former
-//! members (1037 and kin) are remembered in the cache's negative cache
-//! (`NEGATIVE_CACHE_TTL`), so re-generating or exporting a list that
-//! contains them costs no call.
+//! members (1037 and kin, docs/UPSTREAM.md) are remembered in the cache's
+//! negative cache (`NEGATIVE_CACHE_TTL`), so re-generating or exporting a
+//! list that contains them costs no call.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,7 +38,8 @@ use crate::upstream::{MemberWalk, Priority, UpstreamError};
 /// Misses at which the member list is read instead of per-member calls. With
 /// fewer, per-member calls cost at most as much as one list page; from here
 /// the list wins (a group that may be listed has at most 500 members, so the
-/// whole list is at most 3 calls, and the walk often stops earlier).
+/// whole list is at most 3 calls, and the walk often stops earlier;
+/// docs/UPSTREAM.md).
 pub const LIST_MIN_MISSES: usize = 3;
 
 /// Members written to the store per batch.

@@ -1,11 +1,10 @@
-//! Cross-replica near-cache invalidation over Redis pub/sub (issue #8,
-//! item 1).
+//! Cross-replica near-cache invalidation over Redis pub/sub.
 //!
 //! Every replica keeps recently served members in its near cache
 //! (`near.rs`). When one replica writes a record whose content changed (a
 //! forced sync, a refresh that found new upstream data) or clears the cache,
 //! the others must stop serving their copies. The Redis store announces such
-//! writes itself, inside the script that performs them (`store/redis.rs`,
+//! writes itself, inside the script that performs them (`store/redis/members.rs`,
 //! `WRITE_MEMBERS`, and `clear`), on the channel [`keys::EVENTS`]
 //! (`zsxq:events`):
 //!

@@ -1,6 +1,6 @@
-//! Sync as a job (issue #3): one sync at a time, observable while it runs.
+//! Sync as a job: one sync at a time, observable while it runs.
 //!
-//! Every sync — the seed's synchronous `POST /api/users/sync`, the async form
+//! Every sync — the synchronous `POST /api/users/sync`, the async form
 //! that answers 202 at once, the CLI, the demo's warm-up — runs through
 //! [`SyncJobs::start`], so a second sync is refused with the running job's
 //! id whichever door it came through. Finished jobs are kept (the last
@@ -64,7 +64,7 @@ pub struct JobStatus {
     pub elapsed_ms: u64,
     pub force: bool,
     pub concurrency: usize,
-    /// The seed's report, once done.
+    /// The sync's report, once done.
     pub report: Option<SyncReport>,
     /// Why it failed, once failed.
     pub error: Option<String>,

@@ -1,5 +1,5 @@
 //! The near cache: recently served members in process memory, in front of
-//! the store (issue #6, item 1; issue #8, item 1).
+//! the store.
 //!
 //! Three jobs:
 //! - **Speed.** A member served in the last `NEAR_CACHE_TTL` seconds is

@@ -1,9 +1,11 @@
-//! Staying fresh without making anyone wait (issue #3, seed §15.2).
+//! Staying fresh without making anyone wait.
 //!
 //! - **Stale-while-revalidate:** a hit older than the soft TTL is answered at
-//!   once and refreshed in the background at background priority; a failed
-//!   refresh leaves the last good record in place (it still has until the
-//!   hard TTL), so an upstream outage never turns hits into errors.
+//!   once and refreshed in the background at background priority, one
+//!   refresh per member at a time (the singleflight of `flight.rs`, with
+//!   nobody waiting for its answer); a failed refresh leaves the last good
+//!   record in place (it still has until the hard TTL), so an upstream
+//!   outage never turns hits into errors.
 //! - **Scheduled warm-up:** every `WARMUP_INTERVAL` the members closest to
 //!   expiry are refreshed before they lapse. Where the member list is allowed
 //!   a forced sync from it is cheaper (200 members a call) than refreshing
@@ -74,19 +76,12 @@ impl MemberCache {
 
     /// Refreshes `stale` in the background, once at a time per member.
     pub(crate) fn spawn_refresh(&self, stale: CachedMember) {
-        let id = stale.member.user_id;
-        let newly_added = self.refreshing.lock().is_ok_and(|mut set| set.insert(id));
-        if !newly_added {
-            return;
-        }
         let refresher = self.refresher();
-        let refreshing = self.refreshing.clone();
-        tokio::spawn(async move {
-            refresher.refetch(&stale).await;
-            if let Ok(mut set) = refreshing.lock() {
-                set.remove(&id);
-            }
-        });
+        self.refreshing
+            .start(stale.member.user_id, move || async move {
+                refresher.refetch(&stale).await;
+                Ok(())
+            });
     }
 
     /// Members among the `limit` oldest whose age passed the soft TTL.

@@ -5,7 +5,7 @@
 //!   reconnects, and whenever a lookup finds the store without a member this
 //!   process holds, the store's
 //!   [`DataIdentity`] is compared with the last one seen: a new `run_id`
-//!   means the server restarted; the seed's id set reading empty after
+//!   means the server restarted; the store's id set reading empty after
 //!   holding members means it was flushed. A cache clear empties the set
 //!   too, so a set that empties while a clear was heard (ours, or another
 //!   replica's announced on the events channel, both counted by
@@ -13,9 +13,10 @@
 //!   it has lasted [`CONFIRM_EMPTY`] with no clear heard — longer than a
 //!   clear takes to announce itself — and while the invalidation listener
 //!   was subscribed all along (a listener that is away could miss the
-//!   announcement; until it is back, an emptying stays a suspicion). On a Redis Cluster there is no one run
-//!   id (each node has its own; a failover changes them), so only the set
-//!   is watched there; the embedded store has nothing to watch.
+//!   announcement; until it is back, an emptying stays a suspicion). On a
+//!   Redis Cluster there is no one run id (each node has its own; a
+//!   failover changes them), so only the set is watched there; the embedded
+//!   store has nothing to watch.
 //! - **Writing back.** On a loss every member the near cache holds (within
 //!   its store lifetime) is queued on the write-back queue
 //!   (`write_back.rs`), whose flusher writes it within a fraction of a second

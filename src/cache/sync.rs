@@ -1,14 +1,14 @@
-//! Bulk warm-up (seed §5.1.4, §7.1.2) — a sync that really syncs.
+//! Bulk warm-up: a sync that fills an empty cache too.
 //!
-//! The seed's sync filters a list of ids it never obtains, so on an empty
-//! cache it does nothing. Here the ids come from the upstream itself:
+//! A sync cannot take its ids from the cache (an empty one has none), so
+//! they come from the upstream itself:
 //! 1. the member list, 200 members a call, newest first, each page written
 //!    before the next is read — 500 members cost 3 calls instead of 500,
 //!    and memory holds one page whatever the group's size;
-//! 2. where listing is refused (11507 groups over 500 members, 1006, 1030),
-//!    the participants of every camp's ranking, then one summary call per
-//!    member not yet cached, `concurrency` at a time, all through the shared
-//!    upstream budget at background priority.
+//! 2. where listing is refused (11507 groups over 500 members, 1006, 1030;
+//!    docs/UPSTREAM.md), the participants of every camp's ranking, then one
+//!    summary call per member not yet cached, `concurrency` at a time, all
+//!    through the shared upstream budget at background priority.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ pub struct FailedUser {
     pub error: String,
 }
 
-/// The seed's answer (seed §5.1.4).
+/// What a sync reports (the answer of `POST /api/users/sync`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncReport {
     pub sync_count: u64,

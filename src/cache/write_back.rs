@@ -1,5 +1,5 @@
-//! Write-back of members fetched while the store was unavailable (issue #6,
-//! item 1: "what was fetched meanwhile is written back").
+//! Write-back of members fetched while the store was unavailable: what was
+//! fetched meanwhile is written once the store is back.
 //!
 //! When a member fetched from the upstream cannot be written (the breaker is
 //! open, Redis is down or hung, the embedded file errors), it is queued here

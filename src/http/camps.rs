@@ -1,5 +1,5 @@
-//! Camps and refund lists (SPEC §3, issue #4): the consumer the seed was
-//! written for. Parameters are parsed here into domain types; the work is in
+//! Camps and refund lists: the consumer the member cache exists for. Every
+//! parameter arrives parsed (`extract.rs`, `params.rs`); the work is in
 //! `refund/`.
 //!
 //! Routing note: axum 0.8 (matchit) routes `…/{checkin_id}/refund-list.csv`
@@ -7,19 +7,18 @@
 //! because the parameter is a whole segment before them; the tests request
 //! every one of these paths, so a router change that breaks this shows up.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use serde_json::Value;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiError, ok};
-use super::users::{enum_param, int_param};
+use super::extract::{Json, JsonObject, Path, Query};
+use super::params::{self, int_param};
 use crate::domain::CheckinId;
 use crate::refund::{RefundList, RequiredDays, export};
 use crate::upstream::{Camp, CampScope};
@@ -58,85 +57,109 @@ impl<'a> From<&'a Camp> for CampItem<'a> {
     }
 }
 
+int_param! {
+    /// `count` of `GET /api/camps`: how many camps to list.
+    CampCount("count", 1, 100, default 20)
+}
+
+/// The query of `GET /api/camps`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct CampsQuery {
+    #[serde(deserialize_with = "scope")]
+    scope: CampScope,
+    count: CampCount,
+}
+
+impl Default for CampsQuery {
+    /// `over`: the camps refund lists are made for.
+    fn default() -> Self {
+        Self {
+            scope: CampScope::Over,
+            count: CampCount::default(),
+        }
+    }
+}
+
+fn scope<'de, D: Deserializer<'de>>(d: D) -> Result<CampScope, D::Error> {
+    let options = CampScope::ALL.map(|scope| (scope.as_str(), scope));
+    params::query_choice(d, "scope", &options)
+}
+
 /// `GET /api/camps?scope=ongoing|over|closed&count=` (scope defaults to
-/// `over`: the camps refund lists are made for; count 1..100, default 20).
+/// `over`; count 1..100, default 20).
 pub async fn list(
     State(app): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<CampsQuery>,
 ) -> Result<Response, ApiError> {
-    let raw_scope = enum_param(&q, "scope", "over", &["ongoing", "over", "closed"])?;
-    let scope = CampScope::parse(raw_scope).unwrap_or(CampScope::Over);
-    let count = int_param(&q, "count", 20, 1, 100)? as usize;
-    let camps = app.refunds.camps(scope).await?;
+    let camps = app.refunds.camps(q.scope).await?;
+    let count = usize::try_from(q.count.get()).unwrap_or(usize::MAX);
     let items: Vec<CampItem<'_>> = camps.iter().take(count).map(CampItem::from).collect();
     Ok(ok(
         "查询成功",
-        serde_json::json!({ "scope": scope.as_str(), "count": items.len(), "camps": items }),
+        serde_json::json!({ "scope": q.scope.as_str(), "count": items.len(), "camps": items }),
     ))
 }
 
-fn checkin_id(raw: &str) -> Result<CheckinId, ApiError> {
-    CheckinId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+/// The query of a refund list's exports: `required_days`, 7 when absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RefundQuery {
+    #[serde(deserialize_with = "days_in_query")]
+    required_days: RequiredDays,
 }
 
-fn required_days_error() -> ApiError {
-    ApiError::bad_request(format!(
-        "required_days 必须是 {} 到 {} 之间的整数 (required_days must be an integer from {} to {})",
-        RequiredDays::MIN,
-        RequiredDays::MAX,
-        RequiredDays::MIN,
-        RequiredDays::MAX
-    ))
+int_param! {
+    /// `page_size` of a refund list page.
+    RefundPageSize("page_size", 1, 100, default 20)
 }
 
-/// `required_days` from the query string; 7 when absent.
-fn required_days_query(q: &HashMap<String, String>) -> Result<RequiredDays, ApiError> {
-    let days = int_param(
-        q,
-        "required_days",
-        u64::from(RequiredDays::DEFAULT.get()),
-        u64::from(RequiredDays::MIN),
-        u64::from(RequiredDays::MAX),
-    )?;
+int_param! {
+    /// `index` of a refund list page: the ranking position it continues
+    /// after (0 = the start).
+    RankIndex("index", 0, u64::from(u32::MAX), default 0)
+}
+
+/// The query of `GET /api/camps/{checkin_id}/refund-list`: one page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RefundPageQuery {
+    #[serde(deserialize_with = "days_in_query")]
+    required_days: RequiredDays,
+    page_size: RefundPageSize,
+    index: RankIndex,
+}
+
+/// The body of `POST /api/camps/{checkin_id}/refund-list`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefundBody {
+    #[serde(deserialize_with = "days_in_body")]
+    required_days: RequiredDays,
+}
+
+impl JsonObject for RefundBody {
+    const FIELDS: &'static [&'static str] = &["required_days"];
+    const EXAMPLE: &'static str = r#"{"required_days": 7}"#;
+}
+
+/// The bounds of `required_days`, as the parameter readers take them.
+const DAYS: (u64, u64) = (RequiredDays::MIN as u64, RequiredDays::MAX as u64);
+
+fn days_in_query<'de, D: Deserializer<'de>>(d: D) -> Result<RequiredDays, D::Error> {
+    required_days(params::query_int(d, "required_days", DAYS.0, DAYS.1)?)
+}
+
+fn days_in_body<'de, D: Deserializer<'de>>(d: D) -> Result<RequiredDays, D::Error> {
+    required_days(params::json_int(d, "required_days", DAYS.0, DAYS.1)?)
+}
+
+/// `days`, already within the bounds, as the domain type.
+fn required_days<E: de::Error>(days: u64) -> Result<RequiredDays, E> {
     u32::try_from(days)
         .ok()
         .and_then(RequiredDays::new)
-        .ok_or_else(required_days_error)
-}
-
-/// Parses `{"required_days": n}`; an empty body means the default (7).
-pub fn parse_refund_body(body: &[u8]) -> Result<RequiredDays, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RequiredDays::DEFAULT);
-    }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "请求体不是合法的 JSON (the body is not valid JSON: {e})"
-        ))
-    })?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad_request(
-            "请求体必须是 JSON 对象，如 {\"required_days\": 7} (the body must be a JSON object)",
-        ));
-    };
-    let mut days = RequiredDays::DEFAULT;
-    for (key, value) in &map {
-        match key.as_str() {
-            "required_days" => {
-                days = value
-                    .as_u64()
-                    .and_then(|d| u32::try_from(d).ok())
-                    .and_then(RequiredDays::new)
-                    .ok_or_else(required_days_error)?;
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "未知字段 {other:?}，只接受 required_days (unknown field {other:?}; expected required_days)"
-                )));
-            }
-        }
-    }
-    Ok(days)
+        .ok_or_else(|| E::custom(format!("required_days {days} is out of range")))
 }
 
 fn list_message(list: &RefundList) -> String {
@@ -150,32 +173,27 @@ fn list_message(list: &RefundList) -> String {
     }
 }
 
-/// `POST /api/camps/:checkinId/refund-list` body `{"required_days": 7}`.
+/// `POST /api/camps/{checkin_id}/refund-list` body `{"required_days": 7}`.
 pub async fn refund_list(
     State(app): State<Arc<AppState>>,
-    Path(raw): Path<String>,
-    body: Bytes,
+    Path(id): Path<CheckinId>,
+    Json(body): Json<RefundBody>,
 ) -> Result<Response, ApiError> {
-    let id = checkin_id(&raw)?;
-    let required = parse_refund_body(&body)?;
-    let list = app.refunds.refund_list(id, required).await?;
+    let list = app.refunds.refund_list(id, body.required_days).await?;
     Ok(ok(&list_message(&list), list))
 }
 
-/// `GET /api/camps/:checkinId/refund-list?required_days=&page_size=&index=`:
+/// `GET /api/camps/{checkin_id}/refund-list?required_days=&page_size=&index=`:
 /// one page, continuing after ranking position `index` (0 = the start).
 pub async fn refund_page(
     State(app): State<Arc<AppState>>,
-    Path(raw): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Path(id): Path<CheckinId>,
+    Query(q): Query<RefundPageQuery>,
 ) -> Result<Response, ApiError> {
-    let id = checkin_id(&raw)?;
-    let required = required_days_query(&q)?;
-    let page_size = int_param(&q, "page_size", 20, 1, 100)? as usize;
-    let index = int_param(&q, "index", 0, 0, u64::from(u32::MAX))?;
+    let page_size = usize::try_from(q.page_size.get()).unwrap_or(usize::MAX);
     let page = app
         .refunds
-        .refund_page(id, required, index, page_size)
+        .refund_page(id, q.required_days, q.index.get(), page_size)
         .await?;
     let message = if page.complete {
         "查询成功"
@@ -183,16 +201,6 @@ pub async fn refund_page(
         "查询成功，但本页有成员缺少星球编号 (some numbers on this page are missing)"
     };
     Ok(ok(message, page))
-}
-
-async fn build(
-    app: &AppState,
-    raw: &str,
-    q: &HashMap<String, String>,
-) -> Result<RefundList, ApiError> {
-    let id = checkin_id(raw)?;
-    let required = required_days_query(q)?;
-    Ok(app.refunds.refund_list(id, required).await?)
 }
 
 fn download(
@@ -218,60 +226,69 @@ fn download(
     response
 }
 
-/// `GET /api/camps/:checkinId/refund-list/text?required_days=`
-pub async fn refund_text(
-    State(app): State<Arc<AppState>>,
-    Path(raw): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let list = build(&app, &raw, &q).await?;
-    let body = export::text(&list).into_bytes();
-    Ok(download(&list, body, "text/plain; charset=utf-8", None))
+/// What every export of a refund list is asked with: the camp and
+/// `required_days`.
+type ExportArgs = (State<Arc<AppState>>, Path<CheckinId>, Query<RefundQuery>);
+
+/// The files a refund list is exported as.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Text,
+    Csv,
+    Xlsx,
 }
 
-/// `GET /api/camps/:checkinId/refund-list.csv?required_days=`
-pub async fn refund_csv(
-    State(app): State<Arc<AppState>>,
-    Path(raw): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let list = build(&app, &raw, &q).await?;
-    let body = export::csv(&list);
-    let disposition = export::content_disposition(&list, "csv");
-    Ok(download(
-        &list,
-        body,
-        "text/csv; charset=utf-8",
-        Some(disposition),
-    ))
+/// `GET /api/camps/{checkin_id}/refund-list/text?required_days=`
+pub async fn refund_text(args: ExportArgs) -> Result<Response, ApiError> {
+    export(args, Format::Text).await
 }
 
-/// `GET /api/camps/:checkinId/refund-list.xlsx?required_days=`
-pub async fn refund_xlsx(
-    State(app): State<Arc<AppState>>,
-    Path(raw): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+/// `GET /api/camps/{checkin_id}/refund-list.csv?required_days=`
+pub async fn refund_csv(args: ExportArgs) -> Result<Response, ApiError> {
+    export(args, Format::Csv).await
+}
+
+/// `GET /api/camps/{checkin_id}/refund-list.xlsx?required_days=`
+pub async fn refund_xlsx(args: ExportArgs) -> Result<Response, ApiError> {
+    export(args, Format::Xlsx).await
+}
+
+/// The refund list of the camp, as a file in `format`.
+async fn export(
+    (State(app), Path(id), Query(q)): ExportArgs,
+    format: Format,
 ) -> Result<Response, ApiError> {
-    let list = build(&app, &raw, &q).await?;
-    let body = export::xlsx(&list).map_err(|e| {
-        tracing::error!(error = %e, "xlsx export failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "生成 Excel 文件失败，请改用 CSV 导出 (could not write the xlsx file; use the CSV export)",
-        )
-    })?;
-    let disposition = export::content_disposition(&list, "xlsx");
-    Ok(download(
-        &list,
-        body,
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        Some(disposition),
-    ))
+    let list = app.refunds.refund_list(id, q.required_days).await?;
+    let (body, content_type, extension) = match format {
+        Format::Text => (
+            export::text(&list).into_bytes(),
+            "text/plain; charset=utf-8",
+            None,
+        ),
+        Format::Csv => (export::csv(&list), "text/csv; charset=utf-8", Some("csv")),
+        Format::Xlsx => (
+            export::xlsx(&list).map_err(|e| {
+                tracing::error!(error = %e, "xlsx export failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "生成 Excel 文件失败，请改用 CSV 导出 (could not write the xlsx file; use the CSV export)",
+                )
+            })?,
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            Some("xlsx"),
+        ),
+    };
+    let disposition = extension.map(|ext| export::content_disposition(&list, ext));
+    Ok(download(&list, body, content_type, disposition))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_refund_body(body: &[u8]) -> Result<RequiredDays, ApiError> {
+        super::super::extract::parse_body::<RefundBody>(body).map(|b| b.required_days)
+    }
 
     #[test]
     fn refund_bodies_default_to_7_and_refuse_anything_else() {

@@ -88,14 +88,7 @@ fn overdue(limit: Duration) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(method: Method, uri: &str) -> Request {
-        axum::http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(axum::body::Body::empty())
-            .unwrap()
-    }
+    use crate::http::testing::request;
 
     #[test]
     fn refund_lists_and_a_synchronous_sync_get_the_long_deadline() {
@@ -114,7 +107,11 @@ mod tests {
             (Method::GET, "/api/camps/123/refund-list/text"),
             (Method::POST, "/api/users/sync"),
         ] {
-            assert_eq!(deadline_for(&limits, &request(method, uri)), long, "{uri}");
+            assert_eq!(
+                deadline_for(&limits, &request(method, uri, &[])),
+                long,
+                "{uri}"
+            );
         }
         for (method, uri) in [
             (Method::GET, "/api/users/123"),
@@ -122,7 +119,7 @@ mod tests {
             (Method::GET, "/api/users/sync/abc"),
         ] {
             assert_eq!(
-                deadline_for(&limits, &request(method, uri)),
+                deadline_for(&limits, &request(method, uri, &[])),
                 Duration::from_secs(30),
                 "{uri}"
             );

@@ -1,7 +1,7 @@
-//! What sits between the network and the handlers (issue #6, items 3–5):
-//! the per-client rate limit, CORS, the in-flight counter graceful shutdown
-//! reports from, and the step that gives every error the envelope. The
-//! steps run in `pipeline.rs`, in one service around the router.
+//! What sits between the network and the handlers: the per-client rate
+//! limit, CORS, the in-flight counter graceful shutdown reports from, and
+//! the step that gives every error the envelope. The steps run in
+//! `pipeline.rs`, in one service around the router.
 //!
 //! Decisions:
 //! - **Rate limit** (`HTTP_RATE_LIMIT`, off by default): governor's keyed
@@ -21,9 +21,10 @@
 //!   the layer is not installed at all: no CORS headers, same-origin only.
 //! - **Envelopes for framework rejections**: axum answers a body over the
 //!   limit, a path that is not UTF-8 or an unparseable query with plain
-//!   text. A response-mapping step turns any error answer that is not JSON
-//!   into the envelope, so every answer a client gets has the same shape,
-//!   whatever handler it reached.
+//!   text. Our extractors map their own refusals (`extract.rs`); for the
+//!   rest, a response-mapping step turns any error answer that is not JSON
+//!   into the envelope, with a message from the same mapper, so every
+//!   answer a client gets has the same shape, whatever handler it reached.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -41,7 +42,8 @@ use governor::state::keyed::{HashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{Quota, RateLimiter};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::error::{ApiError, envelope};
+use super::error::ApiError;
+use super::extract::Rejection;
 
 /// Paths a load balancer or Prometheus polls; never rate limited (nor
 /// held to the Host allowlist or the read token: `gate.rs`).
@@ -294,7 +296,8 @@ pub async fn envelope_errors(response: Response) -> Response {
     Box::pin(into_envelope(response)).await
 }
 
-/// The envelope for a rejection (`response`, an error that is not JSON).
+/// The envelope for a rejection (`response`, an error that is not JSON),
+/// with the message the extractors give the same rejection (`extract.rs`).
 async fn into_envelope(response: Response) -> Response {
     let status = response.status();
     let (parts, body) = response.into_parts();
@@ -305,8 +308,7 @@ async fn into_envelope(response: Response) -> Response {
     if status.is_server_error() {
         tracing::error!(status = status.as_u16(), detail = %detail, "non-envelope server error");
     }
-    let message = rejection_message(status, &detail);
-    let mut answer = envelope(status, &message, serde_json::Value::Null);
+    let mut answer = ApiError::from(Rejection::Framework { status, detail }).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             answer.headers_mut().insert(name.clone(), value.clone());
@@ -316,28 +318,6 @@ async fn into_envelope(response: Response) -> Response {
     // template the metrics are labelled with).
     *answer.extensions_mut() = parts.extensions;
     answer
-}
-
-/// A message that says what to fix, for a rejection with `detail` text.
-fn rejection_message(status: StatusCode, detail: &str) -> String {
-    let detail: String = detail.chars().take(200).collect();
-    let with_detail = |zh: &str, en: &str| {
-        if detail.is_empty() {
-            format!("{zh} ({en})")
-        } else {
-            format!("{zh} ({en}: {detail})")
-        }
-    };
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            with_detail("请求体过大", "the request body is larger than 64 KiB")
-        }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            with_detail("请求体类型不支持", "send Content-Type: application/json")
-        }
-        s if s.is_server_error() => "服务内部错误 (internal error; the cause was logged)".into(),
-        _ => with_detail("请求无效", "the request is malformed"),
-    }
 }
 
 #[cfg(test)]
@@ -386,13 +366,5 @@ mod tests {
         let newcomer = IpAddr::from([192, 0, 2, 1]);
         assert!(limit.check(newcomer).is_err());
         assert_eq!(limit.tracked_clients(), 101);
-    }
-
-    #[test]
-    fn rejection_messages_keep_the_detail_and_never_are_empty() {
-        let m = rejection_message(StatusCode::BAD_REQUEST, "Invalid URL: bad");
-        assert!(m.contains("Invalid URL: bad"));
-        assert!(rejection_message(StatusCode::PAYLOAD_TOO_LARGE, "").contains("64 KiB"));
-        assert!(!rejection_message(StatusCode::INTERNAL_SERVER_ERROR, "secret").contains("secret"));
     }
 }

@@ -1,5 +1,5 @@
-//! The one envelope every JSON answer uses (SPEC §3) and the one error type
-//! handlers return.
+//! The one envelope every JSON answer uses and the one error type handlers
+//! return.
 //!
 //! `{"code": <http status>, "message": "...", "data": ..., "timestamp": <ms>}`.
 //! Errors carry `data: null` and a message that says what to fix. Internal
@@ -29,6 +29,7 @@ pub fn ok<T: Serialize>(message: &str, data: T) -> Response {
     )
 }
 
+/// An answer with `status` in the envelope.
 pub fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
     let body = serde_json::json!({
         "code": status.as_u16(),
@@ -39,10 +40,14 @@ pub fn envelope(status: StatusCode, message: &str, data: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A failed request as its client is told: status, a message that says
+/// what to fix (Chinese, then English in parentheses), and when to retry.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds, at least 1) when the failure
+    /// passes by itself: throttling, a full queue, a deadline.
     pub retry_after: Option<Duration>,
     /// Extra detail for the client (e.g. the running job's id on a 409);
     /// `null` otherwise.
@@ -146,28 +151,21 @@ impl From<UpstreamError> for ApiError {
             U::QueueFull {
                 waiting,
                 limit,
-                per_client: true,
+                per_client,
                 retry_after,
-            } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "本地址已有 {waiting} 个查询在等待知识星球接口（上限 {limit}），请等它们完成或 {} 秒后重试 (this client address already has {waiting} lookups waiting for the Zsxq API, its share of {limit}; wait for them or retry in {} s)",
-                    retry_after.as_secs().max(1),
-                    retry_after.as_secs().max(1)
-                ),
-            ),
-            U::QueueFull {
-                waiting,
-                retry_after,
-                ..
-            } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "已有 {waiting} 个查询在等待知识星球接口，队列已满，请 {} 秒后重试 (the queue for the Zsxq API is full with {waiting} lookups; retry in {} s)",
-                    retry_after.as_secs().max(1),
-                    retry_after.as_secs().max(1)
-                ),
-            ),
+            } => {
+                let secs = retry_after.as_secs().max(1);
+                let message = if *per_client {
+                    format!(
+                        "本地址已有 {waiting} 个查询在等待知识星球接口（上限 {limit}），请等它们完成或 {secs} 秒后重试 (this client address already has {waiting} lookups waiting for the Zsxq API, its share of {limit}; wait for them or retry in {secs} s)"
+                    )
+                } else {
+                    format!(
+                        "已有 {waiting} 个查询在等待知识星球接口，队列已满，请 {secs} 秒后重试 (the queue for the Zsxq API is full with {waiting} lookups; retry in {secs} s)"
+                    )
+                };
+                (StatusCode::SERVICE_UNAVAILABLE, message)
+            }
             U::Abandoned => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "查询已放弃，请重试 (the lookup was given up; retry)".to_string(),

@@ -1,36 +1,51 @@
-//! The HTTP API (SPEC §3): routing, shared state, admin check, health.
+//! The HTTP API: routing, shared state, health.
 //!
-//! Handlers live in one file per resource; they parse every parameter into
-//! domain types and return [`error::ApiError`] — the one error type with an
-//! `IntoResponse`, so every failure has the same envelope. The steps in
-//! `edge.rs` (rate limit, CORS, envelopes for framework rejections, the
-//! in-flight count), `gate.rs` (Host allowlist, read token, JSON-only
-//! unsafe requests) and `observe.rs` (metrics, request ids) wrap every
-//! request, run by `pipeline.rs` in one service around the router.
+//! Handlers live in one file per resource (`users.rs`, `camps.rs`). They
+//! take their input through the extractors of `extract.rs` — typed query
+//! and body structs made of the parameter types in `params.rs`, domain ids
+//! from the path, and [`extract::Admin`] for the admin endpoints — and
+//! return [`error::ApiError`], the one error type with an `IntoResponse`,
+//! so every failure has the same envelope.
+//!
+//! **Every per-request step runs in `pipeline.rs`, and only there.** The
+//! request id and the closing log line, the metrics, the in-flight count,
+//! the Host check, the rate limit, the read token, the rules for unsafe
+//! requests, the deadline and the client address, the envelopes for
+//! framework rejections, and CORS around all of it. The pipeline answers
+//! the hot route (`GET /api/users/{digits}`) itself, before routing, so a
+//! step put on the [`Router`] with `.layer(…)` would silently skip the
+//! requests that matter most. `routes()` is therefore the route table and
+//! nothing else: its two layers are settings of the routes (each route's
+//! metrics series, the body limit of the body extractors), not steps, and
+//! a test in `pipeline/tests.rs` fails if any other appears. The steps
+//! themselves live with their concern: `observe.rs` (metrics, request
+//! ids), `edge.rs` (rate limit, CORS, in-flight count, envelopes),
+//! `gate.rs` (who may ask what) and `deadline.rs`.
 
 pub mod camps;
 pub mod connections;
 pub mod deadline;
 pub mod edge;
 pub mod error;
+pub mod extract;
 pub mod gate;
+pub mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod params;
 pub mod pipeline;
 pub mod server;
+#[cfg(test)]
+mod testing;
 pub mod users;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use subtle::ConstantTimeEq;
-use tower::Layer as _;
-use tower::util::Either;
-use tower_http::cors::Cors;
 
 use crate::cache::MemberCache;
 use crate::config::Secret;
@@ -40,7 +55,10 @@ use error::{ApiError, envelope, ok};
 /// Largest request body accepted; the API's bodies are a few bytes of JSON.
 const BODY_LIMIT: usize = 64 * 1024;
 
+/// What every handler and per-request step shares, built once by
+/// `startup.rs`.
 pub struct AppState {
+    /// Member lookups, pages, sync and clear.
     pub cache: Arc<MemberCache>,
     /// Camps and refund lists, over the same cache.
     pub refunds: Arc<RefundService>,
@@ -59,52 +77,28 @@ pub struct AppState {
     pub in_flight: Arc<edge::InFlight>,
     /// The near-cache invalidation listener (Redis only).
     pub invalidation: Option<Arc<crate::cache::invalidation::Listener>>,
-    /// What `GET /metrics` exposes; the HTTP layer records into it too.
+    /// What `GET /metrics` exposes: every part's series.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The HTTP layer's own series (registered in `metrics`).
+    pub http_metrics: metrics::HttpMetrics,
     /// Request deadlines (`deadline.rs`).
     pub limits: crate::config::LimitsConfig,
     /// Whether the upstream is being called (1059 cool-down, rejected
-    /// token), for `/readyz`.
+    /// token: docs/UPSTREAM.md, "Token protection"), for `/readyz`.
     pub refusal: Arc<crate::upstream::refusal::Refusal>,
 }
 
-impl AppState {
-    /// Checks `Authorization: Bearer <ADMIN_TOKEN>` in constant time. An
-    /// empty token never matches: `ADMIN_TOKEN` has at least 16 characters.
-    pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.admin_token else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "管理接口未启用：请配置 ADMIN_TOKEN (admin endpoints are disabled until ADMIN_TOKEN is set)",
-            ));
-        };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Digests of equal length are compared, so neither the bytes nor the
-        // length of the token leak through timing (`ct_eq` on slices of
-        // different lengths returns early).
-        let digest = |raw: &str| sha1_smol::Sha1::from(raw).digest().bytes();
-        if bool::from(digest(given).ct_eq(&digest(expected.expose()))) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "需要管理员令牌 (send Authorization: Bearer <ADMIN_TOKEN>)",
-            ))
-        }
-    }
+pub use pipeline::App;
+
+/// The API: every route, inside the per-request steps (`pipeline.rs`).
+pub fn router(state: Arc<AppState>) -> App {
+    pipeline::around(routes().with_state(state.clone()), state)
 }
 
-/// The service the server runs: the routes inside the [`pipeline::Pipeline`],
-/// inside CORS when origins are configured.
-pub type App = Either<Cors<pipeline::Pipeline>, pipeline::Pipeline>;
-
-/// The API: every route, with the per-request steps around them.
-pub fn router(state: Arc<AppState>) -> App {
-    let routes = Router::new()
+/// The route table. No per-request step goes here (see the module's
+/// documentation): `pipeline.rs` runs them all, on the hot route too.
+fn routes() -> Router<Arc<AppState>> {
+    Router::new()
         .route("/api/users", get(users::list))
         .route("/api/users/sync", post(users::sync))
         .route("/api/users/sync/{job_id}", get(users::sync_status))
@@ -112,7 +106,7 @@ pub fn router(state: Arc<AppState>) -> App {
         .route("/api/users/cache/stats", get(users::stats))
         .route("/api/users/number/{number}", get(users::by_number))
         // Ids of plain digits are answered by the pipeline before routing
-        // (pipeline.rs); layers added here do not see those requests.
+        // (pipeline.rs); this route serves the rest.
         .route("/api/users/{user_id}", get(users::by_id))
         .route("/api/camps", get(camps::list))
         .route(
@@ -138,19 +132,14 @@ pub fn router(state: Arc<AppState>) -> App {
         // The operator's web page (src/web): the HTML and its embedded assets.
         .route("/", get(crate::web::index))
         .route("/assets/{file}", get(crate::web::asset))
-        // Tags each answer with its route template, for the metrics.
+        // Tags each answer with its route template, for the metrics (the
+        // pipeline labels the hot route's answers itself).
         .route_layer(observe::TagRouteLayer)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // How much of a body the body extractors read (the hot route reads
+        // none).
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state.clone());
-    let pipeline = pipeline::Pipeline::new(routes, state.clone());
-    // Outermost: preflights are answered before anything else, and every
-    // answer, a 429 included, carries the CORS headers.
-    match edge::cors_layer(&state.cors_origins) {
-        Some(cors) => Either::Left(cors.layer(pipeline)),
-        None => Either::Right(pipeline),
-    }
 }
 
 async fn not_found() -> ApiError {

@@ -1,6 +1,6 @@
-//! What makes each request observable (issue #7, items 3–4): per-route
-//! metrics and the request id every log line carries. The steps run in
-//! `pipeline.rs`, around the router; this file holds what they need.
+//! What makes each request observable: per-route metrics and the request id
+//! every log line carries. The steps run in `pipeline.rs`, around the
+//! router; this file holds what they need.
 //!
 //! - **Route labels.** [`TagRouteLayer`] runs as a route layer, where axum
 //!   knows the matched template (`/api/users/{user_id}`), and leaves the
@@ -10,7 +10,7 @@
 //!   the series count stays bounded whatever clients send. The series is
 //!   created once per route (the first request it answers) and shared by
 //!   every later one, so the hot path neither copies the template nor looks
-//!   its label set up (issue #8).
+//!   its label set up.
 //! - **Request ids.** [`RequestId::accept`] keeps a client's or proxy's
 //!   `X-Request-Id` when it is a plain token (1–64 of `A-Z a-z 0-9 - _`), so
 //!   a request can be followed from nginx into our logs; anything else is
@@ -38,7 +38,7 @@ use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use tracing::Level;
 
-use crate::metrics::RouteSeries;
+use super::metrics::RouteSeries;
 
 /// The header a request id travels in, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -1,17 +1,20 @@
-//! What runs around every request (issue #8, the hot path), as one tower
-//! service in front of the router: the request id and its span, the
-//! metrics timer, the in-flight count, the Host check, the per-client rate
-//! limit, the read token and the unsafe-request rules, the request's
-//! deadline and client address (`deadline.rs`) and the error
-//! envelopes, in that order (outermost first), then the router. CORS,
-//! when origins are configured, wraps all of it (tower-http's layer).
+//! What runs around every request, as one tower service in front of the
+//! router: the request id and its span, the metrics timer, the in-flight
+//! count, the Host check, the per-client rate limit, the read token and the
+//! unsafe-request rules, the request's deadline and client address
+//! (`deadline.rs`) and the error envelopes, in that order (outermost
+//! first), then the answer — from the hot route or the router. CORS, when
+//! origins are configured, wraps all of it (tower-http's layer, put on in
+//! [`around`]). This file is the one place these steps are put around the
+//! routes: a step added here applies to the hot route and to every routed
+//! request alike, and `pipeline/tests.rs` checks each one on both.
 //!
 //! Decision: one hand-written service instead of a `middleware::from_fn`
 //! layer per step. Each `from_fn` layer boxes its future and clones the
 //! boxed service inside it on every request, and `Router::layer` installs
 //! the stack on every route, so it runs after routing; for a near-cache hit
 //! answered in microseconds that bookkeeping (mostly `malloc` and `free`)
-//! cost more than the lookup. Here the steps are plain calls inside one
+//! costs more than the lookup. Here the steps are plain calls inside one
 //! future, allocated once per request. What each step does lives with its
 //! concern: `observe.rs` (ids, route labels, the closing line) and
 //! `edge.rs` (rate limit, in-flight count, envelopes) and `gate.rs` (who
@@ -19,18 +22,19 @@
 //!
 //! Decision: **the hot route is matched here, before the router.** `GET
 //! /api/users/{user_id}` with an id of plain ASCII digits goes straight to
-//! [`users::answer_by_id`], the function the route's handler calls. Routing
-//! it through axum costs a dozen allocations per request (the matched
-//! path and the path parameters put into the request, the route's boxed
-//! service cloned, the handler's future boxed, the parameter copied into a
-//! `String`) — as much again as the lookup and the answer. Everything else
-//! is unchanged: it runs inside the same steps (id, metrics under the same
-//! route label, in-flight count, rate limit, CORS), and what it matches is
-//! exactly what the route would match with nothing to decode: only `GET`
-//! (`HEAD` goes to the router, which strips the body), one segment after
-//! `/api/users/`, digits only, so no literal route (`sync`, `cache`,
-//! `number`) can be shadowed. Anything else — `%31`, `abc`, a trailing
-//! slash — is routed as before.
+//! [`users::answer_by_id`], which parses the id as the route's `Path`
+//! extractor does and answers as its handler does. Routing it through axum
+//! costs a dozen allocations per request (the matched path and the path
+//! parameters put into the request, the route's boxed service cloned, the
+//! handler's future boxed, the parameter copied into a `String`) — as much
+//! again as the lookup and the answer. The choice between the two is made
+//! last, inside every step (id, metrics under the same route label,
+//! in-flight count, gate, rate limit, deadline, CORS), so no step can apply
+//! to one and not the other. What it matches is exactly what the route
+//! would match with nothing to decode: only `GET` (`HEAD` goes to the
+//! router, which strips the body), one segment after `/api/users/`, digits
+//! only, so no literal route (`sync`, `cache`, `number`) can be shadowed.
+//! Anything else — `%31`, `abc`, a trailing slash — goes to the router.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,19 +48,38 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use tower::Layer as _;
 use tower::ServiceExt as _;
+use tower::util::Either;
+use tower_http::cors::Cors;
 use tracing::Instrument as _;
 
 use super::AppState;
 use super::deadline;
 use super::edge;
+use super::metrics::RouteSeries;
 use super::observe::{ClosingLine, REQUEST_ID_HEADER, RequestId, RouteTag, method_label};
 use super::users;
-use crate::metrics::RouteSeries;
 
-/// The template of the route [`hot_user_id`] answers: the metrics label of
+/// The template of the route `hot_user_id` answers: the metrics label of
 /// its answers, the same as the router's route for it in `mod.rs`.
 pub const HOT_ROUTE: &str = "/api/users/{user_id}";
+
+/// The service the server runs: the routes inside the [`Pipeline`],
+/// inside CORS when origins are configured.
+pub type App = Either<Cors<Pipeline>, Pipeline>;
+
+/// Puts every per-request step around `routes`, the route table (`mod.rs`).
+pub fn around(routes: Router, app: Arc<AppState>) -> App {
+    let origins = app.cors_origins.clone();
+    let pipeline = Pipeline::new(routes, app);
+    // Outermost: preflights are answered before anything else, and every
+    // answer, a 429 included, carries the CORS headers.
+    match edge::cors_layer(&origins) {
+        Some(cors) => Either::Left(cors.layer(pipeline)),
+        None => Either::Right(pipeline),
+    }
+}
 
 /// The router with the per-request steps around it.
 #[derive(Clone)]
@@ -154,7 +177,7 @@ impl Steps {
         } else {
             response.extensions().get::<RouteTag>().map(|t| &*t.0)
         };
-        self.app.metrics.http.observe_route(
+        self.app.http_metrics.observe_route(
             route,
             method,
             response.status().as_u16(),
@@ -165,10 +188,9 @@ impl Steps {
 
     /// Counted in flight; refused when it names a host not served here,
     /// when the client is over its rate, lacks the read token or sends an
-    /// unsafe request that is not JSON (`gate.rs`); else answered within
-    /// its deadline (from `started`, `deadline.rs`) — the hot route here,
-    /// the rest by the router, with a framework rejection turned into the
-    /// envelope. `true` with an answer of the hot route.
+    /// unsafe request that is not JSON (`gate.rs`); else answered by
+    /// [`Steps::answer`] within its deadline (from `started`,
+    /// `deadline.rs`). `true` with an answer of the hot route.
     async fn admitted(
         &self,
         router: Router,
@@ -194,25 +216,25 @@ impl Steps {
         }
         let limit = deadline::deadline_for(&self.app.limits, &request);
         let client = deadline::client_of(&request, peer);
+        let hot = hot_user_id(&request).is_some();
+        let answer = self.answer(router, request);
+        (deadline::bounded(limit, started, client, answer).await, hot)
+    }
+
+    /// The answer itself: the hot route here, anything else by the router,
+    /// with a framework rejection turned into the envelope. The two part
+    /// here and only here, after every step.
+    async fn answer(&self, router: Router, request: Request) -> Response {
         if let Some(raw) = hot_user_id(&request) {
-            let answer = async {
-                users::answer_by_id(&self.app, raw)
-                    .await
-                    .unwrap_or_else(IntoResponse::into_response)
-            };
-            return (
-                deadline::bounded(limit, started, client, answer).await,
-                true,
-            );
+            return users::answer_by_id(&self.app, raw)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
         }
-        let answer = async {
-            match router.oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
+        let response = match router.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
         };
-        let response = deadline::bounded(limit, started, client, answer).await;
-        (edge::envelope_errors(response).await, false)
+        edge::envelope_errors(response).await
     }
 }
 
@@ -227,47 +249,4 @@ fn hot_user_id(request: &Request) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(method: Method, uri: &str) -> Request {
-        axum::http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(axum::body::Body::empty())
-            .unwrap()
-    }
-
-    #[test]
-    fn the_hot_route_is_the_routers_route_for_users_by_id() {
-        let router = include_str!("mod.rs");
-        // (No leading dot: openapi.rs reads routes from this directory.)
-        let route = format!("route(\"{HOT_ROUTE}\", get(users::by_id))");
-        assert!(router.contains(&route), "{route} not in http/mod.rs");
-    }
-
-    #[test]
-    fn only_get_of_a_plain_digit_id_takes_the_hot_route() {
-        let hot = |method, uri| hot_user_id(&request(method, uri)).map(str::to_owned);
-        assert_eq!(hot(Method::GET, "/api/users/123"), Some("123".into()));
-        assert_eq!(hot(Method::GET, "/api/users/123?x=1"), Some("123".into()));
-        // Refused by the same parser either way, so answered here too.
-        assert_eq!(hot(Method::GET, "/api/users/0123"), Some("0123".into()));
-        for uri in [
-            "/api/users/",
-            "/api/users/%31",
-            "/api/users/12a",
-            "/api/users/123/",
-            "/api/users/sync",
-            "/api/users/cache",
-            "/api/users/number/7",
-            "/api/users",
-            "/api/users//1",
-        ] {
-            assert_eq!(hot(Method::GET, uri), None, "{uri}");
-        }
-        for method in [Method::HEAD, Method::POST, Method::DELETE] {
-            assert_eq!(hot(method, "/api/users/123"), None);
-        }
-    }
-}
+mod tests;

@@ -1,6 +1,6 @@
-//! Serving connections (issue #8, the hot path): one single-threaded Tokio
-//! runtime per core, each serving the connections handed to it — nginx's
-//! one worker per core, in one process.
+//! Serving connections: one single-threaded Tokio runtime per core, each
+//! serving the connections handed to it — nginx's one worker per core, in
+//! one process.
 //!
 //! Decisions:
 //! - **Per-core runtimes rather than the work-stealing runtime.** A hot
@@ -8,8 +8,8 @@
 //!   kernel TCP; at that size the multi-threaded scheduler's bookkeeping
 //!   (a connection's task moving between cores, cross-thread wake-ups,
 //!   shared run queues) shows. Here a connection lives on one thread for
-//!   its whole life. Measured with `bench hot` on the 2-core machine: see
-//!   the README's benchmark section.
+//!   its whole life. Measured on a 2-core machine: `docs/BENCHMARKS.md` has
+//!   the figures and the command.
 //! - **One accept loop, round robin.** The caller's listener is used as it
 //!   is (tests bind port 0); the loop runs on the caller's runtime and hands
 //!   each accepted socket to the next worker. Accepting is rare (clients
@@ -19,12 +19,12 @@
 //! - **Tasks a handler spawns** (a background refresh, a shared fetch, a
 //!   sync job) run on that worker's runtime, so workers keep running after
 //!   their connections are closed, until [`Workers::stop`]: a sync still
-//!   finishes within the shutdown grace, as it did on the shared runtime.
+//!   finishes within the shutdown grace.
 //! - **Graceful shutdown** as `axum::serve` does it: stop accepting, ask
 //!   every connection to finish its request and close (hyper's
 //!   `graceful_shutdown`), resolve once all are closed.
-//! - **HTTP/1.1 only**, hyper's defaults (keep-alive, vectored writes), as
-//!   the service served before; no upgrades (nothing here uses them).
+//! - **HTTP/1.1 only**, with hyper's defaults (keep-alive, vectored
+//!   writes); no upgrades (nothing here uses them).
 //! - **Bounded connections** (`connections.rs`): every accepted connection
 //!   is registered before it is handed on, so the cap is counted in one
 //!   place, and each connection runs a watchdog beside hyper for the

@@ -1,21 +1,20 @@
-//! The seed's six endpoints (seed §5.1, SPEC §3), paths and field names as
-//! the seed has them. Every parameter is parsed here, at the edge, into the
-//! domain types; a bad one is answered with a 400 envelope naming it.
+//! The member endpoints: lookups by id and by number, the paged list, the
+//! cache's statistics, and the admin endpoints that sync and clear it. Paths
+//! and field names are the original service's, so its clients keep working.
+//! Every parameter arrives parsed (`extract.rs`, `params.rs`).
 
-use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use std::io::Write as _;
-
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::AppState;
 use super::error::{ApiError, envelope, ok};
+use super::extract::{Admin, Json, JsonObject, Path, Query, path_param};
+use super::params::{self, int_param};
 use crate::cache::jobs::JobId;
 use crate::cache::near::Record;
 use crate::cache::sync::{SyncError, SyncOptions};
@@ -23,7 +22,7 @@ use crate::cache::{CacheStatus, rate_percent};
 use crate::domain::{CachedMember, MemberNumber, NO_NUMBER_ASSIGNED, UserId, iso_utc};
 use crate::store::{SortBy, SortOrder};
 
-/// A member in `GET /api/users` (seed §5.1.1: the short form).
+/// A member in `GET /api/users`: the short form, without the raw record.
 #[derive(Serialize)]
 struct ListedUser<'a> {
     user_id: UserId,
@@ -36,7 +35,7 @@ struct ListedUser<'a> {
     status: &'a str,
 }
 
-/// A member with its cache status (seed §5.1.2).
+/// A member with its cache status, the answer of a lookup.
 #[derive(Serialize)]
 struct UserAnswer<'a> {
     #[serde(flatten)]
@@ -44,67 +43,58 @@ struct UserAnswer<'a> {
     cache_status: CacheStatus,
 }
 
-/// Parses an optional integer query parameter within a range.
-pub fn int_param(
-    q: &HashMap<String, String>,
-    name: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ApiError> {
-    let Some(raw) = q.get(name) else {
-        return Ok(default);
-    };
-    let raw = raw.trim();
-    let parsed = if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
-        raw.parse::<u64>().ok()
-    } else {
-        None
-    };
-    match parsed {
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        _ => Err(ApiError::bad_request(format!(
-            "参数 {name} 必须是 {min} 到 {max} 之间的整数 ({name} must be an integer from {min} to {max}, got {raw:?})"
-        ))),
+int_param! {
+    /// `page` of `GET /api/users`, from 1.
+    Page("page", 1, 1_000_000, default 1)
+}
+
+int_param! {
+    /// `page_size` of `GET /api/users`.
+    PageSize("page_size", 1, 200, default 50)
+}
+
+/// The query of `GET /api/users`.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct ListQuery {
+    page: Page,
+    page_size: PageSize,
+    #[serde(deserialize_with = "sort_by")]
+    sort_by: SortBy,
+    #[serde(deserialize_with = "order")]
+    order: SortOrder,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            page: Page::default(),
+            page_size: PageSize::default(),
+            sort_by: SortBy::Number,
+            order: SortOrder::Asc,
+        }
     }
 }
 
-/// Parses an optional enumerated query parameter.
-pub fn enum_param<'a>(
-    q: &'a HashMap<String, String>,
-    name: &str,
-    default: &'a str,
-    allowed: &[&str],
-) -> Result<&'a str, ApiError> {
-    let value = q.get(name).map(|s| s.trim()).unwrap_or(default);
-    if allowed.contains(&value) {
-        Ok(value)
-    } else {
-        let list = allowed.join("|");
-        Err(ApiError::bad_request(format!(
-            "参数 {name} 只能是 {list} ({name} must be one of {list}, got {value:?})"
-        )))
-    }
+fn sort_by<'de, D: Deserializer<'de>>(d: D) -> Result<SortBy, D::Error> {
+    let options = [("number", SortBy::Number), ("join_time", SortBy::JoinTime)];
+    params::query_choice(d, "sort_by", &options)
+}
+
+fn order<'de, D: Deserializer<'de>>(d: D) -> Result<SortOrder, D::Error> {
+    let options = [("asc", SortOrder::Asc), ("desc", SortOrder::Desc)];
+    params::query_choice(d, "order", &options)
 }
 
 /// `GET /api/users?page=&page_size=&sort_by=&order=`
 pub async fn list(
     State(app): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let page = int_param(&q, "page", 1, 1, 1_000_000)?;
-    let page_size = int_param(&q, "page_size", 50, 1, 200)?;
-    let sort = match enum_param(&q, "sort_by", "number", &["number", "join_time"])? {
-        "join_time" => SortBy::JoinTime,
-        _ => SortBy::Number,
-    };
-    let order = match enum_param(&q, "order", "asc", &["asc", "desc"])? {
-        "desc" => SortOrder::Desc,
-        _ => SortOrder::Asc,
-    };
+    let (page, page_size) = (q.page.get(), q.page_size.get());
     let result = app
         .cache
-        .page(sort, order, page, page_size)
+        .page(q.sort_by, q.order, page, page_size)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "listing cached members failed");
@@ -146,30 +136,34 @@ pub async fn list(
     ))
 }
 
-/// `GET /api/users/:userId` — the hot path (issue #8). Ids of plain digits
-/// do not reach the router: the pipeline answers them with [`answer_by_id`]
-/// directly (see `pipeline.rs`); this handler serves the rest (ids that
-/// need percent-decoding, and refusals of what is not an id).
+/// `GET /api/users/{user_id}`, the hot route. Ids of plain digits do not
+/// reach the router: the pipeline answers them with [`answer_by_id`]
+/// (`pipeline.rs`); this handler serves the rest (ids that need
+/// percent-decoding, and refusals of what is not an id).
 pub async fn by_id(
     State(app): State<Arc<AppState>>,
-    Path(raw): Path<String>,
+    Path(id): Path<UserId>,
 ) -> Result<Response, ApiError> {
-    answer_by_id(&app, &raw).await
+    answer(&app, id).await
 }
 
-/// The answer to `GET /api/users/{raw}`, however the request was routed.
+/// The answer to `GET /api/users/{raw}` as the pipeline takes it, before
+/// routing: `raw` is parsed as [`Path`] parses it for [`by_id`].
 pub async fn answer_by_id(app: &AppState, raw: &str) -> Result<Response, ApiError> {
-    let id = UserId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    answer(app, path_param(raw)?).await
+}
+
+/// The member `id`, however the request was routed.
+async fn answer(app: &AppState, id: UserId) -> Result<Response, ApiError> {
     let (record, cache_status) = app.cache.lookup(id).await?;
     Ok(member_answer(&record, cache_status))
 }
 
-/// `GET /api/users/number/:number`
+/// `GET /api/users/number/{number}`
 pub async fn by_number(
     State(app): State<Arc<AppState>>,
-    Path(raw): Path<String>,
+    Path(number): Path<MemberNumber>,
 ) -> Result<Response, ApiError> {
-    let number = MemberNumber::parse(&raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (record, cache_status) = app.cache.lookup_by_number(number).await?;
     Ok(member_answer(&record, cache_status))
 }
@@ -211,60 +205,63 @@ fn member_answer(record: &Record, cache_status: CacheStatus) -> Response {
         .into_response()
 }
 
-/// Parsed body of `POST /api/users/sync`.
-#[derive(Debug, Clone, Copy)]
+/// The body of `POST /api/users/sync`: `{force, concurrency, async}`, each
+/// optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SyncBody {
-    pub force: bool,
-    pub concurrency: usize,
+    /// Refetch members that are cached and fresh too.
+    #[serde(deserialize_with = "force")]
+    force: bool,
+    concurrency: Concurrency,
     /// Answer 202 with a job id at once instead of the finished report.
-    pub run_async: bool,
+    #[serde(rename = "async", deserialize_with = "async_in_body")]
+    run_async: bool,
 }
 
-/// Parses `{force, concurrency, async}`; an empty body means the defaults.
-pub fn parse_sync_body(body: &[u8], default_concurrency: usize) -> Result<SyncBody, ApiError> {
-    let mut parsed = SyncBody {
-        force: false,
-        concurrency: default_concurrency.clamp(1, 10),
-        run_async: false,
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(parsed);
+impl JsonObject for SyncBody {
+    const FIELDS: &'static [&'static str] = &["force", "concurrency", "async"];
+    const EXAMPLE: &'static str = r#"{"force": false, "concurrency": 5, "async": true}"#;
+}
+
+fn force<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    params::json_flag(d, "force")
+}
+
+fn async_in_body<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    params::json_flag(d, "async")
+}
+
+/// `concurrency` of a sync, 1..=10; `API_CONCURRENCY` when not given.
+#[derive(Debug, Default, Clone, Copy)]
+struct Concurrency(Option<u64>);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        params::json_int(d, "concurrency", 1, 10).map(|c| Self(Some(c)))
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "请求体不是合法的 JSON (the body is not valid JSON: {e})"
-        ))
-    })?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad_request(
-            "请求体必须是 JSON 对象 (the body must be a JSON object)",
-        ));
-    };
-    for (key, value) in &map {
-        match (key.as_str(), value) {
-            ("force", Value::Bool(b)) => parsed.force = *b,
-            ("async", Value::Bool(b)) => parsed.run_async = *b,
-            ("force" | "async", _) => {
-                return Err(ApiError::bad_request(format!(
-                    "{key} 必须是 true 或 false ({key} must be a boolean)"
-                )));
-            }
-            ("concurrency", v) => match v.as_u64() {
-                Some(c @ 1..=10) => parsed.concurrency = c as usize,
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "concurrency 必须是 1 到 10 之间的整数 (concurrency must be an integer from 1 to 10)",
-                    ));
-                }
-            },
-            (other, _) => {
-                return Err(ApiError::bad_request(format!(
-                    "未知字段 {other:?}，只接受 force、concurrency 和 async (unknown field {other:?}; expected force, concurrency, async)"
-                )));
-            }
-        }
+}
+
+impl Concurrency {
+    /// The value given, else `default` brought into 1..=10.
+    fn or(self, default: usize) -> usize {
+        self.0
+            .and_then(|c| usize::try_from(c).ok())
+            .unwrap_or(default.clamp(1, 10))
     }
-    Ok(parsed)
+}
+
+/// The query of `POST /api/users/sync`: `?async=true` as the body's
+/// `"async": true` (either one makes the sync asynchronous).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SyncQuery {
+    #[serde(rename = "async", deserialize_with = "async_in_query")]
+    run_async: bool,
+}
+
+fn async_in_query<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    params::query_flag(d, "async")
 }
 
 /// Maps a failed sync to its envelope.
@@ -287,29 +284,18 @@ fn sync_error(e: SyncError) -> ApiError {
     }
 }
 
-/// `POST /api/users/sync` (admin). Synchronous by default (the seed's
-/// answer); `{"async": true}` or `?async=true` answers 202 with a job id.
+/// `POST /api/users/sync` (admin). Synchronous by default, as the
+/// original service answered; `{"async": true}` or `?async=true` answers
+/// 202 with a job id.
 pub async fn sync(
+    _admin: Admin,
     State(app): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
+    Query(q): Query<SyncQuery>,
+    Json(body): Json<SyncBody>,
 ) -> Result<Response, ApiError> {
-    app.require_admin(&headers)?;
-    let mut body = parse_sync_body(&body, app.default_concurrency)?;
-    match q.get("async").map(String::as_str) {
-        None => {}
-        Some("true" | "1") => body.run_async = true,
-        Some("false" | "0") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "参数 async 只能是 true 或 false (async must be true or false, got {other:?})"
-            )));
-        }
-    }
     let opts = SyncOptions {
         force: body.force,
-        concurrency: body.concurrency,
+        concurrency: body.concurrency.or(app.default_concurrency),
     };
     let started = app
         .cache
@@ -320,7 +306,7 @@ pub async fn sync(
             e.data = Some(serde_json::json!({ "job_id": running.0 }));
             e
         })?;
-    if body.run_async {
+    if body.run_async || q.run_async {
         let job_id = started.id.clone();
         let data = serde_json::json!({
             "job_id": job_id,
@@ -335,11 +321,8 @@ pub async fn sync(
 /// `GET /api/users/sync/{job_id}`: progress of a sync job.
 pub async fn sync_status(
     State(app): State<Arc<AppState>>,
-    Path(raw): Path<String>,
+    Path(id): Path<JobId>,
 ) -> Result<Response, ApiError> {
-    let id = JobId::parse(&raw).ok_or_else(|| {
-        ApiError::bad_request("job_id 必须是 32 位十六进制字符 (job_id must be 32 hex digits)")
-    })?;
     let status = app.cache.jobs().status(&id).ok_or_else(|| {
         ApiError::not_found(format!("没有这个同步任务 (no sync job {:?})", id.as_str()))
     })?;
@@ -347,11 +330,7 @@ pub async fn sync_status(
 }
 
 /// `DELETE /api/users/cache` (admin)
-pub async fn clear(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    app.require_admin(&headers)?;
+pub async fn clear(_admin: Admin, State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let report = app.cache.clear().await.map_err(|e| {
         tracing::warn!(error = %e, "clearing the cache failed");
         ApiError::unavailable(

@@ -40,15 +40,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ClearReport, LeaseEnd, LeaseState, Page, STAT_API_CALLS, STAT_CACHE_HITS, STAT_CACHE_MISSES,
-    STAT_LAST_SYNC_TIME, STAT_TOTAL_REQUESTS, SortBy, SortOrder, StatCounters, Store, StoreError,
-    StoredStats, human_bytes, number_sort_key, ttl_millis,
+    ClearReport, LeaseEnd, LeaseState, Page, PageRequest, STAT_LAST_SYNC_TIME, SortBy, SortOrder,
+    StatCounters, Store, StoreError, StoredStats, human_bytes, number_sort_key, ttl_millis,
 };
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
@@ -160,6 +159,25 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::Embedded(format!("store task failed: {e}")))?
     }
+
+    /// Reads the record of each of `ids` in one read transaction, `None`
+    /// where absent or expired, and answers `seen` of it in the same order.
+    async fn read_alive<T, F>(&self, ids: &[UserId], seen: F) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(Option<Row>) -> T + Send + 'static,
+    {
+        let ids = ids.to_vec();
+        self.blocking(move |inner| {
+            let now = inner.clock.now_ms();
+            let txn = inner.db.begin_read().map_err(db_err)?;
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            ids.iter()
+                .map(|&id| Ok(seen(read_row(&records, id)?.filter(|row| row.alive(now)))))
+                .collect()
+        })
+        .await
+    }
 }
 
 impl Inner {
@@ -216,20 +234,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
-        let ids = ids.to_vec();
-        self.blocking(move |inner| {
-            let now = inner.clock.now_ms();
-            let txn = inner.db.begin_read().map_err(db_err)?;
-            let records = txn.open_table(RECORDS).map_err(db_err)?;
-            ids.iter()
-                .map(|&id| {
-                    Ok(read_row(&records, id)?
-                        .filter(|row| row.alive(now))
-                        .map(|row| row.record))
-                })
-                .collect()
-        })
-        .await
+        self.read_alive(ids, |row| row.map(|row| row.record)).await
     }
 
     async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError> {
@@ -323,48 +328,17 @@ impl Store for EmbeddedStore {
     }
 
     async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {
-        let ids = ids.to_vec();
-        self.blocking(move |inner| {
-            let now = inner.clock.now_ms();
-            let txn = inner.db.begin_read().map_err(db_err)?;
-            let records = txn.open_table(RECORDS).map_err(db_err)?;
-            ids.iter()
-                .map(|&id| Ok(read_row(&records, id)?.is_some_and(|row| row.alive(now))))
-                .collect()
-        })
-        .await
+        self.read_alive(ids, |row| row.is_some()).await
     }
 
-    async fn page(
-        &self,
-        sort: SortBy,
-        order: SortOrder,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Page, StoreError> {
+    async fn page(&self, request: PageRequest) -> Result<Page, StoreError> {
         self.blocking(move |inner| {
             inner.prune_if_due()?;
             let now = inner.clock.now_ms();
             let txn = inner.db.begin_read().map_err(db_err)?;
-            let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-            let take = usize::try_from(limit).unwrap_or(usize::MAX);
-            let (total, ids) = match sort {
-                SortBy::Number => {
-                    let index = txn.open_table(IDX_NUMBER).map_err(db_err)?;
-                    let total = index.len().map_err(db_err)?;
-                    let ids = page_ids(index.iter().map_err(db_err)?, order, skip, take, |k| {
-                        k.value().1.to_owned()
-                    })?;
-                    (total, ids)
-                }
-                SortBy::JoinTime => {
-                    let index = txn.open_table(IDX_JOIN_TIME).map_err(db_err)?;
-                    let total = index.len().map_err(db_err)?;
-                    let ids = page_ids(index.iter().map_err(db_err)?, order, skip, take, |k| {
-                        k.value().1.to_owned()
-                    })?;
-                    (total, ids)
-                }
+            let (total, ids) = match request.sort {
+                SortBy::Number => page_ids(&txn, IDX_NUMBER, request)?,
+                SortBy::JoinTime => page_ids(&txn, IDX_JOIN_TIME, request)?,
             };
             let records = txn.open_table(RECORDS).map_err(db_err)?;
             let mut members = Vec::with_capacity(ids.len());
@@ -491,12 +465,7 @@ impl Store for EmbeddedStore {
             let txn = inner.db.begin_write().map_err(db_err)?;
             {
                 let mut counters = txn.open_table(COUNTERS).map_err(db_err)?;
-                for (name, add) in [
-                    (STAT_TOTAL_REQUESTS, delta.total_requests),
-                    (STAT_CACHE_HITS, delta.cache_hits),
-                    (STAT_CACHE_MISSES, delta.cache_misses),
-                    (STAT_API_CALLS, delta.api_calls),
-                ] {
+                for (name, add) in delta.fields() {
                     let current = counters.get(name).map_err(db_err)?.map_or(0, |v| v.value());
                     counters
                         .insert(name, current.saturating_add(add))
@@ -581,12 +550,7 @@ impl Store for EmbeddedStore {
                 Ok(counters.get(name).map_err(db_err)?.map_or(0, |v| v.value()))
             };
             Ok(StoredStats {
-                counters: StatCounters {
-                    total_requests: counter(STAT_TOTAL_REQUESTS)?,
-                    cache_hits: counter(STAT_CACHE_HITS)?,
-                    cache_misses: counter(STAT_CACHE_MISSES)?,
-                    api_calls: counter(STAT_API_CALLS)?,
-                },
+                counters: StatCounters::read_fields(counter)?,
                 last_sync_time: meta
                     .get(STAT_LAST_SYNC_TIME)
                     .map_err(db_err)?
@@ -714,30 +678,33 @@ fn prune_expired(txn: &WriteTransaction, now: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The ids of one page of an index, walking `skip` entries first.
-fn page_ids<'a, K, I, F>(
-    entries: I,
-    order: SortOrder,
-    skip: usize,
-    take: usize,
-    id_of: F,
-) -> Result<Vec<String>, StoreError>
+/// The size of a sorted index and the ids of the page `request` asks for,
+/// walking `offset` entries first. Both indexes key on (score, id as text).
+fn page_ids<S>(
+    txn: &ReadTransaction,
+    table: TableDefinition<(S, &'static str), ()>,
+    request: PageRequest,
+) -> Result<(u64, Vec<String>), StoreError>
 where
-    K: redb::Key + 'static,
-    I: DoubleEndedIterator<
-        Item = Result<(redb::AccessGuard<'a, K>, redb::AccessGuard<'a, ()>), redb::StorageError>,
-    >,
-    F: Fn(&redb::AccessGuard<'a, K>) -> String,
+    S: redb::Key + 'static,
 {
-    let entries: Box<dyn Iterator<Item = _>> = match order {
+    let index = txn.open_table(table).map_err(db_err)?;
+    let total = index.len().map_err(db_err)?;
+    let entries = index.iter().map_err(db_err)?;
+    let entries: Box<dyn Iterator<Item = _>> = match request.order {
         SortOrder::Asc => Box::new(entries),
         SortOrder::Desc => Box::new(entries.rev()),
     };
-    entries
-        .skip(skip)
-        .take(take)
-        .map(|entry| entry.map(|(key, _)| id_of(&key)).map_err(db_err))
-        .collect()
+    let ids = entries
+        .skip(usize::try_from(request.offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(request.limit).unwrap_or(usize::MAX))
+        .map(|entry| {
+            entry
+                .map(|(key, _)| key.value().1.to_owned())
+                .map_err(db_err)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((total, ids))
 }
 
 /// Reads and decodes one record.

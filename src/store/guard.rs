@@ -1,5 +1,5 @@
-//! A circuit breaker around any [`Store`] (seed §8: Redis down must not take
-//! the service down).
+//! A circuit breaker around any [`Store`], so that Redis being down never
+//! takes the service down.
 //!
 //! Every operation gets a timeout. A single-member read — what a lookup waits
 //! on — gets the shortest one (`STORE_TIMEOUT_MS`, 50 ms by default), so a
@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use super::metrics::{OpLabels, StoreMetrics};
 use super::{
-    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store,
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
 };
 use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
-use crate::metrics::{OpLabels, StoreMetrics};
 
 /// Breaker state; a std mutex because it is held for a few instructions and
 /// never across an await.
@@ -227,17 +227,11 @@ impl Store for GuardedStore {
         .await
     }
 
-    async fn page(
-        &self,
-        sort: SortBy,
-        order: SortOrder,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Page, StoreError> {
+    async fn page(&self, request: PageRequest) -> Result<Page, StoreError> {
         self.guard(
             "page",
-            self.batch_timeout(limit as usize),
-            self.inner.page(sort, order, offset, limit),
+            self.batch_timeout(request.limit as usize),
+            self.inner.page(request),
         )
         .await
     }

@@ -1,6 +1,6 @@
 //! Every Redis key name, built in one place and only from typed ids, so no
-//! client input can shape a key (SPEC §4: the seed's names, so its
-//! `redis-cli` recipes keep working).
+//! client input can shape a key. The names are the ones operators'
+//! `redis-cli` recipes already use, so those keep working.
 
 use crate::domain::{CheckinId, MemberNumber, UserId};
 
@@ -13,12 +13,12 @@ pub const USER_PREFIX: &str = "zsxq:user:";
 /// [`USER_PREFIX`]; Rust code uses [`number`].
 pub const NUMBER_PREFIX: &str = "zsxq:number:";
 
-/// `zsxq:user:{user_id}` — hash with the member record (seed §4.2.1).
+/// `zsxq:user:{user_id}` — hash with the member record.
 pub fn user(id: UserId) -> String {
     format!("{USER_PREFIX}{id}")
 }
 
-/// `zsxq:number:{number}` — string holding the user_id (seed §4.2.2).
+/// `zsxq:number:{number}` — string holding the user_id.
 pub fn number(n: MemberNumber) -> String {
     format!("{NUMBER_PREFIX}{n}")
 }
@@ -27,9 +27,8 @@ pub fn number(n: MemberNumber) -> String {
 pub const RANKING_PREFIX: &str = "zsxq:ranking:";
 
 /// `zsxq:ranking:{checkin_id}` — string holding a camp's whole ranking as the
-/// refund module encoded it (JSON), with its own TTL. Not in the seed: added
-/// so that re-generating or exporting a finished camp's refund list costs no
-/// upstream call (SPEC §4 allows additions under `zsxq:`).
+/// refund module encoded it (JSON), with its own TTL, so that re-generating
+/// or exporting a finished camp's refund list costs no upstream call.
 pub fn ranking(id: CheckinId) -> String {
     format!("{RANKING_PREFIX}{id}")
 }
@@ -51,10 +50,10 @@ pub fn lease_user(id: UserId) -> String {
 /// there).
 pub const EVENTS: &str = "zsxq:events";
 
-/// Set of every cached user id (seed §4.2.3).
+/// Set of every cached user id.
 pub const USERS_ALL: &str = "zsxq:users:all";
 
-/// Counters hash, no TTL (seed §4.2.4).
+/// Counters hash, no TTL.
 pub const STATS: &str = "zsxq:stats:cache";
 
 /// The sorted indexes share the hash tag `{idx}`, so on a Redis Cluster
@@ -77,7 +76,7 @@ pub const IDX_EXPIRY: &str = "zsxq:{idx}:expiry";
 /// half or so after its last use.
 pub const FLEET_BUDGET: &str = "zsxq:budget:upstream";
 
-/// The fleet's refusal state (`upstream/refusal.rs`): one JSON string saying
+/// The fleet's refusal state (`upstream/refusal/shared.rs`): one JSON string saying
 /// whether calls are paused after a run of 1059s or stopped for a rejected
 /// token. Not a store key: a cache clear must not resume calls to an
 /// upstream that is refusing us. It expires an hour after its last change.
@@ -98,7 +97,7 @@ pub const NAMESPACE_PATTERN: &str = "zsxq:*";
 /// ranking or a fixed key.
 /// `clear` sweeps `zsxq:*` for leftovers but deletes only these, so state
 /// that other parts of the service may keep in the namespace (leases, rate
-/// limits — SPEC §4 allows them) survives a cache clear.
+/// limits) survives a cache clear.
 pub fn is_store_key(key: &str) -> bool {
     key.starts_with(USER_PREFIX)
         || key.starts_with(NUMBER_PREFIX)

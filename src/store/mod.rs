@@ -2,11 +2,11 @@
 //! default. Both sit behind [`Store`] so the cache logic, the HTTP layer and
 //! the tests cannot tell them apart — the same test suite runs on both.
 //!
-//! Contract every implementation keeps (SPEC §4):
+//! Contract every implementation keeps:
 //! - a member record, its number index entry and its place in every index are
 //!   written together and expire together (`ttl` from `CACHE_TTL`);
-//! - expired members vanish from lookups, counts and pages alike — the seed's
-//!   bug of an id set that outlives its records is not repeated;
+//! - expired members vanish from lookups, counts and pages alike — no id set
+//!   or index outlives the records it lists;
 //! - `clear` removes every key the store made, number index and cached
 //!   rankings included;
 //! - no operation scans the whole keyspace (`KEYS` is never used).
@@ -14,8 +14,8 @@
 pub mod embedded;
 pub mod guard;
 pub mod keys;
+pub mod metrics;
 pub mod redis;
-pub mod redis_link;
 
 use std::time::Duration;
 
@@ -39,15 +39,15 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Names of the persisted counters: the seed's `zsxq:stats:cache` fields
-/// (seed §4.2.4), used by both stores so their stats read alike.
+/// Names of the persisted counters: the fields of `zsxq:stats:cache`, used
+/// by both stores so their stats read alike.
 const STAT_TOTAL_REQUESTS: &str = "total_requests";
 const STAT_CACHE_HITS: &str = "cache_hits";
 const STAT_CACHE_MISSES: &str = "cache_misses";
 const STAT_API_CALLS: &str = "api_calls";
 const STAT_LAST_SYNC_TIME: &str = "last_sync_time";
 
-/// Order of `GET /api/users` pages (seed §5.1.1).
+/// Order of `GET /api/users` pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortBy {
     Number,
@@ -60,6 +60,18 @@ pub enum SortOrder {
     Desc,
 }
 
+/// What [`Store::page`] reads: the members in `sort` and `order`, skipping
+/// `offset` rows and returning at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub sort: SortBy,
+    pub order: SortOrder,
+    /// Rows skipped before the page starts.
+    pub offset: u64,
+    /// Most rows returned; 0 asks for the total alone.
+    pub limit: u64,
+}
+
 /// One page of cached members plus the total they were cut from.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -67,14 +79,14 @@ pub struct Page {
     pub total: u64,
 }
 
-/// What `clear` removed (seed §5.1.5).
+/// What `clear` removed, as `DELETE /api/users/cache` reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClearReport {
     pub deleted_keys: u64,
     pub deleted_users: u64,
 }
 
-/// The persisted counters of `zsxq:stats:cache` (seed §4.2.4).
+/// The persisted counters of `zsxq:stats:cache`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatCounters {
     pub total_requests: u64,
@@ -94,6 +106,28 @@ impl StatCounters {
         self.cache_misses += other.cache_misses;
         self.api_calls += other.api_calls;
     }
+
+    /// Each counter with the name it is stored under, for a store to write.
+    fn fields(&self) -> [(&'static str, u64); 4] {
+        [
+            (STAT_TOTAL_REQUESTS, self.total_requests),
+            (STAT_CACHE_HITS, self.cache_hits),
+            (STAT_CACHE_MISSES, self.cache_misses),
+            (STAT_API_CALLS, self.api_calls),
+        ]
+    }
+
+    /// The counters a store reads back, one stored name at a time.
+    fn read_fields(
+        mut counter: impl FnMut(&'static str) -> Result<u64, StoreError>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            total_requests: counter(STAT_TOTAL_REQUESTS)?,
+            cache_hits: counter(STAT_CACHE_HITS)?,
+            cache_misses: counter(STAT_CACHE_MISSES)?,
+            api_calls: counter(STAT_API_CALLS)?,
+        })
+    }
 }
 
 /// Persisted statistics: counters plus the last successful sync (unix ms).
@@ -104,7 +138,7 @@ pub struct StoredStats {
 }
 
 /// What [`Store::try_lease`] found: the fleet-wide right to fetch one cold
-/// member from the upstream (issue #8: one upstream call per cold member,
+/// member from the upstream (one upstream call per cold member,
 /// however many replicas ask at once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseState {
@@ -138,7 +172,7 @@ pub struct DataIdentity {
     /// server restarted. `None` where there is no one id (a Redis Cluster:
     /// each node has its own and a failover changes which ones serve).
     pub run_id: Option<String>,
-    /// Members in the seed's id set (`SCARD zsxq:users:all`, no pruning).
+    /// Members in the id set (`SCARD zsxq:users:all`, no pruning).
     pub members: u64,
 }
 
@@ -168,14 +202,8 @@ pub trait Store: Send + Sync + 'static {
     /// Which of `ids` are currently cached (for sync's `force: false`).
     async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError>;
 
-    /// One page of members in the given order, `offset` and `limit` in rows.
-    async fn page(
-        &self,
-        sort: SortBy,
-        order: SortOrder,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Page, StoreError>;
+    /// One page of members, as [`PageRequest`] describes it, plus the total.
+    async fn page(&self, request: PageRequest) -> Result<Page, StoreError>;
 
     /// The `limit` members closest to expiry (the oldest writes), for the
     /// scheduled warm-up that refreshes them before they lapse.
@@ -263,20 +291,20 @@ pub(crate) fn ttl_millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
-/// Formats a byte count the way Redis's `used_memory_human` does ("2.50M").
+/// Formats a byte count the way Redis's `used_memory_human` does ("2.50M"),
+/// so both stores report memory alike.
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "K", "M", "G"];
-    let mut value = bytes as f64;
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
     let mut unit = 0;
     while value >= 1024.0 && unit < UNITS.len() - 1 {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.2}{}", UNITS[unit])
-    }
+    format!("{value:.2}{}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -293,5 +321,13 @@ mod tests {
     fn byte_counts_read_like_redis_used_memory_human() {
         assert_eq!(human_bytes(512), "512B");
         assert_eq!(human_bytes(2_621_440), "2.50M");
+    }
+
+    #[test]
+    fn byte_counts_print_as_redis_prints_used_memory_human() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1_536), "1.50K");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.00M");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.00G");
     }
 }

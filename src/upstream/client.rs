@@ -27,9 +27,10 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::budget::{Budget, Priority};
+use super::budget::Budget;
 use super::device::DeviceId;
 use super::error::UpstreamError;
+use super::priority::Priority;
 use super::refusal::Refusal;
 use super::wire::{self, Camp, CheckinStatistics, RankingPage};
 use super::{CampScope, Upstream};
@@ -41,9 +42,13 @@ const USER_AGENT: &str = concat!("zsxq-cache/", env!("CARGO_PKG_VERSION"));
 /// Largest answer read when not configured (`UPSTREAM_BODY_MAX_MB`).
 pub const DEFAULT_BODY_MAX: u64 = 8 << 20;
 
+/// The [`Upstream`] the product uses: the real Zsxq API over HTTPS.
 pub struct ZsxqClient {
+    /// One connection pool for every call, with the configured timeouts.
     http: reqwest::Client,
+    /// Base URL, group, token, version, timeout and retry bounds.
     cfg: UpstreamConfig,
+    /// Every attempt takes a slot here first; shared with the cache.
     budget: Arc<Budget>,
     /// Largest answer body read, in bytes.
     body_max: u64,
@@ -245,7 +250,8 @@ impl ZsxqClient {
     }
 }
 
-/// Lower-hex `sha1(url + " " + timestamp + " " + request_id)` (SPEC §2).
+/// Lower-hex `sha1(url + " " + timestamp + " " + request_id)`, as the web
+/// client signs (`docs/UPSTREAM.md`, Headers).
 pub fn sign(url: &str, timestamp: &str, request_id: &str) -> String {
     let mut s = sha1_smol::Sha1::new();
     s.update(url.as_bytes());

@@ -31,6 +31,8 @@ use tokio::sync::OnceCell;
 
 use crate::store::Store;
 
+/// The `X-Aduid` this process sends: the installation's stored id once
+/// the store answered, the candidate until then.
 pub struct DeviceId {
     /// Where the installation's id lives; `None` for a bare client.
     store: Option<Arc<dyn Store>>,

@@ -1,4 +1,5 @@
-//! Typed upstream failures that keep the upstream's meaning (SPEC §2).
+//! Typed upstream failures that keep the upstream's meaning; the codes and
+//! where they come from are in `docs/UPSTREAM.md`.
 //!
 //! Zsxq answers almost everything with HTTP 200 and a numeric `code`; the
 //! caller cares about a handful of meanings: retry later (throttled), the
@@ -9,6 +10,8 @@
 
 use std::time::Duration;
 
+/// Why an upstream call gave no answer; cloned to every caller of a shared
+/// fetch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
     /// 1059 (anti-abuse) or HTTP 429, still failing after the retry budget.
@@ -75,7 +78,7 @@ pub enum UpstreamError {
     )]
     VersionTooOld { code: i64, message: String },
     /// Not sent: the fleet pauses calls after a run of 1059 refusals
-    /// (`refusal.rs`), since `since_ms` (unix ms), for `retry_after` more.
+    /// (`refusal/`), since `since_ms` (unix ms), for `retry_after` more.
     #[error("upstream keeps refusing with 1059: calls paused to protect the token, retrying in {}s", retry_after.as_secs().max(1))]
     Refusing {
         since_ms: i64,
@@ -128,7 +131,8 @@ impl UpstreamError {
     }
 
     /// The member list is visible to admins only or we lack the right:
-    /// fall back to per-member calls (SPEC §2: 11507 / 1006 / 1030).
+    /// fall back to per-member calls (11507 / 1006 / 1030;
+    /// `docs/UPSTREAM.md`).
     pub fn is_listing_refused(&self) -> bool {
         matches!(
             self,

@@ -1,9 +1,9 @@
 //! The fleet's share of the upstream budget: one GCRA in Redis that every
-//! replica asks before each upstream attempt (issue #7, item 2).
+//! replica asks before each upstream attempt.
 //!
 //! Several replicas behind a load balancer share one Zsxq token, so the
 //! upstream sees the sum of their calls. Each process keeps its own limiter
-//! (`budget.rs`) to space its calls; this module adds the fleet-wide check,
+//! (`budget/`) to space its calls; this module adds the fleet-wide check,
 //! so N replicas together stay within `API_RATE_LIMIT`, not N times it.
 //!
 //! Decisions:
@@ -55,10 +55,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::store::redis_link::{Link, RedisTarget};
+use crate::redis_link::{Link, RedisTarget};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
 
-use super::budget::Priority;
+use super::priority::Priority;
 use crate::store::keys;
 
 /// Longest a replica waits on Redis for a slot decision before it uses its
@@ -133,6 +134,19 @@ end
 return extra
 ";
 
+/// How the rate is shared with other replicas, for `/readyz` and the stats.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetMode {
+    /// One process, its own budget (the embedded store, or `FLEET_BUDGET=false`).
+    #[default]
+    Off,
+    /// Every replica takes its slots from the schedule in Redis.
+    Shared,
+    /// Redis is out of reach: `API_RATE_LIMIT / FLEET_SIZE_HINT` locally.
+    Fallback,
+}
+
 /// What the fleet said to one request for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FleetAnswer {
@@ -150,6 +164,8 @@ pub struct FleetBudget {
     /// Our own connection, separate from the store's so a slow store
     /// pipeline never delays a slot decision; multiplexed and reconnecting.
     conn: Link,
+    /// [`TAKE_SLOT`], [`WIDEN`] and [`NARROW`], sent by their SHA-1 and
+    /// loaded again whenever Redis does not know them.
     take: redis::Script,
     widen: redis::Script,
     narrow: redis::Script,
@@ -158,6 +174,7 @@ pub struct FleetBudget {
     /// Spaces this replica's calls at `FLEET_SIZE_HINT` periods while Redis
     /// is unreachable.
     fallback: DefaultDirectRateLimiter,
+    /// `FLEET_SIZE_HINT`: how many replicas share the rate without Redis.
     size_hint: u32,
     /// Set while Redis is taken for unreachable; while in the future, Redis
     /// is not asked. Shared with the probe that clears it when Redis answers

@@ -1,6 +1,6 @@
-//! The upstream's JSON, as captured from the real API (SPEC §2), and the
-//! envelope decoding. Kept apart from the HTTP client so it can be tested on
-//! plain JSON without a network.
+//! The upstream's JSON, as captured from the real API (`docs/UPSTREAM.md`),
+//! and the envelope decoding. Kept apart from the HTTP client so it can be
+//! tested on plain JSON without a network.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -141,7 +141,7 @@ pub struct RankingRow {
 /// it is not a participant row unless it also appears in the list.
 /// `ranking_list` is required: an answer without it is malformed, not an
 /// empty page — read as empty it would silently end the ranking early and
-/// shorten a refund list (SPEC §2).
+/// shorten a refund list.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RankingPage {
     pub ranking_list: Vec<RankingRow>,

@@ -1,11 +1,19 @@
 //! The operator's web page, served by the service itself.
 //!
-//! Three hand-written files under `assets/` — `index.html`, `app.js`,
-//! `app.css` — plus an icon, compiled into the binary with `include_bytes!`,
-//! so `zsxq-cache demo` and `serve` open a working page offline, with no
-//! front-end server and no build step. The page is a small hash-routed app
-//! (`#/camps`, `#/camps/<id>/refund?required_days=7`, `#/members`, `#/cache`)
-//! that only talks to the service's own JSON API (`/api/...`).
+//! Hand-written files under `assets/` — `index.html`, `app.css`, an icon and
+//! the script as a few ES modules — compiled into the binary with
+//! `include_bytes!`, so `zsxq-cache demo` and `serve` open a working page
+//! offline, with no front-end server and no build step. The page is a small
+//! hash-routed app (`#/camps`, `#/camps/<id>/refund?required_days=7`,
+//! `#/members`, `#/cache`) that only talks to the service's own JSON API
+//! (`/api/...`).
+//!
+//! The script is split by concern: `app.js` is the entry module, the one
+//! the page loads (the router and start-up), `api.js` the fetch wrapper and
+//! the tokens, `ui.js` the DOM helpers, and one module per view
+//! (`camps.js`, `refund.js`, `members.js`, `cache.js`). Views get the
+//! container and the router from `app.js` in their context, so the imports
+//! form no cycle.
 //!
 //! Caching: the HTML is revalidated on every load (`no-cache` + `ETag`); it
 //! names the other files as `/assets/<file>?v=<version>`, where the version
@@ -13,12 +21,29 @@
 //! new binary is picked up on the next page load. An asset asked for without
 //! the current version is still served, but revalidated like the HTML.
 //!
+//! Decisions:
+//! - The modules import each other by relative URL *with* the version
+//!   (`import { h } from './ui.js?v=__ASSET_VERSION__'`), and the version
+//!   mark is filled in once per process in every asset, as in `index.html`.
+//!   Plain `./ui.js` would resolve to the unversioned URL: each module would
+//!   be revalidated on every load, and an entry module cached as immutable
+//!   could run with modules of a newer binary. An import map would need an
+//!   inline script, which the policy below forbids.
+//! - Every import of a module names the same URL, so the browser
+//!   instantiates each module once and their state (known camps, the token
+//!   prompt) is shared.
+//! - The version hashes the files as written, mark included; what is served
+//!   is a function of those files and the version, so it still changes with
+//!   every change to any of them. `ETag`s are of the served bytes.
+//!
 //! Security: the HTML carries a strict `Content-Security-Policy` (scripts,
 //! styles and connections from this origin only, no inline code, no
-//! framing). The script renders every piece of member data with
-//! `textContent`, so names such as `<b>加粗</b>小张` stay text; a unit test
-//! below keeps HTML-writing DOM calls out of `app.js` altogether.
+//! framing); `script-src 'self'` covers the modules. The scripts render
+//! every piece of member data with `textContent`, so names such as
+//! `<b>加粗</b>小张` stay text; a unit test below keeps HTML-writing DOM
+//! calls out of every module altogether.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -33,7 +58,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
 object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// In `index.html`, replaced by the asset version when the page is served.
+/// In `index.html` and the modules' imports, replaced by the asset version
+/// when they are served.
 const VERSION_MARK: &str = "__ASSET_VERSION__";
 
 /// Cache lifetime of a versioned asset: its URL changes with its content.
@@ -51,11 +77,44 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// The content type of every module.
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
     Asset {
         name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JAVASCRIPT,
         body: include_bytes!("assets/app.js"),
+    },
+    Asset {
+        name: "api.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("assets/api.js"),
+    },
+    Asset {
+        name: "ui.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("assets/ui.js"),
+    },
+    Asset {
+        name: "camps.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("assets/camps.js"),
+    },
+    Asset {
+        name: "refund.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("assets/refund.js"),
+    },
+    Asset {
+        name: "members.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("assets/members.js"),
+    },
+    Asset {
+        name: "cache.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("assets/cache.js"),
     },
     Asset {
         name: "app.css",
@@ -76,30 +135,53 @@ struct Bundle {
     /// `index.html` with the version filled in.
     index: String,
     index_etag: String,
-    /// `ETag` of each entry of [`ASSETS`], same order.
-    asset_etags: Vec<String>,
+    /// Each entry of [`ASSETS`] as it is served, same order.
+    assets: Vec<Served>,
+}
+
+/// An asset as it goes out.
+struct Served {
+    /// The file with the version filled in where it names one (the
+    /// modules' imports), else the file as it is.
+    body: Cow<'static, [u8]>,
+    etag: String,
 }
 
 static BUNDLE: LazyLock<Bundle> = LazyLock::new(|| {
     let mut all = sha1_smol::Sha1::new();
-    let asset_etags = ASSETS
+    for a in ASSETS {
+        all.update(a.name.as_bytes());
+        all.update(a.body);
+    }
+    let version: String = all.digest().to_string().chars().take(12).collect();
+    let assets = ASSETS
         .iter()
         .map(|a| {
-            all.update(a.name.as_bytes());
-            all.update(a.body);
-            etag_of(a.body)
+            let body = render(a.body, &version);
+            let etag = etag_of(&body);
+            Served { body, etag }
         })
         .collect();
-    let version: String = all.digest().to_string().chars().take(12).collect();
     let index = INDEX_TEMPLATE.replace(VERSION_MARK, &version);
     let index_etag = etag_of(index.as_bytes());
     Bundle {
         version,
         index,
         index_etag,
-        asset_etags,
+        assets,
     }
 });
+
+/// `body` with every [`VERSION_MARK`] replaced by `version`; borrowed when
+/// it names none (the stylesheet, the icon).
+fn render(body: &'static [u8], version: &str) -> Cow<'static, [u8]> {
+    match std::str::from_utf8(body) {
+        Ok(text) if text.contains(VERSION_MARK) => {
+            Cow::Owned(text.replace(VERSION_MARK, version).into_bytes())
+        }
+        _ => Cow::Borrowed(body),
+    }
+}
 
 /// A strong entity tag: the first 20 hex digits of the content's SHA-1.
 fn etag_of(body: &[u8]) -> String {
@@ -186,7 +268,11 @@ pub async fn asset(
     headers: HeaderMap,
 ) -> Response {
     let bundle = &*BUNDLE;
-    let Some((i, asset)) = ASSETS.iter().enumerate().find(|(_, a)| a.name == name) else {
+    let found = ASSETS
+        .iter()
+        .zip(&bundle.assets)
+        .find(|(a, _)| a.name == name);
+    let Some((asset, served)) = found else {
         return (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -199,12 +285,11 @@ pub async fn asset(
     } else {
         REVALIDATE
     };
-    let etag = bundle.asset_etags.get(i).map(String::as_str).unwrap_or("");
     answer(
         &headers,
         asset.content_type,
-        asset.body,
-        etag,
+        &served.body,
+        &served.etag,
         cache_control,
     )
 }
@@ -251,7 +336,12 @@ mod tests {
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
         let html = body_of(r).await;
         let v = asset_version();
-        assert!(html.contains(&format!("/assets/app.js?v={v}")), "{html}");
+        assert!(
+            html.contains(&format!(
+                "<script type=\"module\" src=\"/assets/app.js?v={v}\">"
+            )),
+            "{html}"
+        );
         assert!(html.contains(&format!("/assets/app.css?v={v}")));
         assert!(!html.contains(VERSION_MARK));
     }
@@ -271,19 +361,112 @@ mod tests {
         assert!(!html.contains("http://") && !html.contains("https://"));
     }
 
+    /// The embedded modules.
+    fn modules() -> impl Iterator<Item = &'static Asset> {
+        ASSETS.iter().filter(|a| a.content_type == JAVASCRIPT)
+    }
+
     #[test]
-    fn the_script_never_writes_html() {
-        let js = std::str::from_utf8(ASSETS[0].body).expect("utf-8");
-        for sink in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "eval(",
-            "new Function",
-        ] {
-            assert!(!js.contains(sink), "app.js uses {sink}");
+    fn no_module_ever_writes_html() {
+        for module in modules() {
+            let js = std::str::from_utf8(module.body).expect("utf-8");
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+            ] {
+                assert!(!js.contains(sink), "{} uses {sink}", module.name);
+            }
         }
+    }
+
+    #[test]
+    fn every_script_in_the_assets_folder_is_embedded() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web/assets");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&folder)
+            .expect("assets folder")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".js"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = modules().map(|a| a.name.to_string()).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+    }
+
+    /// The specifiers of a module's static imports, which are kept to one
+    /// line each so that this reads them all.
+    fn imports_of(js: &str) -> Vec<&str> {
+        js.lines()
+            .map(str::trim_start)
+            .filter(|line| {
+                line.starts_with("import ")
+                    || (line.starts_with("export ") && line.contains(" from "))
+            })
+            .map(|line| {
+                line.split('\'')
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("an import over several lines: {line}"))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_module_the_page_imports_is_served_with_the_current_version_as_javascript() {
+        let v = asset_version();
+        let html = body_of(index(HeaderMap::new()).await).await;
+        let mut pending: Vec<String> = html
+            .split("<script type=\"module\" src=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(pending, [format!("/assets/app.js?v={v}")]);
+
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(url) = pending.pop() {
+            let (name, version) = url
+                .strip_prefix("/assets/")
+                .and_then(|rest| rest.split_once("?v="))
+                .unwrap_or_else(|| panic!("{url} is not a versioned asset URL"));
+            assert_eq!(version, v, "{url}");
+            if seen.iter().any(|s| s == name) {
+                continue;
+            }
+            seen.push(name.to_string());
+
+            let query = HashMap::from([("v".to_string(), version.to_string())]);
+            let r = asset(Path(name.to_string()), Query(query), HeaderMap::new()).await;
+            assert_eq!(r.status(), StatusCode::OK, "{url}");
+            assert_eq!(header_of(&r, header::CONTENT_TYPE), JAVASCRIPT, "{url}");
+            assert_eq!(header_of(&r, header::CACHE_CONTROL), IMMUTABLE, "{url}");
+            let etag = header_of(&r, header::ETAG).to_string();
+            let js = body_of(r).await;
+            assert_eq!(
+                etag,
+                etag_of(js.as_bytes()),
+                "{url}: the tag of what is sent"
+            );
+            assert!(!js.contains(VERSION_MARK), "{url}");
+            // A dynamic import would load a module this walk never sees.
+            assert!(!js.contains("import("), "{url}");
+            for spec in imports_of(&js) {
+                // Relative to /assets/, so one URL per module whichever
+                // module imports it.
+                let file = spec
+                    .strip_prefix("./")
+                    .filter(|f| !f.contains('/'))
+                    .unwrap_or_else(|| panic!("{name} imports {spec}"));
+                pending.push(format!("/assets/{file}"));
+            }
+        }
+        seen.sort();
+        let mut all: Vec<&str> = modules().map(|a| a.name).collect();
+        all.sort();
+        assert_eq!(seen, all, "every module is reached from the page");
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use serde_json::json;
 use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
 use zsxq_cache::store::embedded::EmbeddedStore;
-use zsxq_cache::store::{SortBy, SortOrder, Store};
+use zsxq_cache::store::{PageRequest, SortBy, SortOrder, Store};
 use zsxq_sim::SimHandle;
 
 use zsxq_test_support::{Service, TestApp};
@@ -94,7 +94,12 @@ fn hammer(
 async fn check_intact(store: &EmbeddedStore, sim: &SimHandle) -> u64 {
     let count = store.count().await.expect("count after a crash");
     let page = store
-        .page(SortBy::Number, SortOrder::Asc, 0, 10_000)
+        .page(PageRequest {
+            sort: SortBy::Number,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10_000,
+        })
         .await
         .expect("page after a crash");
     assert_eq!(page.total, count);

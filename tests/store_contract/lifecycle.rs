@@ -33,7 +33,16 @@ pub async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &H
     assert_eq!(h.store.user_id_by_number(num(2)).await.unwrap(), None);
     assert_eq!(h.store.count().await.unwrap(), 1);
     for sort in [SortBy::Number, SortBy::JoinTime] {
-        let p = h.store.page(sort, SortOrder::Asc, 0, 10).await.unwrap();
+        let p = h
+            .store
+            .page(PageRequest {
+                sort,
+                order: SortOrder::Asc,
+                offset: 0,
+                limit: 10,
+            })
+            .await
+            .unwrap();
         assert_eq!((ids_of(&p.members), p.total), (vec![71], 1));
     }
 
@@ -73,7 +82,12 @@ pub async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &H
         assert_eq!(h.store.count().await.unwrap(), 0);
         let p = h
             .store
-            .page(SortBy::Number, SortOrder::Desc, 0, 10)
+            .page(PageRequest {
+                sort: SortBy::Number,
+                order: SortOrder::Desc,
+                offset: 0,
+                limit: 10,
+            })
             .await
             .unwrap();
         assert_eq!((p.members.len(), p.total), (0, 0));
@@ -116,7 +130,12 @@ pub async fn clear_removes_every_member_index_and_counter_and_reports_counts(h: 
     assert_eq!(h.store.user_id_by_number(num(1)).await.unwrap(), None);
     let p = h
         .store
-        .page(SortBy::Number, SortOrder::Asc, 0, 10)
+        .page(PageRequest {
+            sort: SortBy::Number,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!((p.members.len(), p.total), (0, 0));

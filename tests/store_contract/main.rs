@@ -41,11 +41,11 @@ use std::time::{Duration, Instant};
 
 use zsxq_cache::clock::{Clock, ManualClock, SystemClock};
 use zsxq_cache::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
+use zsxq_cache::redis_link::{Link, RedisTarget};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;
-use zsxq_cache::store::redis_link::{Link, RedisTarget};
 use zsxq_cache::store::{
-    ClearReport, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
+    ClearReport, PageRequest, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
 };
 use zsxq_test_support::{RedisCluster, RedisServer};
 

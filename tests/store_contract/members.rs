@@ -80,7 +80,12 @@ pub async fn a_members_old_number_stops_resolving_once_its_number_changed(h: &Ha
     );
     let page = h
         .store
-        .page(SortBy::Number, SortOrder::Asc, 0, 10)
+        .page(PageRequest {
+            sort: SortBy::Number,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(page.total, 1, "the old number leaves no index entry behind");

@@ -21,7 +21,14 @@ pub async fn pages_by_number_follow_order_offset_and_limit_with_exact_totals(h: 
     h.store.put_members(&members[..3], TTL).await.unwrap();
     h.store.put_members(&members[3..], TTL).await.unwrap();
 
-    let page = |order, offset, limit| h.store.page(SortBy::Number, order, offset, limit);
+    let page = |order, offset, limit| {
+        h.store.page(PageRequest {
+            sort: SortBy::Number,
+            order,
+            offset,
+            limit,
+        })
+    };
     let p = page(SortOrder::Asc, 0, 3).await.unwrap();
     assert_eq!((numbers_of(&p.members), p.total), (vec![1, 3, 8], 7));
     let p = page(SortOrder::Asc, 3, 3).await.unwrap();
@@ -65,14 +72,24 @@ pub async fn pages_by_join_time_follow_order_with_ties_and_bad_times_placed_alik
 
     let asc = h
         .store
-        .page(SortBy::JoinTime, SortOrder::Asc, 0, 10)
+        .page(PageRequest {
+            sort: SortBy::JoinTime,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(asc.total, 6);
     assert_eq!(ids_of(&asc.members), vec![63, 62, 61, 64, 10, 9]);
     let desc = h
         .store
-        .page(SortBy::JoinTime, SortOrder::Desc, 1, 3)
+        .page(PageRequest {
+            sort: SortBy::JoinTime,
+            order: SortOrder::Desc,
+            offset: 1,
+            limit: 3,
+        })
         .await
         .unwrap();
     assert_eq!(desc.total, 6);

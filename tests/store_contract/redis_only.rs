@@ -202,7 +202,12 @@ async fn redis_pages_skip_and_forget_members_whose_hash_was_evicted() {
 
     let p = h
         .store
-        .page(SortBy::Number, SortOrder::Asc, 0, 10)
+        .page(PageRequest {
+            sort: SortBy::Number,
+            order: SortOrder::Asc,
+            offset: 0,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!((ids_of(&p.members), p.total), (vec![151, 153, 154], 3));
@@ -232,7 +237,16 @@ async fn redis_store_built_while_redis_is_down_fails_fast_and_recovers_after_res
             timed("put_members", store.put_members(slice::from_ref(&m), TTL)).await,
             timed("user_id_by_number", store.user_id_by_number(num(1))).await,
             timed("cached_ids", store.cached_ids(&[uid(121)])).await,
-            timed("page", store.page(SortBy::Number, SortOrder::Asc, 0, 5)).await,
+            timed(
+                "page",
+                store.page(PageRequest {
+                    sort: SortBy::Number,
+                    order: SortOrder::Asc,
+                    offset: 0,
+                    limit: 5,
+                }),
+            )
+            .await,
             timed("count", store.count()).await,
             timed("add_stats", store.add_stats(&one_request())).await,
             timed("stats", store.stats()).await,

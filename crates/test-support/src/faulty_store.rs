@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use zsxq_cache::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use zsxq_cache::store::{
-    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, SortBy, SortOrder, StatCounters, Store,
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
 };
 
@@ -124,15 +124,9 @@ impl Store for FaultyStore {
         self.inner.cached_ids(ids).await
     }
 
-    async fn page(
-        &self,
-        sort: SortBy,
-        order: SortOrder,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Page, StoreError> {
+    async fn page(&self, request: PageRequest) -> Result<Page, StoreError> {
         self.check().await?;
-        self.inner.page(sort, order, offset, limit).await
+        self.inner.page(request).await
     }
 
     async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {

@@ -9,8 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use zsxq_cache::config::Config;
+use zsxq_cache::redis_link::RedisTarget;
 use zsxq_cache::startup::Application;
-use zsxq_cache::store::redis_link::RedisTarget;
 use zsxq_sim::SimHandle;
 
 use super::TestEnv;

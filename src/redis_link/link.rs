@@ -1,24 +1,5 @@
-//! One connection type for a standalone Redis and a Redis Cluster (issue
-//! #7), so the store and the fleet budget are written once.
-//!
-//! - **Which one.** `REDIS_URL` holding several comma-separated `redis://`
-//!   nodes, or `REDIS_CLUSTER=true` with one, selects the cluster client;
-//!   anything else is one server ([`RedisTarget`]).
-//! - **Lazy.** Neither kind dials at construction: the service starts while
-//!   Redis is down. A standalone link is a `ConnectionManager` (reconnects in
-//!   the background); a cluster link connects on first use and, if that
-//!   fails, again on the next use. Once connected, the cluster client follows
-//!   MOVED/ASK redirections, refreshes its slot map after a failover and
-//!   reconnects to nodes by itself.
-//! - **Slots.** A cluster only runs a pipeline or a script whose keys share a
-//!   slot. [`Link::slot_of`] tells callers how to group commands: one group
-//!   for a standalone server (so a batch stays one `MULTI`), one per slot for
-//!   a cluster (`store/redis.rs` sends the groups concurrently).
-//! - **Replica reads.** With `REDIS_READ_FROM_REPLICAS=true` a cluster sends
-//!   read-only commands to a random replica of the slot. Replicas lag their
-//!   master by a replication round trip, so a member written a moment ago may
-//!   read as absent: that costs a cache miss, never a wrong answer (a miss is
-//!   answered from the upstream).
+//! [`Link`]: a cheap, cloneable connection to either kind of Redis, with
+//! the slot grouping and per-node routing a cluster needs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,105 +12,24 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-/// Where Redis is: one server, or the seed nodes of a cluster.
-#[derive(Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    /// One server (`redis://host:port/db`).
-    Single(String),
-    /// A cluster: any of its nodes (the client discovers the rest).
-    Cluster {
-        nodes: Vec<String>,
-        read_from_replicas: bool,
-    },
-}
-
-impl std::fmt::Debug for RedisTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // URLs may carry a password: show only the shape.
-        match self {
-            RedisTarget::Single(_) => f.write_str("RedisTarget::Single(..)"),
-            RedisTarget::Cluster {
-                nodes,
-                read_from_replicas,
-            } => f
-                .debug_struct("RedisTarget::Cluster")
-                .field("nodes", &nodes.len())
-                .field("read_from_replicas", read_from_replicas)
-                .finish(),
-        }
-    }
-}
-
-impl RedisTarget {
-    /// Reads a `REDIS_URL` value: one URL or several separated by commas
-    /// (a cluster). `cluster` forces the cluster client for a single seed
-    /// node. Errors name what to fix and never echo the URL (it may hold a
-    /// password).
-    pub fn parse(
-        urls: &str,
-        cluster: bool,
-        read_from_replicas: bool,
-    ) -> Result<RedisTarget, String> {
-        let nodes: Vec<String> = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if nodes.is_empty() {
-            return Err("expected a redis:// or rediss:// URL".into());
-        }
-        if let Some(i) = nodes
-            .iter()
-            .position(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
-        {
-            return Err(format!(
-                "URL number {} is not a redis:// or rediss:// URL",
-                i + 1
-            ));
-        }
-        if nodes.len() == 1 && !cluster {
-            if read_from_replicas {
-                return Err(
-                    "replica reads need a cluster (several URLs or REDIS_CLUSTER=true)".into(),
-                );
-            }
-            return Ok(RedisTarget::Single(
-                nodes.into_iter().next().unwrap_or_default(),
-            ));
-        }
-        Ok(RedisTarget::Cluster {
-            nodes,
-            read_from_replicas,
-        })
-    }
-
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, RedisTarget::Cluster { .. })
-    }
-
-    /// A URL for a plain (non-cluster) client of one node: the server
-    /// itself, or the first seed of a cluster. Pub/sub uses it (a message
-    /// published on any node of a cluster reaches subscribers on all).
-    pub fn nodes(&self) -> Vec<String> {
-        match self {
-            RedisTarget::Single(url) => vec![url.clone()],
-            RedisTarget::Cluster { nodes, .. } => nodes.clone(),
-        }
-    }
-}
+use super::RedisTarget;
 
 /// A connection to either kind of Redis. Cloning is cheap (handles to one
 /// multiplexed connection) and every clone sees the same connection.
 #[derive(Clone)]
 pub enum Link {
+    /// One server, through a manager that reconnects in the background.
     Single(ConnectionManager),
+    /// A cluster, shared so that every clone waits on the same first dial.
     Cluster(Arc<LazyCluster>),
 }
 
 /// The cluster connection, made on first use.
 pub struct LazyCluster {
+    /// Holds the seed nodes, timeouts and read routing; dials on demand.
     client: ClusterClient,
+    /// The connection once made. A failed dial leaves it empty, so the next
+    /// use dials again.
     conn: OnceCell<ClusterConnection>,
 }
 
@@ -293,35 +193,6 @@ impl ConnectionLike for Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_url_is_a_server_several_are_a_cluster() {
-        assert_eq!(
-            RedisTarget::parse("redis://a:6379/0", false, false),
-            Ok(RedisTarget::Single("redis://a:6379/0".into()))
-        );
-        assert_eq!(
-            RedisTarget::parse("redis://a:1, redis://b:2", false, true),
-            Ok(RedisTarget::Cluster {
-                nodes: vec!["redis://a:1".into(), "redis://b:2".into()],
-                read_from_replicas: true
-            })
-        );
-        assert!(
-            RedisTarget::parse("redis://a:1", true, false)
-                .unwrap()
-                .is_cluster()
-        );
-    }
-
-    #[test]
-    fn bad_lists_are_refused_without_echoing_the_url() {
-        let err = RedisTarget::parse("redis://:secret@a:1,http://b", false, false).unwrap_err();
-        assert!(err.contains("number 2"), "{err}");
-        assert!(!err.contains("secret"), "{err}");
-        assert!(RedisTarget::parse(" , ", false, false).is_err());
-        assert!(RedisTarget::parse("redis://a:1", false, true).is_err());
-    }
 
     #[test]
     fn masters_are_read_from_cluster_nodes() {

@@ -1,0 +1,261 @@
+//! The Redis store: the key names and shapes that operators' `redis-cli`
+//! recipes read, plus sorted indexes so pages and counts never walk every
+//! member.
+//!
+//! Layout, all names from [`keys`](crate::store::keys):
+//! - `zsxq:user:{id}` hash of the record, every value a string, so
+//!   `HGETALL` in `redis-cli` shows the record as the API does — except that
+//!   a value longer than 64 bytes (e.g. an avatar URL) is split into pieces
+//!   `avatar_url`, `avatar_url:2`, … ([`LISTPACK_VALUE_MAX`]): one long value
+//!   would turn the whole hash into a hashtable (1 076 B instead of 456 B);
+//! - `zsxq:number:{n}` → user_id, written with the hash and expiring with it;
+//! - `zsxq:users:all` set of ids (the recipes read it);
+//! - `zsxq:{idx}:number`, `zsxq:{idx}:join_time` sorted sets for O(log n +
+//!   page) paging, and `zsxq:{idx}:expiry` (score = expiry in unix ms by the
+//!   injected clock) to find index entries whose hash has expired. The
+//!   `{idx}` hash tag keeps the three in one slot on a Redis Cluster;
+//! - `zsxq:ranking:{checkin_id}` a camp's cached ranking (the refund
+//!   module's JSON), one string with its own TTL;
+//! - `zsxq:stats:cache` counters, the only key without a TTL;
+//! - `zsxq:lease:user:{id}` short fetch leases, so that replicas make one
+//!   upstream call per cold member between them, and the pub/sub channel
+//!   `zsxq:events` on which the write script announces changed records and
+//!   `clear` announces itself (`cache/invalidation.rs`).
+//!
+//! **Cost per member** (`tests/store_memory.rs`, `used_memory` on a private
+//! server with the default config, simulator members): hash with TTL ≈ 533
+//! B, number key with TTL ≈ 134 B, set entry ≈ 68 B, each of the three
+//! sorted-index entries ≈ 116 B (skiplist encoding beyond 128 entries):
+//! ≈ 1 080 B in all (≈ 1 793 B if the hash were a hashtable). The hash,
+//! number key and set entry alone take ≈ 735 B, so going much lower means
+//! replacing the sorted sets with nearly free structures.
+//!
+//! The files: `transport.rs` sends (round trips, replay, slot groups),
+//! `scripts.rs` holds the Lua scripts, `codec.rs` lays a record out as a
+//! hash, `members.rs` reads and writes records, `index.rs` keeps the id set
+//! and indexes, `leases.rs` the fetch leases, `admin.rs` the whole-store
+//! operations.
+//!
+//! Decisions worth knowing before changing this module:
+//! - **Connection.** A [`Link`] (`crate::redis_link`): a lazily created
+//!   `ConnectionManager` for one server, or the cluster client for a Redis
+//!   Cluster, with 500 ms connect and response timeouts and no retry loop of
+//!   ours. Nothing is dialled at construction, so the service starts while
+//!   Redis is down; the connection recovers by itself once Redis is back. A
+//!   call that finds the previous dial refused is replayed once (nothing was
+//!   sent, so that is always safe). Each round trip also sits under our own
+//!   deadline, so no call can hang even if a library timeout were missed
+//!   (`transport.rs`).
+//! - **One code path for a server and a cluster.** A cluster refuses a
+//!   pipeline or script whose keys span slots, so every script here touches
+//!   only the keys it is given, all in one slot, and a batch of commands is
+//!   split by slot (`Batch` and `RedisStore::exec` in `transport.rs`): on a
+//!   standalone server that is one group (one pipeline, a `MULTI` where
+//!   asked), on a cluster one pipeline per slot, sent concurrently. The
+//!   contract suite runs the same scenarios on both.
+//! - **Writes in two rounds** (`members.rs`). Round 1 writes the hashes
+//!   (`WRITE_MEMBERS`, once per slot group): it replaces each hash whole and
+//!   reports which records changed and which numbers were left behind.
+//!   Round 2 writes the number keys, the id set and the indexes, drops
+//!   left-behind number keys that still point to the member
+//!   (`DROP_STALE_NUMBERS`) and extends the TTL of the shared keys without
+//!   ever shortening it (a short-TTL write must not make the set and indexes
+//!   expire before older members: keys expiring at different times would
+//!   leave an id set that outlives its records, or records no index lists);
+//!   then changed ids are published on `keys::EVENTS`. Hashes go first so
+//!   that nothing ever names a member whose hash is not there yet.
+//! - **Expiry** (`index.rs`). Redis expires hashes and number keys by
+//!   itself. Set and index entries are pruned before `count` and `page`:
+//!   entries of `idx:expiry` due by now are checked (`EXISTS`) in bounded
+//!   batches and those whose hash is gone are forgotten. The check and the
+//!   removal cannot be one script on a cluster, so `RedisStore::forget`
+//!   re-checks afterwards and puts back a member that was rewritten in
+//!   between. Cost is O(expired), not O(members).
+//! - **Stale number keys.** `user_id_by_number` trusts a number key only if
+//!   the member's hash still carries that number (`members.rs`).
+
+mod admin;
+mod codec;
+mod index;
+mod leases;
+mod members;
+mod scripts;
+mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{RedisError, Value};
+
+pub use admin::used_memory_in;
+pub use codec::LISTPACK_VALUE_MAX;
+pub use transport::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
+
+use super::{
+    ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
+    StoreError, StoredStats, keys, ttl_millis,
+};
+use crate::clock::Clock;
+use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
+use crate::redis_link::{Link, RedisTarget};
+use transport::Replay;
+
+/// Members, indexes and counters in Redis. Cheap to share behind an `Arc`;
+/// all methods take `&self`.
+pub struct RedisStore {
+    /// Multiplexed, self-reconnecting connection to a server or a cluster;
+    /// cloning it is an `Arc` clone, so each call works on its own handle.
+    link: Link,
+    /// Source of "now" for expiry scores, so pruning agrees with the TTLs the
+    /// rest of the service reasons about.
+    clock: Arc<dyn Clock>,
+    /// Random name of this store (one per process), carried by every change
+    /// announced on [`keys::EVENTS`] so the process can skip its own.
+    origin: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password; never print it.
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.link.is_cluster())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Builds the store for `url` (one server) without dialling: an
+    /// unreachable Redis is not an error here, only on use, and the store
+    /// reconnects by itself later. Fails only for a malformed URL or when
+    /// called outside a Tokio runtime (the connection needs one).
+    pub fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let target = RedisTarget::parse(url, false, false).map_err(|e| {
+            StoreError::Redis(RedisError::from((
+                redis::ErrorKind::Client,
+                "bad Redis URL",
+                e,
+            )))
+        })?;
+        Self::connect_target(&target, clock)
+    }
+
+    /// As [`RedisStore::connect`], for a server or a cluster.
+    pub fn connect_target(target: &RedisTarget, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Ok(Self {
+            link: Link::new(target, RESPONSE_TIMEOUT.max(CONNECT_TIMEOUT))?,
+            clock,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+        })
+    }
+}
+
+/// The contract, each operation done by the file that owns its keys.
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        if self.link.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
+    }
+
+    async fn get_members(&self, ids: &[UserId]) -> Result<Vec<Option<CachedMember>>, StoreError> {
+        self.read_members(ids).await
+    }
+
+    async fn user_id_by_number(&self, number: MemberNumber) -> Result<Option<UserId>, StoreError> {
+        self.resolve_number(number).await
+    }
+
+    async fn put_members(&self, members: &[CachedMember], ttl: Duration) -> Result<(), StoreError> {
+        self.write_members(members, ttl).await
+    }
+
+    async fn cached_ids(&self, ids: &[UserId]) -> Result<Vec<bool>, StoreError> {
+        self.hashes_exist(ids).await
+    }
+
+    async fn page(&self, request: PageRequest) -> Result<Page, StoreError> {
+        self.read_page(request).await
+    }
+
+    async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {
+        self.soonest_expiring(limit).await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.count_members().await
+    }
+
+    async fn clear(&self) -> Result<ClearReport, StoreError> {
+        self.clear_all().await
+    }
+
+    async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError> {
+        self.add_counters(delta).await
+    }
+
+    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
+        let get = redis::cmd("GET").arg(keys::ranking(checkin)).take();
+        self.command(Replay::Idempotent, &get, "ranking").await
+    }
+
+    async fn put_ranking(
+        &self,
+        checkin: CheckinId,
+        snapshot: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let set = redis::cmd("SET")
+            .arg(keys::ranking(checkin))
+            .arg(snapshot)
+            .arg("PX")
+            .arg(ttl_millis(ttl))
+            .take();
+        let _: Value = self.command(Replay::Idempotent, &set, "SET reply").await?;
+        Ok(())
+    }
+
+    async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError> {
+        self.record_sync_time(ms).await
+    }
+
+    async fn stats(&self) -> Result<StoredStats, StoreError> {
+        self.read_stats().await
+    }
+
+    async fn memory_usage(&self) -> Result<String, StoreError> {
+        self.used_memory().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.ping_server().await
+    }
+
+    async fn try_lease(
+        &self,
+        id: UserId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseState, StoreError> {
+        self.take_lease(id, owner, ttl).await
+    }
+
+    async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError> {
+        self.release_lease(id, owner, end).await
+    }
+
+    async fn data_identity(&self) -> Result<Option<DataIdentity>, StoreError> {
+        self.identity().await
+    }
+
+    async fn device_id(&self, candidate: &str) -> Result<String, StoreError> {
+        self.device_id_or(candidate).await
+    }
+
+    fn events_origin(&self) -> Option<String> {
+        Some(self.origin.clone())
+    }
+}
