@@ -1,12 +1,12 @@
 //! The Redis store and the service on a real Redis Cluster:
-//! three masters and three replicas built by `testkit::RedisCluster`, and a
+//! three masters and three replicas built by `zsxq_test_support::RedisCluster`, and a
 //! master failing over while readers keep asking.
 //!
 //! What must hold: no read ever answers a wrong record or a wrong number
 //! (errors are allowed while the cluster elects a new master — the service
 //! answers those from the upstream), and reads recover by themselves, with
 //! no restart, once the cluster is whole again. The contract suite in
-//! `store_contract.rs` separately runs every storage scenario on a cluster
+//! `tests/store_contract/` separately runs every storage scenario on a cluster
 //! and on a single server.
 
 use std::sync::Arc;

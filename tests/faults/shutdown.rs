@@ -21,6 +21,21 @@ async fn environment(sim: SimConfig) -> TestEnv {
         .expect("environment")
 }
 
+/// Waits until the simulator has been asked for a member: the lookup is in
+/// flight inside the service, so a SIGTERM after this finds it there (a
+/// client that is slow to connect on a loaded machine would otherwise meet
+/// a closed listener).
+async fn upstream_has_the_call(sim: &zsxq_sim::SimHandle) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.stats().by_kind.member_summary == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the lookup never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn start(env: &TestEnv, extra: &[(&str, String)]) -> Service {
     Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), env, extra).await
 }
@@ -35,6 +50,7 @@ async fn sigterm_lets_a_slow_in_flight_lookup_finish() {
     let url = service.url(&format!("/api/users/{}", member.user_id));
     let started = Instant::now();
     let request = tokio::spawn(async move { reqwest::get(url).await });
+    upstream_has_the_call(sim).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     service.signal("TERM");
     let answer = request.await.expect("task").expect("the answer arrives");
@@ -118,6 +134,7 @@ async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
     sim.set_latency_ms(30_000);
     let url = service.url(&format!("/api/users/{}", sim.data.members[0].user_id));
     let request = tokio::spawn(async move { reqwest::get(url).await });
+    upstream_has_the_call(sim).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let termed = Instant::now();
     service.signal("TERM");

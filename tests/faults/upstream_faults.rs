@@ -122,11 +122,9 @@ async fn a_1059_storm_is_a_503_with_retry_after_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_a_502_with_retry_after() {
     // A port nobody listens on: the connection is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
+    let closed = zsxq_test_support::free_port().expect("a free port");
     let app = faulty_upstream()
-        .var("ZSXQ_API_BASE", format!("http://{closed}"))
+        .var("ZSXQ_API_BASE", format!("http://127.0.0.1:{closed}"))
         .spawn()
         .await;
     let member = app.sim.data.members[5].clone();
