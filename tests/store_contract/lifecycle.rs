@@ -33,16 +33,7 @@ pub async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &H
     assert_eq!(h.store.user_id_by_number(num(2)).await.unwrap(), None);
     assert_eq!(h.store.count().await.unwrap(), 1);
     for sort in [SortBy::Number, SortBy::JoinTime] {
-        let p = h
-            .store
-            .page(PageRequest {
-                sort,
-                order: SortOrder::Asc,
-                offset: 0,
-                limit: 10,
-            })
-            .await
-            .unwrap();
+        let p = first_ten(h, sort, SortOrder::Asc).await;
         assert_eq!((ids_of(&p.members), p.total), (vec![71], 1));
     }
 
@@ -80,16 +71,7 @@ pub async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &H
     if let Some(clock) = &h.manual_clock {
         clock.advance_ms(i64::try_from(TTL.as_millis()).unwrap());
         assert_eq!(h.store.count().await.unwrap(), 0);
-        let p = h
-            .store
-            .page(PageRequest {
-                sort: SortBy::Number,
-                order: SortOrder::Desc,
-                offset: 0,
-                limit: 10,
-            })
-            .await
-            .unwrap();
+        let p = first_ten(h, SortBy::Number, SortOrder::Desc).await;
         assert_eq!((p.members.len(), p.total), (0, 0));
     }
 }
@@ -128,16 +110,7 @@ pub async fn clear_removes_every_member_index_and_counter_and_reports_counts(h: 
         vec![None, None]
     );
     assert_eq!(h.store.user_id_by_number(num(1)).await.unwrap(), None);
-    let p = h
-        .store
-        .page(PageRequest {
-            sort: SortBy::Number,
-            order: SortOrder::Asc,
-            offset: 0,
-            limit: 10,
-        })
-        .await
-        .unwrap();
+    let p = first_ten(h, SortBy::Number, SortOrder::Asc).await;
     assert_eq!((p.members.len(), p.total), (0, 0));
     assert_eq!(h.store.stats().await.unwrap(), StoredStats::default());
     assert_eq!(h.store.clear().await.unwrap(), ClearReport::default());

@@ -45,7 +45,7 @@ use zsxq_cache::redis_link::{Link, RedisTarget};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;
 use zsxq_cache::store::{
-    ClearReport, PageRequest, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
+    ClearReport, Page, PageRequest, SortBy, SortOrder, StatCounters, Store, StoreError, StoredStats,
 };
 use zsxq_test_support::{RedisCluster, RedisServer};
 
@@ -217,6 +217,19 @@ fn numbers_of(members: &[CachedMember]) -> Vec<u64> {
 
 fn ids_of(members: &[CachedMember]) -> Vec<u64> {
     members.iter().map(|m| m.member.user_id.get()).collect()
+}
+
+/// The first ten members in `sort` and `order`, and the total.
+async fn first_ten(h: &Harness, sort: SortBy, order: SortOrder) -> Page {
+    h.store
+        .page(PageRequest {
+            sort,
+            order,
+            offset: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap()
 }
 
 /// Every `zsxq:*` key in the test's Redis (every master of a cluster),

@@ -78,16 +78,7 @@ pub async fn a_members_old_number_stops_resolving_once_its_number_changed(h: &Ha
         h.store.user_id_by_number(num(6)).await.unwrap(),
         Some(uid(31))
     );
-    let page = h
-        .store
-        .page(PageRequest {
-            sort: SortBy::Number,
-            order: SortOrder::Asc,
-            offset: 0,
-            limit: 10,
-        })
-        .await
-        .unwrap();
+    let page = first_ten(h, SortBy::Number, SortOrder::Asc).await;
     assert_eq!(page.total, 1, "the old number leaves no index entry behind");
     assert_eq!(numbers_of(&page.members), vec![6]);
     if let Some(mut conn) = h.raw_redis().await {

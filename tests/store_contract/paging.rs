@@ -70,16 +70,7 @@ pub async fn pages_by_join_time_follow_order_with_ties_and_bad_times_placed_alik
     ];
     h.store.put_members(&members, TTL).await.unwrap();
 
-    let asc = h
-        .store
-        .page(PageRequest {
-            sort: SortBy::JoinTime,
-            order: SortOrder::Asc,
-            offset: 0,
-            limit: 10,
-        })
-        .await
-        .unwrap();
+    let asc = first_ten(h, SortBy::JoinTime, SortOrder::Asc).await;
     assert_eq!(asc.total, 6);
     assert_eq!(ids_of(&asc.members), vec![63, 62, 61, 64, 10, 9]);
     let desc = h

@@ -200,16 +200,7 @@ async fn redis_pages_skip_and_forget_members_whose_hash_was_evicted() {
         .await
         .unwrap();
 
-    let p = h
-        .store
-        .page(PageRequest {
-            sort: SortBy::Number,
-            order: SortOrder::Asc,
-            offset: 0,
-            limit: 10,
-        })
-        .await
-        .unwrap();
+    let p = first_ten(&h, SortBy::Number, SortOrder::Asc).await;
     assert_eq!((ids_of(&p.members), p.total), (vec![151, 153, 154], 3));
     let all: HashSet<String> = redis::cmd("SMEMBERS")
         .arg("zsxq:users:all")
