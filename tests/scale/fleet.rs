@@ -103,9 +103,9 @@ fn members_drawn(count: usize, members: usize, mut seed: u64) -> Vec<usize> {
 // Three replicas, the simulator and 1000 clients share a test's two cores,
 // so lookups' 50 ms store reads do time out here; the default
 // STORE_TIMEOUT_MS is kept on purpose. Those timeouts must not open the
-// breaker (which would stop the replicas coordinating through Redis and let
-// ~600 calls through instead of 300, as it did before `store/guard.rs` left
-// lookup timeouts out of its count).
+// breaker, which would stop the replicas coordinating through Redis and let
+// ~600 calls through instead of 300; `store/guard.rs` leaves lookup timeouts
+// out of its count for that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_under_a_thousand_cold_lookups_stay_within_one_budget() {
     let _turn = ONE_FLEET_AT_A_TIME.lock().await;
