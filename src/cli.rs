@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::domain::CheckinId;
-use crate::refund::{RefundList, RequiredDays, export};
+use crate::domain::{CheckinId, RankingType};
+use crate::refund::{GraceDays, RefundList, RequiredDays, Rule, export};
 use crate::startup::{Application, build_state, shutdown_signal};
 use zsxq_sim::SimConfig;
 
@@ -61,7 +61,8 @@ pub struct SyncArgs {
     pub concurrency: Option<u8>,
 }
 
-/// `zsxq-cache refund-list <checkin_id> [--required-days N] [--format F] [--output FILE]`
+/// `zsxq-cache refund-list <checkin_id> [--required-days N] [--grace-days N]
+/// [--ranking-type T] [--format F] [--output FILE]`
 #[derive(Debug, Clone, clap::Args)]
 pub struct RefundListArgs {
     /// The camp's checkin_id (digits; `GET /api/camps` lists them).
@@ -69,12 +70,37 @@ pub struct RefundListArgs {
     /// Days a participant must have checked in to qualify (1..=365).
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
     pub required_days: u32,
+    /// Days a participant may fall short of --required-days and still
+    /// qualify (0..=364, below --required-days).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=364))]
+    pub grace_days: u32,
+    /// The ranking the days are counted on.
+    #[arg(long, value_enum, default_value_t = RankingChoice::Accumulated)]
+    pub ranking_type: RankingChoice,
     /// What to print or write.
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,
     /// Write to this file instead of standard output (required for xlsx).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// `--ranking-type`: the words of [`RankingType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RankingChoice {
+    /// Days checked in altogether.
+    Accumulated,
+    /// Consecutive days checked in.
+    Continuous,
+}
+
+impl From<RankingChoice> for RankingType {
+    fn from(choice: RankingChoice) -> Self {
+        match choice {
+            RankingChoice::Accumulated => RankingType::Accumulated,
+            RankingChoice::Continuous => RankingType::Continuous,
+        }
+    }
 }
 
 /// Output formats of `refund-list`.
@@ -91,16 +117,26 @@ pub enum ListFormat {
 }
 
 impl RefundListArgs {
-    /// Checks the arguments clap cannot: the id's digits, xlsx's file.
-    pub fn validate(&self) -> anyhow::Result<(CheckinId, RequiredDays)> {
+    /// Checks the arguments clap cannot: the id's digits, the grace against
+    /// the requirement, xlsx's file.
+    pub fn validate(&self) -> anyhow::Result<(CheckinId, Rule)> {
         let id = CheckinId::parse(&self.checkin_id)
             .map_err(|e| anyhow::anyhow!("checkin_id {:?}: {e}", self.checkin_id))?;
         let days = RequiredDays::new(self.required_days)
             .context("--required-days must be from 1 to 365")?;
+        let grace =
+            GraceDays::new(self.grace_days).context("--grace-days must be from 0 to 364")?;
+        let rule = Rule::new(days, grace, self.ranking_type.into()).map_err(|e| {
+            anyhow::anyhow!(
+                "--grace-days ({}) must be less than --required-days ({})",
+                e.grace,
+                e.required
+            )
+        })?;
         if self.format == ListFormat::Xlsx && self.output.is_none() {
             anyhow::bail!("--format xlsx writes a binary file: give --output FILE.xlsx");
         }
-        Ok((id, days))
+        Ok((id, rule))
     }
 }
 
@@ -110,9 +146,9 @@ pub async fn refund_list_output(
     config: &Config,
     args: &RefundListArgs,
 ) -> anyhow::Result<(RefundList, Vec<u8>)> {
-    let (id, days) = args.validate()?;
+    let (id, rule) = args.validate()?;
     let services = build_state(config).await?;
-    let built = services.refunds.refund_list(id, days).await;
+    let built = services.refunds.refund_list(id, rule).await;
     services.cache.flush_stats().await;
     let list = built.map_err(|e| anyhow::anyhow!("{e}"))?;
     let bytes = match args.format {

@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 
 use crate::clock::SystemClock;
 use crate::config::{Config, UpstreamAuth};
+use crate::domain::RankingType;
 use crate::upstream::device::DeviceId;
 use crate::upstream::{
     Budget, CampScope, MEMBER_PAGE, Priority, Upstream, UpstreamError, ZsxqClient,
@@ -270,7 +271,10 @@ async fn checks(api: &dyn Upstream, config: &Config, variable: &str, report: &mu
     let (id, title) = (newest.checkin_id, newest.title.as_str());
 
     // 4. The newest camp's first ranking page and its statistics.
-    match api.ranking_page(id, 0, Priority::Interactive).await {
+    match api
+        .ranking_page(id, RankingType::Accumulated, 0, Priority::Interactive)
+        .await
+    {
         Ok(page) => report.line(Check::Pass(format!(
             "first ranking page of the newest camp 「{title}」 ({id}): {} rows",
             page.ranking_list.len()

@@ -27,7 +27,7 @@ use super::MemberCache;
 /// record reported failed while the cache holds it is worse than a second.
 const WRITE_CONFIRM_DELAY: Duration = Duration::from_millis(200);
 const WRITE_CONFIRM_READS: u32 = 3;
-use crate::domain::{CachedMember, UserId};
+use crate::domain::{CachedMember, RankingType, UserId};
 use crate::store::StoreError;
 use crate::upstream::{self, CampScope, MemberWalk, Priority, UpstreamError};
 
@@ -249,6 +249,7 @@ impl MemberCache {
                 let rows = upstream::full_ranking(
                     self.upstream.as_ref(),
                     camp.checkin_id,
+                    RankingType::Accumulated,
                     None,
                     Priority::Background,
                 )

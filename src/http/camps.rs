@@ -19,13 +19,18 @@ use super::AppState;
 use super::error::{ApiError, ok};
 use super::extract::{Json, JsonObject, Path, Query};
 use super::params::{self, int_param};
-use crate::domain::CheckinId;
-use crate::refund::{RefundList, RequiredDays, export};
+use crate::domain::{CheckinId, RankingType};
+use crate::refund::rules::GraceTooLarge;
+use crate::refund::{GraceDays, RefundList, RequiredDays, Rule, export};
 use crate::upstream::{Camp, CampScope};
 
 /// Set on every export: whether every row has its number, so a script can
 /// tell an incomplete file without parsing it.
 const COMPLETE_HEADER: HeaderName = HeaderName::from_static("x-refund-list-complete");
+
+/// Set on every export: the rule the list was judged by
+/// (`export::rule_header`), since a CSV has no room for it.
+const RULE_HEADER: HeaderName = HeaderName::from_static("x-refund-rule");
 
 /// A camp in `GET /api/camps`.
 #[derive(Serialize)]
@@ -101,12 +106,35 @@ pub async fn list(
     ))
 }
 
-/// The query of a refund list's exports: `required_days`, 7 when absent.
+/// The rule of a refund list as a query asks for it: `required_days` (7
+/// when absent), `grace_days` (0), `ranking_type` (`accumulated`). Read
+/// field by field, then checked together ([`Rule::new`]): a grace that is
+/// not below the requirement is refused by the same mapper as a bad field.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct RefundQuery {
+struct RuleInQuery {
     #[serde(deserialize_with = "days_in_query")]
     required_days: RequiredDays,
+    #[serde(deserialize_with = "grace_in_query")]
+    grace_days: GraceDays,
+    #[serde(deserialize_with = "kind_in_query")]
+    ranking_type: RankingType,
+}
+
+/// The query of a refund list's exports: its rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(try_from = "RuleInQuery")]
+pub struct RefundQuery {
+    rule: Rule,
+}
+
+impl TryFrom<RuleInQuery> for RefundQuery {
+    type Error = GraceTooLarge;
+
+    fn try_from(q: RuleInQuery) -> Result<Self, GraceTooLarge> {
+        let rule = Rule::new(q.required_days, q.grace_days, q.ranking_type)?;
+        Ok(Self { rule })
+    }
 }
 
 int_param! {
@@ -120,27 +148,69 @@ int_param! {
     RankIndex("index", 0, u64::from(u32::MAX), default 0)
 }
 
-/// The query of `GET /api/camps/{checkin_id}/refund-list`: one page.
+/// The query of `GET /api/camps/{checkin_id}/refund-list` as read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct RefundPageQuery {
-    #[serde(deserialize_with = "days_in_query")]
-    required_days: RequiredDays,
+struct PageInQuery {
+    #[serde(flatten)]
+    rule: RuleInQuery,
     page_size: RefundPageSize,
     index: RankIndex,
 }
 
-/// The body of `POST /api/camps/{checkin_id}/refund-list`.
+/// The query of `GET /api/camps/{checkin_id}/refund-list`: one page.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "PageInQuery")]
+pub struct RefundPageQuery {
+    rule: Rule,
+    page_size: RefundPageSize,
+    index: RankIndex,
+}
+
+impl TryFrom<PageInQuery> for RefundPageQuery {
+    type Error = GraceTooLarge;
+
+    fn try_from(q: PageInQuery) -> Result<Self, GraceTooLarge> {
+        Ok(Self {
+            rule: RefundQuery::try_from(q.rule)?.rule,
+            page_size: q.page_size,
+            index: q.index,
+        })
+    }
+}
+
+/// The body of `POST /api/camps/{checkin_id}/refund-list` as read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RefundBody {
+struct RuleInBody {
     #[serde(deserialize_with = "days_in_body")]
     required_days: RequiredDays,
+    #[serde(deserialize_with = "grace_in_body")]
+    grace_days: GraceDays,
+    #[serde(deserialize_with = "kind_in_body")]
+    ranking_type: RankingType,
+}
+
+/// The body of `POST /api/camps/{checkin_id}/refund-list`: its rule.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "RuleInBody")]
+pub struct RefundBody {
+    rule: Rule,
+}
+
+impl TryFrom<RuleInBody> for RefundBody {
+    type Error = GraceTooLarge;
+
+    fn try_from(b: RuleInBody) -> Result<Self, GraceTooLarge> {
+        let rule = Rule::new(b.required_days, b.grace_days, b.ranking_type)?;
+        Ok(Self { rule })
+    }
 }
 
 impl JsonObject for RefundBody {
-    const FIELDS: &'static [&'static str] = &["required_days"];
-    const EXAMPLE: &'static str = r#"{"required_days": 7}"#;
+    const FIELDS: &'static [&'static str] = &["required_days", "grace_days", "ranking_type"];
+    const EXAMPLE: &'static str =
+        r#"{"required_days": 7, "grace_days": 0, "ranking_type": "accumulated"}"#;
 }
 
 /// The bounds of `required_days`, as the parameter readers take them.
@@ -162,6 +232,41 @@ fn required_days<E: de::Error>(days: u64) -> Result<RequiredDays, E> {
         .ok_or_else(|| E::custom(format!("required_days {days} is out of range")))
 }
 
+fn grace_in_query<'de, D: Deserializer<'de>>(d: D) -> Result<GraceDays, D::Error> {
+    grace_days(params::query_int(
+        d,
+        "grace_days",
+        0,
+        GraceDays::MAX.into(),
+    )?)
+}
+
+fn grace_in_body<'de, D: Deserializer<'de>>(d: D) -> Result<GraceDays, D::Error> {
+    grace_days(params::json_int(d, "grace_days", 0, GraceDays::MAX.into())?)
+}
+
+/// `days`, already within the bounds, as the domain type.
+fn grace_days<E: de::Error>(days: u64) -> Result<GraceDays, E> {
+    u32::try_from(days)
+        .ok()
+        .and_then(GraceDays::new)
+        .ok_or_else(|| E::custom(format!("grace_days {days} is out of range")))
+}
+
+/// The words `ranking_type` takes.
+const RANKING_TYPES: [(&str, RankingType); 2] = [
+    ("accumulated", RankingType::Accumulated),
+    ("continuous", RankingType::Continuous),
+];
+
+fn kind_in_query<'de, D: Deserializer<'de>>(d: D) -> Result<RankingType, D::Error> {
+    params::query_choice(d, "ranking_type", &RANKING_TYPES)
+}
+
+fn kind_in_body<'de, D: Deserializer<'de>>(d: D) -> Result<RankingType, D::Error> {
+    params::json_choice(d, "ranking_type", &RANKING_TYPES)
+}
+
 fn list_message(list: &RefundList) -> String {
     if list.complete {
         "生成成功".to_string()
@@ -173,17 +278,18 @@ fn list_message(list: &RefundList) -> String {
     }
 }
 
-/// `POST /api/camps/{checkin_id}/refund-list` body `{"required_days": 7}`.
+/// `POST /api/camps/{checkin_id}/refund-list` body `{"required_days": 7,
+/// "grace_days": 0, "ranking_type": "accumulated"}` (each optional).
 pub async fn refund_list(
     State(app): State<Arc<AppState>>,
     Path(id): Path<CheckinId>,
     Json(body): Json<RefundBody>,
 ) -> Result<Response, ApiError> {
-    let list = app.refunds.refund_list(id, body.required_days).await?;
+    let list = app.refunds.refund_list(id, body.rule).await?;
     Ok(ok(&list_message(&list), list))
 }
 
-/// `GET /api/camps/{checkin_id}/refund-list?required_days=&page_size=&index=`:
+/// `GET /api/camps/{checkin_id}/refund-list?required_days=&grace_days=&ranking_type=&page_size=&index=`:
 /// one page, continuing after ranking position `index` (0 = the start).
 pub async fn refund_page(
     State(app): State<Arc<AppState>>,
@@ -193,7 +299,7 @@ pub async fn refund_page(
     let page_size = usize::try_from(q.page_size.get()).unwrap_or(usize::MAX);
     let page = app
         .refunds
-        .refund_page(id, q.required_days, q.index.get(), page_size)
+        .refund_page(id, q.rule, q.index.get(), page_size)
         .await?;
     let message = if page.complete {
         "查询成功"
@@ -219,6 +325,9 @@ fn download(
     if let Some(value) = disposition.and_then(|d| HeaderValue::from_str(&d).ok()) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
+    if let Ok(rule) = HeaderValue::from_str(&export::rule_header(list)) {
+        headers.insert(RULE_HEADER, rule);
+    }
     headers.insert(
         COMPLETE_HEADER,
         HeaderValue::from_static(if list.complete { "true" } else { "false" }),
@@ -226,8 +335,8 @@ fn download(
     response
 }
 
-/// What every export of a refund list is asked with: the camp and
-/// `required_days`.
+/// What every export of a refund list is asked with: the camp and its rule
+/// (`required_days`, `grace_days`, `ranking_type`).
 type ExportArgs = (State<Arc<AppState>>, Path<CheckinId>, Query<RefundQuery>);
 
 /// The files a refund list is exported as.
@@ -238,17 +347,17 @@ enum Format {
     Xlsx,
 }
 
-/// `GET /api/camps/{checkin_id}/refund-list/text?required_days=`
+/// `GET /api/camps/{checkin_id}/refund-list/text?required_days=&grace_days=&ranking_type=`
 pub async fn refund_text(args: ExportArgs) -> Result<Response, ApiError> {
     export(args, Format::Text).await
 }
 
-/// `GET /api/camps/{checkin_id}/refund-list.csv?required_days=`
+/// `GET /api/camps/{checkin_id}/refund-list.csv?required_days=&grace_days=&ranking_type=`
 pub async fn refund_csv(args: ExportArgs) -> Result<Response, ApiError> {
     export(args, Format::Csv).await
 }
 
-/// `GET /api/camps/{checkin_id}/refund-list.xlsx?required_days=`
+/// `GET /api/camps/{checkin_id}/refund-list.xlsx?required_days=&grace_days=&ranking_type=`
 pub async fn refund_xlsx(args: ExportArgs) -> Result<Response, ApiError> {
     export(args, Format::Xlsx).await
 }
@@ -258,7 +367,7 @@ async fn export(
     (State(app), Path(id), Query(q)): ExportArgs,
     format: Format,
 ) -> Result<Response, ApiError> {
-    let list = app.refunds.refund_list(id, q.required_days).await?;
+    let list = app.refunds.refund_list(id, q.rule).await?;
     let (body, content_type, extension) = match format {
         Format::Text => (
             export::text(&list).into_bytes(),
@@ -287,7 +396,72 @@ mod tests {
     use super::*;
 
     fn parse_refund_body(body: &[u8]) -> Result<RequiredDays, ApiError> {
-        super::super::extract::parse_body::<RefundBody>(body).map(|b| b.required_days)
+        parse_rule(body).map(Rule::required)
+    }
+
+    fn parse_rule(body: &[u8]) -> Result<Rule, ApiError> {
+        super::super::extract::parse_body::<RefundBody>(body).map(|b| b.rule)
+    }
+
+    fn query_rule(query: &str) -> Result<Rule, ApiError> {
+        let uri: axum::http::Uri = format!("/x?{query}").parse().unwrap();
+        super::super::extract::parse_query::<RefundPageQuery>(&uri).map(|q| q.rule)
+    }
+
+    #[test]
+    fn grace_and_ranking_type_are_read_from_bodies_and_queries() {
+        let rule =
+            parse_rule(br#"{"required_days": 7, "grace_days": 2, "ranking_type": "continuous"}"#)
+                .unwrap();
+        assert_eq!(
+            (rule.threshold(), rule.ranking_type()),
+            (5, RankingType::Continuous)
+        );
+        assert_eq!(parse_rule(b"{}").unwrap(), Rule::default());
+        let rule =
+            query_rule("required_days=10&grace_days=3&ranking_type=continuous&index=0").unwrap();
+        assert_eq!(
+            (rule.threshold(), rule.ranking_type()),
+            (7, RankingType::Continuous)
+        );
+        assert_eq!(query_rule("").unwrap(), Rule::default());
+    }
+
+    #[test]
+    fn a_bad_grace_or_ranking_type_says_what_to_fix() {
+        let body = |b: &[u8]| parse_rule(b).unwrap_err().message;
+        let query = |q: &str| query_rule(q).unwrap_err().message;
+        for message in [
+            body(br#"{"required_days": 5, "grace_days": 5}"#),
+            query("required_days=5&grace_days=5"),
+        ] {
+            assert!(
+                message.contains("got grace_days 5 with required_days 5"),
+                "{message}"
+            );
+        }
+        assert!(body(br#"{"grace_days": 7}"#).contains("required_days 7"));
+        for message in [
+            body(br#"{"grace_days": -1}"#),
+            body(br#"{"grace_days": 1.5}"#),
+            body(br#"{"grace_days": "1"}"#),
+            query("grace_days=-1"),
+            query("grace_days=1.5"),
+        ] {
+            assert!(
+                message.contains("grace_days must be an integer from 0 to 364"),
+                "{message}"
+            );
+        }
+        for message in [
+            body(br#"{"ranking_type": "streak"}"#),
+            query("ranking_type=streak"),
+        ] {
+            assert!(
+                message.contains("ranking_type must be one of accumulated|continuous"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -44,10 +44,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::ApiError;
 use super::extract::Rejection;
-
-/// Paths a load balancer or Prometheus polls; never rate limited (nor
-/// held to the Host allowlist or the read token: `gate.rs`).
-pub(super) const HEALTH_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+use super::gate::HEALTH_PATHS;
 
 /// Largest non-JSON error body read to build an envelope from; axum's
 /// rejection texts are one line.

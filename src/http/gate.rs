@@ -32,9 +32,12 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::edge::HEALTH_PATHS;
 use super::error::ApiError;
 use crate::config::Secret;
+
+/// Paths a load balancer or Prometheus polls: never held to the Host
+/// allowlist or the read token, nor rate limited (`edge.rs`).
+pub(super) const HEALTH_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The longest host name echoed back in a refusal.
 const ECHO_LIMIT: usize = 80;

@@ -51,13 +51,37 @@ pub fn query_choice<'de, D: Deserializer<'de>, T: Copy>(
     if let Some((_, chosen)) = options.iter().find(|(word, _)| *word == value) {
         return Ok(*chosen);
     }
-    let list = options
+    let list = words(options);
+    Err(de::Error::custom(format!(
+        "参数 {name} 只能是 {list} ({name} must be one of {list}, got {value:?})"
+    )))
+}
+
+/// The words of `options` joined with `|`, for a message.
+fn words<T>(options: &[(&str, T)]) -> String {
+    options
         .iter()
         .map(|(word, _)| *word)
         .collect::<Vec<_>>()
-        .join("|");
+        .join("|")
+}
+
+/// A JSON string that is one of `options` (by its word), exactly.
+pub fn json_choice<'de, D: Deserializer<'de>, T: Copy>(
+    d: D,
+    name: &str,
+    options: &[(&str, T)],
+) -> Result<T, D::Error> {
+    let value = Value::deserialize(d)?;
+    if let Some((_, chosen)) = options
+        .iter()
+        .find(|(word, _)| value.as_str() == Some(*word))
+    {
+        return Ok(*chosen);
+    }
+    let list = words(options);
     Err(de::Error::custom(format!(
-        "参数 {name} 只能是 {list} ({name} must be one of {list}, got {value:?})"
+        "{name} 只能是 {list} ({name} must be one of {list}, got {value})"
     )))
 }
 
@@ -185,6 +209,12 @@ mod tests {
                 e.contains("concurrency must be an integer from 1 to 10"),
                 "{bad}: {e}"
             );
+        }
+        let order = |v: Value| json_choice(v, "order", &[("asc", 1), ("desc", 2)]);
+        assert_eq!(order(serde_json::json!("desc")).unwrap(), 2);
+        for bad in [serde_json::json!("up"), serde_json::json!(1), Value::Null] {
+            let e = order(bad).unwrap_err().to_string();
+            assert!(e.contains("order must be one of asc|desc"), "{e}");
         }
         assert!(json_flag(serde_json::json!(true), "force").unwrap());
         for bad in [serde_json::json!("yes"), serde_json::json!(1), Value::Null] {

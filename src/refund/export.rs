@@ -28,6 +28,11 @@
 //! - **Text and table** also replace control characters in names with
 //!   spaces so a name cannot break the layout; the table pads by display
 //!   width (CJK and emoji take two columns in a terminal).
+//! - **The rule** (required days, grace, ranking type) heads the text
+//!   report and the table, fills a second XLSX sheet (规则), and travels as
+//!   the `X-Refund-Rule` header of every download; the CSV keeps its one
+//!   header line and five columns so scripts still parse it. A row whose
+//!   days are unknown (not in the continuous ranking) says 未知, never 0.
 //! - **File names**: an ASCII `filename` for old clients plus RFC 5987
 //!   `filename*=UTF-8''…` carrying the camp's Chinese title.
 
@@ -40,6 +45,9 @@ pub const COLUMNS: [&str; 5] = ["序号", "星球编号", "星球昵称", "打�
 
 /// The name of the XLSX worksheet.
 pub const SHEET_NAME: &str = "退款名单";
+
+/// The name of the XLSX sheet that states the rule.
+pub const RULE_SHEET_NAME: &str = "规则";
 
 /// An export that could not be written (only XLSX can fail).
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +84,26 @@ fn number_cell(row: &RefundRow, off: bool) -> String {
     }
 }
 
+/// The days cell's text: the days, or 未知 when they could not be had.
+fn days_cell(row: &RefundRow) -> String {
+    match row.days_missing_reason {
+        Some(_) => "未知".to_string(),
+        None => row.checkined_days.to_string(),
+    }
+}
+
+/// The rule as one ASCII header value, for scripts: what `X-Refund-Rule`
+/// carries.
+pub fn rule_header(list: &RefundList) -> String {
+    format!(
+        "required_days={}; grace_days={}; qualifying_days={}; ranking_type={}",
+        list.rule.required().get(),
+        list.rule.grace().get(),
+        list.rule.threshold(),
+        list.rule.ranking_type()
+    )
+}
+
 fn qualified_cell(row: &RefundRow) -> &'static str {
     if row.is_qualified { "是" } else { "否" }
 }
@@ -91,7 +119,7 @@ pub fn csv(list: &RefundList) -> Vec<u8> {
             (i + 1).to_string(),
             number_cell(row, off),
             defuse_formula(&visible(&row.planet_nickname)),
-            row.checkined_days.to_string(),
+            days_cell(row),
             qualified_cell(row).to_string(),
         ];
         if off {
@@ -193,9 +221,11 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         sheet
             .write_string(row_index, 2, visible(&row.planet_nickname))
             .map_err(fail)?;
-        sheet
-            .write_number(row_index, 3, f64::from(row.checkined_days))
-            .map_err(fail)?;
+        match row.days_missing_reason {
+            Some(_) => sheet.write_string(row_index, 3, days_cell(row)),
+            None => sheet.write_number(row_index, 3, f64::from(row.checkined_days)),
+        }
+        .map_err(fail)?;
         sheet
             .write_string(row_index, 4, qualified_cell(row))
             .map_err(fail)?;
@@ -221,6 +251,24 @@ pub fn xlsx(list: &RefundList) -> Result<Vec<u8>, ExportError> {
         sheet.set_column_width(col, width).map_err(fail)?;
     }
     sheet.set_freeze_panes(1, 0).map_err(fail)?;
+    let rules = workbook.add_worksheet();
+    rules.set_name(RULE_SHEET_NAME).map_err(fail)?;
+    let rule = list.rule;
+    rules.write_string(0, 0, "打卡要求").map_err(fail)?;
+    rules.write_string(0, 1, rule.describe()).map_err(fail)?;
+    for (row, (label, value)) in (1u32..).zip([
+        ("required_days", rule.required().get()),
+        ("grace_days", rule.grace().get()),
+        ("qualifying_days", rule.threshold()),
+    ]) {
+        rules.write_string(row, 0, label).map_err(fail)?;
+        rules.write_number(row, 1, f64::from(value)).map_err(fail)?;
+    }
+    rules.write_string(4, 0, "ranking_type").map_err(fail)?;
+    rules
+        .write_string(4, 1, rule.ranking_type().as_str())
+        .map_err(fail)?;
+    rules.set_column_width(1, 40.0).map_err(fail)?;
     workbook.save_to_buffer().map_err(fail)
 }
 
@@ -257,8 +305,9 @@ pub fn text(list: &RefundList) -> String {
     let _ = writeln!(out, "{} 退款名单", one_line(&list.title));
     let _ = writeln!(
         out,
-        "训练营编号：{}    打卡要求：{} 天",
-        list.checkin_id, list.required_days
+        "训练营编号：{}    打卡要求：{}",
+        list.checkin_id,
+        list.rule.describe()
     );
     let _ = writeln!(
         out,
@@ -297,7 +346,7 @@ pub fn text(list: &RefundList) -> String {
             i + 1,
             number_label(row, off),
             one_line(&row.planet_nickname),
-            row.checkined_days,
+            days_cell(row),
             missing_note(row, off)
         );
     }
@@ -309,14 +358,21 @@ pub fn text(list: &RefundList) -> String {
         .filter(|r| !r.is_qualified)
         .enumerate()
     {
+        let shortfall = match &row.days_missing_reason {
+            Some(reason) => format!("天数未知：{reason}"),
+            None => format!(
+                "{} 天，还差 {} 天",
+                row.checkined_days,
+                list.rule.threshold().saturating_sub(row.checkined_days)
+            ),
+        };
         let _ = writeln!(
             out,
-            "  {}. {} {} — {} 天，还差 {} 天{}",
+            "  {}. {} {} — {}{}",
             i + 1,
             number_label(row, off),
             one_line(&row.planet_nickname),
-            row.checkined_days,
-            row.required_days.saturating_sub(row.checkined_days),
+            shortfall,
             missing_note(row, off)
         );
     }
@@ -379,7 +435,7 @@ pub fn table(list: &RefundList) -> String {
             (i + 1).to_string(),
             number,
             one_line(&row.planet_nickname),
-            row.checkined_days.to_string(),
+            days_cell(row),
             qualified_cell(row).to_string(),
         ]);
     }
@@ -392,10 +448,10 @@ pub fn table(list: &RefundList) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}（{}）  打卡要求 {} 天",
+        "{}（{}）  打卡要求 {}",
         one_line(&list.title),
         list.checkin_id,
-        list.required_days
+        list.rule.describe()
     );
     for line in &cells {
         let mut text = String::new();
@@ -469,8 +525,8 @@ fn percent_encode(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::cache::batch::ResolveReport;
-    use crate::domain::{CheckinId, MemberNumber, UserId};
-    use crate::refund::{RankingSource, Statistics};
+    use crate::domain::{CheckinId, MemberNumber, RankingType, UserId};
+    use crate::refund::{RankingSource, Rule, Statistics};
 
     fn row(id: u64, number: Option<u64>, name: &str, days: u32) -> RefundRow {
         RefundRow {
@@ -484,6 +540,7 @@ mod tests {
             number_missing_reason: number
                 .is_none()
                 .then(|| "该用户已退出星球 (left the group)".to_string()),
+            days_missing_reason: None,
             position: id,
         }
     }
@@ -496,15 +553,19 @@ mod tests {
             status: "over".into(),
             checkin_days: 7,
             required_days: 7,
+            grace_days: 0,
+            ranking_type: RankingType::Accumulated,
+            rule: Rule::default(),
             complete: missing_count == 0,
             incomplete_reasons: (missing_count > 0)
                 .then(|| format!("{missing_count} 人的编号未能取到"))
                 .into_iter()
                 .collect(),
             missing_count,
-            statistics: Statistics::of(&rows),
+            statistics: Statistics::of(&rows, Rule::default()),
             refund_list: rows,
             ranking_source: RankingSource::Upstream,
+            ranking_reads: Vec::new(),
             lookup: ResolveReport::default(),
             generated_at: String::new(),
         }

@@ -23,9 +23,22 @@
 //! clicks twice, or views and exports at once, waits for the first build and
 //! then finds everything cached, instead of paying every upstream call twice.
 //! Exports (`export.rs`) render a [`RefundList`]; they never fetch anything.
+//!
+//! A list is judged by a [`Rule`] (`rules.rs`): required days less a grace,
+//! counted on the accumulated or the continuous ranking. A continuous list
+//! reads both rankings — the accumulated one proves who took part (its days
+//! add up to the camp's check-ins), the continuous one gives their days —
+//! and each is cached under its own type, so one is never served as the
+//! other. `ranking_reads` shows which rankings were read and from where.
 
 pub mod export;
+mod list;
+pub mod rules;
 pub mod turns;
+
+use list::ranking_checkins;
+pub use list::{RankingRead, RankingSource, RefundList, RefundPage, RefundRow, Statistics};
+pub use rules::{GraceDays, RequiredDays, Rule};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,11 +47,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::MemberCache;
-use crate::cache::batch::{Resolution, ResolveReport, Resolved};
-use crate::cache::numbering::NumberingState;
-use crate::cache::rate_percent;
+use crate::cache::batch::{Resolution, Resolved};
 use crate::domain::{
-    CheckinId, MemberNumber, NO_NUMBER_ASSIGNED, UserId, iso_utc, parse_zsxq_time_ms,
+    CheckinId, MemberNumber, NO_NUMBER_ASSIGNED, RankingType, UserId, iso_utc, parse_zsxq_time_ms,
 };
 use crate::upstream::{
     self, Camp, CampScope, CheckinStatistics, Priority, RankingRow, UpstreamError,
@@ -70,35 +81,6 @@ const SNAPSHOT_VERSION: u32 = 2;
 /// camps, so `over` first.
 const LOOKUP_ORDER: [CampScope; 3] = [CampScope::Over, CampScope::Closed, CampScope::Ongoing];
 
-/// Days a participant must have checked in to qualify, 1..=365.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct RequiredDays(u32);
-
-impl RequiredDays {
-    pub const MIN: u32 = 1;
-    pub const MAX: u32 = 365;
-    /// The usual camp rule ("完成7天打卡").
-    pub const DEFAULT: RequiredDays = RequiredDays(7);
-
-    /// `None` outside 1..=365.
-    pub fn new(days: u32) -> Option<Self> {
-        (Self::MIN..=Self::MAX)
-            .contains(&days)
-            .then_some(Self(days))
-    }
-
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl Default for RequiredDays {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
 /// Why no list could be built. Everything else ends in a list, complete or
 /// explicitly not.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -112,11 +94,17 @@ pub enum RefundError {
     Upstream(#[from] UpstreamError),
 }
 
-/// A camp's whole ranking at one moment, with the camp it belongs to: what
-/// the store keeps under `zsxq:ranking:{checkin_id}`.
+/// A camp's whole ranking of one type at one moment, with the camp it
+/// belongs to: what the store keeps under `zsxq:ranking:{checkin_id}`
+/// (accumulated) or its continuous key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RankingSnapshot {
     pub version: u32,
+    /// Which ranking the rows are; checked on reading, beside the key, so a
+    /// snapshot of one type is never used as the other. Snapshots written
+    /// before the field existed are accumulated ones.
+    #[serde(default)]
+    pub ranking_type: RankingType,
     pub camp: Camp,
     pub rows: Vec<RankingRow>,
     /// The camp's own counts, read with the ranking, which the ranking must
@@ -129,160 +117,6 @@ pub struct RankingSnapshot {
     pub statistics_error: Option<String>,
     /// When the ranking was read (unix ms).
     pub fetched_at: i64,
-}
-
-/// Whether a list's ranking came from the cache or was just read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RankingSource {
-    Cache,
-    Upstream,
-}
-
-/// One participant, under the original service's field names (its consumers
-/// read them unchanged).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RefundRow {
-    pub planet_user_id: UserId,
-    /// `null` when the number could not be had; then
-    /// `number_missing_reason` says why.
-    pub planet_number: Option<MemberNumber>,
-    pub planet_nickname: String,
-    pub planet_alias: String,
-    pub checkined_days: u32,
-    pub required_days: u32,
-    pub is_qualified: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub number_missing_reason: Option<String>,
-    /// Position in the ranking (the paged form's `index` counts these).
-    #[serde(skip)]
-    pub position: u64,
-}
-
-/// Counts over a list or a page (the original service's names, plus the camp's own counts).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Statistics {
-    /// Participants listed (who checked in at least once).
-    pub total_count: usize,
-    pub qualified_count: usize,
-    pub unqualified_count: usize,
-    /// Percent of participants who qualified, rounded to 2 decimals.
-    pub qualified_rate: f64,
-    /// Nicknames of the qualified, in ranking order, joined with 、.
-    pub qualified_names: String,
-    /// The camp's statistics: who joined it, and how many check-ins were
-    /// made (what `ranking_checkins` must equal for the list to be
-    /// complete). Absent on pages and when they could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub joined_count: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkined_count: Option<u64>,
-    /// The days of every listed participant added up.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ranking_checkins: Option<u64>,
-    /// Joined the camp but never checked in: not in the ranking, never
-    /// qualified, shown so the totals add up.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub never_checked_in_count: Option<u64>,
-    /// Participants whose member record was found and carries a number.
-    pub numbered_count: usize,
-    /// Set when no participant found has a number: the group has member
-    /// numbering off, and rows are told apart by nickname, alias and id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub numbering_notice: Option<&'static str>,
-}
-
-impl Statistics {
-    pub fn of(rows: &[RefundRow]) -> Self {
-        let qualified: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.is_qualified)
-            .map(|r| r.planet_nickname.as_str())
-            .collect();
-        let numbered_count = rows.iter().filter(|r| r.planet_number.is_some()).count();
-        let unassigned = rows
-            .iter()
-            .filter(|r| r.number_missing_reason.as_deref() == Some(NO_NUMBER_ASSIGNED))
-            .count();
-        // "Off" only when members were found and not one had a number.
-        let numbering_off = numbered_count == 0 && unassigned > 0;
-        Self {
-            total_count: rows.len(),
-            qualified_count: qualified.len(),
-            unqualified_count: rows.len() - qualified.len(),
-            qualified_rate: rate_percent(qualified.len() as u64, rows.len() as u64),
-            qualified_names: qualified.join("、"),
-            joined_count: None,
-            checkined_count: None,
-            ranking_checkins: None,
-            never_checked_in_count: None,
-            numbered_count,
-            numbering_notice: numbering_off
-                .then(|| NumberingState::Off.notice())
-                .flatten(),
-        }
-    }
-
-    /// Adds the camp's own counts, beside the ranking's rows they check.
-    fn with_camp(mut self, camp: Option<&CheckinStatistics>, rows: &[RankingRow]) -> Self {
-        self.ranking_checkins = Some(ranking_checkins(rows));
-        if let Some(c) = camp {
-            self.joined_count = Some(c.joined_count);
-            self.checkined_count = Some(c.checkined_count);
-            self.never_checked_in_count = Some(c.joined_count.saturating_sub(rows.len() as u64));
-        }
-        self
-    }
-}
-
-/// A whole refund list (`POST /api/camps/:checkinId/refund-list`).
-#[derive(Debug, Clone, Serialize)]
-pub struct RefundList {
-    pub checkin_id: CheckinId,
-    pub title: String,
-    /// The camp's status when its ranking was read: ongoing, over, closed.
-    pub status: String,
-    /// The camp's own requirement, for reference.
-    pub checkin_days: u32,
-    /// The requirement this list was judged by.
-    pub required_days: u32,
-    /// The list is provably whole and right: every participant the camp's
-    /// statistics count is in it, and every row has its own number. `false`
-    /// says why in `incomplete_reasons` (and rows without a number carry
-    /// `number_missing_reason`).
-    pub complete: bool,
-    /// Why `complete` is false, in words for the operator.
-    pub incomplete_reasons: Vec<String>,
-    /// Rows without a number.
-    pub missing_count: usize,
-    pub refund_list: Vec<RefundRow>,
-    pub statistics: Statistics,
-    pub ranking_source: RankingSource,
-    /// Where the numbers came from and what they cost.
-    pub lookup: ResolveReport,
-    /// When this list was built (ISO-8601 UTC).
-    pub generated_at: String,
-}
-
-/// One page of a refund list (`GET /api/camps/:checkinId/refund-list`).
-#[derive(Debug, Clone, Serialize)]
-pub struct RefundPage {
-    pub checkin_id: CheckinId,
-    pub title: String,
-    pub status: String,
-    pub required_days: u32,
-    /// The position this page continues after (0 = the start).
-    pub index: u64,
-    pub page_size: usize,
-    /// Every row of this page has its number.
-    pub complete: bool,
-    pub refund_list: Vec<RefundRow>,
-    pub has_more: bool,
-    /// The last row's position: the `index` of the next page.
-    pub next_index: u64,
-    pub page_statistics: Statistics,
-    pub ranking_source: RankingSource,
-    pub lookup: ResolveReport,
 }
 
 /// A scope's camps and when they were read.
@@ -375,18 +209,23 @@ impl RefundService {
         Err(RefundError::CampNotFound(checkin))
     }
 
-    /// The whole refund list of a camp, judged by `required`.
+    /// The whole refund list of a camp, judged by `rule`.
     pub async fn refund_list(
         &self,
         checkin: CheckinId,
-        required: RequiredDays,
+        rule: impl Into<Rule>,
     ) -> Result<RefundList, RefundError> {
+        let rule = rule.into();
         let _turn = self.turns.take(checkin).await;
-        let (snapshot, ranking_source) = self.ranking(checkin).await?;
-        let ids: Vec<UserId> = snapshot.rows.iter().map(|r| r.user.user_id).collect();
+        let judged = self.judged_ranking(checkin, rule.ranking_type()).await?;
+        let snapshot = &judged.accumulated;
+        let ids: Vec<UserId> = judged.rows.iter().map(|r| r.user.user_id).collect();
         let resolution = self.cache.resolve_many(&ids).await;
-        let mut refund_list = rows_of(&snapshot.rows, &resolution, required);
-        let mut incomplete_reasons = reconcile(&snapshot);
+        let mut refund_list = rows_of(&judged.rows, &resolution, rule, &judged.no_streak);
+        let mut incomplete_reasons = reconcile(snapshot);
+        if !judged.no_streak.is_empty() {
+            incomplete_reasons.push(no_streak_reason(judged.no_streak.len()));
+        }
         incomplete_reasons.extend(distrust_repeated_numbers(&mut refund_list));
         let missing_count = refund_list
             .iter()
@@ -406,54 +245,77 @@ impl RefundService {
         // Members without an assigned number are not a gap in the list: the
         // number does not exist. Their rows say so, and when the whole group
         // has none the statistics do.
-        let statistics =
-            Statistics::of(&refund_list).with_camp(snapshot.statistics.as_ref(), &snapshot.rows);
+        let statistics = Statistics::of(&refund_list, rule)
+            .with_camp(snapshot.statistics.as_ref(), &snapshot.rows);
         Ok(RefundList {
             checkin_id: snapshot.camp.checkin_id,
             title: snapshot.camp.title.clone(),
             status: snapshot.camp.status.clone(),
             checkin_days: snapshot.camp.checkin_days,
-            required_days: required.get(),
+            required_days: rule.required().get(),
+            grace_days: rule.grace().get(),
+            ranking_type: rule.ranking_type(),
+            rule,
             complete: incomplete_reasons.is_empty(),
             incomplete_reasons,
             missing_count,
             statistics,
             refund_list,
-            ranking_source,
+            ranking_source: judged.source(),
+            ranking_reads: judged.reads,
             lookup: resolution.report,
             generated_at: iso_utc(self.cache.now_ms()),
         })
     }
 
     /// One page: the rows after ranking position `after`, at most
-    /// `page_size`. Uses the cached whole ranking when there is one;
-    /// otherwise reads only the upstream ranking pages this page covers, and
-    /// resolves only this page's numbers.
+    /// `page_size`. An accumulated page uses the cached whole ranking when
+    /// there is one; otherwise it reads only the upstream ranking pages this
+    /// page covers, and resolves only this page's numbers. A continuous page
+    /// needs both whole rankings (a participant's streak can be anywhere in
+    /// the continuous one), read once and then cached.
     pub async fn refund_page(
         &self,
         checkin: CheckinId,
-        required: RequiredDays,
+        rule: impl Into<Rule>,
         after: u64,
         page_size: usize,
     ) -> Result<RefundPage, RefundError> {
+        let rule = rule.into();
         let page_size = page_size.max(1);
         let _turn = self.turns.take(checkin).await;
-        let (camp, mut rows, ranking_source) = match self.cached_ranking(checkin).await {
-            Some(snapshot) => {
-                let start = snapshot
+        let cached = match rule.ranking_type() {
+            RankingType::Accumulated => self
+                .cached_ranking(checkin, RankingType::Accumulated)
+                .await
+                .map(|s| Judged::accumulated(s, RankingSource::Cache)),
+            RankingType::Continuous => Some(
+                self.judged_ranking(checkin, RankingType::Continuous)
+                    .await?,
+            ),
+        };
+        let (camp, mut rows, no_streak, reads) = match cached {
+            Some(judged) => {
+                let start = judged
                     .rows
                     .iter()
                     .position(|r| r.rankings > after)
-                    .unwrap_or(snapshot.rows.len());
-                let end = snapshot.rows.len().min(start + page_size + 1);
-                let rows = snapshot.rows[start..end].to_vec();
-                (snapshot.camp, rows, RankingSource::Cache)
+                    .unwrap_or(judged.rows.len());
+                let end = judged.rows.len().min(start + page_size + 1);
+                let rows = judged.rows[start..end].to_vec();
+                (
+                    judged.accumulated.camp,
+                    rows,
+                    judged.no_streak,
+                    judged.reads,
+                )
             }
             None => {
                 let camp = self.camp(checkin).await?;
                 let slice = upstream::ranking_slice(
                     self.cache.upstream().as_ref(),
                     checkin,
+                    RankingType::Accumulated,
                     after,
                     page_size + 1,
                     Priority::Interactive,
@@ -462,40 +324,74 @@ impl RefundService {
                 if after == 0 && slice.ended {
                     // This page read the whole ranking: keep it like a full
                     // list would.
-                    self.keep(&self.snapshot(camp.clone(), slice.rows.clone()))
-                        .await;
+                    let whole =
+                        self.snapshot(camp.clone(), RankingType::Accumulated, slice.rows.clone());
+                    self.keep(&whole).await;
                 }
-                (camp, slice.rows, RankingSource::Upstream)
+                let read = RankingRead {
+                    ranking_type: RankingType::Accumulated,
+                    source: RankingSource::Upstream,
+                };
+                (camp, slice.rows, Vec::new(), vec![read])
             }
         };
         let has_more = rows.len() > page_size;
         rows.truncate(page_size);
         let ids: Vec<UserId> = rows.iter().map(|r| r.user.user_id).collect();
         let resolution = self.cache.resolve_many(&ids).await;
-        let refund_list = rows_of(&rows, &resolution, required);
+        let refund_list = rows_of(&rows, &resolution, rule, &no_streak);
         Ok(RefundPage {
             checkin_id: camp.checkin_id,
             title: camp.title,
             status: camp.status,
-            required_days: required.get(),
+            required_days: rule.required().get(),
+            grace_days: rule.grace().get(),
+            ranking_type: rule.ranking_type(),
             index: after,
             page_size,
-            complete: refund_list.iter().all(|r| r.planet_number.is_some()),
+            complete: refund_list
+                .iter()
+                .all(|r| r.planet_number.is_some() && r.days_missing_reason.is_none()),
             has_more,
             next_index: rows.last().map_or(after, |r| r.rankings),
-            page_statistics: Statistics::of(&refund_list),
+            page_statistics: Statistics::of(&refund_list, rule),
             refund_list,
-            ranking_source,
+            ranking_source: source_of(&reads),
+            ranking_reads: reads,
             lookup: resolution.report,
         })
     }
 
-    /// The camp's whole ranking: cached, or read whole and cached.
+    /// The rows a list of `kind` is judged on: the accumulated ranking
+    /// whole, and for a continuous list each participant's streak in place
+    /// of their total (`rules::with_streaks`).
+    async fn judged_ranking(
+        &self,
+        checkin: CheckinId,
+        kind: RankingType,
+    ) -> Result<Judged, RefundError> {
+        let (accumulated, source) = self.ranking(checkin).await?;
+        let mut judged = Judged::accumulated(accumulated, source);
+        if kind == RankingType::Continuous {
+            let (continuous, source) = self.continuous_ranking(&judged.accumulated.camp).await?;
+            let (rows, no_streak) = rules::with_streaks(&judged.accumulated.rows, &continuous.rows);
+            judged.rows = rows;
+            judged.no_streak = no_streak;
+            judged.reads.push(RankingRead {
+                ranking_type: RankingType::Continuous,
+                source,
+            });
+        }
+        Ok(judged)
+    }
+
+    /// The camp's whole accumulated ranking with its statistics: cached, or
+    /// read whole and cached.
     async fn ranking(
         &self,
         checkin: CheckinId,
     ) -> Result<(RankingSnapshot, RankingSource), RefundError> {
-        if let Some(snapshot) = self.cached_ranking(checkin).await {
+        if let Some(snapshot) = self.cached_ranking(checkin, RankingType::Accumulated).await {
             return Ok((snapshot, RankingSource::Cache));
         }
         let camp = self.camp(checkin).await?;
@@ -513,18 +409,48 @@ impl RefundService {
         let checkins = statistics
             .filter(|_| is_finished(&camp.status))
             .map(|s| s.checkined_count);
-        let rows =
-            upstream::full_ranking(api.as_ref(), checkin, checkins, Priority::Interactive).await?;
-        let mut snapshot = self.snapshot(camp, rows);
+        let rows = upstream::full_ranking(
+            api.as_ref(),
+            checkin,
+            RankingType::Accumulated,
+            checkins,
+            Priority::Interactive,
+        )
+        .await?;
+        let mut snapshot = self.snapshot(camp, RankingType::Accumulated, rows);
         snapshot.statistics = statistics;
         snapshot.statistics_error = statistics_error;
         self.keep(&snapshot).await;
         Ok((snapshot, RankingSource::Upstream))
     }
 
-    fn snapshot(&self, camp: Camp, rows: Vec<RankingRow>) -> RankingSnapshot {
+    /// The camp's whole continuous ranking: cached, or read whole (to its
+    /// empty page: streaks add up to nothing the camp counts) and cached.
+    async fn continuous_ranking(
+        &self,
+        camp: &Camp,
+    ) -> Result<(RankingSnapshot, RankingSource), RefundError> {
+        let checkin = camp.checkin_id;
+        if let Some(snapshot) = self.cached_ranking(checkin, RankingType::Continuous).await {
+            return Ok((snapshot, RankingSource::Cache));
+        }
+        let rows = upstream::full_ranking(
+            self.cache.upstream().as_ref(),
+            checkin,
+            RankingType::Continuous,
+            None,
+            Priority::Interactive,
+        )
+        .await?;
+        let snapshot = self.snapshot(camp.clone(), RankingType::Continuous, rows);
+        self.keep(&snapshot).await;
+        Ok((snapshot, RankingSource::Upstream))
+    }
+
+    fn snapshot(&self, camp: Camp, kind: RankingType, rows: Vec<RankingRow>) -> RankingSnapshot {
         RankingSnapshot {
             version: SNAPSHOT_VERSION,
+            ranking_type: kind,
             camp,
             rows,
             statistics: None,
@@ -533,13 +459,17 @@ impl RefundService {
         }
     }
 
-    /// The cached ranking, if any; an unreadable one counts as absent (it is
-    /// fetched again and overwritten).
-    async fn cached_ranking(&self, checkin: CheckinId) -> Option<RankingSnapshot> {
+    /// The cached ranking of `kind`, if any; an unreadable one counts as
+    /// absent (it is fetched again and overwritten).
+    async fn cached_ranking(
+        &self,
+        checkin: CheckinId,
+        kind: RankingType,
+    ) -> Option<RankingSnapshot> {
         if !self.cache.enabled() {
             return None;
         }
-        let bytes = match self.cache.store().get_ranking(checkin).await {
+        let bytes = match self.cache.store().get_ranking(checkin, kind).await {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!(error = %e, %checkin, "could not read the cached ranking");
@@ -547,7 +477,13 @@ impl RefundService {
             }
         };
         match serde_json::from_slice::<RankingSnapshot>(&bytes) {
-            Ok(s) if s.version == SNAPSHOT_VERSION && s.camp.checkin_id == checkin => Some(s),
+            Ok(s)
+                if s.version == SNAPSHOT_VERSION
+                    && s.camp.checkin_id == checkin
+                    && s.ranking_type == kind =>
+            {
+                Some(s)
+            }
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, %checkin, "cached ranking is unreadable; fetching it again");
@@ -556,8 +492,9 @@ impl RefundService {
         }
     }
 
-    /// Caches a ranking: finished camps for `CACHE_TTL`, ongoing ones for
-    /// [`ONGOING_RANKING_TTL`]. A store failure is logged and ignored.
+    /// Caches a ranking under its type: finished camps for `CACHE_TTL`,
+    /// ongoing ones for [`ONGOING_RANKING_TTL`]. A store failure is logged
+    /// and ignored.
     async fn keep(&self, snapshot: &RankingSnapshot) {
         if !self.cache.enabled() {
             return;
@@ -578,12 +515,57 @@ impl RefundService {
         if let Err(e) = self
             .cache
             .store()
-            .put_ranking(snapshot.camp.checkin_id, &bytes, ttl)
+            .put_ranking(snapshot.camp.checkin_id, snapshot.ranking_type, &bytes, ttl)
             .await
         {
             tracing::warn!(error = %e, checkin = %snapshot.camp.checkin_id, "could not cache the ranking");
         }
     }
+}
+
+/// The rankings a list is judged on.
+struct Judged {
+    /// The accumulated ranking with the camp's statistics: who took part.
+    accumulated: RankingSnapshot,
+    /// The rows judged: the accumulated ones, or with streaks as days.
+    rows: Vec<RankingRow>,
+    /// Participants the continuous ranking does not hold.
+    no_streak: Vec<UserId>,
+    reads: Vec<RankingRead>,
+}
+
+impl Judged {
+    fn accumulated(snapshot: RankingSnapshot, source: RankingSource) -> Self {
+        Self {
+            rows: snapshot.rows.clone(),
+            accumulated: snapshot,
+            no_streak: Vec::new(),
+            reads: vec![RankingRead {
+                ranking_type: RankingType::Accumulated,
+                source,
+            }],
+        }
+    }
+
+    fn source(&self) -> RankingSource {
+        source_of(&self.reads)
+    }
+}
+
+/// `cache` when every ranking read came from the cache.
+fn source_of(reads: &[RankingRead]) -> RankingSource {
+    if reads.iter().all(|r| r.source == RankingSource::Cache) {
+        RankingSource::Cache
+    } else {
+        RankingSource::Upstream
+    }
+}
+
+fn no_streak_reason(count: usize) -> String {
+    format!(
+        "{count} 人不在连续打卡榜中，连续天数未知，见 days_missing_reason ({count} participants \
+         are not in the continuous ranking; their streaks are unknown, see days_missing_reason)"
+    )
 }
 
 /// Whether a camp's ranking can no longer change.
@@ -611,11 +593,6 @@ fn reconcile(snapshot: &RankingSnapshot) -> Vec<String> {
             snapshot.statistics_error.as_deref().unwrap_or("not read")
         )],
     }
-}
-
-/// Check-in days of `rows` added up.
-fn ranking_checkins(rows: &[RankingRow]) -> u64 {
-    rows.iter().map(|r| u64::from(r.checkined_days)).sum()
 }
 
 /// A number on two rows is wrong on at least one of them, and nothing says
@@ -649,8 +626,14 @@ fn distrust_repeated_numbers(rows: &mut [RefundRow]) -> Vec<String> {
         .collect()
 }
 
-/// Joins ranking rows with their resolved numbers, in ranking order.
-fn rows_of(rows: &[RankingRow], resolution: &Resolution, required: RequiredDays) -> Vec<RefundRow> {
+/// Joins ranking rows with their resolved numbers, in ranking order, judged
+/// by `rule`; the rows of `no_streak` have no known days.
+fn rows_of(
+    rows: &[RankingRow],
+    resolution: &Resolution,
+    rule: Rule,
+    no_streak: &[UserId],
+) -> Vec<RefundRow> {
     rows.iter()
         .map(|r| {
             let resolved = resolution.get(r.user.user_id);
@@ -667,15 +650,19 @@ fn rows_of(rows: &[RankingRow], resolution: &Resolution, required: RequiredDays)
                 Some(Resolved::Missing { reason, .. }) => Some(reason.clone()),
                 None => Some("未能取到编号 (the number was not looked up)".to_string()),
             };
+            let days_missing_reason = no_streak
+                .contains(&r.user.user_id)
+                .then(|| rules::NO_STREAK.to_string());
             RefundRow {
                 planet_user_id: r.user.user_id,
                 planet_number: member.and_then(|m| m.number),
                 planet_nickname: nickname,
                 planet_alias: r.user.alias.clone(),
                 checkined_days: r.checkined_days,
-                required_days: required.get(),
-                is_qualified: r.checkined_days >= required.get(),
+                required_days: rule.required().get(),
+                is_qualified: days_missing_reason.is_none() && rule.qualifies(r.checkined_days),
                 number_missing_reason,
+                days_missing_reason,
                 position: r.rankings,
             }
         })
@@ -696,6 +683,7 @@ mod tests {
             required_days: 7,
             is_qualified: qualified,
             number_missing_reason: None,
+            days_missing_reason: None,
             position: 1,
         }
     }
@@ -707,13 +695,13 @@ mod tests {
             row("🐱猫猫", 3, false),
             row("Tom \"The Cat\" Li", 9, true),
         ];
-        let s = Statistics::of(&rows);
+        let s = Statistics::of(&rows, Rule::default());
         assert_eq!(s.total_count, 3);
         assert_eq!(s.qualified_count, 2);
         assert_eq!(s.unqualified_count, 1);
         assert_eq!(s.qualified_rate, 66.67);
         assert_eq!(s.qualified_names, "青弦、Tom \"The Cat\" Li");
-        let empty = Statistics::of(&[]);
+        let empty = Statistics::of(&[], Rule::default());
         assert_eq!(
             (empty.qualified_rate, empty.qualified_names.as_str()),
             (0.0, "")
@@ -742,14 +730,5 @@ mod tests {
             "a unique number stays"
         );
         assert!(distrust_repeated_numbers(&mut rows).is_empty());
-    }
-
-    #[test]
-    fn required_days_accept_1_to_365_only() {
-        assert!(RequiredDays::new(0).is_none());
-        assert!(RequiredDays::new(366).is_none());
-        assert_eq!(RequiredDays::new(1).map(RequiredDays::get), Some(1));
-        assert_eq!(RequiredDays::new(365).map(RequiredDays::get), Some(365));
-        assert_eq!(RequiredDays::default().get(), 7);
     }
 }

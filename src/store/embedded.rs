@@ -15,7 +15,8 @@
 //! - `stats_counters` and `stats_meta`: the counters and last sync time;
 //! - `rankings`: checkin_id → expiry (8 bytes, big-endian unix ms) followed
 //!   by the refund module's opaque snapshot. Few camps, so expired entries
-//!   are dropped by a full walk of this table on each write.
+//!   are dropped by a full walk of this table on each write;
+//!   `rankings_continuous` the same for continuous rankings.
 //!
 //! Decisions:
 //! - **Time comes from the injected clock**, not from redb, so a test moves a
@@ -50,7 +51,7 @@ use super::{
     StatCounters, Store, StoreError, StoredStats, human_bytes, number_sort_key, ttl_millis,
 };
 use crate::clock::Clock;
-use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const NUMBERS: TableDefinition<u64, u64> = TableDefinition::new("numbers");
@@ -60,6 +61,18 @@ const IDX_EXPIRY: TableDefinition<(i64, u64), ()> = TableDefinition::new("idx_ex
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("stats_counters");
 const META: TableDefinition<&str, i64> = TableDefinition::new("stats_meta");
 const RANKINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("rankings");
+/// Continuous rankings, apart from the accumulated ones (`rankings`, the
+/// table existing stores already hold) so neither is read as the other.
+const RANKINGS_CONTINUOUS: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("rankings_continuous");
+
+/// The table that keeps rankings of type `kind`.
+fn rankings_table(kind: RankingType) -> TableDefinition<'static, u64, &'static [u8]> {
+    match kind {
+        RankingType::Accumulated => RANKINGS,
+        RankingType::Continuous => RANKINGS_CONTINUOUS,
+    }
+}
 /// The installation's identity towards the upstream (`device_id`); `clear`
 /// leaves it alone.
 const DEVICE: TableDefinition<&str, &str> = TableDefinition::new("device");
@@ -136,7 +149,9 @@ impl EmbeddedStore {
             txn.open_table(IDX_EXPIRY).map_err(db_err)?;
             txn.open_table(COUNTERS).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
-            txn.open_table(RANKINGS).map_err(db_err)?;
+            for kind in RankingType::ALL {
+                txn.open_table(rankings_table(kind)).map_err(db_err)?;
+            }
         }
         txn.commit().map_err(db_err)?;
         Ok(Self {
@@ -441,14 +456,16 @@ impl Store for EmbeddedStore {
                 counters.retain(|_, _| false).map_err(db_err)?;
                 meta.retain(|_, _| false).map_err(db_err)?;
                 // Each live ranking is one `zsxq:ranking:*` key in Redis.
-                let mut rankings = txn.open_table(RANKINGS).map_err(db_err)?;
-                for entry in rankings.iter().map_err(db_err)? {
-                    let (_, value) = entry.map_err(db_err)?;
-                    if ranking_alive(value.value(), now) {
-                        report.deleted_keys += 1;
+                for kind in RankingType::ALL {
+                    let mut rankings = txn.open_table(rankings_table(kind)).map_err(db_err)?;
+                    for entry in rankings.iter().map_err(db_err)? {
+                        let (_, value) = entry.map_err(db_err)?;
+                        if ranking_alive(value.value(), now) {
+                            report.deleted_keys += 1;
+                        }
                     }
+                    rankings.retain(|_, _| false).map_err(db_err)?;
                 }
-                rankings.retain(|_, _| false).map_err(db_err)?;
             }
             txn.commit().map_err(db_err)?;
             Ok(report)
@@ -478,11 +495,15 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_ranking(
+        &self,
+        checkin: CheckinId,
+        kind: RankingType,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.blocking(move |inner| {
             let now = inner.clock.now_ms();
             let txn = inner.db.begin_read().map_err(db_err)?;
-            let rankings = txn.open_table(RANKINGS).map_err(db_err)?;
+            let rankings = txn.open_table(rankings_table(kind)).map_err(db_err)?;
             let Some(value) = rankings.get(checkin.get()).map_err(db_err)? else {
                 return Ok(None);
             };
@@ -501,6 +522,7 @@ impl Store for EmbeddedStore {
     async fn put_ranking(
         &self,
         checkin: CheckinId,
+        kind: RankingType,
         snapshot: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError> {
@@ -514,7 +536,7 @@ impl Store for EmbeddedStore {
             value[..RANKING_HEADER].copy_from_slice(&expires_at.to_be_bytes());
             let txn = inner.db.begin_write().map_err(db_err)?;
             {
-                let mut rankings = txn.open_table(RANKINGS).map_err(db_err)?;
+                let mut rankings = txn.open_table(rankings_table(kind)).map_err(db_err)?;
                 rankings
                     .retain(|_, bytes| ranking_alive(bytes, now))
                     .map_err(db_err)?;

@@ -35,7 +35,7 @@ use super::{
     ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
 };
-use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
 
 /// Breaker state; a std mutex because it is held for a few instructions and
 /// never across an await.
@@ -261,11 +261,15 @@ impl Store for GuardedStore {
             .await
     }
 
-    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_ranking(
+        &self,
+        checkin: CheckinId,
+        kind: RankingType,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.guard(
             "get_ranking",
             SLOW_OP_TIMEOUT,
-            self.inner.get_ranking(checkin),
+            self.inner.get_ranking(checkin, kind),
         )
         .await
     }
@@ -273,13 +277,14 @@ impl Store for GuardedStore {
     async fn put_ranking(
         &self,
         checkin: CheckinId,
+        kind: RankingType,
         snapshot: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.guard(
             "put_ranking",
             SLOW_OP_TIMEOUT,
-            self.inner.put_ranking(checkin, snapshot, ttl),
+            self.inner.put_ranking(checkin, kind, snapshot, ttl),
         )
         .await
     }

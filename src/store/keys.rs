@@ -2,7 +2,7 @@
 //! client input can shape a key. The names are the ones operators'
 //! `redis-cli` recipes already use, so those keep working.
 
-use crate::domain::{CheckinId, MemberNumber, UserId};
+use crate::domain::{CheckinId, MemberNumber, RankingType, UserId};
 
 /// Prefix of every member hash. Lua scripts that must reach a member's hash
 /// from an id they read inside Redis (pruning expired index entries) append
@@ -26,11 +26,18 @@ pub fn number(n: MemberNumber) -> String {
 /// Prefix of every cached camp ranking; Rust code uses [`ranking`].
 pub const RANKING_PREFIX: &str = "zsxq:ranking:";
 
-/// `zsxq:ranking:{checkin_id}` — string holding a camp's whole ranking as the
-/// refund module encoded it (JSON), with its own TTL, so that re-generating
-/// or exporting a finished camp's refund list costs no upstream call.
-pub fn ranking(id: CheckinId) -> String {
-    format!("{RANKING_PREFIX}{id}")
+/// `zsxq:ranking:{checkin_id}` (accumulated) or
+/// `zsxq:ranking:{checkin_id}:continuous` — string holding a camp's whole
+/// ranking of that type as the refund module encoded it (JSON), with its own
+/// TTL, so that re-generating or exporting a finished camp's refund list
+/// costs no upstream call. The accumulated key has no suffix: it is the key
+/// caches already hold. One key per type, so a streak is never read as a
+/// total.
+pub fn ranking(id: CheckinId, kind: RankingType) -> String {
+    match kind {
+        RankingType::Accumulated => format!("{RANKING_PREFIX}{id}"),
+        RankingType::Continuous => format!("{RANKING_PREFIX}{id}:continuous"),
+    }
 }
 
 /// Prefix of fleet leases on cold members; Rust code uses [`lease_user`].
@@ -116,7 +123,14 @@ mod tests {
         assert_eq!(user(id), "zsxq:user:454881884228");
         assert_eq!(number(n), "zsxq:number:177");
         let camp = CheckinId::parse("8424481182").unwrap();
-        assert_eq!(ranking(camp), "zsxq:ranking:8424481182");
+        assert_eq!(
+            ranking(camp, RankingType::Accumulated),
+            "zsxq:ranking:8424481182"
+        );
+        assert_eq!(
+            ranking(camp, RankingType::Continuous),
+            "zsxq:ranking:8424481182:continuous"
+        );
         assert_eq!(lease_user(id), "zsxq:lease:user:454881884228");
     }
 
@@ -127,6 +141,7 @@ mod tests {
         assert!(is_store_key(STATS));
         assert!(is_store_key(IDX_EXPIRY));
         assert!(is_store_key("zsxq:ranking:8424481182"));
+        assert!(is_store_key("zsxq:ranking:8424481182:continuous"));
         assert!(!is_store_key("zsxq:lease:sync"));
         assert!(!is_store_key("zsxq:lease:user:1"));
         assert!(!is_store_key(FLEET_BUDGET));

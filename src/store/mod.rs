@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
 
 /// Store failures. The cache treats every one of them as "store unavailable"
 /// and degrades to the upstream, so the variants only serve diagnosis.
@@ -218,16 +218,22 @@ pub trait Store: Send + Sync + 'static {
     /// Adds to the persisted counters.
     async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError>;
 
-    /// A camp's cached ranking, as [`Store::put_ranking`] was given it; `None`
-    /// when absent or expired. The bytes are opaque to the store: the refund
-    /// module owns their format.
-    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A camp's cached ranking of type `kind`, as [`Store::put_ranking`] was
+    /// given it; `None` when absent or expired. Each type is kept apart: a
+    /// ranking put as one type is never returned for the other. The bytes
+    /// are opaque to the store: the refund module owns their format.
+    async fn get_ranking(
+        &self,
+        checkin: CheckinId,
+        kind: RankingType,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Caches a camp's ranking for `ttl`, replacing any earlier one. `clear`
-    /// removes it with everything else.
+    /// Caches a camp's ranking of type `kind` for `ttl`, replacing any
+    /// earlier one of that type. `clear` removes it with everything else.
     async fn put_ranking(
         &self,
         checkin: CheckinId,
+        kind: RankingType,
         snapshot: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError>;

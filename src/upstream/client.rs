@@ -35,7 +35,7 @@ use super::refusal::Refusal;
 use super::wire::{self, Camp, CheckinStatistics, RankingPage};
 use super::{CampScope, Upstream};
 use crate::config::{UpstreamAuth, UpstreamConfig};
-use crate::domain::{CheckinId, Member, UserId};
+use crate::domain::{CheckinId, Member, RankingType, UserId};
 
 const USER_AGENT: &str = concat!("zsxq-cache/", env!("CARGO_PKG_VERSION"));
 
@@ -356,11 +356,12 @@ impl Upstream for ZsxqClient {
     async fn ranking_page(
         &self,
         checkin: CheckinId,
+        kind: RankingType,
         index: u64,
         priority: Priority,
     ) -> Result<RankingPage, UpstreamError> {
         let url = format!(
-            "{}/checkins/{checkin}/ranking_list?type=accumulated&index={index}",
+            "{}/checkins/{checkin}/ranking_list?type={kind}&index={index}",
             self.group_path()
         );
         let data = self.get(url, priority).await?;

@@ -41,7 +41,7 @@ pub use priority::Priority;
 pub use ranking::{RankingSlice, full_ranking, ranking_slice};
 pub use wire::{Camp, CheckinStatistics, RankingRow};
 
-use crate::domain::{CheckinId, Member, UserId};
+use crate::domain::{CheckinId, Member, RankingType, UserId};
 
 /// Which camps to list (`scope` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,10 +119,12 @@ pub trait Upstream: Send + Sync + 'static {
         priority: Priority,
     ) -> Result<Vec<Camp>, UpstreamError>;
 
-    /// One page of a camp's accumulated ranking, rows after position `index`.
+    /// One page of a camp's ranking of type `kind`, rows after position
+    /// `index`.
     async fn ranking_page(
         &self,
         checkin: CheckinId,
+        kind: RankingType,
         index: u64,
         priority: Priority,
     ) -> Result<wire::RankingPage, UpstreamError>;

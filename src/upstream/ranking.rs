@@ -1,10 +1,10 @@
-//! Reading a camp's accumulated ranking, whole or a slice at a time — all
-//! of it or a loud error, never a silently short list.
+//! Reading a camp's ranking (accumulated or continuous), whole or a slice at
+//! a time — all of it or a loud error, never a silently short list.
 
 use std::collections::HashSet;
 
 use super::{MAX_PAGES, Priority, RankingRow, Upstream, UpstreamError};
-use crate::domain::{CheckinId, UserId};
+use crate::domain::{CheckinId, RankingType, UserId};
 
 /// A camp's whole ranking. Pages continue from the last row's `rankings`
 /// and only an empty page ends it: a page shorter than the others is not the
@@ -13,16 +13,19 @@ use crate::domain::{CheckinId, UserId};
 /// [`Upstream::camp_statistics`], for a camp that can no longer change) the
 /// read also stops once the rows' days add up to exactly that: every further
 /// row would add at least one day, so none can follow, and the final empty
-/// page is saved.
+/// page is saved. `checkins` is a total of accumulated days: a continuous
+/// ranking (streaks) does not add up to it, so it is read to its empty page.
 /// Any failing page fails the whole ranking: a refund list built from a
 /// partial ranking is wrong (docs/UPSTREAM.md).
 pub async fn full_ranking(
     api: &dyn Upstream,
     checkin: CheckinId,
+    kind: RankingType,
     checkins: Option<u64>,
     priority: Priority,
 ) -> Result<Vec<RankingRow>, UpstreamError> {
-    read_ranking(api, checkin, 0, Stop::DaysAddUpTo(checkins), priority)
+    let checkins = checkins.filter(|_| kind == RankingType::Accumulated);
+    read_ranking(api, checkin, kind, 0, Stop::DaysAddUpTo(checkins), priority)
         .await
         .map(|slice| slice.rows)
 }
@@ -46,11 +49,12 @@ pub struct RankingSlice {
 pub async fn ranking_slice(
     api: &dyn Upstream,
     checkin: CheckinId,
+    kind: RankingType,
     after: u64,
     want: usize,
     priority: Priority,
 ) -> Result<RankingSlice, UpstreamError> {
-    read_ranking(api, checkin, after, Stop::Want(want), priority).await
+    read_ranking(api, checkin, kind, after, Stop::Want(want), priority).await
 }
 
 /// When a ranking read may stop before the empty page.
@@ -65,6 +69,7 @@ enum Stop {
 async fn read_ranking(
     api: &dyn Upstream,
     checkin: CheckinId,
+    kind: RankingType,
     after: u64,
     stop: Stop,
     priority: Priority,
@@ -84,7 +89,7 @@ async fn read_ranking(
             _ => {}
         }
         let page = api
-            .ranking_page(checkin, index, priority)
+            .ranking_page(checkin, kind, index, priority)
             .await?
             .ranking_list;
         if page.is_empty() {

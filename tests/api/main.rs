@@ -17,5 +17,6 @@ mod paging;
 mod protection;
 mod redis_layout;
 mod refund;
+mod refund_rules;
 mod replicas;
 mod sync;

@@ -664,6 +664,8 @@ async fn the_cli_prints_a_readable_table_and_refuses_bad_arguments() {
     let args = |id: &str, format: ListFormat| RefundListArgs {
         checkin_id: id.to_string(),
         required_days: 7,
+        grace_days: 0,
+        ranking_type: zsxq_cache::cli::RankingChoice::Accumulated,
         format,
         output: None,
     };

@@ -159,31 +159,48 @@ pub async fn stats_accumulate_and_remember_the_last_sync_time(h: &Harness) {
 }
 
 pub async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h: &Harness) {
+    const ACC: RankingType = RankingType::Accumulated;
+    const CONT: RankingType = RankingType::Continuous;
     let camp = CheckinId::new(842_448_118_212_345).unwrap();
     let ongoing = CheckinId::new(77).unwrap();
-    assert_eq!(h.store.get_ranking(camp).await.unwrap(), None);
+    assert_eq!(h.store.get_ranking(camp, ACC).await.unwrap(), None);
 
     let first = "{\"rows\":[\"🐱猫猫\",\"Tom \\\"The Cat\\\" Li\"]}".as_bytes();
-    h.store.put_ranking(camp, first, TTL).await.unwrap();
+    h.store.put_ranking(camp, ACC, first, TTL).await.unwrap();
     h.store
-        .put_ranking(ongoing, b"short-lived", SHORT_TTL)
+        .put_ranking(ongoing, ACC, b"short-lived", SHORT_TTL)
         .await
         .unwrap();
     assert_eq!(
-        h.store.get_ranking(camp).await.unwrap().as_deref(),
+        h.store.get_ranking(camp, ACC).await.unwrap().as_deref(),
         Some(first)
     );
     // A second write replaces the first.
-    h.store.put_ranking(camp, b"v2", TTL).await.unwrap();
+    h.store.put_ranking(camp, ACC, b"v2", TTL).await.unwrap();
     assert_eq!(
-        h.store.get_ranking(camp).await.unwrap().as_deref(),
+        h.store.get_ranking(camp, ACC).await.unwrap().as_deref(),
         Some(&b"v2"[..])
     );
 
     h.let_time_pass(Duration::from_secs(2)).await;
-    assert_eq!(h.store.get_ranking(ongoing).await.unwrap(), None);
+    assert_eq!(h.store.get_ranking(ongoing, ACC).await.unwrap(), None);
     assert_eq!(
-        h.store.get_ranking(camp).await.unwrap().as_deref(),
+        h.store.get_ranking(camp, ACC).await.unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    // The continuous ranking of the same camp is kept apart from the
+    // accumulated one: neither is read as the other.
+    assert_eq!(h.store.get_ranking(camp, CONT).await.unwrap(), None);
+    h.store
+        .put_ranking(camp, CONT, b"streaks", TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.get_ranking(camp, CONT).await.unwrap().as_deref(),
+        Some(&b"streaks"[..])
+    );
+    assert_eq!(
+        h.store.get_ranking(camp, ACC).await.unwrap().as_deref(),
         Some(&b"v2"[..])
     );
     // Rankings are not members.
@@ -192,11 +209,12 @@ pub async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h
     assert_eq!(
         h.store.clear().await.unwrap(),
         ClearReport {
-            deleted_keys: 1,
+            deleted_keys: 2,
             deleted_users: 0
         }
     );
-    assert_eq!(h.store.get_ranking(camp).await.unwrap(), None);
+    assert_eq!(h.store.get_ranking(camp, ACC).await.unwrap(), None);
+    assert_eq!(h.store.get_ranking(camp, CONT).await.unwrap(), None);
     if let Some(mut conn) = h.raw_redis().await {
         assert_eq!(namespace_keys(&mut conn).await, Vec::<String>::new());
     }

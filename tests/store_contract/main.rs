@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zsxq_cache::clock::{Clock, ManualClock, SystemClock};
-use zsxq_cache::domain::{CachedMember, CheckinId, Member, MemberNumber, UserId};
+use zsxq_cache::domain::{CachedMember, CheckinId, Member, MemberNumber, RankingType, UserId};
 use zsxq_cache::redis_link::{Link, RedisTarget};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::redis::RedisStore;

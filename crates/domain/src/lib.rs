@@ -99,6 +99,38 @@ id_type!(
     "checkin_id"
 );
 
+/// Which of a camp's rankings: total days checked in, or the streak.
+/// The upstream serves both (`ranking_list?type=…`, docs/UPSTREAM.md); a
+/// refund rule is judged on one of them, and a cached ranking is kept per
+/// type so one is never read as the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankingType {
+    /// Days checked in altogether; what the camp's `checkined_count` adds up.
+    #[default]
+    Accumulated,
+    /// Consecutive days checked in, as the upstream counts them.
+    Continuous,
+}
+
+impl RankingType {
+    pub const ALL: [RankingType; 2] = [RankingType::Accumulated, RankingType::Continuous];
+
+    /// The upstream's (and our API's) word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RankingType::Accumulated => "accumulated",
+            RankingType::Continuous => "continuous",
+        }
+    }
+}
+
+impl fmt::Display for RankingType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 // user_id travels as a string in every answer of our API (see `UserId`);
 // accept both strings and integers when reading, since the upstream sends
 // integers.

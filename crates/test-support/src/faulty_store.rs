@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use zsxq_cache::domain::{CachedMember, CheckinId, MemberNumber, UserId};
+use zsxq_cache::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
 use zsxq_cache::store::{
     ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
@@ -129,19 +129,24 @@ impl Store for FaultyStore {
         self.inner.page(request).await
     }
 
-    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_ranking(
+        &self,
+        checkin: CheckinId,
+        kind: RankingType,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.check().await?;
-        self.inner.get_ranking(checkin).await
+        self.inner.get_ranking(checkin, kind).await
     }
 
     async fn put_ranking(
         &self,
         checkin: CheckinId,
+        kind: RankingType,
         snapshot: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.check().await?;
-        self.inner.put_ranking(checkin, snapshot, ttl).await
+        self.inner.put_ranking(checkin, kind, snapshot, ttl).await
     }
 
     async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {

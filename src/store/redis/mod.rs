@@ -97,7 +97,7 @@ use super::{
     StoreError, StoredStats, keys, ttl_millis,
 };
 use crate::clock::Clock;
-use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
 use crate::redis_link::{Link, RedisTarget};
 use transport::Replay;
 
@@ -197,19 +197,24 @@ impl Store for RedisStore {
         self.add_counters(delta).await
     }
 
-    async fn get_ranking(&self, checkin: CheckinId) -> Result<Option<Vec<u8>>, StoreError> {
-        let get = redis::cmd("GET").arg(keys::ranking(checkin)).take();
+    async fn get_ranking(
+        &self,
+        checkin: CheckinId,
+        kind: RankingType,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let get = redis::cmd("GET").arg(keys::ranking(checkin, kind)).take();
         self.command(Replay::Idempotent, &get, "ranking").await
     }
 
     async fn put_ranking(
         &self,
         checkin: CheckinId,
+        kind: RankingType,
         snapshot: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let set = redis::cmd("SET")
-            .arg(keys::ranking(checkin))
+            .arg(keys::ranking(checkin, kind))
             .arg(snapshot)
             .arg("PX")
             .arg(ttl_millis(ttl))
