@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Setup, StoreKind, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp, spawn_app};
 
 on_both_stores!(
     a_sync_of_500_members_costs_a_few_list_calls_and_no_member_call,
@@ -20,7 +20,7 @@ on_both_stores!(
 );
 
 async fn a_sync_of_500_members_costs_a_few_list_calls_and_no_member_call(kind: StoreKind) {
-    let app = Setup::new(kind).members(500).spawn().await;
+    let app = TestApp::builder().store(kind).members(500).spawn().await;
     let started = Instant::now();
     let a = app.sync(json!({})).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -50,7 +50,7 @@ async fn a_sync_of_500_members_costs_a_few_list_calls_and_no_member_call(kind: S
 }
 
 async fn members_without_a_number_are_cached_and_say_why(kind: StoreKind) {
-    let mut setup = Setup::new(kind);
+    let mut setup = TestApp::builder().store(kind);
     setup.sim.unnumbered_ratio = 0.3;
     let app = setup.spawn().await;
     let without = app
@@ -127,7 +127,7 @@ async fn members_without_a_number_are_cached_and_say_why(kind: StoreKind) {
 }
 
 async fn a_group_without_numbers_is_said_once_and_plainly(kind: StoreKind) {
-    let mut setup = Setup::new(kind);
+    let mut setup = TestApp::builder().store(kind);
     setup.sim.unnumbered_ratio = 1.0;
     let app = setup.spawn().await;
     let ready = app.get("/readyz").await;
@@ -154,7 +154,8 @@ async fn a_group_without_numbers_is_said_once_and_plainly(kind: StoreKind) {
 }
 
 async fn a_number_still_being_searched_for_is_a_503_never_a_404(kind: StoreKind) {
-    let app = Setup::new(kind)
+    let app = TestApp::builder()
+        .store(kind)
         .members(500)
         .var("NUMBER_SEARCH_WAIT_MS", "300")
         .spawn()
@@ -246,7 +247,8 @@ async fn a_summary_of_somebody_else_is_never_cached_or_shown(kind: StoreKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flushed_redis_after_a_whole_listing_does_not_turn_members_into_nobody() {
-    let app = Setup::new(StoreKind::Redis)
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
         .var("NEAR_CACHE_MB", "0")
         .spawn()
         .await;

@@ -1,8 +1,8 @@
 //! Integration tests: the real service over HTTP, against the real simulator
 //! and a real `redis-server` (started on a free port per test) or the
-//! embedded store. Scenarios that apply to both stores run on both.
-
-mod helpers;
+//! embedded store. Scenarios that apply to both stores run on both
+//! (`zsxq_test_support::on_both_stores!`); every test starts its own app
+//! with `TestApp::builder()` or `spawn_app`.
 
 mod admin;
 mod degradation;

@@ -6,8 +6,8 @@ use std::io::Read;
 use serde_json::{Value, json};
 use zsxq_sim::{CampScope, DEPARTED_CAMP_POSITION, SimHandle};
 
-use crate::helpers::{Answer, Setup, StoreKind, TestApp, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{Answer, StoreKind, TestApp, spawn_app};
 
 on_both_stores!(
     the_benchmark_camps_list_is_complete_right_and_free_the_second_time,
@@ -169,7 +169,7 @@ async fn the_benchmark_camps_list_is_complete_right_and_free_the_second_time(kin
 }
 
 async fn a_refused_member_list_still_gives_a_complete_list_through_member_calls(kind: StoreKind) {
-    let mut setup = Setup::new(kind);
+    let mut setup = TestApp::builder().store(kind);
     setup.sim.no_member_list = true;
     let app = setup.spawn().await;
     let camp = benchmark_camp(&app);
@@ -366,10 +366,7 @@ async fn camps_are_listed_newest_first_with_the_fields_the_page_needs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ranking_that_fails_midway_is_a_5xx_envelope_and_never_a_list() {
-    let app = Setup::new(StoreKind::Embedded)
-        .var("API_MAX_RETRIES", "1")
-        .spawn()
-        .await;
+    let app = TestApp::builder().var("API_MAX_RETRIES", "1").spawn().await;
     let camp = benchmark_camp(&app);
     // Learn the camps first, then let only 4 more calls through a minute:
     // the camp's statistics and ranking pages 1-3 succeed, page 4 is
@@ -627,7 +624,7 @@ async fn two_simultaneous_builds_of_one_camp_cost_the_calls_of_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_keeps_a_finished_camps_ranking_with_a_ttl_and_clearing_drops_it() {
-    let app = Setup::new(StoreKind::Redis).spawn().await;
+    let app = TestApp::builder().store(StoreKind::Redis).spawn().await;
     let camp = benchmark_camp(&app);
     assert_eq!(app.refund_list(camp, json!({})).await.status, 200);
     let mut conn = app.redis_conn().await;
@@ -657,22 +654,13 @@ async fn the_cli_prints_a_readable_table_and_refuses_bad_arguments() {
     use zsxq_cache::cli::{ListFormat, RefundListArgs, refund_list_output};
     let app = spawn_app(StoreKind::Embedded).await;
     let camp = benchmark_camp(&app);
-    let dir = tempfile::tempdir().unwrap();
-    let vars: std::collections::HashMap<String, String> = [
-        ("ZSXQ_API_BASE", app.sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", app.sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("cli.redb").display().to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = zsxq_cache::config::Config::from_vars(&vars).unwrap();
+    // The CLI's own store, on the app's simulator.
+    let cli = TestApp::builder()
+        .var("ZSXQ_API_BASE", app.sim.base_url.clone())
+        .environment()
+        .await
+        .unwrap();
+    let config = cli.config().unwrap();
     let args = |id: &str, format: ListFormat| RefundListArgs {
         checkin_id: id.to_string(),
         required_days: 7,

@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 use zsxq_sim::{RankingType, SimHandle, continuous_days};
 
-use crate::helpers::{Setup, StoreKind, TestApp};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp};
 
 on_both_stores!(
     grace_lowers_the_threshold_to_required_minus_grace_and_the_statistics_say_so,
@@ -56,7 +56,7 @@ fn qualified_count(expected: &[(u64, u32)], threshold: u32) -> usize {
 async fn grace_lowers_the_threshold_to_required_minus_grace_and_the_statistics_say_so(
     kind: StoreKind,
 ) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let expected = expected_days(&app.sim, camp, RankingType::Accumulated);
     for (required, grace) in [(7, 0), (7, 2), (3, 2), (10, 9)] {
@@ -106,7 +106,7 @@ async fn grace_lowers_the_threshold_to_required_minus_grace_and_the_statistics_s
 async fn a_continuous_list_takes_each_participants_streak_and_is_proven_by_the_accumulated_ranking(
     kind: StoreKind,
 ) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
     let totals = expected_days(&app.sim, camp, RankingType::Accumulated);
@@ -168,7 +168,7 @@ async fn a_continuous_list_takes_each_participants_streak_and_is_proven_by_the_a
 }
 
 async fn a_paged_continuous_list_walks_the_same_streaks(kind: StoreKind) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
     let mut rows: Vec<Value> = Vec::new();
@@ -196,7 +196,7 @@ async fn a_paged_continuous_list_walks_the_same_streaks(kind: StoreKind) {
 async fn every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_costs_nothing(
     kind: StoreKind,
 ) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let before = app.sim.stats().calls;
     let grace_too_large =
@@ -252,7 +252,7 @@ async fn every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_cos
 }
 
 async fn exports_state_the_rule_and_the_csv_stays_five_columns(kind: StoreKind) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
     let query = "required_days=7&grace_days=2&ranking_type=continuous";
@@ -321,7 +321,7 @@ async fn exports_state_the_rule_and_the_csv_stays_five_columns(kind: StoreKind) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_takes_grace_days_and_ranking_type_and_refuses_a_grace_that_does_not_fit() {
     use zsxq_cache::cli::{ListFormat, RankingChoice, RefundListArgs, refund_list_output};
-    let app = Setup::new(StoreKind::Embedded).spawn().await;
+    let app = TestApp::builder().spawn().await;
     let camp = benchmark_camp(&app);
     let dir = tempfile::tempdir().unwrap();
     let vars: Vec<(&str, String)> = vec![
