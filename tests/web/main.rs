@@ -12,10 +12,12 @@
 //! that instruction, in CI and locally alike. Screenshots go to
 //! `test-artifacts/` (gitignored): `web-refund.png`, `web-refund-phone.png`,
 //! `web-camps.png`, `web-members.png`, `web-cache.png`,
-//! `web-token-rejected.png`.
+//! `web-token-rejected.png`, `web-refund-marks.png`,
+//! `web-refund-marks-pending.png`.
 
 mod assets;
 mod cache_page;
+mod refund_marks;
 mod refund_page;
 mod tokens;
 mod webdriver;
