@@ -364,13 +364,11 @@ impl RefundService {
             ranking_type: rule.ranking_type(),
             index: after,
             page_size,
-            complete: refund_list
-                .iter()
-                .all(|r| {
-                    r.planet_number.is_some()
-                        && r.days_missing_reason.is_none()
-                        && r.refund_status.is_some()
-                }),
+            complete: refund_list.iter().all(|r| {
+                r.planet_number.is_some()
+                    && r.days_missing_reason.is_none()
+                    && r.refund_status.is_some()
+            }),
             has_more,
             next_index: rows.last().map_or(after, |r| r.rankings),
             page_statistics: Statistics::of(&refund_list, rule),

@@ -14,7 +14,7 @@ on_both_stores!(
     a_continuous_list_takes_each_participants_streak_and_is_proven_by_the_accumulated_ranking,
     a_paged_continuous_list_walks_the_same_streaks,
     every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_costs_nothing,
-    exports_state_the_rule_and_the_csv_stays_five_columns,
+    exports_state_the_rule_and_the_csv_adds_no_column_for_it,
 );
 
 fn benchmark_camp(app: &TestApp) -> u64 {
@@ -251,7 +251,7 @@ async fn every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_cos
     );
 }
 
-async fn exports_state_the_rule_and_the_csv_stays_five_columns(kind: StoreKind) {
+async fn exports_state_the_rule_and_the_csv_adds_no_column_for_it(kind: StoreKind) {
     let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
@@ -279,13 +279,17 @@ async fn exports_state_the_rule_and_the_csv_stays_five_columns(kind: StoreKind) 
     );
     let csv = csv.text().await.unwrap();
     let lines: Vec<&str> = csv.trim_start_matches('\u{FEFF}').lines().collect();
-    assert_eq!(lines[0], "序号,星球编号,星球昵称,打卡天数,是否合格");
+    assert_eq!(
+        lines[0],
+        "序号,星球编号,星球昵称,打卡天数,是否合格,退款状态"
+    );
     assert_eq!(lines.len(), 1 + streaks.len());
     for (line, &(_, days)) in lines[1..].iter().zip(&streaks) {
-        // Names may hold commas (quoted); the last two fields never do.
-        let fields: Vec<&str> = line.rsplitn(3, ',').collect();
-        assert_eq!(fields[1], days.to_string(), "{line}");
-        assert_eq!(fields[0], if days >= 5 { "是" } else { "否" }, "{line}");
+        // Names may hold commas (quoted); the last three fields never do.
+        let fields: Vec<&str> = line.rsplitn(4, ',').collect();
+        assert_eq!(fields[2], days.to_string(), "{line}");
+        assert_eq!(fields[1], if days >= 5 { "是" } else { "否" }, "{line}");
+        assert_eq!(fields[0], "未退款", "{line}");
     }
 
     let xlsx = app

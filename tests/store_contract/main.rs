@@ -20,16 +20,19 @@
 //! - `paging.rs`: pages by number and by join time, the oldest members.
 //! - `lifecycle.rs`: expiry, clear, statistics, rankings, the device id and
 //!   the data identity.
+//! - `marks.rs`: refund marks and their log.
 //! - `embedded_only.rs`, `redis_only.rs`: what one store promises beyond
 //!   the contract.
 
 mod embedded_only;
 mod lifecycle;
+mod marks;
 mod members;
 mod paging;
 mod redis_only;
 
 use lifecycle::*;
+use marks::*;
 use members::*;
 use paging::*;
 
@@ -300,6 +303,7 @@ macro_rules! contract {
 }
 
 contract!(
+    refund_marks_apply_all_or_nothing_log_newest_first_and_survive_clear,
     members_read_back_exactly_as_written_including_chinese_emoji_and_empty_unique_id,
     unknown_ids_read_as_none_and_batches_keep_their_order,
     a_number_resolves_to_its_member_and_an_unknown_number_to_nothing,
