@@ -437,7 +437,10 @@ async fn exports_hold_the_same_list_as_csv_xlsx_and_text_at_no_upstream_cost() {
     let text = std::str::from_utf8(&bytes[3..]).unwrap();
     assert!(text.ends_with("\r\n"));
     let lines: Vec<&str> = text.trim_end_matches("\r\n").split("\r\n").collect();
-    assert_eq!(lines[0], "序号,星球编号,星球昵称,打卡天数,是否合格");
+    assert_eq!(
+        lines[0],
+        "序号,星球编号,星球昵称,打卡天数,是否合格,退款状态"
+    );
     assert_eq!(lines.len(), rows.len() + 1);
     for (i, (line, row)) in lines[1..].iter().zip(&rows).enumerate() {
         let fields = parse_csv_line(line);
@@ -452,6 +455,7 @@ async fn exports_hold_the_same_list_as_csv_xlsx_and_text_at_no_upstream_cost() {
             "否"
         };
         assert_eq!(fields[4], q);
+        assert_eq!(fields[5], "未退款", "nothing is marked yet: {line}");
     }
 
     // XLSX: a real workbook whose cells read back.
@@ -473,7 +477,14 @@ async fn exports_hold_the_same_list_as_csv_xlsx_and_text_at_no_upstream_cost() {
         .unwrap()
         .read_to_string(&mut shared)
         .unwrap();
-    for header in ["序号", "星球编号", "星球昵称", "打卡天数", "是否合格"] {
+    for header in [
+        "序号",
+        "星球编号",
+        "星球昵称",
+        "打卡天数",
+        "是否合格",
+        "退款状态",
+    ] {
         assert!(shared.contains(header), "{header} not in the workbook");
     }
     let emoji_or_cjk = rows

@@ -311,7 +311,14 @@ async fn refund_list_from_the_camps_page_shows_member_numbers_and_exports_csv() 
         table
             .first()
             .map(|h| h.iter().map(|c| c.trim()).collect::<Vec<_>>()),
-        Some(vec!["序号", "星球编号", "星球昵称", "打卡天数", "是否合格"]),
+        Some(vec![
+            "序号",
+            "星球编号",
+            "星球昵称",
+            "打卡天数",
+            "是否合格",
+            "退款状态"
+        ]),
         "CSV header"
     );
     let body: Vec<&Vec<String>> = table.iter().skip(1).filter(|r| r.len() > 1).collect();
