@@ -171,24 +171,19 @@ async fn a_paged_continuous_list_walks_the_same_streaks(kind: StoreKind) {
     let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
+    let pages = crate::refund_pages(
+        &app,
+        &format!(
+            "/api/camps/{camp}/refund-list?ranking_type=continuous&required_days=6&page_size=50"
+        ),
+    )
+    .await;
     let mut rows: Vec<Value> = Vec::new();
-    let mut index = 0;
-    loop {
-        let page = app
-            .get(&format!(
-                "/api/camps/{camp}/refund-list?ranking_type=continuous&required_days=6&page_size=50&index={index}"
-            ))
-            .await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let d = page.data();
+    for d in &pages {
         assert_eq!(d["ranking_type"], "continuous");
         assert_eq!(d["page_statistics"]["ranking_type"], "continuous");
         assert_eq!(d["complete"], true, "{d}");
         rows.extend(d["refund_list"].as_array().unwrap().iter().cloned());
-        if d["has_more"] != true {
-            break;
-        }
-        index = d["next_index"].as_u64().unwrap();
     }
     assert_judged(&rows, &streaks, 6);
 }
@@ -327,23 +322,8 @@ async fn the_cli_takes_grace_days_and_ranking_type_and_refuses_a_grace_that_does
     use zsxq_cache::cli::{ListFormat, RankingChoice, RefundListArgs, refund_list_output};
     let app = TestApp::builder().spawn().await;
     let camp = benchmark_camp(&app);
-    let dir = tempfile::tempdir().unwrap();
-    let vars: Vec<(&str, String)> = vec![
-        ("ZSXQ_API_BASE", app.sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", app.sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("cli.redb").display().to_string(),
-        ),
-    ];
-    let map = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let config = zsxq_cache::config::Config::from_vars(&map).unwrap();
+    let cli = crate::cli_environment(&app).await;
+    let config = cli.config().unwrap();
     let args = RefundListArgs {
         checkin_id: camp.to_string(),
         required_days: 6,
@@ -369,7 +349,8 @@ async fn the_cli_takes_grace_days_and_ranking_type_and_refuses_a_grace_that_does
             .contains("连续打卡满 6 天（宽限 1 天")
     );
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"))
+    let mut bad_grace = cli.command(env!("CARGO_BIN_EXE_zsxq-cache"));
+    bad_grace
         .args([
             "refund-list",
             &camp.to_string(),
@@ -378,31 +359,30 @@ async fn the_cli_takes_grace_days_and_ranking_type_and_refuses_a_grace_that_does
             "--grace-days",
             "3",
         ])
-        .args(["--ranking-type", "continuous"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .args(["--ranking-type", "continuous"]);
+    let said = refusal(bad_grace).await;
     assert!(
-        stderr.contains("--grace-days (3) must be less than --required-days (3)"),
-        "{stderr}"
+        said.contains("--grace-days (3) must be less than --required-days (3)"),
+        "{said}"
     );
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"))
+    let mut bad_type = std::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"));
+    bad_type
         .args(["refund-list", &camp.to_string(), "--ranking-type", "streak"])
-        .current_dir(dir.path())
-        .env_clear()
+        .current_dir(cli.dir())
+        .env_clear();
+    let said = refusal(bad_type).await;
+    assert!(
+        said.contains("accumulated") && said.contains("continuous"),
+        "{said}"
+    );
+}
+
+/// Runs `command`, which must fail; what it said on stderr.
+async fn refusal(command: std::process::Command) -> String {
+    let out = tokio::process::Command::from(command)
         .output()
         .await
         .unwrap();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("accumulated") && stderr.contains("continuous"),
-        "{stderr}"
-    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

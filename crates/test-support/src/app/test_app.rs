@@ -159,6 +159,13 @@ impl TestApp {
         Answer::read(self.get_raw(path).await).await
     }
 
+    /// A GET that must answer 200; panics with the body otherwise.
+    pub async fn get_ok(&self, path: &str) -> Answer {
+        let answer = self.get(path).await;
+        assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
+        answer
+    }
+
     /// A GET whose answer is not necessarily JSON (exports, the page).
     pub async fn get_raw(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")
