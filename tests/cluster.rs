@@ -1,29 +1,25 @@
 //! The Redis store and the service on a real Redis Cluster:
-//! three masters and three replicas built by `testkit::RedisCluster`, and a
+//! three masters and three replicas built by `zsxq_test_support::RedisCluster`, and a
 //! master failing over while readers keep asking.
 //!
 //! What must hold: no read ever answers a wrong record or a wrong number
 //! (errors are allowed while the cluster elects a new master — the service
 //! answers those from the upstream), and reads recover by themselves, with
 //! no restart, once the cluster is whole again. The contract suite in
-//! `store_contract.rs` separately runs every storage scenario on a cluster
+//! `tests/store_contract/` separately runs every storage scenario on a cluster
 //! and on a single server.
-
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use helpers::{Setup, StoreKind};
 use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
 use zsxq_cache::redis_link::RedisTarget;
 use zsxq_cache::store::redis::RedisStore;
 use zsxq_cache::store::{PageRequest, SortBy, SortOrder, Store};
 use zsxq_test_support::RedisCluster;
+use zsxq_test_support::TestApp;
 
 const TTL: Duration = Duration::from_secs(3_600);
 
@@ -302,7 +298,7 @@ async fn replica_reads_answer_the_same_records_and_survive_a_manual_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_on_a_cluster_keeps_answering_right_numbers_through_a_failover() {
     let mut cluster = start_cluster().await;
-    let app = Setup::new(StoreKind::Embedded)
+    let app = TestApp::builder()
         .members(60)
         .var("REDIS_URL", cluster.url_list())
         // Every lookup must reach the cluster, not the in-process cache.

@@ -23,59 +23,32 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
-use zsxq_cache::config::Config;
 use zsxq_cache::http;
 use zsxq_cache::http::App;
-use zsxq_cache::startup::Application;
 use zsxq_cache::store::keys;
-use zsxq_sim::{SimConfig, SimHandle};
-use zsxq_test_support::RedisServer;
+use zsxq_test_support::{StoreKind, TestApp};
 
 const ADMIN: &str = "fuzz-admin-token-0123456789";
 
-/// The service's router plus what it talks to, kept alive for the test.
+/// The service's router plus the running app it belongs to, kept alive for
+/// the test.
 struct Target {
     router: App,
-    sim: SimHandle,
-    redis: Option<RedisServer>,
-    _dir: tempfile::TempDir,
+    app: TestApp,
 }
 
-async fn target(redis: bool) -> Target {
-    let sim = zsxq_sim::spawn(SimConfig::for_tests())
-        .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let redis = redis.then(|| RedisServer::start().expect("redis-server"));
-    let mut vars: HashMap<String, String> = [
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-        ("ADMIN_TOKEN", ADMIN.to_string()),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        ("API_MAX_RETRIES", "0".to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("fuzz.redb").display().to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    if let Some(r) = &redis {
-        vars.insert("REDIS_URL".into(), r.url());
-    }
-    let config = Config::from_vars(&vars).expect("config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let app = Application::build(config, listener).await.expect("app");
+async fn target(store: StoreKind) -> Target {
+    let app = TestApp::builder()
+        .store(store)
+        .admin_token(ADMIN)
+        .var("API_MAX_RETRIES", "0")
+        .spawn()
+        .await;
     Target {
         router: http::router(app.state()),
-        sim,
-        redis,
-        _dir: dir,
+        app,
     }
 }
 
@@ -421,9 +394,9 @@ fn thousands_of_malformed_requests_get_no_server_error_and_shape_no_redis_key() 
         .enable_all()
         .build()
         .expect("runtime");
-    let target = rt.block_on(target(true));
+    let target = rt.block_on(target(StoreKind::Redis));
     let n = cases(5000);
-    let redis_url = target.redis.as_ref().expect("redis").url();
+    let redis_url = target.app.redis.as_ref().expect("redis").url();
     let started = std::time::Instant::now();
     // In rounds, checking the keys after each: a clear with the admin token
     // (one of the generated cases) must not hide keys made before it.
@@ -443,7 +416,7 @@ fn thousands_of_malformed_requests_get_no_server_error_and_shape_no_redis_key() 
     let took = started.elapsed();
     let mut by_status: Vec<_> = statuses.into_iter().collect();
     by_status.sort();
-    let sim = target.sim.stats();
+    let sim = target.app.sim.stats();
     println!(
         "[fuzz, redis] {n} cases in {rounds} rounds, {took:?}; answers by status {by_status:?}; {} upstream calls ({} to unknown paths); \
          up to {most_keys} Redis keys after a round, all in the layout",
@@ -470,13 +443,13 @@ fn malformed_requests_on_the_embedded_store_get_no_server_error() {
         .enable_all()
         .build()
         .expect("runtime");
-    let target = rt.block_on(target(false));
+    let target = rt.block_on(target(StoreKind::Embedded));
     let n = cases(5000) / 2;
     let statuses = fuzz(&rt, &target.router, n);
     let mut by_status: Vec<_> = statuses.into_iter().collect();
     by_status.sort();
     println!("[fuzz, embedded] {n} cases; answers by status {by_status:?}");
-    assert_eq!(target.sim.stats().by_kind.other, 0);
+    assert_eq!(target.app.sim.stats().by_kind.other, 0);
 }
 
 #[test]
@@ -500,30 +473,8 @@ fn keys_outside_the_layout_are_recognised() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_garbage_on_the_socket_never_gets_a_server_error_and_the_service_stays_up() {
     use rand::{Rng, SeedableRng};
-    let sim = zsxq_sim::spawn(SimConfig::for_tests())
-        .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let vars: HashMap<String, String> = [
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("raw.redb").display().to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = Config::from_vars(&vars).expect("config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let app = Application::build(config, listener).await.expect("app");
-    let addr = app.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
+    let app = TestApp::builder().spawn().await;
+    let addr = app.addr;
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     let fixed: [&[u8]; 8] = [
@@ -577,5 +528,4 @@ async fn raw_garbage_on_the_socket_never_gets_a_server_error_and_the_service_sta
         health.status()
     );
     assert_eq!(health.status(), 200);
-    let _ = stop.send(());
 }

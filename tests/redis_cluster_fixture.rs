@@ -1,4 +1,4 @@
-//! The Redis Cluster test fixture (`testkit::RedisCluster`), exercised on a
+//! The Redis Cluster test fixture (`zsxq_test_support::RedisCluster`), exercised on a
 //! real six-node cluster: it must come up settled, survive an operator's
 //! failover and a killed master while a client keeps reading, take the
 //! killed node back as a replica, and flush clean.

@@ -165,15 +165,16 @@ async fn a_full_ranking_matches_the_camp_and_a_failing_page_fails_it_whole() {
     assert_eq!(camps[0].checkin_days, bench.checkin_days);
 
     let cid = CheckinId::new(bench.checkin_id).unwrap();
-    let rows = upstream::full_ranking(
-        &c,
-        cid,
-        RankingType::Accumulated,
-        None,
-        Priority::Interactive,
-    )
-    .await
-    .unwrap();
+    let accumulated = || {
+        upstream::full_ranking(
+            &c,
+            cid,
+            RankingType::Accumulated,
+            None,
+            Priority::Interactive,
+        )
+    };
+    let rows = accumulated().await.unwrap();
     let got: Vec<(u64, u32)> = rows
         .iter()
         .map(|r| (r.user.user_id.get(), r.checkined_days))
@@ -188,15 +189,7 @@ async fn a_full_ranking_matches_the_camp_and_a_failing_page_fails_it_whole() {
     // Every page refused: with no retries the ranking is an error, never a
     // short list.
     sim.set_reject_ratio(1.0);
-    let e = upstream::full_ranking(
-        &c,
-        cid,
-        RankingType::Accumulated,
-        None,
-        Priority::Interactive,
-    )
-    .await
-    .unwrap_err();
+    let e = accumulated().await.unwrap_err();
     assert!(e.is_throttle(), "{e:?}");
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Decisions:
 //! - **Columns** are the original service's, in its order: 序号, 星球编号,
-//!   星球昵称, 打卡天数, 是否合格, then 退款状态 (the operator's mark). A row without a number says so in the
-//!   number cell ("缺失：<reason>") rather than leaving it blank, so a file
+//!   星球昵称, 打卡天数, 是否合格, then 退款状态 (the operator's mark). A
+//!   row without a number says so in the number cell ("缺失：<reason>") rather than leaving it blank, so a file
 //!   handed on alone cannot pass for complete.
 //! - **CSV** starts with a UTF-8 BOM (Excel otherwise reads UTF-8 as the
 //!   local code page and garbles Chinese), ends lines with CRLF (RFC 4180)
@@ -31,7 +31,7 @@
 //! - **The rule** (required days, grace, ranking type) heads the text
 //!   report and the table, fills a second XLSX sheet (规则), and travels as
 //!   the `X-Refund-Rule` header of every download; the CSV keeps its one
-//!   header line and its columns so scripts still parse it. A row whose
+//!   header line and adds no column for it, so scripts still parse it. A row whose
 //!   days are unknown (not in the continuous ranking) says 未知, never 0.
 //! - **File names**: an ASCII `filename` for old clients plus RFC 5987
 //!   `filename*=UTF-8''…` carrying the camp's Chinese title.
@@ -72,7 +72,7 @@ fn numbering_off(list: &RefundList) -> bool {
     list.statistics.numbering_notice.is_some()
 }
 
-/// The header: the six columns, and the two identifying ones when the
+/// The header: the columns above, and the two identifying ones when the
 /// group has no numbers.
 fn columns(list: &RefundList) -> Vec<&'static str> {
     let mut out = COLUMNS.to_vec();

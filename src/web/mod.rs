@@ -11,7 +11,9 @@
 //! The script is split by concern: `app.js` is the entry module, the one
 //! the page loads (the router and start-up), `api.js` the fetch wrapper and
 //! the tokens, `ui.js` the DOM helpers, and one module per view
-//! (`camps.js`, `refund.js`, `members.js`, `cache.js`). Views get the
+//! (`camps.js`, `refund.js`, `members.js`, `cache.js`); the refund view
+//! draws its list with `refund_list.js` and its marks with
+//! `refund_marks.js`. Views get the
 //! container and the router from `app.js` in their context, so the imports
 //! form no cycle.
 //!
@@ -105,6 +107,16 @@ const ASSETS: &[Asset] = &[
         name: "refund.js",
         content_type: JAVASCRIPT,
         body: include_bytes!("assets/refund.js"),
+    },
+    Asset {
+        name: "refund_list.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("assets/refund_list.js"),
+    },
+    Asset {
+        name: "refund_marks.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("assets/refund_marks.js"),
     },
     Asset {
         name: "members.js",

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use crate::helpers::{ADMIN, Setup, StoreKind, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{ADMIN_TOKEN, StoreKind, TestApp, spawn_app};
 
 on_both_stores!(
     clearing_removes_every_member_and_index,
@@ -33,7 +33,7 @@ async fn admin_endpoints_refuse_missing_or_wrong_tokens() {
     assert_eq!(body["code"], 401);
     assert!(body["data"].is_null());
     assert!(
-        !body.to_string().contains(ADMIN),
+        !body.to_string().contains(ADMIN_TOKEN),
         "the token is never echoed"
     );
     assert_eq!(
@@ -45,14 +45,11 @@ async fn admin_endpoints_refuse_missing_or_wrong_tokens() {
 
 #[tokio::test]
 async fn admin_endpoints_are_closed_when_no_token_is_configured() {
-    let app = Setup::new(StoreKind::Embedded)
-        .var("ADMIN_TOKEN", "")
-        .spawn()
-        .await;
+    let app = TestApp::builder().var("ADMIN_TOKEN", "").spawn().await;
     let r = app
         .http
         .post(app.url("/api/users/sync"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -67,7 +64,7 @@ async fn admin_endpoints_are_closed_when_no_token_is_configured() {
 }
 
 async fn clearing_removes_every_member_and_index(kind: StoreKind) {
-    let app = Setup::new(kind).members(60).spawn().await;
+    let app = TestApp::builder().store(kind).members(60).spawn().await;
     app.sync(json!({})).await;
     let n = app.sim.data.members.len() as u64;
     let probe = &app.sim.data.members[5];

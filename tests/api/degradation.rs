@@ -3,9 +3,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use zsxq_sim::SimMember;
 
-use crate::helpers::{Setup, StoreKind, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp, spawn_app};
 
 on_both_stores!(
     throttled_upstream_calls_are_retried_until_they_succeed,
@@ -27,15 +28,7 @@ async fn lookups_keep_answering_while_redis_is_down_and_caching_resumes_after() 
 
     app.redis.as_mut().unwrap().stop().expect("stop redis");
     for m in &members[..3] {
-        let started = Instant::now();
-        let a = app.user(m.user_id).await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        assert_eq!(a.data()["number"], m.number);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "no hanging on a dead Redis: {:?}",
-            started.elapsed()
-        );
+        answers_within_two_seconds(&app, m, "on a dead Redis").await;
     }
     // Stats still answer, from this process's counters.
     assert_eq!(app.stats().await.status, 200);
@@ -68,21 +61,17 @@ async fn a_hung_redis_does_not_hang_requests() {
     app.user(m.user_id).await;
     app.redis.as_mut().unwrap().pause().expect("SIGSTOP redis");
     for _ in 0..3 {
-        let started = Instant::now();
-        let a = app.user(m.user_id).await;
-        assert_eq!(a.status, 200, "{}", a.body);
-        assert_eq!(a.data()["number"], m.number);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
+        answers_within_two_seconds(&app, &m, "on a hung Redis").await;
     }
     app.redis.as_mut().unwrap().resume().expect("SIGCONT redis");
 }
 
 async fn throttled_upstream_calls_are_retried_until_they_succeed(kind: StoreKind) {
-    let app = Setup::new(kind).var("API_MAX_RETRIES", "10").spawn().await;
+    let app = TestApp::builder()
+        .store(kind)
+        .var("API_MAX_RETRIES", "10")
+        .spawn()
+        .await;
     app.sim.set_reject_ratio(0.5);
     for m in app.sim.data.members.iter().take(10) {
         let a = app.user(m.user_id).await;
@@ -100,7 +89,7 @@ async fn throttled_upstream_calls_are_retried_until_they_succeed(kind: StoreKind
 /// members seen before are still hits, new ones come from the upstream, and
 /// both are in the store once it works again.
 async fn a_failing_store_is_answered_from_the_near_cache_and_upstream(kind: StoreKind) {
-    let app = Setup::new(kind).faulty_store().spawn().await;
+    let app = TestApp::builder().store(kind).faulty_store().spawn().await;
     let switch = app.store_fault.clone().expect("faulty store");
     let (seen, new) = (&app.sim.data.members[0], &app.sim.data.members[1]);
     assert_eq!(app.user(seen.user_id).await.data()["cache_status"], "miss");
@@ -120,10 +109,7 @@ async fn a_failing_store_is_answered_from_the_near_cache_and_upstream(kind: Stor
 
 #[tokio::test]
 async fn a_throttle_that_outlasts_the_retries_is_a_503_with_retry_after() {
-    let app = Setup::new(StoreKind::Embedded)
-        .var("API_MAX_RETRIES", "2")
-        .spawn()
-        .await;
+    let app = TestApp::builder().var("API_MAX_RETRIES", "2").spawn().await;
     app.sim.set_reject_ratio(1.0);
     let r = app
         .http
@@ -136,4 +122,18 @@ async fn a_throttle_that_outlasts_the_retries_is_a_503_with_retry_after() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], 503);
     assert_eq!(app.sim.stats().calls, 3, "one call and two retries");
+}
+
+/// Looks `m` up and checks the answer is right and came within 2 s: no
+/// request hangs on a Redis that is `state`.
+async fn answers_within_two_seconds(app: &TestApp, m: &SimMember, state: &str) {
+    let started = Instant::now();
+    let a = app.user(m.user_id).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.data()["number"], m.number);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no hanging {state}: {:?}",
+        started.elapsed()
+    );
 }

@@ -3,14 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::helpers::{ADMIN, Setup, StoreKind, spawn_app};
+use zsxq_test_support::{ADMIN_TOKEN, StoreKind, TestApp, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_is_per_client_shared_across_connections_and_spares_health_checks() {
-    let app = Setup::new(StoreKind::Embedded)
-        .var("HTTP_RATE_LIMIT", "5")
-        .spawn()
-        .await;
+    let app = TestApp::builder().var("HTTP_RATE_LIMIT", "5").spawn().await;
     // Two clients with their own connection pools: one IP, one allowance.
     let (a, b) = (reqwest::Client::new(), reqwest::Client::new());
     for i in 0..5 {
@@ -38,7 +35,7 @@ async fn the_rate_limit_is_per_client_shared_across_connections_and_spares_healt
     // Admin endpoints are limited too (no brute-forcing the token).
     let admin = a
         .delete(app.url("/api/users/cache"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -58,7 +55,7 @@ async fn there_is_no_rate_limit_by_default() {
 
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
-    let app = Setup::new(StoreKind::Embedded)
+    let app = TestApp::builder()
         .var(
             "CORS_ORIGINS",
             "https://ops.example.com,http://localhost:5173",
@@ -136,15 +133,7 @@ async fn without_configured_origins_there_are_no_cors_headers() {
 async fn framework_rejections_are_envelopes() {
     let app = spawn_app(StoreKind::Embedded).await;
     let big = "x".repeat(100_000);
-    let r = app
-        .http
-        .post(app.url("/api/users/sync"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = app.sync_raw(big).await;
     let status = r.status().as_u16();
     let body: serde_json::Value = r.json().await.expect("an envelope");
     assert_eq!((status, body["code"].as_u64()), (413, Some(413)));

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Setup, StoreKind, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp, spawn_app};
 
 on_both_stores!(
     a_stale_hit_is_served_at_once_and_refreshed_in_the_background,
@@ -39,7 +39,8 @@ async fn a_non_member_is_asked_upstream_once_then_answered_from_memory() {
 }
 
 async fn a_stale_hit_is_served_at_once_and_refreshed_in_the_background(kind: StoreKind) {
-    let app = Setup::new(kind)
+    let app = TestApp::builder()
+        .store(kind)
         .var("CACHE_SOFT_TTL", "1")
         .var("WARMUP_INTERVAL", "0")
         .spawn()
@@ -82,7 +83,8 @@ async fn a_stale_hit_is_served_at_once_and_refreshed_in_the_background(kind: Sto
 }
 
 async fn scheduled_warm_up_refreshes_members_past_the_soft_ttl(kind: StoreKind) {
-    let mut setup = Setup::new(kind)
+    let mut setup = TestApp::builder()
+        .store(kind)
         .members(60)
         .var("CACHE_SOFT_TTL", "1")
         .var("WARMUP_INTERVAL", "1")

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{ADMIN, StoreKind, spawn_app};
+use zsxq_test_support::{StoreKind, spawn_app};
 
 #[tokio::test]
 async fn bad_query_and_path_parameters_are_400_envelopes() {
@@ -60,15 +60,7 @@ async fn bad_sync_bodies_are_400_envelopes_and_sync_nothing() {
         let a = app.sync(body.clone()).await;
         a.assert_error(400);
     }
-    let raw = app
-        .http
-        .post(app.url("/api/users/sync"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let raw = app.sync_raw("{not json").await;
     assert_eq!(raw.status(), 400);
     assert_eq!(app.sim.stats().calls, 0);
     assert_eq!(app.stats().await.data()["cached_users_count"], 0);
@@ -93,15 +85,7 @@ async fn unknown_paths_and_methods_get_envelopes() {
 async fn oversized_bodies_are_refused() {
     let app = spawn_app(StoreKind::Embedded).await;
     let big = format!("{{\"force\": true, \"pad\": \"{}\"}}", "x".repeat(200_000));
-    let r = app
-        .http
-        .post(app.url("/api/users/sync"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = app.sync_raw(big).await;
     assert_eq!(r.status(), 413);
     assert_eq!(app.sim.stats().calls, 0);
 }

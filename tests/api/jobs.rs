@@ -5,19 +5,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, Setup, StoreKind, TestApp};
+use zsxq_test_support::{ADMIN_TOKEN, TestApp};
 
-async fn post_sync(app: &TestApp, query: &str, body: Value) -> crate::helpers::Answer {
+async fn post_sync(app: &TestApp, query: &str, body: Value) -> zsxq_test_support::Answer {
     let resp = app
         .http
         .post(app.url(&format!("/api/users/sync{query}")))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .json(&body)
         .send()
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    crate::helpers::Answer {
+    zsxq_test_support::Answer {
         status,
         body: resp.json().await.unwrap(),
     }
@@ -25,7 +25,7 @@ async fn post_sync(app: &TestApp, query: &str, body: Value) -> crate::helpers::A
 
 /// A sync slow enough to observe: listing refused, 100+ per-member calls.
 async fn slow_sync_app() -> TestApp {
-    let mut setup = Setup::new(StoreKind::Embedded).members(150);
+    let mut setup = TestApp::builder().members(150);
     setup.sim.no_member_list = true;
     setup.sim.latency_ms = 40;
     setup.spawn().await
@@ -95,7 +95,7 @@ async fn a_second_sync_while_one_runs_is_a_409_naming_the_running_job() {
 
 #[tokio::test]
 async fn unknown_or_malformed_job_ids_and_async_flags_are_refused() {
-    let app = Setup::new(StoreKind::Embedded).spawn().await;
+    let app = TestApp::builder().spawn().await;
     app.get("/api/users/sync/0123456789abcdef0123456789abcdef")
         .await
         .assert_error(404);
@@ -114,22 +114,10 @@ async fn unknown_or_malformed_job_ids_and_async_flags_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sync_command_warms_the_store_and_prints_a_summary() {
-    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig::for_tests())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cli.redb");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"))
+    let env = TestApp::builder().environment().await.unwrap();
+    let (sim, path) = (&env.sim, env.embedded_path());
+    let out = tokio::process::Command::from(env.command(env!("CARGO_BIN_EXE_zsxq-cache")))
         .arg("sync")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("ZSXQ_API_BASE", &sim.base_url)
-        .env("ZSXQ_GROUP_ID", sim.data.group_id.to_string())
-        .env("ZSXQ_ACCESS_TOKEN", "sim-token")
-        .env("EMBEDDED_PATH", &path)
-        .env("API_RATE_LIMIT", "6000")
-        .env("API_REQUEST_DELAY", "0")
         .output()
         .await
         .unwrap();

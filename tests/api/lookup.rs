@@ -1,8 +1,8 @@
 //! Lazy loading by id and by number: `GET /api/users/:userId` and
 //! `GET /api/users/number/:number`.
 
-use crate::helpers::{StoreKind, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, spawn_app};
 
 on_both_stores!(
     a_cold_lookup_misses_then_the_next_one_hits,

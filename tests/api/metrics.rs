@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::helpers::{StoreKind, TestApp, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp, spawn_app};
 
 on_both_stores!(metrics_count_requests_lookups_upstream_calls_and_store_operations);
 
@@ -211,7 +211,7 @@ async fn metrics_count_requests_lookups_upstream_calls_and_store_operations(kind
     assert_eq!(value(&s, "zsxq_store_breaker_open", &[]), 0.0);
     assert_eq!(value(&s, "zsxq_store_failures_total", &[]), 0.0);
     let mode = match kind {
-        StoreKind::Redis => "shared",
+        StoreKind::Redis | StoreKind::Cluster => "shared",
         StoreKind::Embedded => "off",
     };
     assert_eq!(value(&s, "zsxq_fleet_budget_mode", &[("mode", mode)]), 1.0);

@@ -2,13 +2,13 @@
 
 use serde_json::json;
 
-use crate::helpers::{Setup, StoreKind};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{Answer, StoreKind, TestApp};
 
 on_both_stores!(pages_are_sorted_by_number_or_join_time_in_either_order);
 
 async fn pages_are_sorted_by_number_or_join_time_in_either_order(kind: StoreKind) {
-    let app = Setup::new(kind).members(120).spawn().await;
+    let app = TestApp::builder().store(kind).members(120).spawn().await;
     let synced = app.sync(json!({})).await;
     assert_eq!(synced.status, 200, "{}", synced.body);
 
@@ -30,7 +30,7 @@ async fn pages_are_sorted_by_number_or_join_time_in_either_order(kind: StoreKind
             .as_str()
             .is_some_and(|t| t.ends_with('Z'))
     );
-    let numbers = |a: &crate::helpers::Answer| -> Vec<u64> {
+    let numbers = |a: &Answer| -> Vec<u64> {
         a.data()["users"]
             .as_array()
             .unwrap()
@@ -72,12 +72,7 @@ async fn pages_are_sorted_by_number_or_join_time_in_either_order(kind: StoreKind
     let jt = app
         .get("/api/users?page=2&page_size=7&sort_by=join_time&order=asc")
         .await;
-    let got: Vec<String> = jt.data()["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["join_time"].as_str().unwrap().to_string())
-        .collect();
+    let got = join_times(&jt);
     let want: Vec<String> = by_join
         .iter()
         .skip(7)
@@ -88,12 +83,7 @@ async fn pages_are_sorted_by_number_or_join_time_in_either_order(kind: StoreKind
     let jt_desc = app
         .get("/api/users?page=1&page_size=5&sort_by=join_time&order=desc")
         .await;
-    let got: Vec<String> = jt_desc.data()["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["join_time"].as_str().unwrap().to_string())
-        .collect();
+    let got = join_times(&jt_desc);
     let want: Vec<String> = by_join
         .iter()
         .rev()
@@ -101,4 +91,14 @@ async fn pages_are_sorted_by_number_or_join_time_in_either_order(kind: StoreKind
         .map(|m| m.join_time.clone())
         .collect();
     assert_eq!(got, want);
+}
+
+/// The join times of a page, in the order shown.
+fn join_times(page: &Answer) -> Vec<String> {
+    page.data()["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["join_time"].as_str().unwrap().to_string())
+        .collect()
 }

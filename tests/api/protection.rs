@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Answer, Setup, StoreKind, TestApp};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{Answer, AppBuilder, StoreKind, TestApp};
 
 /// The sim bans the token after this many consecutive 1059s: far more than
 /// the run that pauses us, as a real ban threshold presumably is.
@@ -61,8 +61,9 @@ async fn metric(app: &TestApp, name: &str) -> Option<f64> {
 /// The cool-down is half the default: still longer than the throttle
 /// penalty of the budget (30 s at most), as the default is, so the probe
 /// after it goes at once.
-fn real_pace(kind: StoreKind) -> Setup {
-    let mut setup = Setup::new(kind)
+fn real_pace(kind: StoreKind) -> AppBuilder {
+    let mut setup = TestApp::builder()
+        .store(kind)
         .members(60)
         .var("API_RATE_LIMIT", "50")
         .var("API_REQUEST_DELAY", "200")
@@ -169,7 +170,7 @@ async fn a_1059_storm_pauses_the_calls_and_answers_every_waiter_fast_without_a_b
 }
 
 async fn an_isolated_1059_is_still_retried_and_answered(kind: StoreKind) {
-    let app = Setup::new(kind).members(20).spawn().await;
+    let app = TestApp::builder().store(kind).members(20).spawn().await;
     let member = app.sim.data.members[7].clone();
     app.sim.reject_next(1);
     let t = timed_lookup(&app, member.user_id).await;
@@ -183,7 +184,8 @@ async fn an_isolated_1059_is_still_retried_and_answered(kind: StoreKind) {
 }
 
 async fn a_dead_token_is_called_at_most_three_times_for_ten_lookups(kind: StoreKind) {
-    let app = Setup::new(kind)
+    let app = TestApp::builder()
+        .store(kind)
         .members(20)
         .var("ZSXQ_ACCESS_TOKEN", "an-expired-token-value")
         .var("TOKEN_PROBE_SECS", "1")
@@ -245,7 +247,8 @@ async fn a_dead_token_is_called_at_most_three_times_for_ten_lookups(kind: StoreK
 }
 
 async fn a_too_old_x_version_is_answered_with_what_to_set(kind: StoreKind) {
-    let app = Setup::new(kind)
+    let app = TestApp::builder()
+        .store(kind)
         .members(20)
         .var("ZSXQ_X_VERSION", "1.0.0")
         .spawn()
@@ -268,7 +271,7 @@ async fn a_too_old_x_version_is_answered_with_what_to_set(kind: StoreKind) {
 async fn every_call_carries_the_one_stored_device_id(kind: StoreKind) {
     // The simulator refuses (1059) a call from any device but the first it
     // saw, and any call without a signature.
-    let app = Setup::new(kind).members(30).spawn().await;
+    let app = TestApp::builder().store(kind).members(30).spawn().await;
     for m in &app.sim.data.members[..5] {
         let answer = app.user(m.user_id).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
@@ -303,7 +306,8 @@ on_both_stores!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_of_one_installation_send_one_device_and_share_the_pause() {
-    let mut setup = Setup::new(StoreKind::Redis)
+    let mut setup = TestApp::builder()
+        .store(StoreKind::Redis)
         .members(30)
         .var("UPSTREAM_COOL_DOWN_SECS", "30");
     setup.sim.ban_after = BAN_AFTER;

@@ -3,11 +3,15 @@
 
 use serde_json::json;
 
-use crate::helpers::{Setup, StoreKind};
+use zsxq_test_support::{StoreKind, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_redis_cli_recipes_show_what_the_seed_says() {
-    let app = Setup::new(StoreKind::Redis).members(30).spawn().await;
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .members(30)
+        .spawn()
+        .await;
     app.sync(json!({})).await;
     let m = &app.sim.data.members[9];
     let mut conn = app.redis_conn().await;
@@ -49,7 +53,11 @@ async fn the_seeds_redis_cli_recipes_show_what_the_seed_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_but_the_stats_hash_has_the_cache_ttl() {
-    let app = Setup::new(StoreKind::Redis).members(25).spawn().await;
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .members(25)
+        .spawn()
+        .await;
     app.sync(json!({})).await;
     app.user(app.sim.data.members[0].user_id).await;
     app.stats().await; // flushes the counters into zsxq:stats:cache
@@ -58,11 +66,7 @@ async fn every_key_but_the_stats_hash_has_the_cache_ttl() {
     assert!(keys.len() >= 2 * 25, "{keys:?}");
     assert!(keys.contains(&"zsxq:stats:cache".to_string()));
     for key in keys {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let ttl = zsxq_test_support::ttl_of(&mut conn, &key).await.unwrap();
         if key == "zsxq:stats:cache" || key == zsxq_cache::store::keys::DEVICE_ID {
             assert_eq!(ttl, -1, "{key} has no TTL");
         } else if key == zsxq_cache::store::keys::FLEET_BUDGET {

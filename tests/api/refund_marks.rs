@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN, Answer, Setup, StoreKind, TestApp, spawn_app};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{ADMIN_TOKEN as ADMIN, Answer, StoreKind, TestApp, spawn_app};
 
 on_both_stores!(
     marking_one_and_a_batch_shows_on_the_list_the_exports_and_the_log,
@@ -416,7 +416,8 @@ async fn a_redis_without_persistence_is_named_in_readyz_and_one_with_aof_is_not(
         .query_async(&mut conn)
         .await
         .unwrap();
-    let durable = Setup::new(StoreKind::Redis)
+    let durable = TestApp::builder()
+        .store(StoreKind::Redis)
         .var("REDIS_URL", durable_redis.url())
         .spawn()
         .await;

@@ -6,15 +6,15 @@
 use serde_json::{Value, json};
 use zsxq_sim::{RankingType, SimHandle, continuous_days};
 
-use crate::helpers::{Setup, StoreKind, TestApp};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp};
 
 on_both_stores!(
     grace_lowers_the_threshold_to_required_minus_grace_and_the_statistics_say_so,
     a_continuous_list_takes_each_participants_streak_and_is_proven_by_the_accumulated_ranking,
     a_paged_continuous_list_walks_the_same_streaks,
     every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_costs_nothing,
-    exports_state_the_rule_and_the_csv_keeps_its_columns,
+    exports_state_the_rule_and_the_csv_adds_no_column_for_it,
 );
 
 fn benchmark_camp(app: &TestApp) -> u64 {
@@ -56,7 +56,7 @@ fn qualified_count(expected: &[(u64, u32)], threshold: u32) -> usize {
 async fn grace_lowers_the_threshold_to_required_minus_grace_and_the_statistics_say_so(
     kind: StoreKind,
 ) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let expected = expected_days(&app.sim, camp, RankingType::Accumulated);
     for (required, grace) in [(7, 0), (7, 2), (3, 2), (10, 9)] {
@@ -106,7 +106,7 @@ async fn grace_lowers_the_threshold_to_required_minus_grace_and_the_statistics_s
 async fn a_continuous_list_takes_each_participants_streak_and_is_proven_by_the_accumulated_ranking(
     kind: StoreKind,
 ) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
     let totals = expected_days(&app.sim, camp, RankingType::Accumulated);
@@ -168,27 +168,22 @@ async fn a_continuous_list_takes_each_participants_streak_and_is_proven_by_the_a
 }
 
 async fn a_paged_continuous_list_walks_the_same_streaks(kind: StoreKind) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
+    let pages = crate::refund_pages(
+        &app,
+        &format!(
+            "/api/camps/{camp}/refund-list?ranking_type=continuous&required_days=6&page_size=50"
+        ),
+    )
+    .await;
     let mut rows: Vec<Value> = Vec::new();
-    let mut index = 0;
-    loop {
-        let page = app
-            .get(&format!(
-                "/api/camps/{camp}/refund-list?ranking_type=continuous&required_days=6&page_size=50&index={index}"
-            ))
-            .await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let d = page.data();
+    for d in &pages {
         assert_eq!(d["ranking_type"], "continuous");
         assert_eq!(d["page_statistics"]["ranking_type"], "continuous");
         assert_eq!(d["complete"], true, "{d}");
         rows.extend(d["refund_list"].as_array().unwrap().iter().cloned());
-        if d["has_more"] != true {
-            break;
-        }
-        index = d["next_index"].as_u64().unwrap();
     }
     assert_judged(&rows, &streaks, 6);
 }
@@ -196,7 +191,7 @@ async fn a_paged_continuous_list_walks_the_same_streaks(kind: StoreKind) {
 async fn every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_costs_nothing(
     kind: StoreKind,
 ) {
-    let app = Setup::new(kind).spawn().await;
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let before = app.sim.stats().calls;
     let grace_too_large =
@@ -251,8 +246,8 @@ async fn every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_cos
     );
 }
 
-async fn exports_state_the_rule_and_the_csv_keeps_its_columns(kind: StoreKind) {
-    let app = Setup::new(kind).spawn().await;
+async fn exports_state_the_rule_and_the_csv_adds_no_column_for_it(kind: StoreKind) {
+    let app = TestApp::builder().store(kind).spawn().await;
     let camp = benchmark_camp(&app);
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
     let query = "required_days=7&grace_days=2&ranking_type=continuous";
@@ -279,7 +274,10 @@ async fn exports_state_the_rule_and_the_csv_keeps_its_columns(kind: StoreKind) {
     );
     let csv = csv.text().await.unwrap();
     let lines: Vec<&str> = csv.trim_start_matches('\u{FEFF}').lines().collect();
-    assert_eq!(lines[0], "序号,星球编号,星球昵称,打卡天数,是否合格,退款状态");
+    assert_eq!(
+        lines[0],
+        "序号,星球编号,星球昵称,打卡天数,是否合格,退款状态"
+    );
     assert_eq!(lines.len(), 1 + streaks.len());
     for (line, &(_, days)) in lines[1..].iter().zip(&streaks) {
         // Names may hold commas (quoted); the last three fields never do.
@@ -322,25 +320,10 @@ async fn exports_state_the_rule_and_the_csv_keeps_its_columns(kind: StoreKind) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_takes_grace_days_and_ranking_type_and_refuses_a_grace_that_does_not_fit() {
     use zsxq_cache::cli::{ListFormat, RankingChoice, RefundListArgs, refund_list_output};
-    let app = Setup::new(StoreKind::Embedded).spawn().await;
+    let app = TestApp::builder().spawn().await;
     let camp = benchmark_camp(&app);
-    let dir = tempfile::tempdir().unwrap();
-    let vars: Vec<(&str, String)> = vec![
-        ("ZSXQ_API_BASE", app.sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", app.sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("cli.redb").display().to_string(),
-        ),
-    ];
-    let map = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let config = zsxq_cache::config::Config::from_vars(&map).unwrap();
+    let cli = crate::cli_environment(&app).await;
+    let config = cli.config().unwrap();
     let args = RefundListArgs {
         checkin_id: camp.to_string(),
         required_days: 6,
@@ -366,7 +349,8 @@ async fn the_cli_takes_grace_days_and_ranking_type_and_refuses_a_grace_that_does
             .contains("连续打卡满 6 天（宽限 1 天")
     );
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"))
+    let mut bad_grace = cli.command(env!("CARGO_BIN_EXE_zsxq-cache"));
+    bad_grace
         .args([
             "refund-list",
             &camp.to_string(),
@@ -375,31 +359,30 @@ async fn the_cli_takes_grace_days_and_ranking_type_and_refuses_a_grace_that_does
             "--grace-days",
             "3",
         ])
-        .args(["--ranking-type", "continuous"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .args(["--ranking-type", "continuous"]);
+    let said = refusal(bad_grace).await;
     assert!(
-        stderr.contains("--grace-days (3) must be less than --required-days (3)"),
-        "{stderr}"
+        said.contains("--grace-days (3) must be less than --required-days (3)"),
+        "{said}"
     );
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"))
+    let mut bad_type = std::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"));
+    bad_type
         .args(["refund-list", &camp.to_string(), "--ranking-type", "streak"])
-        .current_dir(dir.path())
-        .env_clear()
+        .current_dir(cli.dir())
+        .env_clear();
+    let said = refusal(bad_type).await;
+    assert!(
+        said.contains("accumulated") && said.contains("continuous"),
+        "{said}"
+    );
+}
+
+/// Runs `command`, which must fail; what it said on stderr.
+async fn refusal(command: std::process::Command) -> String {
+    let out = tokio::process::Command::from(command)
         .output()
         .await
         .unwrap();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("accumulated") && stderr.contains("continuous"),
-        "{stderr}"
-    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -10,7 +10,7 @@ use zsxq_cache::domain::{CachedMember, Member};
 use zsxq_cache::store::Store;
 use zsxq_cache::store::redis::RedisStore;
 
-use crate::helpers::{ADMIN, Fleet, Setup, StoreKind};
+use zsxq_test_support::{ADMIN_TOKEN, Fleet, StoreKind, TestApp};
 
 /// How long another replica may keep serving what changed. Pub/sub
 /// delivers in well under a millisecond here; the bound is generous for a
@@ -20,7 +20,8 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_changed_elsewhere_is_dropped_from_every_replicas_near_cache() {
-    let fleet = Setup::new(StoreKind::Redis)
+    let fleet = TestApp::builder()
+        .store(StoreKind::Redis)
         .members(20)
         .spawn_fleet(2)
         .await;
@@ -29,9 +30,10 @@ async fn a_record_changed_elsewhere_is_dropped_from_every_replicas_near_cache() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_too_a_changed_record_leaves_every_near_cache() {
-    let fleet = Setup::new(StoreKind::Redis)
+    let fleet = TestApp::builder()
+        .store(StoreKind::Cluster)
         .members(20)
-        .spawn_fleet_on_cluster(2)
+        .spawn_fleet(2)
         .await;
     a_changed_record_leaves_every_near_cache(fleet).await;
 }
@@ -81,7 +83,8 @@ async fn a_changed_record_leaves_every_near_cache(fleet: Fleet) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clearing_on_one_replica_empties_the_others_near_caches() {
-    let fleet = Setup::new(StoreKind::Redis)
+    let fleet = TestApp::builder()
+        .store(StoreKind::Redis)
         .members(20)
         .spawn_fleet(2)
         .await;
@@ -90,9 +93,10 @@ async fn clearing_on_one_replica_empties_the_others_near_caches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_too_a_clear_empties_every_near_cache() {
-    let fleet = Setup::new(StoreKind::Redis)
+    let fleet = TestApp::builder()
+        .store(StoreKind::Cluster)
         .members(20)
-        .spawn_fleet_on_cluster(2)
+        .spawn_fleet(2)
         .await;
     a_clear_empties_every_near_cache(fleet).await;
 }
@@ -107,7 +111,7 @@ async fn a_clear_empties_every_near_cache(fleet: Fleet) {
     let cleared = fleet
         .http
         .delete(fleet.url(1, "/api/users/cache"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -137,7 +141,8 @@ async fn a_thousand_concurrent_cold_requests_over_three_replicas_cost_one_upstre
     // replicas cannot coordinate through the store (the breaker's documented
     // trade-off). A generous STORE_TIMEOUT_MS keeps this test about leases;
     // `tests/scale/fleet.rs` runs the same stampede on the defaults.
-    let mut setup = Setup::new(StoreKind::Redis)
+    let mut setup = TestApp::builder()
+        .store(StoreKind::Redis)
         .members(50)
         .var("STORE_TIMEOUT_MS", "2000");
     // Slow enough that every request arrives while the fetch is in flight.
@@ -181,7 +186,7 @@ async fn a_thousand_concurrent_cold_requests_over_three_replicas_cost_one_upstre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_former_member_asked_on_every_replica_at_once_costs_one_call() {
-    let mut setup = Setup::new(StoreKind::Redis).members(50);
+    let mut setup = TestApp::builder().store(StoreKind::Redis).members(50);
     setup.sim.latency_ms = 200;
     let fleet = setup.spawn_fleet(3).await;
     let Some(gone) = fleet.sim.data.departed.first() else {

@@ -4,8 +4,8 @@ use serde_json::json;
 
 use zsxq_test_support::Fault;
 
-use crate::helpers::{Setup, StoreKind};
-use crate::on_both_stores;
+use zsxq_test_support::on_both_stores;
+use zsxq_test_support::{StoreKind, TestApp};
 
 on_both_stores!(
     a_fresh_sync_caches_every_member_through_the_member_list,
@@ -13,7 +13,7 @@ on_both_stores!(
 );
 
 async fn a_fresh_sync_caches_every_member_through_the_member_list(kind: StoreKind) {
-    let app = Setup::new(kind).members(450).spawn().await;
+    let app = TestApp::builder().store(kind).members(450).spawn().await;
     let n = app.sim.data.members.len() as u64;
 
     let a = app.sync(json!({})).await;
@@ -55,7 +55,7 @@ async fn a_fresh_sync_caches_every_member_through_the_member_list(kind: StoreKin
 }
 
 async fn a_sync_falls_back_to_rankings_when_listing_is_refused(kind: StoreKind) {
-    let mut setup = Setup::new(kind).members(200);
+    let mut setup = TestApp::builder().store(kind).members(200);
     setup.sim.no_member_list = true;
     let app = setup.spawn().await;
     let mut participants: Vec<u64> = app
@@ -127,11 +127,7 @@ async fn a_sync_falls_back_to_rankings_when_listing_is_refused(kind: StoreKind) 
 /// would then disagree with `success_count`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answered_late_is_confirmed_and_reported_as_done() {
-    let app = Setup::new(StoreKind::Embedded)
-        .members(40)
-        .faulty_store()
-        .spawn()
-        .await;
+    let app = TestApp::builder().members(40).faulty_store().spawn().await;
     app.store_fault
         .as_ref()
         .expect("faulty store")

@@ -14,9 +14,9 @@ use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
 use zsxq_cache::store::embedded::EmbeddedStore;
 use zsxq_cache::store::{PageRequest, SortBy, SortOrder, Store};
-use zsxq_sim::{SimConfig, SimHandle};
+use zsxq_sim::SimHandle;
 
-use crate::process::Service;
+use zsxq_test_support::{Service, TestApp};
 
 const ADMIN: &str = "crash-test-admin-token-0123";
 const ITERATIONS: usize = 5;
@@ -155,27 +155,19 @@ async fn check_intact(store: &EmbeddedStore, sim: &SimHandle) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_survives_kill_9_mid_write() {
-    let sim = zsxq_sim::spawn(SimConfig {
-        members: 1000,
-        ..SimConfig::for_tests()
-    })
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("crash.redb");
-    let mut vars = crate::process::sim_vars(&sim);
-    vars.extend([
-        ("ADMIN_TOKEN", ADMIN.to_string()),
-        ("EMBEDDED_PATH", path.display().to_string()),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        ("RUST_LOG", "warn".to_string()),
-    ]);
+    let env = TestApp::builder()
+        .members(1000)
+        .admin_token(ADMIN)
+        .var("RUST_LOG", "warn")
+        .environment()
+        .await
+        .expect("environment");
+    let (sim, path) = (&env.sim, env.embedded_path());
     let mut rng = rand::rng();
     for iteration in 0..ITERATIONS {
-        let mut service = Service::start(dir.path(), &vars).await;
+        let mut service = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
         let stop = Arc::new(AtomicBool::new(false));
-        let tasks = hammer(&service, &sim, stop.clone());
+        let tasks = hammer(&service, sim, stop.clone());
         let wait = Duration::from_millis(rng.random_range(300..900));
         tokio::time::sleep(wait).await;
         service.signal("KILL");
@@ -199,7 +191,7 @@ async fn the_embedded_store_survives_kill_9_mid_write() {
                 .expect("the file opens after kill -9")
         };
         let reopened = started.elapsed();
-        let records = check_intact(&store, &sim).await;
+        let records = check_intact(&store, sim).await;
         println!(
             "[kill -9 #{iteration}] killed after {wait:?} and {acknowledged} acknowledged requests; \
              reopened in {reopened:?}; {records} records intact"

@@ -8,12 +8,6 @@
 //! (machines are noisy). Each scenario prints what it measured
 //! (`cargo test --test faults -- --nocapture`).
 
-#[path = "../api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-mod process;
-
 mod breaker;
 mod crash;
 mod secrets;

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use zsxq_sim::{SimConfig, SimFault};
-
-use crate::process::Service;
+use zsxq_test_support::{Service, TestApp};
 
 const UPSTREAM_TOKEN: &str = "upstream-SECRET-tok-8c1e5b2f";
 const WRONG_UPSTREAM_TOKEN: &str = "stale-SECRET-tok-77aa01";
@@ -30,6 +29,16 @@ async fn call(req: reqwest::RequestBuilder) -> (u16, String) {
     (status, r.text().await.unwrap_or_default())
 }
 
+/// A forced sync with the right admin token.
+async fn forced_sync(http: &reqwest::Client, service: &Service) -> (u16, String) {
+    call(
+        http.post(service.url("/api/users/sync"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"force": true})),
+    )
+    .await
+}
+
 fn assert_no_secret(what: &str, text: &str) {
     for secret in SECRETS {
         assert!(
@@ -40,41 +49,28 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-fn base_vars(sim_url: &str, group: u64, dir: &std::path::Path) -> Vec<(&'static str, String)> {
-    vec![
-        ("RUST_LOG", "debug".to_string()),
-        ("ZSXQ_API_BASE", sim_url.to_string()),
-        ("ZSXQ_GROUP_ID", group.to_string()),
-        ("ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.join("cache.redb").display().to_string(),
-        ),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        ("API_RETRY_BASE_MS", "5".to_string()),
-        ("API_MAX_RETRIES", "1".to_string()),
-        ("API_TIMEOUT_MS", "500".to_string()),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_or_password_reaches_a_log_line_or_an_answer() {
-    let sim = zsxq_sim::spawn(SimConfig {
-        token: UPSTREAM_TOKEN.to_string(),
-        members: 60,
-        ..SimConfig::for_tests()
-    })
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
+    // Every variable of both runs, secrets included, and logs at debug.
+    let env = TestApp::builder()
+        .sim(SimConfig {
+            token: UPSTREAM_TOKEN.to_string(),
+            members: 60,
+            ..SimConfig::for_tests()
+        })
+        .admin_token(ADMIN_TOKEN)
+        .var("RUST_LOG", "debug")
+        .var("API_MAX_RETRIES", "1")
+        .var("API_TIMEOUT_MS", "500")
+        .environment()
+        .await
+        .expect("environment");
+    let sim = &env.sim;
     let http = reqwest::Client::new();
     let mut answers = Vec::new();
 
     // 1. The right upstream token, as a cookie: success and failure paths.
-    let mut vars = base_vars(&sim.base_url, sim.data.group_id, dir.path());
-    vars.push(("ZSXQ_ACCESS_TOKEN", UPSTREAM_TOKEN.to_string()));
-    let mut good = Service::start(dir.path(), &vars).await;
+    let mut good = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
     let member = &sim.data.members[0];
     answers.push(call(http.get(good.url(&format!("/api/users/{}", member.user_id)))).await);
     answers.push(call(http.get(good.url(&format!("/api/users/number/{}", member.number)))).await);
@@ -112,22 +108,10 @@ async fn no_token_or_password_reaches_a_log_line_or_an_answer() {
             call(http.get(good.url(&format!("/api/users/{}", sim.data.members[30].user_id)))).await;
         assert_eq!(status, 502, "{fault:?}: {body}");
         answers.push((status, body));
-        answers.push(
-            call(
-                http.post(good.url("/api/users/sync"))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .json(&json!({"force": true})),
-            )
-            .await,
-        );
+        answers.push(forced_sync(&http, &good).await);
     }
     sim.set_fault(SimFault::None);
-    let (status, body) = call(
-        http.post(good.url("/api/users/sync"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"force": true})),
-    )
-    .await;
+    let (status, body) = forced_sync(&http, &good).await;
     assert_eq!(status, 200, "{body}");
     answers.push((status, body));
     answers.push(call(http.get(good.url("/api/users/cache/stats"))).await);
@@ -138,13 +122,20 @@ async fn no_token_or_password_reaches_a_log_line_or_an_answer() {
 
     // 2. A token the upstream rejects (401), sent as a header, and a Redis
     //    with a password that cannot be reached.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
-    let mut vars = base_vars(&sim.base_url, sim.data.group_id, dir.path());
-    vars.push(("ZSXQ_AUTHORIZATION", WRONG_UPSTREAM_TOKEN.to_string()));
-    vars.push(("REDIS_URL", format!("redis://:{REDIS_PASSWORD}@{closed}/0")));
-    let mut bad = Service::start(dir.path(), &vars).await;
+    let closed = format!(
+        "127.0.0.1:{}",
+        zsxq_test_support::free_port().expect("a free port")
+    );
+    let mut bad = Service::start(
+        env!("CARGO_BIN_EXE_zsxq-cache"),
+        &env,
+        &[
+            ("ZSXQ_ACCESS_TOKEN", String::new()),
+            ("ZSXQ_AUTHORIZATION", WRONG_UPSTREAM_TOKEN.to_string()),
+            ("REDIS_URL", format!("redis://:{REDIS_PASSWORD}@{closed}/0")),
+        ],
+    )
+    .await;
     let (status, body) =
         call(http.get(bad.url(&format!("/api/users/{}", sim.data.members[1].user_id)))).await;
     assert_eq!(status, 502, "{body}");

@@ -5,42 +5,52 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use zsxq_sim::{SimConfig, SimHandle};
-
-use crate::process::Service;
+use zsxq_sim::SimConfig;
+use zsxq_test_support::{Service, TestApp, TestEnv};
 
 const ADMIN: &str = "shutdown-admin-token-012345";
 
-async fn start(sim: &SimHandle, dir: &std::path::Path, extra: &[(&'static str, &str)]) -> Service {
-    let mut vars = crate::process::sim_vars(sim);
-    vars.extend([
-        ("ADMIN_TOKEN", ADMIN.to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.join("shutdown.redb").display().to_string(),
-        ),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        ("RUST_LOG", "info".to_string()),
-    ]);
-    for (k, v) in extra {
-        vars.push((k, v.to_string()));
+/// A simulator and an embedded store for the binary, logging at `info`.
+async fn environment(sim: SimConfig) -> TestEnv {
+    TestApp::builder()
+        .sim(sim)
+        .admin_token(ADMIN)
+        .var("RUST_LOG", "info")
+        .environment()
+        .await
+        .expect("environment")
+}
+
+/// Waits until the simulator has been asked for a member: the lookup is in
+/// flight inside the service, so a SIGTERM after this finds it there (a
+/// client that is slow to connect on a loaded machine would otherwise meet
+/// a closed listener).
+async fn upstream_has_the_call(sim: &zsxq_sim::SimHandle) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.stats().by_kind.member_summary == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the lookup never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Service::start(dir, &vars).await
+}
+
+async fn start(env: &TestEnv, extra: &[(&str, String)]) -> Service {
+    Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), env, extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_in_flight_lookup_finish() {
-    let sim = zsxq_sim::spawn(SimConfig::for_tests())
-        .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let mut service = start(&sim, dir.path(), &[]).await;
+    let env = environment(SimConfig::for_tests()).await;
+    let sim = &env.sim;
+    let mut service = start(&env, &[]).await;
     sim.set_latency_ms(1_500);
     let member = sim.data.members[2].clone();
     let url = service.url(&format!("/api/users/{}", member.user_id));
     let started = Instant::now();
     let request = tokio::spawn(async move { reqwest::get(url).await });
+    upstream_has_the_call(sim).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     service.signal("TERM");
     let answer = request.await.expect("task").expect("the answer arrives");
@@ -64,16 +74,15 @@ async fn sigterm_lets_a_slow_in_flight_lookup_finish() {
 async fn sigterm_during_a_sync_still_answers_the_sync_with_its_counts() {
     // Listing refused: the sync reads rankings and fetches members one by
     // one, slowly, so SIGTERM lands in the middle of it.
-    let sim = zsxq_sim::spawn(SimConfig {
+    let env = environment(SimConfig {
         members: 120,
         no_member_list: true,
         ..SimConfig::for_tests()
     })
-    .await
-    .expect("simulator");
+    .await;
+    let sim = &env.sim;
     sim.set_latency_ms(20);
-    let dir = tempfile::tempdir().expect("dir");
-    let mut service = start(&sim, dir.path(), &[]).await;
+    let mut service = start(&env, &[]).await;
     let url = service.url("/api/users/sync");
     let started = Instant::now();
     let request = tokio::spawn(async move {
@@ -118,15 +127,14 @@ async fn sigterm_during_a_sync_still_answers_the_sync_with_its_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
-    let sim = zsxq_sim::spawn(SimConfig::for_tests())
-        .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let mut service = start(&sim, dir.path(), &[("SHUTDOWN_GRACE_SECS", "1")]).await;
+    let env = environment(SimConfig::for_tests()).await;
+    let sim = &env.sim;
+    let mut service = start(&env, &[("SHUTDOWN_GRACE_SECS", "1".into())]).await;
     // Far longer than the grace, so exiting early can only be the grace.
     sim.set_latency_ms(30_000);
     let url = service.url(&format!("/api/users/{}", sim.data.members[0].user_id));
     let request = tokio::spawn(async move { reqwest::get(url).await });
+    upstream_has_the_call(sim).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let termed = Instant::now();
     service.signal("TERM");
@@ -150,14 +158,18 @@ async fn a_request_that_outlasts_the_grace_is_cut_off_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_sync_cut_off_by_shutdown_reports_what_it_completed() {
-    let mut sim_cfg = SimConfig::for_tests();
-    sim_cfg.no_member_list = true;
-    let sim = zsxq_sim::spawn(sim_cfg).await.expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
+    let env = environment(SimConfig {
+        no_member_list: true,
+        ..SimConfig::for_tests()
+    })
+    .await;
+    let sim = &env.sim;
     let mut service = start(
-        &sim,
-        dir.path(),
-        &[("SHUTDOWN_GRACE_SECS", "1"), ("API_CONCURRENCY", "1")],
+        &env,
+        &[
+            ("SHUTDOWN_GRACE_SECS", "1".into()),
+            ("API_CONCURRENCY", "1".into()),
+        ],
     )
     .await;
     // One member at a time, slowly: the sync cannot finish within the grace.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use zsxq_sim::SimMember;
 use zsxq_test_support::Fault;
 
-use crate::helpers::{Setup, StoreKind, TestApp};
+use zsxq_test_support::{StoreKind, TestApp};
 
 /// What a load loop saw.
 #[derive(Debug, Default)]
@@ -73,7 +73,11 @@ async fn readyz(app: &TestApp) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_load_keeps_answering_and_writes_back() {
-    let mut app = Setup::new(StoreKind::Redis).members(300).spawn().await;
+    let mut app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .members(300)
+        .spawn()
+        .await;
     let mut redis = app.redis.take().expect("a Redis test");
     let url = redis.url();
     let members = app.sim.data.members.clone();
@@ -221,7 +225,8 @@ async fn redis_killed_and_restarted_under_load_keeps_answering_and_writes_back()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_redis_costs_a_request_at_most_one_store_timeout() {
     // No near cache, so every lookup reaches the store and its timeout.
-    let mut app = Setup::new(StoreKind::Redis)
+    let mut app = TestApp::builder()
+        .store(StoreKind::Redis)
         .var("NEAR_CACHE_SIZE", "0")
         .spawn()
         .await;
@@ -269,7 +274,7 @@ async fn a_hung_redis_costs_a_request_at_most_one_store_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_io_errors_degrade_to_the_near_cache_and_upstream_then_recover() {
-    let app = Setup::new(StoreKind::Embedded).faulty_store().spawn().await;
+    let app = TestApp::builder().faulty_store().spawn().await;
     let switch = app.store_fault.clone().expect("a faulty store");
     let members = app.sim.data.members.clone();
     for m in &members[..5] {
@@ -344,7 +349,7 @@ async fn embedded_store_io_errors_degrade_to_the_near_cache_and_upstream_then_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_embedded_store_does_not_hang_lookups() {
-    let app = Setup::new(StoreKind::Embedded)
+    let app = TestApp::builder()
         .faulty_store()
         .var("NEAR_CACHE_SIZE", "0")
         .spawn()

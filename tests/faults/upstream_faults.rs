@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use zsxq_sim::SimFault;
 
-use crate::helpers::{Setup, StoreKind, TestApp};
+use zsxq_test_support::{AppBuilder, TestApp};
 
 /// One lookup of an uncached member, by id: status, Retry-After, message.
 async fn lookup(app: &TestApp, user_id: u64) -> (u16, Option<String>, String, Duration) {
@@ -43,8 +43,8 @@ async fn cached_count(app: &TestApp) -> u64 {
         .expect("count")
 }
 
-fn faulty_upstream() -> Setup {
-    Setup::new(StoreKind::Embedded)
+fn faulty_upstream() -> AppBuilder {
+    TestApp::builder()
         .var("API_MAX_RETRIES", "1")
         .var("API_RETRY_BASE_MS", "5")
         .var("API_TIMEOUT_MS", "300")
@@ -122,11 +122,9 @@ async fn a_1059_storm_is_a_503_with_retry_after_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_a_502_with_retry_after() {
     // A port nobody listens on: the connection is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
+    let closed = zsxq_test_support::free_port().expect("a free port");
     let app = faulty_upstream()
-        .var("ZSXQ_API_BASE", format!("http://{closed}"))
+        .var("ZSXQ_API_BASE", format!("http://127.0.0.1:{closed}"))
         .spawn()
         .await;
     let member = app.sim.data.members[5].clone();

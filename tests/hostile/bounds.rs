@@ -3,17 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use zsxq_cache::config::Config;
 use zsxq_cache::domain::CheckinId;
 use zsxq_cache::refund::{RequiredDays, UNKNOWN_CAMPS_KEPT, turns::SWEEP_ABOVE};
-use zsxq_sim::{SimConfig, SimFault};
+use zsxq_sim::SimFault;
 
-use crate::helpers::{Setup, StoreKind};
 use crate::rss_kib;
+use zsxq_test_support::TestApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_upstream_answer_is_a_502_read_no_further_than_the_cap_and_never_cached() {
-    let app = Setup::new(StoreKind::Embedded).members(20).spawn().await;
+    let app = TestApp::builder().members(20).spawn().await;
     let members = app.sim.data.members.clone();
     for (i, fault) in [SimFault::Huge, SimFault::HugeChunked]
         .into_iter()
@@ -49,7 +48,7 @@ async fn a_100_mb_upstream_answer_is_a_502_read_no_further_than_the_cap_and_neve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_unknown_camps_cost_a_bounded_number_of_camp_list_calls() {
-    let app = Setup::new(StoreKind::Embedded).members(20).spawn().await;
+    let app = TestApp::builder().members(20).spawn().await;
     // Warm-up: the camps lists are read once.
     let unknown = |i: u64| 7_000_000_000 + i;
     app.refund_list(unknown(0), serde_json::json!({}))
@@ -110,23 +109,8 @@ async fn twenty_thousand_unknown_camps_cost_a_bounded_number_of_camp_list_calls(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_camp_ids_held_in_memory_stay_bounded_however_many_unknown_ids_are_asked_for() {
-    let sim = zsxq_sim::spawn(SimConfig::for_tests()).await.expect("sim");
-    let dir = tempfile::tempdir().expect("dir");
-    let vars: std::collections::HashMap<String, String> = [
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", SimConfig::for_tests().token),
-        ("API_RATE_LIMIT", "6000".into()),
-        ("API_REQUEST_DELAY", "0".into()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("c.redb").display().to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = Config::from_vars(&vars).expect("config");
+    let env = TestApp::builder().environment().await.expect("environment");
+    let config = env.config().expect("config");
     let state = zsxq_cache::startup::build_state(&config)
         .await
         .expect("state");

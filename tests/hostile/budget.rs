@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Setup, StoreKind, TestApp};
 use crate::{client_from, rss_kib};
+use zsxq_test_support::{AppBuilder, TestApp};
 
 /// Ids no member has: each costs one summary call if it reaches the
 /// upstream.
@@ -24,8 +24,8 @@ fn rand_u32() -> u32 {
 
 /// The service at the real upstream's pace: 50 calls a minute, 200 ms
 /// apart at least, the simulator answering in ~200 ms.
-fn at_real_pace() -> Setup {
-    let mut setup = Setup::new(StoreKind::Embedded)
+fn at_real_pace() -> AppBuilder {
+    let mut setup = TestApp::builder()
         .members(50)
         .var("API_RATE_LIMIT", "50")
         .var("API_REQUEST_DELAY", "200");
@@ -118,23 +118,48 @@ async fn a_hundred_abandoned_random_id_requests_leave_the_budget_to_the_operator
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_its_share_a_client_is_refused_at_once_and_others_still_get_in() {
-    let app = at_real_pace()
-        .var("INTERACTIVE_QUEUE_MAX", "4")
-        .var("INTERACTIVE_QUEUE_PER_CLIENT", "2")
-        .var("API_RATE_LIMIT", "2")
-        .spawn()
-        .await;
-    // The slot of this half-minute goes to a member; then two lookups from
-    // 127.0.0.1 keep waiting (one slot every 30 s).
+/// The service at the real pace with one upstream slot every 30 s
+/// (`API_RATE_LIMIT=2`), `extra` on top, and that slot already spent on a
+/// member: the next cold lookups wait in the interactive queue.
+async fn with_the_slot_spent(extra: &[(&str, &str)]) -> TestApp {
+    let mut setup = at_real_pace().var("API_RATE_LIMIT", "2");
+    for (name, value) in extra {
+        setup = setup.var(*name, *value);
+    }
+    let app = setup.spawn().await;
     let first = &app.sim.data.members[0];
     assert_eq!(app.user(first.user_id).await.status, 200);
+    app
+}
+
+/// A cold lookup of `id` from `client`, left waiting in the background.
+fn lookup_in_background(
+    app: &TestApp,
+    client: &reqwest::Client,
+    id: u64,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let (client, url) = (client.clone(), app.url(&format!("/api/users/{id}")));
+    tokio::spawn(async move { client.get(url).send().await })
+}
+
+/// The interactive queue as `/readyz` reports it.
+async fn queue(app: &TestApp) -> serde_json::Value {
+    app.get("/readyz").await.data()["interactive_queue"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_its_share_a_client_is_refused_at_once_and_others_still_get_in() {
+    // The slot of this half-minute goes to a member; then two lookups from
+    // 127.0.0.1 keep waiting (one slot every 30 s).
+    let app = with_the_slot_spent(&[
+        ("INTERACTIVE_QUEUE_MAX", "4"),
+        ("INTERACTIVE_QUEUE_PER_CLIENT", "2"),
+    ])
+    .await;
     let patient = client_from([127, 0, 0, 1], Duration::from_secs(20));
     let mut waiting = Vec::new();
     for id in random_ids(2) {
-        let (client, url) = (patient.clone(), app.url(&format!("/api/users/{id}")));
-        waiting.push(tokio::spawn(async move { client.get(url).send().await }));
+        waiting.push(lookup_in_background(&app, &patient, id));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -155,25 +180,13 @@ async fn over_its_share_a_client_is_refused_at_once_and_others_still_get_in() {
 
     // Another address has its own share: queued, not refused.
     let other = client_from([127, 0, 0, 2], Duration::from_secs(20));
-    let url = app.url(&format!("/api/users/{}", random_ids(1)[0]));
-    waiting.push(tokio::spawn(async move { other.get(url).send().await }));
+    waiting.push(lookup_in_background(&app, &other, random_ids(1)[0]));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ready = app.get("/readyz").await;
-    assert_eq!(
-        ready.data()["interactive_queue"]["waiting"],
-        3,
-        "{}",
-        ready.body
-    );
-    assert_eq!(
-        ready.data()["interactive_queue"]["clients"],
-        2,
-        "{}",
-        ready.body
-    );
+    let queued = queue(&app).await;
+    assert_eq!(queued["waiting"], 3, "{queued}");
+    assert_eq!(queued["clients"], 2, "{queued}");
     println!(
-        "[queue share] a third lookup from one address refused in {refused_in:?}: {message}; readyz queue {}",
-        ready.data()["interactive_queue"]
+        "[queue share] a third lookup from one address refused in {refused_in:?}: {message}; readyz queue {queued}"
     );
     assert!(refused_in < Duration::from_secs(2), "{refused_in:?}");
     let retry_after: u64 = patient
@@ -194,19 +207,15 @@ async fn over_its_share_a_client_is_refused_at_once_and_others_still_get_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_with_retry_after_and_changes_nothing() {
-    let app = at_real_pace()
-        .var("INTERACTIVE_QUEUE_MAX", "3")
-        .var("INTERACTIVE_QUEUE_PER_CLIENT", "1")
-        .var("API_RATE_LIMIT", "2")
-        .spawn()
-        .await;
-    let first = &app.sim.data.members[0];
-    assert_eq!(app.user(first.user_id).await.status, 200);
+    let app = with_the_slot_spent(&[
+        ("INTERACTIVE_QUEUE_MAX", "3"),
+        ("INTERACTIVE_QUEUE_PER_CLIENT", "1"),
+    ])
+    .await;
     let mut waiting = Vec::new();
     for (i, id) in random_ids(3).into_iter().enumerate() {
         let client = client_from([127, 0, 0, 10 + i as u8], Duration::from_secs(20));
-        let url = app.url(&format!("/api/users/{id}"));
-        waiting.push(tokio::spawn(async move { client.get(url).send().await }));
+        waiting.push(lookup_in_background(&app, &client, id));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -257,13 +266,7 @@ async fn a_request_past_its_deadline_is_a_504_and_its_queued_fetch_never_calls()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_filled_the_queue_gives_a_place_to_the_next_client() {
-    let app = at_real_pace()
-        .var("INTERACTIVE_QUEUE_MAX", "4")
-        .var("API_RATE_LIMIT", "2")
-        .spawn()
-        .await;
-    let first = &app.sim.data.members[0];
-    assert_eq!(app.user(first.user_id).await.status, 200);
+    let app = with_the_slot_spent(&[("INTERACTIVE_QUEUE_MAX", "4")]).await;
     // Alone, one address may fill the whole queue.
     let hog = client_from([127, 0, 0, 1], Duration::from_secs(20));
     let mut hogging = Vec::new();
@@ -277,30 +280,21 @@ async fn a_client_that_filled_the_queue_gives_a_place_to_the_next_client() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ready = app.get("/readyz").await;
-    assert_eq!(
-        ready.data()["interactive_queue"]["waiting"],
-        4,
-        "{}",
-        ready.body
-    );
+    let queued = queue(&app).await;
+    assert_eq!(queued["waiting"], 4, "{queued}");
 
     // A second address is under its fair share (4 / 2): it gets a place,
     // and the hog's newest lookup is refused instead.
     let operator = client_from([127, 0, 0, 2], Duration::from_secs(20));
-    let url = app.url(&format!("/api/users/{}", random_ids(1)[0]));
-    let waiting = tokio::spawn(async move { operator.get(url).send().await });
+    let waiting = lookup_in_background(&app, &operator, random_ids(1)[0]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ready = app.get("/readyz").await;
+    let queued = queue(&app).await;
     let newest = hogging.pop().expect("four").await.expect("join");
-    println!(
-        "[fair share] the hog's newest lookup: {newest:?}; queue {}",
-        ready.data()["interactive_queue"]
-    );
+    println!("[fair share] the hog's newest lookup: {newest:?}; queue {queued}");
     assert_eq!(newest.0.ok(), Some(503), "refused to make room");
     assert!(newest.1 < Duration::from_secs(5), "{:?}", newest.1);
-    assert_eq!(ready.data()["interactive_queue"]["waiting"], 4);
-    assert_eq!(ready.data()["interactive_queue"]["clients"], 2);
+    assert_eq!(queued["waiting"], 4);
+    assert_eq!(queued["clients"], 2);
     for h in hogging {
         h.abort();
     }

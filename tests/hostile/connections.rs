@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use crate::helpers::{Setup, StoreKind, spawn_app};
-use crate::process::Service;
 use crate::{closed_within, raw_get, read_answer, send_get};
+use zsxq_test_support::{Service, StoreKind, TestApp, spawn_app};
 
 /// The target: a header trickle is cut off within this.
 const TRICKLE_CUT_WITHIN: Duration = Duration::from_secs(40);
@@ -56,7 +55,7 @@ async fn a_header_trickle_is_cut_off_within_40_s_at_the_default_header_timeout()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn between_requests_the_idle_timeout_applies_not_the_header_timeout() {
-    let app = Setup::new(StoreKind::Embedded)
+    let app = TestApp::builder()
         .var("HTTP_HEADER_TIMEOUT_SECS", "1")
         .var("HTTP_IDLE_TIMEOUT_SECS", "4")
         .spawn()
@@ -92,7 +91,7 @@ async fn between_requests_the_idle_timeout_applies_not_the_header_timeout() {
 async fn a_flood_of_idle_sockets_leaves_healthz_and_requests_in_flight_answered() {
     const CAP: usize = 64;
     const FLOOD: usize = 300;
-    let app = Setup::new(StoreKind::Embedded)
+    let app = TestApp::builder()
         .var("HTTP_MAX_CONNECTIONS", CAP.to_string())
         .spawn()
         .await;
@@ -163,22 +162,11 @@ async fn a_flood_of_idle_sockets_leaves_healthz_and_requests_in_flight_answered(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_200_file_descriptors_300_idle_sockets_leave_healthz_answered() {
     const FLOOD: usize = 300;
-    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig::for_tests())
-        .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
     // The default HTTP_MAX_CONNECTIONS (1024) is above what the process may
     // open: accepting runs out of descriptors first.
-    let mut vars = crate::process::sim_vars(&sim);
-    vars.extend([
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("cache.redb").display().to_string(),
-        ),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-    ]);
-    let service = Service::start(dir.path(), &vars).await;
+    let env = TestApp::builder().environment().await.expect("environment");
+    let sim = &env.sim;
+    let service = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
     let limited = std::process::Command::new("prlimit")
         .arg("--pid")
         .arg(service.pid().to_string())
@@ -237,32 +225,12 @@ async fn with_200_file_descriptors_300_idle_sockets_leave_healthz_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_trickle_cannot_hold_a_shutdown_past_the_header_timeout() {
-    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig::for_tests())
-        .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let vars: std::collections::HashMap<String, String> = crate::process::sim_vars(&sim)
-        .into_iter()
-        .chain([
-            (
-                "EMBEDDED_PATH",
-                dir.path().join("cache.redb").display().to_string(),
-            ),
-            ("HTTP_HEADER_TIMEOUT_SECS", "2".to_string()),
-            ("SHUTDOWN_GRACE_SECS", "60".to_string()),
-        ])
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    let config = zsxq_cache::config::Config::from_vars(&vars).expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = zsxq_cache::startup::Application::build(config, listener)
-        .await
-        .expect("app");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
+    let app = TestApp::builder()
+        .var("HTTP_HEADER_TIMEOUT_SECS", "2")
+        .var("SHUTDOWN_GRACE_SECS", "60")
+        .spawn()
+        .await;
+    let addr = app.addr;
     let mut trickler = TcpStream::connect(addr).await.expect("connect");
     trickler
         .write_all(format!("GET /api/users HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
@@ -283,8 +251,7 @@ async fn a_header_trickle_cannot_hold_a_shutdown_past_the_header_timeout() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let asked = Instant::now();
-    let _ = stop.send(());
-    let ended = tokio::time::timeout(Duration::from_secs(20), running).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), app.shut_down()).await;
     let took = asked.elapsed();
     keep_trickling.abort();
     println!(

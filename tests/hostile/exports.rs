@@ -2,14 +2,10 @@
 //! zero-width characters, and formula prefixes, through every export of a
 //! refund list built from a simulator whose members carry those names.
 
-use std::collections::HashMap;
 use std::io::Read as _;
-use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use zsxq_cache::config::Config;
-use zsxq_cache::startup::Application;
 use zsxq_sim::{SimConfig, generate};
+use zsxq_test_support::TestApp;
 
 /// Names given to the first participants of the benchmark camp.
 const NAMES: [&str; 6] = [
@@ -46,42 +42,8 @@ async fn exports_show_names_as_plain_text_and_defuse_formulas() {
             .expect("a participant is a member");
         member.name = (*name).to_string();
     }
-    let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_addr = sim_listener.local_addr().unwrap();
-    let group_id = data.group_id;
-    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(zsxq_sim::serve(
-        sim_listener,
-        sim_cfg.clone(),
-        Arc::new(data),
-        async {
-            let _ = sim_stopped.await;
-        },
-    ));
-
-    let dir = tempfile::tempdir().unwrap();
-    let vars: HashMap<String, String> = [
-        ("ZSXQ_API_BASE", format!("http://{sim_addr}")),
-        ("ZSXQ_GROUP_ID", group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", sim_cfg.token.clone()),
-        ("API_RATE_LIMIT", "6000".into()),
-        ("API_REQUEST_DELAY", "0".into()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("cache.redb").display().to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = Config::from_vars(&vars).expect("config");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Application::build(config, listener).await.expect("app");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
+    let app = TestApp::builder().sim(sim_cfg).sim_data(data).spawn().await;
+    let addr = app.addr;
     let http = reqwest::Client::new();
     let base = format!("http://{addr}/api/camps/{}/refund-list", camp.checkin_id);
     let get = |suffix: &str| {
@@ -134,5 +96,4 @@ async fn exports_show_names_as_plain_text_and_defuse_formulas() {
             "CSV defuses {formula}: {csv_body}"
         );
     }
-    let _ = (stop.send(()), stop_sim.send(()));
 }

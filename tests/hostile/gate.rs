@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{ADMIN, Answer, Setup, StoreKind, TestApp, spawn_app};
+use zsxq_test_support::{ADMIN_TOKEN, Answer, Service, StoreKind, TestApp, spawn_app};
 
 const READ: &str = "read-token-for-tests-0123";
 
@@ -80,7 +80,7 @@ async fn a_rebinding_page_gets_421_on_every_route_and_costs_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_hosts_adds_the_public_name() {
-    let app = Setup::new(StoreKind::Embedded)
+    let app = TestApp::builder()
         .var("ALLOWED_HOSTS", "zsxq-cache.example.com")
         .spawn()
         .await;
@@ -134,7 +134,7 @@ async fn cross_site_posts_are_refused_before_they_spend_the_budget() {
     let (a, _) = send(
         app.http
             .post(app.url("/api/users/sync"))
-            .bearer_auth(ADMIN)
+            .bearer_auth(ADMIN_TOKEN)
             .header("content-type", "text/plain")
             .body("{}"),
     )
@@ -175,10 +175,7 @@ async fn cross_site_posts_are_refused_before_they_spend_the_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_open() {
-    let app = Setup::new(StoreKind::Embedded)
-        .var("READ_TOKEN", READ)
-        .spawn()
-        .await;
+    let app = TestApp::builder().var("READ_TOKEN", READ).spawn().await;
     let member = &app.sim.data.members[7];
     let reads = [
         format!("/api/users/{}", member.user_id),
@@ -218,7 +215,7 @@ async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_op
         "refused reads cost no upstream call"
     );
 
-    for token in [READ, ADMIN] {
+    for token in [READ, ADMIN_TOKEN] {
         let (a, _) = send(
             app.http
                 .get(app.url(&format!("/api/users/{}", member.user_id)))
@@ -247,7 +244,7 @@ async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_op
     let (a, _) = send(
         app.http
             .delete(app.url("/api/users/cache"))
-            .bearer_auth(ADMIN),
+            .bearer_auth(ADMIN_TOKEN),
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -271,20 +268,14 @@ async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_op
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_token_never_appears_in_logs_or_answers() {
-    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig::for_tests())
+    let env = TestApp::builder()
+        .var("READ_TOKEN", READ)
+        .var("RUST_LOG", "debug")
+        .environment()
         .await
-        .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let mut vars = crate::process::sim_vars(&sim);
-    vars.extend([
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("c.redb").display().to_string(),
-        ),
-        ("READ_TOKEN", READ.to_string()),
-        ("RUST_LOG", "debug".to_string()),
-    ]);
-    let service = crate::process::Service::start(dir.path(), &vars).await;
+        .expect("environment");
+    let (sim, dir) = (&env.sim, env.dir());
+    let service = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
     let http = reqwest::Client::new();
     let member = &sim.data.members[2];
     let mut answers = String::new();
@@ -316,7 +307,7 @@ async fn the_read_token_never_appears_in_logs_or_answers() {
     // A start-up refusal names the variable, not the value.
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_zsxq-cache"))
         .arg("serve")
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_clear()
         .env("ZSXQ_GROUP_ID", "1")
         .env("ZSXQ_ACCESS_TOKEN", "sim-token")

@@ -1,5 +1,5 @@
-//! Hostile clients at the HTTP edge: a real service on loopback (the
-//! `Setup` of `tests/api/helpers.rs`, reused as is), attacked the way a
+//! Hostile clients at the HTTP edge: a real service on loopback
+//! (`TestApp::builder`, in process or as the binary), attacked the way a
 //! web page, a slow client or a flood would. Every loop is bounded in count
 //! and time; figures are printed (`-- --nocapture`).
 //!
@@ -18,13 +18,6 @@
 //!   thousand.
 //! - `redis_loss.rs`: Redis killed under readers and restarted empty, or
 //!   flushed: nothing refetched, nothing failed.
-
-#[path = "../api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "../faults/process.rs"]
-#[allow(dead_code)]
-mod process;
 
 mod bounds;
 mod budget;

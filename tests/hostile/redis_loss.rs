@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Setup, StoreKind, TestApp};
+use zsxq_test_support::{StoreKind, TestApp};
 
 const HOT: usize = 150;
 const READERS: usize = 8;
@@ -22,7 +22,8 @@ struct Seen {
 /// The service at the real upstream's pace on a private Redis, with the
 /// near cache trusted for 1 s only, so lookups keep reaching Redis.
 async fn app() -> TestApp {
-    let app = Setup::new(StoreKind::Redis)
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
         .members(200)
         .var("API_RATE_LIMIT", "50")
         .var("API_REQUEST_DELAY", "200")
@@ -54,9 +55,51 @@ async fn in_redis(url: &str, ids: &[u64]) -> usize {
     n
 }
 
-/// Starts `READERS` loops over the hot members, each lookup with a 10 s
-/// client timeout; they run until `stop`.
-fn readers(
+/// `READERS` loops over the hot members, each lookup with a 10 s client
+/// timeout, until stopped (or for a minute at most).
+struct Readers {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    /// The hot members' ids.
+    ids: Vec<u64>,
+    /// Upstream calls when the readers had read every hot member once.
+    calls_before: u64,
+}
+
+impl Readers {
+    /// Starts the readers and returns once every hot member was read at
+    /// least once, so the near cache holds it.
+    async fn start(app: &Arc<TestApp>) -> Readers {
+        let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::new(Seen::default()));
+        let workers = reading(app, &stop, &seen);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Readers {
+            stop,
+            seen,
+            workers,
+            ids: app.sim.data.members[..HOT]
+                .iter()
+                .map(|m| m.user_id)
+                .collect(),
+            calls_before: app.sim.stats().calls,
+        }
+    }
+
+    /// Stops the readers: how many lookups they made, and how many failed.
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        (
+            self.seen.lookups.load(Ordering::Relaxed),
+            self.seen.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn reading(
     app: &Arc<TestApp>,
     stop: &Arc<AtomicBool>,
     seen: &Arc<Seen>,
@@ -112,38 +155,25 @@ async fn redis_killed_under_readers_and_restarted_empty_costs_no_failed_lookup_a
     let mut redis = app.redis.take().expect("a Redis test");
     let url = redis.url();
     let app = Arc::new(app);
-    let ids: Vec<u64> = app.sim.data.members[..HOT]
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
-    let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::new(Seen::default()));
-    let workers = readers(&app, &stop, &seen);
-    // Every hot member read at least once, so the near cache holds it.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let calls_before = app.sim.stats().calls;
+    let readers = Readers::start(&app).await;
 
     tokio::task::block_in_place(|| redis.stop()).expect("kill redis");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     tokio::task::block_in_place(|| redis.restart()).expect("restart redis empty");
     let restarted = Instant::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let back = in_redis(&url, &ids).await;
-    let calls = app.sim.stats().calls - calls_before;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let back = in_redis(&url, &readers.ids).await;
+    let calls = app.sim.stats().calls - readers.calls_before;
+    let (lookups, failures) = readers.finish().await;
     let ready = app.get("/readyz").await;
     println!(
-        "[redis restarted empty] {} lookups by {READERS} readers, {} failed; {:?} after the restart {back} of {HOT} hot \
+        "[redis restarted empty] {lookups} lookups by {READERS} readers, {failures} failed; {:?} after the restart {back} of {HOT} hot \
          members are back in Redis, with {calls} upstream calls since the kill; readyz store_watch {} write_back {}",
-        seen.lookups.load(Ordering::Relaxed),
-        seen.failures.load(Ordering::Relaxed),
         restarted.elapsed(),
         ready.data()["store_watch"],
         ready.data()["write_back"],
     );
-    assert_eq!(seen.failures.load(Ordering::Relaxed), 0, "0 failed lookups");
+    assert_eq!(failures, 0, "0 failed lookups");
     assert!(back >= 140, "{back} of {HOT} back in Redis");
     assert!(calls <= 10, "{calls} upstream calls");
     assert!(ready.data()["store_watch"]["losses"].as_u64() >= Some(1));
@@ -154,14 +184,8 @@ async fn redis_killed_under_readers_and_restarted_empty_costs_no_failed_lookup_a
 async fn a_flushed_redis_is_refilled_from_memory_but_a_cache_clear_is_not_undone() {
     let app = Arc::new(app().await);
     let url = app.redis.as_ref().expect("a Redis test").url();
-    let ids: Vec<u64> = app.sim.data.members[..HOT]
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
-    let (stop, seen) = (Arc::new(AtomicBool::new(false)), Arc::new(Seen::default()));
-    let workers = readers(&app, &stop, &seen);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let calls_before = app.sim.stats().calls;
+    let readers = Readers::start(&app).await;
+    let ids = readers.ids.clone();
     let mut conn = app.redis_conn().await;
     let _: () = redis::cmd("FLUSHALL")
         .query_async(&mut conn)
@@ -170,18 +194,13 @@ async fn a_flushed_redis_is_refilled_from_memory_but_a_cache_clear_is_not_undone
     let flushed = Instant::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let back = in_redis(&url, &ids).await;
-    let calls = app.sim.stats().calls - calls_before;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let calls = app.sim.stats().calls - readers.calls_before;
+    let (lookups, failures) = readers.finish().await;
     println!(
-        "[redis flushed] {} lookups, {} failed; {:?} after FLUSHALL {back} of {HOT} hot members are back, {calls} upstream calls",
-        seen.lookups.load(Ordering::Relaxed),
-        seen.failures.load(Ordering::Relaxed),
+        "[redis flushed] {lookups} lookups, {failures} failed; {:?} after FLUSHALL {back} of {HOT} hot members are back, {calls} upstream calls",
         flushed.elapsed(),
     );
-    assert_eq!(seen.failures.load(Ordering::Relaxed), 0);
+    assert_eq!(failures, 0);
     assert!(back >= 140, "{back} of {HOT} back in Redis");
     assert!(calls <= 10, "{calls} upstream calls");
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::fleet::Fleet;
-use crate::process::{Service, free_port};
+use crate::fleet::{lookups, start_fleet};
+use zsxq_test_support::{Service, StoreKind, TestApp, free_port};
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -199,19 +199,10 @@ async fn the_dashboard_and_alerts_query_only_series_the_service_exposes() {
     assert!(exprs.len() >= 20, "{} queries", exprs.len());
 
     // A live replica (Redis, fleet budget on) after a little traffic.
-    let fleet = Fleet::start(1, 20, &[]).await;
-    let (right, _) = fleet.lookups(&[(0, 1), (0, 1)]).await;
+    let fleet = start_fleet(StoreKind::Redis, 1, 20, &[]).await;
+    let (right, _) = lookups(&fleet, &[(0, 1), (0, 1)]).await;
     assert_eq!(right, 2);
-    let exposition = fleet
-        .http
-        .get(format!("http://{}/metrics", fleet.replicas[0]))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    let exposed = exposed_names(&exposition);
+    let exposed = exposed_names(&fleet.exposition(0).await);
     let rules: String = read("prometheus/alerts.yml")
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -306,39 +297,35 @@ async fn two_replicas_behind_the_shipped_nginx_config_share_the_load_and_fail_ov
     if !have("nginx", "-v") || !have("openssl", "version") {
         return;
     }
-    let sim = zsxq_sim::spawn(zsxq_sim::SimConfig {
-        members: 60,
-        ..zsxq_sim::SimConfig::for_tests()
-    })
-    .await
-    .expect("simulator");
-    let redis = zsxq_test_support::RedisServer::start().expect("redis-server");
-    let dir = tempfile::tempdir().expect("dir");
+    let env = TestApp::builder()
+        .store(StoreKind::Redis)
+        .members(60)
+        .var("FLEET_SIZE_HINT", "2")
+        .var("LOG_FORMAT", "json")
+        .var("ALLOWED_HOSTS", SITE)
+        .var("READ_TOKEN", READ)
+        .environment()
+        .await
+        .expect("environment");
+    let (sim, dir) = (&env.sim, env.dir());
     let env_example = read("production.env.example");
     assert!(
         env_example.contains(&format!("ALLOWED_HOSTS={SITE}")),
         "production.env.example names the site nginx serves"
     );
-    let mut vars = crate::process::sim_vars(&sim);
-    vars.extend([
-        ("REDIS_URL", redis.url()),
-        ("FLEET_SIZE_HINT", "2".to_string()),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        ("LOG_FORMAT", "json".to_string()),
-        ("ALLOWED_HOSTS", SITE.to_string()),
-        ("READ_TOKEN", READ.to_string()),
-    ]);
-    let mut a = Service::start(dir.path(), &vars).await;
-    let b = Service::start(dir.path(), &vars).await;
+    let mut a = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
+    let b = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
 
     // The shipped site file, with the test's ports and paths, inside a
     // minimal main configuration.
-    let nginx_dir = dir.path().join("nginx");
+    let nginx_dir = dir.join("nginx");
     std::fs::create_dir_all(&nginx_dir).expect("dir");
     let prefix = nginx_dir.display().to_string();
     let (crt, key) = self_signed(&nginx_dir);
-    let (http_port, https_port) = (free_port(), free_port());
+    let (http_port, https_port) = (
+        free_port().expect("a free port"),
+        free_port().expect("a free port"),
+    );
     let mut site = read("nginx.conf");
     site = rewrite(&site, "127.0.0.1:3013", &a.addr.to_string());
     site = rewrite(&site, "127.0.0.1:3014", &b.addr.to_string());

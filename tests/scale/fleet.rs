@@ -9,13 +9,10 @@
 //! `w / spacing + 1` calls per replica; windows are chosen long enough that
 //! the 2% safety margin covers that.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use zsxq_cache::config::Config;
-use zsxq_sim::{SimConfig, SimHandle};
-use zsxq_test_support::{RedisCluster, RedisServer, Replicas};
+use zsxq_sim::SimConfig;
+use zsxq_test_support::{Fleet, StoreKind, TestApp};
 
 /// `API_RATE_LIMIT` of every replica and the simulator's per-minute limit.
 const LIMIT_PER_MIN: u32 = 2400;
@@ -26,139 +23,64 @@ const LIMIT_PER_MIN: u32 = 2400;
 /// upstream call. Each measures its own fleet, not its neighbour's load.
 static ONE_FLEET_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Replicas sharing one Redis (a server or a cluster) and one simulator.
-pub struct Fleet {
-    pub sim: SimHandle,
-    /// The Redis server, unless the fleet runs on a cluster.
-    pub redis: Option<RedisServer>,
-    _cluster: Option<RedisCluster>,
-    pub replicas: Vec<SocketAddr>,
-    pub http: reqwest::Client,
-    _running: Replicas,
-    _dir: tempfile::TempDir,
-}
-
-impl Fleet {
-    /// `n` replicas over one simulator of `members` members, with the
-    /// simulator limiting at [`LIMIT_PER_MIN`] too; `extra` variables win.
-    pub async fn start(n: usize, members: usize, extra: &[(&str, &str)]) -> Fleet {
-        let redis = RedisServer::start().expect("redis-server (apt-get install -y redis-server)");
-        let url = redis.url();
-        Self::start_on(n, members, extra, &url, Some(redis), None).await
-    }
-
-    /// As [`Fleet::start`], on a 3-master/3-replica Redis Cluster.
-    pub async fn start_on_cluster(n: usize, members: usize, extra: &[(&str, &str)]) -> Fleet {
-        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-            .await
-            .expect("join")
-            .expect("redis cluster");
-        let url = cluster.url_list();
-        Self::start_on(n, members, extra, &url, None, Some(cluster)).await
-    }
-
-    async fn start_on(
-        n: usize,
-        members: usize,
-        extra: &[(&str, &str)],
-        redis_url: &str,
-        redis: Option<RedisServer>,
-        cluster: Option<RedisCluster>,
-    ) -> Fleet {
-        let sim = zsxq_sim::spawn(SimConfig {
+/// `n` replicas over one simulator of `members` members, with the simulator
+/// limiting at [`LIMIT_PER_MIN`] too, on `store` (Redis or a cluster);
+/// `extra` variables win. The upstream pacing is the test's own: the shipped
+/// timeout, retries from 50 ms, five calls at a time per replica.
+pub async fn start_fleet(
+    store: StoreKind,
+    n: usize,
+    members: usize,
+    extra: &[(&str, &str)],
+) -> Fleet {
+    let mut fleet = TestApp::builder()
+        .store(store)
+        .sim(SimConfig {
             members,
             latency_ms: 20,
             rate_per_min: LIMIT_PER_MIN,
             ..SimConfig::for_tests()
         })
-        .await
-        .expect("simulator");
-        let dir = tempfile::tempdir().expect("dir");
-        let mut vars: HashMap<String, String> = [
-            ("ZSXQ_API_BASE", sim.base_url.clone()),
-            ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-            ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-            ("REDIS_URL", redis_url.to_string()),
-            ("API_RATE_LIMIT", LIMIT_PER_MIN.to_string()),
-            ("API_REQUEST_DELAY", "0".to_string()),
-            ("API_CONCURRENCY", "5".to_string()),
-            ("API_RETRY_BASE_MS", "50".to_string()),
-            ("WARMUP_INTERVAL", "0".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        for (k, v) in extra {
-            vars.insert(k.to_string(), v.to_string());
-        }
-        let config = Config::from_vars(&vars).expect("config");
-        let (replicas, running) = Replicas::start(&config, n).await.expect("replicas start");
-        Fleet {
-            sim,
-            redis,
-            _cluster: cluster,
-            replicas,
-            http: reqwest::Client::new(),
-            _running: running,
-            _dir: dir,
-        }
+        .shipped_upstream_pace()
+        .var("ADMIN_TOKEN", "")
+        .var("API_RATE_LIMIT", LIMIT_PER_MIN.to_string())
+        .var("API_REQUEST_DELAY", "0")
+        .var("API_CONCURRENCY", "5")
+        .var("API_RETRY_BASE_MS", "50")
+        .var("WARMUP_INTERVAL", "0");
+    for (name, value) in extra {
+        fleet = fleet.var(*name, *value);
     }
-
-    /// Sends every `(replica, member index)` lookup at once; returns how
-    /// many answered with the member's right number, and the wall time.
-    pub async fn lookups(&self, requests: &[(usize, usize)]) -> (usize, Duration) {
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for &(replica, member) in requests {
-            let m = &self.sim.data.members[member];
-            let url = format!("http://{}/api/users/{}", self.replicas[replica], m.user_id);
-            let (http, number) = (self.http.clone(), m.number);
-            tasks.spawn(async move {
-                let Ok(resp) = http.get(url).send().await else {
-                    return false;
-                };
-                let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                body["data"]["number"].as_u64() == Some(number)
-            });
-        }
-        let mut right = 0;
-        while let Some(done) = tasks.join_next().await {
-            right += usize::from(done.unwrap_or(false));
-        }
-        (right, started.elapsed())
-    }
+    fleet.spawn_fleet(n).await
 }
 
-impl Fleet {
-    /// Fleet-budget waits and fallback slots, summed over the replicas.
-    pub async fn budget_counters(&self) -> (u64, u64) {
-        (
-            self.counter("zsxq_fleet_budget_waits_total").await,
-            self.counter("zsxq_fleet_budget_fallbacks_total").await,
-        )
+/// Sends every `(replica, member index)` lookup at once; returns how many
+/// answered with the member's right number, and the wall time.
+pub async fn lookups(fleet: &Fleet, requests: &[(usize, usize)]) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for &(replica, member) in requests {
+        let m = &fleet.sim.data.members[member];
+        let url = fleet.url(replica, &format!("/api/users/{}", m.user_id));
+        let (http, number) = (fleet.http.clone(), m.number);
+        tasks.spawn(async move {
+            let Ok(resp) = http.get(url).send().await else {
+                return false;
+            };
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            body["data"]["number"].as_u64() == Some(number)
+        });
     }
+    let mut right = 0;
+    while let Some(done) = tasks.join_next().await {
+        right += usize::from(done.unwrap_or(false));
+    }
+    (right, started.elapsed())
+}
 
-    /// A counter of `/metrics` (no labels), summed over the replicas.
-    pub async fn counter(&self, name: &str) -> u64 {
-        let mut sum = 0;
-        for replica in &self.replicas {
-            let text = self
-                .http
-                .get(format!("http://{replica}/metrics"))
-                .send()
-                .await
-                .expect("scrape")
-                .text()
-                .await
-                .expect("body");
-            sum += text
-                .lines()
-                .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-                .filter_map(|v| v.trim().parse::<u64>().ok())
-                .sum::<u64>();
-        }
-        sum
-    }
+/// A counter of `/metrics` (no labels), summed over the replicas.
+async fn counter(fleet: &Fleet, name: &str) -> u64 {
+    fleet.metric(name).await as u64
 }
 
 /// Calls the limit allows within `window`, scaled from the per-minute limit.
@@ -181,20 +103,20 @@ fn members_drawn(count: usize, members: usize, mut seed: u64) -> Vec<usize> {
 // Three replicas, the simulator and 1000 clients share a test's two cores,
 // so lookups' 50 ms store reads do time out here; the default
 // STORE_TIMEOUT_MS is kept on purpose. Those timeouts must not open the
-// breaker (which would stop the replicas coordinating through Redis and let
-// ~600 calls through instead of 300, as it did before `store/guard.rs` left
-// lookup timeouts out of its count).
+// breaker, which would stop the replicas coordinating through Redis and let
+// ~600 calls through instead of 300; `store/guard.rs` leaves lookup timeouts
+// out of its count for that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_under_a_thousand_cold_lookups_stay_within_one_budget() {
     let _turn = ONE_FLEET_AT_A_TIME.lock().await;
-    let fleet = Fleet::start(3, 300, &[]).await;
+    let fleet = start_fleet(StoreKind::Redis, 3, 300, &[]).await;
     a_thousand_cold_lookups_stay_within_one_budget(fleet, "redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_a_redis_cluster_stay_within_one_budget_too() {
     let _turn = ONE_FLEET_AT_A_TIME.lock().await;
-    let fleet = Fleet::start_on_cluster(3, 300, &[]).await;
+    let fleet = start_fleet(StoreKind::Cluster, 3, 300, &[]).await;
     a_thousand_cold_lookups_stay_within_one_budget(fleet, "redis cluster").await;
 }
 
@@ -210,7 +132,7 @@ async fn a_thousand_cold_lookups_stay_within_one_budget(fleet: Fleet, on: &str) 
         .map(|(i, &m)| (i % 3, m))
         .collect();
 
-    let (right, took) = fleet.lookups(&requests).await;
+    let (right, took) = lookups(&fleet, &requests).await;
     let stats = fleet.sim.stats();
     let window = Duration::from_secs(10);
     let (busiest, at) = fleet.sim.max_calls_within(window);
@@ -228,12 +150,15 @@ async fn a_thousand_cold_lookups_stay_within_one_budget(fleet: Fleet, on: &str) 
         stats.throttled,
         allowed_within(window),
     );
-    let (waits, fallbacks) = fleet.budget_counters().await;
+    let (waits, fallbacks) = (
+        counter(&fleet, "zsxq_fleet_budget_waits_total").await,
+        counter(&fleet, "zsxq_fleet_budget_fallbacks_total").await,
+    );
     println!(
         "[fleet budget] schedule in Redis said wait {waits} times; {fallbacks} slots taken from the local fallback; \
          store failures {}, breaker opened {} times",
-        fleet.counter("zsxq_store_failures_total").await,
-        fleet.counter("zsxq_store_breaker_opened_total").await,
+        counter(&fleet, "zsxq_store_failures_total").await,
+        counter(&fleet, "zsxq_store_breaker_opened_total").await,
     );
     assert_eq!(right, 1000, "every lookup answered with the right number");
     assert_eq!(stats.throttled, 0, "the simulator never had to throttle");
@@ -256,9 +181,9 @@ async fn without_the_fleet_budget_three_replicas_would_spend_three_budgets() {
     let _turn = ONE_FLEET_AT_A_TIME.lock().await;
     // The check above has teeth: the same measure catches replicas that
     // each keep only their own limit.
-    let fleet = Fleet::start(3, 180, &[("FLEET_BUDGET", "false")]).await;
+    let fleet = start_fleet(StoreKind::Redis, 3, 180, &[("FLEET_BUDGET", "false")]).await;
     let requests: Vec<(usize, usize)> = (0..180).map(|m| (m % 3, m)).collect();
-    let (right, took) = fleet.lookups(&requests).await;
+    let (right, took) = lookups(&fleet, &requests).await;
     let window = Duration::from_secs(1);
     let (busiest, _) = fleet.sim.max_calls_within(window);
     println!(
@@ -276,7 +201,7 @@ async fn without_the_fleet_budget_three_replicas_would_spend_three_budgets() {
 async fn with_redis_down_replicas_fall_back_to_their_share_and_keep_answering() {
     let _turn = ONE_FLEET_AT_A_TIME.lock().await;
     const MEMBERS: usize = 300;
-    let mut fleet = Fleet::start(3, MEMBERS, &[("FLEET_SIZE_HINT", "3")]).await;
+    let mut fleet = start_fleet(StoreKind::Redis, 3, MEMBERS, &[("FLEET_SIZE_HINT", "3")]).await;
     fleet
         .redis
         .as_mut()
@@ -284,7 +209,7 @@ async fn with_redis_down_replicas_fall_back_to_their_share_and_keep_answering() 
         .stop()
         .expect("redis stops");
     let requests: Vec<(usize, usize)> = (0..MEMBERS).map(|m| (m % 3, m)).collect();
-    let (right, took) = fleet.lookups(&requests).await;
+    let (right, took) = lookups(&fleet, &requests).await;
     let stats = fleet.sim.stats();
     // Three independent limiters may each use a slot early in a window, so
     // the window is long enough for the 2% margin to cover three of them.
@@ -303,16 +228,13 @@ async fn with_redis_down_replicas_fall_back_to_their_share_and_keep_answering() 
         busiest <= allowed_within(window),
         "{busiest} calls within 7 s from {at:?}"
     );
-    for replica in &fleet.replicas {
-        let ready: serde_json::Value = fleet
-            .http
-            .get(format!("http://{replica}/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(ready["data"]["upstream"]["fleet"], "fallback", "{ready}");
+    for replica in 0..fleet.replicas.len() {
+        let ready = fleet.get(replica, "/readyz").await;
+        assert_eq!(
+            ready.data()["upstream"]["fleet"],
+            "fallback",
+            "{}",
+            ready.body
+        );
     }
 }

@@ -7,35 +7,23 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use zsxq_sim::{SimConfig, SimFault};
-
-use crate::process::Service;
+use zsxq_sim::SimFault;
+use zsxq_test_support::{Service, TestApp};
 
 const GIVEN_ID: &str = "trace-7f3a_0042";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_request_id_on_every_line_of_the_request() {
-    let sim = zsxq_sim::spawn(SimConfig {
-        members: 20,
-        ..SimConfig::for_tests()
-    })
-    .await
-    .expect("simulator");
-    let dir = tempfile::tempdir().expect("dir");
-    let mut vars = crate::process::sim_vars(&sim);
-    vars.extend([
-        ("LOG_FORMAT", "json".to_string()),
-        ("RUST_LOG", "info".to_string()),
-        (
-            "EMBEDDED_PATH",
-            dir.path().join("cache.redb").display().to_string(),
-        ),
-        ("API_RATE_LIMIT", "6000".to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        ("API_RETRY_BASE_MS", "5".to_string()),
-        ("API_MAX_RETRIES", "2".to_string()),
-    ]);
-    let mut service = Service::start(dir.path(), &vars).await;
+    let env = TestApp::builder()
+        .members(20)
+        .var("LOG_FORMAT", "json")
+        .var("RUST_LOG", "info")
+        .var("API_MAX_RETRIES", "2")
+        .environment()
+        .await
+        .expect("environment");
+    let sim = &env.sim;
+    let mut service = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
     let http = reqwest::Client::new();
 
     // An upstream answering HTTP 500: the lookup's fetch retries (warnings

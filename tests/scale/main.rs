@@ -5,10 +5,6 @@
 //! Each test starts what it needs: a simulator, a private `redis-server`
 //! (never the shared one) and the replicas on port 0, in this process.
 
-#[path = "../faults/process.rs"]
-#[allow(dead_code)]
-mod process;
-
 mod deploy;
 mod fleet;
 mod logs;

@@ -1,6 +1,7 @@
-//! `zsxq-bench …` (`cargo run --release -p zsxq-bench -- <what>`): benchmarks that start everything they need (the
-//! simulator, the service on an embedded store in a temp dir) and print
-//! figures. Speed targets live here, never in timed unit tests: the machines
+//! `zsxq-bench …` (`cargo run --release -p zsxq-bench -- <what>`):
+//! benchmarks that start everything they need through the tests' app builder
+//! (the simulator, the service on an embedded store or a private Redis) and
+//! print figures. Speed targets live here, never in timed unit tests: the machines
 //! are shared and noisy, so every figure is printed with what it is measured
 //! against rather than asserted.
 
@@ -8,16 +9,7 @@ mod hot;
 mod refund;
 mod sync;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-
-use anyhow::Context;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-use zsxq_cache::config::Config;
-use zsxq_cache::startup::Application;
-use zsxq_sim::{SimConfig, SimHandle};
+use std::process::ExitCode;
 
 /// The benchmarks; each prints its figures and what they are measured
 /// against.
@@ -33,102 +25,32 @@ enum BenchCommand {
     /// Hot lookups against nginx proxy_cache, cold stampedes over three
     /// replicas, paging at 1k/100k members, memory per member, RSS.
     Hot(hot::HotArgs),
+    /// The service itself, exactly as `zsxq-cache serve` runs it: `hot`
+    /// starts its replicas as processes of this binary, so that the load
+    /// tool, the harness and the service share no runtime and each
+    /// replica's RSS is its own, without needing the service binary built
+    /// beside this one.
+    #[command(hide = true)]
+    Serve,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     use clap::Parser as _;
     let command = BenchCommand::parse();
     // The service's logs, as `zsxq-cache` sets them up (RUST_LOG, LOG_FORMAT).
     zsxq_cache::config::load_dotenv();
     zsxq_cache::telemetry::init().map_err(anyhow::Error::msg)?;
     match command {
-        BenchCommand::Sync(args) => sync::run(args).await,
-        BenchCommand::Refund(args) => refund::run(args).await,
-        BenchCommand::Hot(args) => hot::run(args).await,
-    }
-}
-
-/// A simulator and a service wired to it, for one benchmark scenario.
-pub struct Rig {
-    pub sim: SimHandle,
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
-    pub admin_token: String,
-    _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        BenchCommand::Sync(args) => sync::run(args).await?,
+        BenchCommand::Refund(args) => refund::run(args).await?,
+        BenchCommand::Hot(args) => hot::run(args).await?,
+        BenchCommand::Serve => {
+            let serve = zsxq_cache::cli::Cli {
+                command: zsxq_cache::cli::Command::Serve,
+            };
+            return zsxq_cache::cli::run(serve).await;
         }
     }
-}
-
-impl Rig {
-    /// Starts the simulator with `sim` and the service with `vars` on top of
-    /// the defaults (embedded store in a fresh temp dir).
-    pub async fn start(sim: SimConfig, vars: &[(&str, String)]) -> anyhow::Result<Self> {
-        let token = sim.token.clone();
-        let sim = zsxq_sim::spawn(sim)
-            .await
-            .context("starting the simulator")?;
-        let dir = tempfile::tempdir().context("temp dir")?;
-        let admin_token = uuid::Uuid::new_v4().simple().to_string();
-        let mut map: HashMap<String, String> = [
-            ("ZSXQ_API_BASE", sim.base_url.clone()),
-            ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-            ("ZSXQ_ACCESS_TOKEN", token),
-            ("ADMIN_TOKEN", admin_token.clone()),
-            (
-                "EMBEDDED_PATH",
-                dir.path().join("bench.redb").display().to_string(),
-            ),
-            ("WARMUP_INTERVAL", "0".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        for (k, v) in vars {
-            map.insert((*k).to_string(), v.clone());
-        }
-        let config = Config::from_vars(&map)?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let app = Application::build(config, listener).await?;
-        let addr = app.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run(async {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            sim,
-            addr,
-            http: reqwest::Client::new(),
-            admin_token,
-            _dir: dir,
-            stop: Some(stop),
-        })
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// `POST /api/users/sync` and its envelope.
-    pub async fn sync(&self, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        let resp = self
-            .http
-            .post(self.url("/api/users/sync"))
-            .bearer_auth(&self.admin_token)
-            .json(&body)
-            .send()
-            .await?;
-        Ok(resp.json().await?)
-    }
-
-    pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        Ok(self.http.get(self.url(path)).send().await?.json().await?)
-    }
+    Ok(ExitCode::SUCCESS)
 }

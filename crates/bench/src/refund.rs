@@ -1,4 +1,4 @@
-//! `zsxq-cache bench refund`: the refund-list targets, measured.
+//! `zsxq-bench refund`: the refund-list targets, measured.
 //!
 //! Starts the simulator in-process with production-like behaviour (200 ms a
 //! call, 50 calls a minute, answered with 1059 beyond that) and the
@@ -14,17 +14,15 @@
 //! simulator's own data: order, member number, days. Exits non-zero if a
 //! target is missed, so it can guard a change.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use zsxq_cache::config::Config;
 use zsxq_cache::domain::CheckinId;
 use zsxq_cache::refund::{RefundList, RequiredDays};
 use zsxq_cache::startup::build_state;
-use zsxq_sim::{SimConfig, SimData, SimHandle, SimStats};
+use zsxq_sim::{SimConfig, SimData, SimStats};
+use zsxq_test_support::{TestApp, TestEnv};
 
 /// Cold target: at most this many upstream calls (12, plus the camp's
 /// statistics that prove the ranking whole)…
@@ -71,9 +69,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     sim_cfg.latency_ms = args.latency_ms;
     sim_cfg.rate_per_min = args.rate_per_min;
     sim_cfg.token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let sim = zsxq_sim::spawn(sim_cfg.clone())
-        .await
-        .context("starting the simulator")?;
+    // The shipped pacing but for the rate, which is the simulator's too.
+    let env = TestApp::builder()
+        .sim(sim_cfg)
+        .shipped_upstream_pace()
+        .var("API_RATE_LIMIT", args.rate_per_min.to_string())
+        .environment()
+        .await?;
+    let sim = &env.sim;
     let camp = sim
         .data
         .benchmark_camp()
@@ -89,10 +92,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.rate_per_min
     );
 
-    let dir = std::env::temp_dir().join(format!("zsxq-cache-bench-{}", std::process::id()));
-    let result = phases(&args, &sim, &sim_cfg, checkin, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let runs = result?;
+    let runs = phases(&args, &env, checkin).await?;
 
     println!();
     println!(
@@ -155,16 +155,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn phases(
-    args: &BenchArgs,
-    sim: &SimHandle,
-    sim_cfg: &SimConfig,
-    checkin: CheckinId,
-    dir: &std::path::Path,
-) -> anyhow::Result<Vec<Run>> {
-    let required = RequiredDays::DEFAULT;
-    let first = Config::from_vars(&vars(args, sim, sim_cfg, dir.join("cold.redb")))?;
-    let services = build_state(&first).await?;
+async fn phases(args: &BenchArgs, env: &TestEnv, checkin: CheckinId) -> anyhow::Result<Vec<Run>> {
+    let (sim, required) = (&env.sim, RequiredDays::DEFAULT);
+    let services = build_state(&env.config()?).await?;
     let mut runs = Vec::new();
     for name in ["cold", "warm"] {
         sim.reset_stats();
@@ -178,8 +171,8 @@ async fn phases(
     sim.set_reject_ratio(args.reject_ratio);
     // A fresh store is a new installation with a device id of its own.
     sim.forget_device();
-    let second = Config::from_vars(&vars(args, sim, sim_cfg, dir.join("rejecting.redb")))?;
-    let services = build_state(&second).await?;
+    let fresh = env.dir().join("rejecting.redb").display().to_string();
+    let services = build_state(&env.config_with(&[("EMBEDDED_PATH", fresh)])?).await?;
     sim.reset_stats();
     let started = Instant::now();
     let list = services.refunds.refund_list(checkin, required).await;
@@ -192,24 +185,6 @@ async fn phases(
         list,
     )?);
     Ok(runs)
-}
-
-fn vars(
-    args: &BenchArgs,
-    sim: &SimHandle,
-    sim_cfg: &SimConfig,
-    store: PathBuf,
-) -> HashMap<String, String> {
-    [
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", sim_cfg.token.clone()),
-        ("EMBEDDED_PATH", store.display().to_string()),
-        ("API_RATE_LIMIT", args.rate_per_min.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
 }
 
 /// Checks a list against the simulator's data.

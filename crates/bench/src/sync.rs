@@ -1,4 +1,4 @@
-//! `zsxq-cache bench sync`: the upstream-budget targets, measured against the
+//! `zsxq-bench sync`: the upstream-budget targets, measured against the
 //! simulator:
 //! - sync of N members with member listing allowed: upstream calls and time;
 //! - sync with listing refused: wall time against `calls / rate`, and how
@@ -11,10 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::Rig;
-use zsxq_sim::SimConfig;
+use zsxq_sim::{SimConfig, SimStats};
+use zsxq_test_support::TestApp;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SyncBenchArgs {
@@ -44,33 +44,55 @@ fn sim_config(args: &SyncBenchArgs, no_member_list: bool, reject_ratio: f64) -> 
     sim
 }
 
-fn vars(args: &SyncBenchArgs) -> Vec<(&'static str, String)> {
-    vec![
-        ("API_RATE_LIMIT", args.rate.to_string()),
-        ("API_REQUEST_DELAY", "0".to_string()),
-        ("API_MAX_RETRIES", "10".to_string()),
-    ]
+/// The service at the shipped pacing but for the rate (ours and the
+/// simulator's alike), no spacing and patient retries, on a fresh embedded
+/// store; no scheduled warm-up to muddle the counts.
+async fn start(
+    args: &SyncBenchArgs,
+    no_member_list: bool,
+    reject_ratio: f64,
+) -> anyhow::Result<TestApp> {
+    TestApp::builder()
+        .sim(sim_config(args, no_member_list, reject_ratio))
+        .shipped_upstream_pace()
+        .var("API_RATE_LIMIT", args.rate.to_string())
+        .var("API_REQUEST_DELAY", "0")
+        .var("API_MAX_RETRIES", "10")
+        .var("WARMUP_INTERVAL", "0")
+        .try_spawn()
+        .await
+}
+
+/// A blocking sync of the whole group: its report, how long it took, what
+/// the simulator saw, and the cached numbers checked (checked, wrong).
+async fn timed_sync(app: &TestApp) -> (Value, Duration, SimStats, (u64, u64)) {
+    let started = Instant::now();
+    let report = app.sync(json!({})).await.body;
+    let took = started.elapsed();
+    let stats = app.sim.stats();
+    (report, took, stats, wrong_numbers(app).await)
 }
 
 /// Checks every cached member's number against the simulator's data.
-async fn wrong_numbers(rig: &Rig) -> anyhow::Result<(u64, u64)> {
+async fn wrong_numbers(app: &TestApp) -> (u64, u64) {
     let mut page = 1;
     let (mut checked, mut wrong) = (0, 0);
     loop {
-        let body = rig
+        let body = app
             .get(&format!("/api/users?page={page}&page_size=200"))
-            .await?;
+            .await
+            .body;
         let users = body["data"]["users"]
             .as_array()
             .cloned()
             .unwrap_or_default();
         if users.is_empty() {
-            return Ok((checked, wrong));
+            return (checked, wrong);
         }
         for u in users {
             checked += 1;
             let id: u64 = u["user_id"].as_str().unwrap_or("0").parse().unwrap_or(0);
-            let expected = rig.sim.data.member_by_id(id).map(|m| m.number);
+            let expected = app.sim.data.member_by_id(id).map(|m| m.number);
             if expected != u["number"].as_u64() {
                 wrong += 1;
             }
@@ -87,12 +109,8 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
     let slot = Duration::from_secs_f64(60.0 / f64::from(args.rate.max(1)));
 
     // 1. Member list allowed.
-    let rig = Rig::start(sim_config(&args, false, 0.0), &vars(&args)).await?;
-    let started = Instant::now();
-    let report = rig.sync(json!({})).await?;
-    let took = started.elapsed();
-    let stats = rig.sim.stats();
-    let (checked, wrong) = wrong_numbers(&rig).await?;
+    let app = start(&args, false, 0.0).await?;
+    let (report, took, stats, (checked, wrong)) = timed_sync(&app).await;
     println!(
         "[list]      synced {:>4} in {:>7.2} s with {:>3} upstream calls, {} throttled; {} checked, {} wrong  (target: <= 5 calls, <= 10 s)",
         report["data"]["success_count"],
@@ -102,12 +120,12 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
         checked,
         wrong
     );
-    drop(rig);
+    drop(app);
 
     // 2 + 3. Listing refused: per-member pace; a cold lookup meanwhile.
-    let rig = Rig::start(sim_config(&args, true, 0.0), &vars(&args)).await?;
+    let app = start(&args, true, 0.0).await?;
     let started = Instant::now();
-    let job = rig.sync(json!({"async": true})).await?;
+    let job = app.sync(json!({"async": true})).await.body;
     let job_id = job["data"]["job_id"]
         .as_str()
         .unwrap_or_default()
@@ -115,22 +133,22 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
     // Let the sync get going, then ask for members it has not reached.
     tokio::time::sleep(slot * 5).await;
     let mut lookups = Vec::new();
-    for m in rig.sim.data.members.iter().rev().take(5) {
+    for m in app.sim.data.members.iter().rev().take(5) {
         let t = Instant::now();
-        let body = rig.get(&format!("/api/users/{}", m.user_id)).await?;
+        let body = app.user(m.user_id).await.body;
         let ok = body["data"]["number"].as_u64() == Some(m.number);
         lookups.push((t.elapsed(), ok));
         tokio::time::sleep(slot * 3).await;
     }
     let report = loop {
-        let s = rig.get(&format!("/api/users/sync/{job_id}")).await?;
+        let s = app.get(&format!("/api/users/sync/{job_id}")).await.body;
         if s["data"]["state"] != "running" {
             break s["data"]["report"].clone();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let took = started.elapsed();
-    let stats = rig.sim.stats();
+    let stats = app.sim.stats();
     let ideal = slot.as_secs_f64() * stats.calls.saturating_sub(1) as f64;
     println!(
         "[per-member] synced {:>4} in {:>7.2} s with {:>3} upstream calls; calls x 60/rate = {:.2} s, ratio {:.3}; throttled by our pace: {}  (target: ratio <= 1.05, 0 throttled)",
@@ -150,16 +168,12 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
             ok
         );
     }
-    drop(rig);
+    drop(app);
 
     // 4. Storms: random 1059s on both paths; complete and correct anyway.
     for no_list in [false, true] {
-        let rig = Rig::start(sim_config(&args, no_list, args.reject_ratio), &vars(&args)).await?;
-        let started = Instant::now();
-        let report = rig.sync(json!({})).await?;
-        let took = started.elapsed();
-        let stats = rig.sim.stats();
-        let (checked, wrong) = wrong_numbers(&rig).await?;
+        let app = start(&args, no_list, args.reject_ratio).await?;
+        let (report, took, stats, (checked, wrong)) = timed_sync(&app).await;
         println!(
             "[storm {:.0}%] {}: synced {:>4}, failed {}, in {:>7.2} s, {} calls, {} throttled; {} checked, {} wrong",
             args.reject_ratio * 100.0,
@@ -172,7 +186,7 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
             checked,
             wrong
         );
-        let departed: Vec<String> = rig
+        let departed: Vec<String> = app
             .sim
             .data
             .departed

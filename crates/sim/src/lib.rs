@@ -199,9 +199,16 @@ pub async fn serve(
 /// Starts a simulator on `127.0.0.1` and a free port (`cfg.port` is
 /// ignored), with data generated from `cfg`, in a background task.
 pub async fn spawn(cfg: SimConfig) -> std::io::Result<SimHandle> {
+    let data = generate_for(&cfg);
+    spawn_with_data(cfg, data).await
+}
+
+/// As [`spawn`], serving `data` (a group a test has edited) instead of the
+/// one `cfg` generates.
+pub async fn spawn_with_data(cfg: SimConfig, data: SimData) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    let data = Arc::new(generate_for(&cfg));
+    let data = Arc::new(data);
     let state = Arc::new(SimState::new(&cfg, Arc::clone(&data)));
     let app = server::router(Arc::clone(&state));
     let (stop, stopped) = oneshot::channel::<()>();

@@ -17,20 +17,16 @@
 //! uses this module.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Port of the machine's shared Redis; a test must never start on it.
-const SHARED_REDIS_PORT: u16 = 6379;
+use crate::net::{SHARED_REDIS_PORT, free_port, retry_on_new_ports};
 
 /// How long a fresh server gets to answer PING before start-up fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How many free ports `start` tries; another process can grab a port between
-/// our probe and redis-server's bind.
-const START_ATTEMPTS: usize = 3;
 
 /// A `redis-server` child process owned by a test.
 #[derive(Debug)]
@@ -50,21 +46,15 @@ impl RedisServer {
     /// it answers PING. Fails with a message naming the package to install if
     /// the binary is missing.
     pub fn start() -> io::Result<Self> {
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
+        retry_on_new_ports("redis-server", || {
             let mut server = RedisServer {
-                port,
+                port: free_port()?,
                 child: None,
                 paused: false,
             };
-            match server.spawn_and_wait() {
-                Ok(()) => return Ok(server),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+            server.spawn_and_wait()?;
+            Ok(server)
+        })
     }
 
     /// The TCP port the server listens on (on 127.0.0.1).
@@ -127,63 +117,15 @@ impl RedisServer {
     }
 
     fn spawn_and_wait(&mut self) -> io::Result<()> {
-        if self.port == SHARED_REDIS_PORT {
-            return Err(io::Error::other(
-                "refusing to start on the shared Redis port 6379",
-            ));
-        }
-        let mut command = Command::new("redis-server");
-        command
-            .arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
-            .args(["--loglevel", "warning"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = super::spawn_tool(&mut command, "redis-server", "redis-server")?;
+        let child = spawn_redis(
+            self.port,
+            &std::env::temp_dir(),
+            &["--loglevel", "warning"],
+            None,
+        )?;
         self.child = Some(child);
         self.paused = false;
-        match self.wait_until_ready() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // Do not leave a half-started process behind.
-                let _ = self.stop();
-                Err(e)
-            }
-        }
-    }
-
-    fn wait_until_ready(&mut self) -> io::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                self.child = None;
-                return Err(io::Error::other(format!(
-                    "redis-server on port {} exited during start-up: {status}",
-                    self.port
-                )));
-            }
-            if ping(self.port).unwrap_or(false) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "redis-server on port {} did not answer PING within {READY_TIMEOUT:?}",
-                        self.port
-                    ),
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        Ok(())
     }
 }
 
@@ -193,15 +135,71 @@ impl Drop for RedisServer {
     }
 }
 
-/// Asks the OS for a free port by binding port 0, never returning 6379.
-fn free_port() -> io::Result<u16> {
-    loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let port = listener.local_addr()?.port();
-        if port != SHARED_REDIS_PORT {
-            return Ok(port);
-        }
+/// Starts `redis-server` on `port` with what every test server shares —
+/// loopback only, in the foreground, nothing persisted, its files in `dir` —
+/// plus `extra` arguments, and waits until it answers PING. If it exits
+/// during start-up the error says how, with the end of `log` when the server
+/// writes one; nothing is left running when this fails. The shared Redis
+/// port is refused outright.
+pub(crate) fn spawn_redis(
+    port: u16,
+    dir: &Path,
+    extra: &[&str],
+    log: Option<&Path>,
+) -> io::Result<Child> {
+    if port == SHARED_REDIS_PORT {
+        return Err(io::Error::other(
+            "refusing to start on the shared Redis port 6379",
+        ));
     }
+    let mut command = Command::new("redis-server");
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1"])
+        .args(["--protected-mode", "no"])
+        .args(["--daemonize", "no"])
+        // Persistence off: `save` takes a list, so it is given once, here.
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = super::spawn_tool(&mut command, "redis-server", "redis-server")?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let failure = match child.try_wait() {
+            Ok(Some(status)) => Some(io::Error::other(format!(
+                "redis-server on port {port} exited during start-up ({status}){}",
+                log.map(|log| format!(": {}", tail(log)))
+                    .unwrap_or_default()
+            ))),
+            Err(e) => Some(e),
+            Ok(None) if ping(port).unwrap_or(false) => return Ok(child),
+            Ok(None) if Instant::now() >= deadline => Some(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("redis-server on port {port} did not answer PING within {READY_TIMEOUT:?}"),
+            )),
+            Ok(None) => None,
+        };
+        if let Some(e) = failure {
+            // Do not leave a half-started process behind.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last few lines of a log file, for error messages.
+pub(crate) fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join(" | ")
 }
 
 /// One raw RESP PING with short timeouts; `Ok(true)` once the server answers.
@@ -252,4 +250,12 @@ pub async fn scan_keys(url: &str, pattern: &str) -> redis::RedisResult<Vec<Strin
             return Ok(keys);
         }
     }
+}
+
+/// `TTL key` in seconds: -1 for a key that never expires, -2 for none.
+pub async fn ttl_of<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+) -> redis::RedisResult<i64> {
+    redis::cmd("TTL").arg(key).query_async(conn).await
 }

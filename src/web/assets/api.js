@@ -80,7 +80,7 @@ export const isAbort = (e) => e && e.name === 'AbortError';
 const TOKEN_PROMPTS = {
   [TOKEN_KEY]: {
     title: '管理员令牌',
-    hint: ['同步和清空缓存需要管理员令牌（服务的 ', h('code', {}, 'ADMIN_TOKEN'), '）。令牌只保存在本次浏览器会话中，关闭标签页即失效。'],
+    hint: ['同步、清空缓存和标记退款需要管理员令牌（服务的 ', h('code', {}, 'ADMIN_TOKEN'), '）。令牌只保存在本次浏览器会话中，关闭标签页即失效。'],
   },
   [READ_KEY]: {
     title: '访问令牌',

@@ -1,31 +1,63 @@
-// The refund-list view (#/camps/<id>/refund?required_days=N): builds the
-// list page by page with a progress bar, then shows the statistics, the
-// qualified / unqualified filter, the downloads and the names to copy.
+// The refund-list view
+// (#/camps/<id>/refund?required_days=N[&grace_days=G][&ranking_type=continuous]):
+// the rule form, then the list built page by page with a progress bar, then
+// drawn by `refund_list.js`. After a refund mark the whole list is read
+// again (from the cache by then, the marks from the store), so the page
+// shows what the store holds.
 
-import { ApiError, api, downloadLink, isAbort } from './api.js?v=__ASSET_VERSION__';
+import { ApiError, api, isAbort } from './api.js?v=__ASSET_VERSION__';
 import { DEFAULT_REQUIRED_DAYS, findCamp, scopeName } from './camps.js?v=__ASSET_VERSION__';
+import { computeStats, renderList } from './refund_list.js?v=__ASSET_VERSION__';
 import { errorPanel, fmtInt, fmtZsxqTime, h, progressBar, toast } from './ui.js?v=__ASSET_VERSION__';
 
 const REFUND_PAGE_SIZE = 20;
+const RANKING_TYPES = [['accumulated', '累计'], ['continuous', '连续']];
 
 function refundBase(id) {
   return `/api/camps/${encodeURIComponent(id)}/refund-list`;
 }
 
+/**
+ * The rule as query parameters; the server's defaults (no grace, the
+ * accumulated ranking) are left out, so plain addresses stay as they were.
+ */
+function ruleParams(rule) {
+  const q = new URLSearchParams({ required_days: String(rule.required_days) });
+  if (rule.grace_days) q.set('grace_days', String(rule.grace_days));
+  if (rule.ranking_type !== 'accumulated') q.set('ranking_type', rule.ranking_type);
+  return q;
+}
+
+function ruleFromParams(params) {
+  const number = (name, fallback) => (params.get(name) === null ? fallback : Number(params.get(name)));
+  return {
+    required_days: number('required_days', DEFAULT_REQUIRED_DAYS),
+    grace_days: number('grace_days', 0),
+    ranking_type: params.get('ranking_type') || 'accumulated',
+  };
+}
+
 export function viewRefund(ctx, id) {
-  const rawDays = ctx.params.get('required_days');
-  const requested = rawDays === null ? DEFAULT_REQUIRED_DAYS : Number(rawDays);
+  const requested = ruleFromParams(ctx.params);
 
   const title = h('h1', {}, '退款名单');
   const meta = h('div', { class: 'meta' }, h('span', {}, '训练营 ', h('code', {}, id)));
   const daysInput = h('input', {
     type: 'number', id: 'required-days', name: 'required_days', min: 1, step: 1, required: true,
-    inputmode: 'numeric', value: Number.isInteger(requested) ? requested : DEFAULT_REQUIRED_DAYS,
+    inputmode: 'numeric', value: Number.isInteger(requested.required_days) ? requested.required_days : DEFAULT_REQUIRED_DAYS,
   });
+  const graceInput = h('input', {
+    type: 'number', id: 'grace-days', name: 'grace_days', min: 0, step: 1, required: true,
+    inputmode: 'numeric', value: Number.isInteger(requested.grace_days) ? requested.grace_days : 0,
+  });
+  const typeSelect = h('select', { id: 'ranking-type', name: 'ranking_type' },
+    ...RANKING_TYPES.map(([key, label]) => h('option', { value: key, selected: key === requested.ranking_type }, label)));
   const daysHint = h('p', { class: 'hint' });
   const formError = h('p', { class: 'field-error', hidden: true });
   const form = h('form', { class: 'gen-form', id: 'refund-form', novalidate: true },
     h('label', { class: 'field' }, h('span', {}, '合格所需打卡天数'), daysInput),
+    h('label', { class: 'field' }, h('span', {}, '宽限天数'), graceInput),
+    h('label', { class: 'field' }, h('span', {}, '排名类型'), typeSelect),
     h('button', { class: 'btn btn-primary', type: 'submit', id: 'generate' }, '生成名单'),
     daysHint);
   const progress = progressBar('名单生成进度');
@@ -43,17 +75,33 @@ export function viewRefund(ctx, id) {
   let camp = null;
   const maxDays = () => (camp && Number(camp.checkin_days) > 0 ? Number(camp.checkin_days) : 365);
 
-  const validDays = (n) => Number.isInteger(n) && n >= 1 && n <= maxDays();
+  /** What is wrong with `rule`, in words, or '' when it is good. */
+  const ruleError = (rule) => {
+    if (!Number.isInteger(rule.required_days) || rule.required_days < 1 || rule.required_days > maxDays()) {
+      return `打卡天数需为 1 到 ${maxDays()} 之间的整数`;
+    }
+    if (!Number.isInteger(rule.grace_days) || rule.grace_days < 0 || rule.grace_days >= rule.required_days) {
+      return `宽限天数需为 0 到 ${rule.required_days - 1} 之间的整数（小于打卡天数）`;
+    }
+    if (!RANKING_TYPES.some(([key]) => key === rule.ranking_type)) return '排名类型只能是累计或连续';
+    return '';
+  };
 
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const n = Number(daysInput.value);
-    if (!validDays(n)) {
-      formError.textContent = `打卡天数需为 1 到 ${maxDays()} 之间的整数`;
+    const rule = {
+      required_days: Number(daysInput.value),
+      grace_days: graceInput.value.trim() === '' ? 0 : Number(graceInput.value),
+      ranking_type: typeSelect.value,
+    };
+    const wrong = ruleError(rule);
+    if (wrong) {
+      formError.textContent = wrong;
       formError.hidden = false;
       return;
     }
-    const target = `#/camps/${id}/refund?required_days=${n}`;
+    formError.hidden = true;
+    const target = `#/camps/${id}/refund?${ruleParams(rule)}`;
     // Same address: the hash does not change, so build again directly.
     if (location.hash === target) ctx.route();
     else location.hash = target;
@@ -77,15 +125,32 @@ export function viewRefund(ctx, id) {
     }
     daysInput.max = String(maxDays());
     daysHint.textContent = camp ? `可选 1–${maxDays()} 天（训练营共 ${camp.checkin_days} 天）` : '';
-    if (!validDays(requested)) {
-      formError.textContent = `打卡天数需为 1 到 ${maxDays()} 之间的整数，请修改后点击“生成名单”`;
+    const wrong = ruleError(requested);
+    if (wrong) {
+      formError.textContent = `${wrong}，请修改后点击“生成名单”`;
       formError.hidden = false;
       return;
     }
     build(requested);
   })();
 
-  async function build(days) {
+  function viewOf(rule) {
+    const kind = rule.ranking_type === 'continuous' ? '-连续' : '';
+    const grace = rule.grace_days ? `-宽限${rule.grace_days}天` : '';
+    const view = {
+      campId: id,
+      rule,
+      base: refundBase(id),
+      query: String(ruleParams(rule)),
+      stem: `退款名单-${id}-${rule.required_days}天${grace}${kind}`,
+      // Filter, selection and note survive the redrawing after a mark.
+      state: { filter: 'all', selected: new Set(), note: '' },
+      refresh: () => refresh(view),
+    };
+    return view;
+  }
+
+  async function build(rule) {
     const button = document.getElementById('generate');
     button.disabled = true;
     notices.replaceChildren();
@@ -102,9 +167,9 @@ export function viewRefund(ctx, id) {
       // Page after page, so a cold list shows how far it is.
       let index = 0;
       for (let guard = 0; guard < 10000; guard++) {
-        const q = new URLSearchParams({
-          required_days: String(days), page_size: String(REFUND_PAGE_SIZE), index: String(index),
-        });
+        const q = ruleParams(rule);
+        q.set('page_size', String(REFUND_PAGE_SIZE));
+        q.set('index', String(index));
         const { data } = await api(`${refundBase(id)}?${q}`, { signal: ctx.signal });
         const page = (data && Array.isArray(data.refund_list)) ? data.refund_list : [];
         rows.push(...page);
@@ -121,8 +186,7 @@ export function viewRefund(ctx, id) {
       // The whole list with its statistics; served from the cache by now.
       let final = null;
       try {
-        const answer = await api(refundBase(id), { method: 'POST', body: { required_days: days }, signal: ctx.signal });
-        final = answer.data;
+        final = await wholeList(rule);
       } catch (e) {
         if (isAbort(e)) throw e;
       }
@@ -132,166 +196,31 @@ export function viewRefund(ctx, id) {
       if (final && final.title && !camp) title.textContent = final.title;
       progress.set(list.length, list.length || 1);
       progress.text('名单已生成', `已加载 ${list.length} / ${list.length}`);
-      renderRefund(id, days, list, stats, complete, final ? final.incomplete_reasons : null);
+      renderList(viewOf(rule), list, stats, complete, final ? final.incomplete_reasons : null, notices, result);
     } catch (e) {
       if (isAbort(e)) return;
       progress.hide();
-      notices.replaceChildren(errorPanel(e, () => build(days)));
+      notices.replaceChildren(errorPanel(e, () => build(rule)));
     } finally {
       button.disabled = false;
     }
   }
 
-  function renderRefund(campId, days, list, stats, complete, reasons) {
-    const noNumber = (r) => r.planet_number === null || r.planet_number === undefined;
-    // Members without an assigned number are told apart from numbers that
-    // could not be had: only the latter make a list incomplete.
-    const unassigned = list.filter((r) => noNumber(r) && /no number assigned/.test(r.number_missing_reason || '')).length;
-    const missing = list.filter(noNumber).length - unassigned;
-    if (!complete) {
-      const why = Array.isArray(reasons) && reasons.length ? reasons : ['部分数据暂未从知识星球取到（可能被限流）'];
-      notices.append(h('div', { class: 'notice notice-warn', role: 'status', id: 'incomplete' },
-        h('strong', {}, '名单可能不完整，请核对后再据此退款：'),
-        h('ul', { class: 'reasons' }, ...why.map((r) => h('li', {}, r)))));
-    }
-    if (stats.numbering_notice) {
-      notices.append(h('div', { class: 'notice notice-info', role: 'status', id: 'numbering-off' }, stats.numbering_notice));
-    } else if (unassigned) {
-      notices.append(h('div', { class: 'notice notice-info', role: 'status', id: 'unassigned' },
-        `${unassigned} 人没有分配星球编号，表格中以昵称、备注和用户 ID 区分。`));
-    }
-    if (missing) {
-      notices.append(h('div', { class: 'notice notice-warn', role: 'status' },
-        `${missing} 人的星球编号未能取到，原因见表格；请人工核对后再退款。`));
-    }
-
-    const statCard = (label, value, cls, key) => h('div', { class: `stat ${cls || ''}`, dataset: { stat: key } },
-      h('div', { class: 'stat-label' }, label), h('div', { class: 'stat-value' }, value));
-    const statsNode = h('section', { class: 'stats', id: 'refund-stats', 'aria-label': '统计' },
-      statCard('总人数', fmtInt(stats.total_count), '', 'total'),
-      statCard('合格', fmtInt(stats.qualified_count), 'ok', 'qualified'),
-      statCard('不合格', fmtInt(stats.unqualified_count), 'bad', 'unqualified'),
-      statCard('合格率', `${Number(stats.qualified_rate || 0).toFixed(2)}%`, 'accent', 'rate'));
-    if (stats.joined_count !== undefined && stats.joined_count !== null) {
-      statsNode.append(
-        statCard('报名', fmtInt(stats.joined_count), '', 'joined'),
-        statCard('从未打卡', fmtInt(stats.never_checked_in_count || 0), '', 'never'));
-    }
-
-    const q = `required_days=${days}`;
-    const base = refundBase(campId);
-    const stem = `退款名单-${campId}-${days}天`;
-    const downloads = h('div', { class: 'downloads' },
-      downloadLink({ class: 'btn btn-sm', id: 'download-xlsx', href: `${base}.xlsx?${q}`, download: `${stem}.xlsx` }, '下载 Excel'),
-      downloadLink({ class: 'btn btn-sm', id: 'download-csv', href: `${base}.csv?${q}`, download: `${stem}.csv` }, '下载 CSV'),
-      downloadLink({ class: 'btn btn-sm', id: 'download-text', href: `${base}/text?${q}`, download: `${stem}.txt` }, '下载文本'));
-
-    const qualifiedCount = list.filter((r) => r.is_qualified).length;
-    let filter = 'all';
-    const filters = [
-      ['all', '全部', list.length],
-      ['qualified', '合格', qualifiedCount],
-      ['unqualified', '不合格', list.length - qualifiedCount],
-    ];
-    const seg = h('div', { class: 'seg', role: 'group', 'aria-label': '筛选' });
-    const tbody = h('tbody');
-    const drawFilter = () => {
-      seg.replaceChildren(...filters.map(([key, label, count]) => h('button', {
-        type: 'button',
-        class: key === filter ? 'on' : '',
-        'aria-pressed': key === filter ? 'true' : 'false',
-        dataset: { filter: key },
-        onClick: () => { filter = key; drawFilter(); drawRows(); },
-      }, label, h('span', { class: 'count' }, fmtInt(count)))));
-    };
-    const drawRows = () => {
-      const shown = [];
-      list.forEach((row, i) => {
-        if (filter === 'qualified' && !row.is_qualified) return;
-        if (filter === 'unqualified' && row.is_qualified) return;
-        shown.push(refundRow(row, i + 1));
-      });
-      if (!shown.length) {
-        shown.push(h('tr', { class: 'empty-row' }, h('td', { colspan: 5, class: 'empty' }, '没有符合条件的成员')));
-      }
-      tbody.replaceChildren(...shown);
-    };
-    drawFilter();
-    drawRows();
-
-    const table = h('div', { class: 'table-wrap stack-sm' },
-      h('table', { class: 'data', id: 'refund-table' },
-        h('thead', {}, h('tr', {},
-          h('th', { class: 'col-index' }, '序号'),
-          h('th', {}, '星球编号'),
-          h('th', {}, '星球昵称'),
-          h('th', {}, '打卡天数'),
-          h('th', {}, '是否合格'))),
-        tbody));
-
-    // Plain text to paste elsewhere: without format characters (bidi
-    // overrides, zero-width), one name could reverse the ones after it.
-    const names = String(stats.qualified_names || '').replace(/\p{Cf}/gu, '');
-    const namesBox = h('textarea', { id: 'qualified-names', readonly: true, rows: 4, 'aria-label': '合格名单' });
-    namesBox.value = names;
-    const copy = h('button', { class: 'btn btn-sm btn-primary', type: 'button', id: 'copy-names' }, '复制名单');
-    copy.addEventListener('click', () => copyText(names, namesBox));
-
-    result.replaceChildren(
-      statsNode,
-      h('section', { class: 'panel' },
-        h('div', { class: 'toolbar' }, seg, downloads),
-        table),
-      h('section', { class: 'panel names' },
-        h('div', { class: 'panel-head' },
-          h('h2', {}, `合格名单（${fmtInt(stats.qualified_count)} 人）`),
-          copy),
-        namesBox));
+  async function wholeList(rule) {
+    const answer = await api(refundBase(id), { method: 'POST', body: { ...rule }, signal: ctx.signal });
+    return answer.data;
   }
-}
 
-function refundRow(row, index) {
-  const hasNumber = row.planet_number !== null && row.planet_number !== undefined;
-  const numberCell = hasNumber
-    ? h('span', { class: 'member-no' }, String(row.planet_number))
-    : h('span', { class: 'missing' },
-      h('span', { class: 'badge' }, '无编号'),
-      h('span', { class: 'reason' }, row.number_missing_reason || '未能取得星球编号'));
-  const alias = row.planet_alias ? h('span', { class: 'alias' }, row.planet_alias) : null;
-  return h('tr', { dataset: { userId: String(row.planet_user_id), qualified: row.is_qualified ? 'yes' : 'no' } },
-    h('td', { class: 'col-index' }, String(index)),
-    h('td', { class: 'col-number', 'data-label': '星球编号' }, numberCell),
-    h('td', { class: 'col-name', 'data-label': '星球昵称' }, h('span', { class: 'name' }, row.planet_nickname || '—'), alias),
-    h('td', { class: 'col-days', 'data-label': '打卡天数' },
-      String(row.checkined_days), h('span', { class: 'of' }, ` / ${row.required_days}`)),
-    h('td', { class: 'col-status', 'data-label': '是否合格' }, row.is_qualified
-      ? h('span', { class: 'tag tag-ok' }, '合格')
-      : h('span', { class: 'tag tag-bad' }, '不合格')));
-}
-
-function computeStats(list) {
-  const qualified = list.filter((r) => r.is_qualified);
-  const total = list.length;
-  return {
-    total_count: total,
-    qualified_count: qualified.length,
-    unqualified_count: total - qualified.length,
-    qualified_rate: total ? Math.round((10000 * qualified.length) / total) / 100 : 0,
-    qualified_names: qualified.map((r) => r.planet_nickname).join('、'),
-  };
-}
-
-async function copyText(text, fallbackBox) {
-  try {
-    if (!navigator.clipboard || !window.isSecureContext) throw new Error('no clipboard API');
-    await navigator.clipboard.writeText(text);
-    toast('已复制合格名单');
-  } catch (_) {
-    // Plain http from another machine has no Clipboard API: select and copy.
-    fallbackBox.focus();
-    fallbackBox.select();
-    let ok = false;
-    try { ok = document.execCommand('copy'); } catch (_) { ok = false; }
-    toast(ok ? '已复制合格名单' : '已选中名单，请按 Ctrl+C 复制', ok ? 'info' : 'error');
+  /** Reads the list again after a mark and draws it; on failure the rows stay as drawn. */
+  async function refresh(view) {
+    try {
+      const final = await wholeList(view.rule);
+      if (!final || !Array.isArray(final.refund_list)) throw new ApiError(0, '服务返回的名单有误');
+      const stats = final.statistics || computeStats(final.refund_list);
+      renderList(view, final.refund_list, stats, final.complete !== false, final.incomplete_reasons, notices, result);
+    } catch (e) {
+      if (isAbort(e)) return;
+      toast(`已标记，但重新读取名单失败：${e.message}；请刷新页面核对`, 'error');
+    }
   }
 }

@@ -1,40 +1,33 @@
-//! The service binary as a child process: what operators run, with its real
-//! signal handling, logs and files. Output (stdout and stderr) is captured in
+//! The service binary as a child process, for what only a process has: its
+//! real signal handling (SIGTERM, kill -9), its logs and its own resident
+//! memory. It is configured with the variables of a [`TestEnv`], the same
+//! map the in-process app reads. Output (stdout and stderr) is captured in
 //! full so tests can grep it.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A running `zsxq-cache serve`; killed when dropped.
+use super::TestEnv;
+use crate::net::free_port;
+
+/// How long a fresh process gets to answer `/healthz`.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How many ports [`Service::start`] tries: another process can bind the
+/// port between our probe and the service's bind.
+const START_ATTEMPTS: usize = 3;
+
+/// A running `serve`; killed when dropped.
 pub struct Service {
     child: Child,
     pub addr: SocketAddr,
     output: Arc<Mutex<Vec<u8>>>,
     readers: Vec<JoinHandle<()>>,
-}
-
-/// The variables that point a service at `sim`: its address, its group and
-/// its token. Callers add the store and whatever the test is about.
-pub fn sim_vars(sim: &zsxq_sim::SimHandle) -> Vec<(&'static str, String)> {
-    vec![
-        ("ZSXQ_API_BASE", sim.base_url.clone()),
-        ("ZSXQ_GROUP_ID", sim.data.group_id.to_string()),
-        ("ZSXQ_ACCESS_TOKEN", "sim-token".to_string()),
-    ]
-}
-
-/// A free port on 127.0.0.1 (the OS picks; the tiny race with another
-/// process binding it first is retried by [`Service::start`]).
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn capture(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
@@ -52,34 +45,50 @@ fn capture(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> J
 }
 
 impl Service {
-    /// Starts `serve` with exactly `vars` (plus `PORT`, `HOST` and `PATH`) in
-    /// `workdir` (so no stray `.env` is read) and waits for `/healthz`.
-    pub async fn start(workdir: &Path, vars: &[(&str, String)]) -> Service {
+    /// Runs `program serve` with the variables of `env` and `extra` on top
+    /// (`""` removes one), plus `PORT`, `HOST` and `PATH` and nothing else,
+    /// in the run's directory (so no stray `.env` is read), and waits for
+    /// `/healthz`. `program` is the service binary
+    /// (`env!("CARGO_BIN_EXE_zsxq-cache")`) or one that serves the same way.
+    pub async fn start(
+        program: impl AsRef<Path>,
+        env: &TestEnv,
+        extra: &[(&str, String)],
+    ) -> Service {
+        Self::try_start(program.as_ref(), env, extra)
+            .await
+            .unwrap_or_else(|e| panic!("service did not start: {e}"))
+    }
+
+    /// As [`start`](Self::start), for callers that report errors themselves.
+    pub async fn try_start(
+        program: &Path,
+        env: &TestEnv,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
         let mut last = String::new();
-        for _ in 0..3 {
-            match Self::try_start(workdir, vars).await {
-                Ok(s) => return s,
+        for _ in 0..START_ATTEMPTS {
+            match Self::start_once(program, env, extra).await {
+                Ok(service) => return Ok(service),
                 Err(e) => last = e,
             }
         }
-        panic!("service did not start: {last}");
+        anyhow::bail!("{}: {last}", program.display())
     }
 
-    async fn try_start(workdir: &Path, vars: &[(&str, String)]) -> Result<Service, String> {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zsxq-cache"));
+    async fn start_once(
+        program: &Path,
+        env: &TestEnv,
+        extra: &[(&str, String)],
+    ) -> Result<Service, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let mut cmd = env.command_with(program, extra);
         cmd.arg("serve")
-            .current_dir(workdir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
@@ -89,15 +98,14 @@ impl Service {
         if let Some(err) = child.stderr.take() {
             readers.push(capture(err, output.clone()));
         }
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut service = Service {
             child,
-            addr,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             output,
             readers,
         };
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = service.child.try_wait() {
                 return Err(format!("exited with {status}: {}", service.logs()));
@@ -113,7 +121,10 @@ impl Service {
             }
             if Instant::now() > deadline {
                 service.kill();
-                return Err(format!("no /healthz within 15 s: {}", service.logs()));
+                return Err(format!(
+                    "no /healthz within {READY_TIMEOUT:?}: {}",
+                    service.logs()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -129,7 +140,7 @@ impl Service {
 
     /// Sends a signal by name (`TERM`, `KILL`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
+        let status = std::process::Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.pid().to_string())
             .status()
@@ -166,6 +177,16 @@ impl Service {
             .lock()
             .map(|o| String::from_utf8_lossy(&o).into_owned())
             .unwrap_or_default()
+    }
+
+    /// The process's resident memory in MiB (`VmRSS`).
+    pub fn rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+        Some(kib / 1024.0)
     }
 }
 

@@ -25,19 +25,22 @@
 //! test's cluster is laid out as a production one. Everything blocks the
 //! calling thread; the service never uses this module.
 
+mod admin;
+mod node;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
-/// Port of the machine's shared Redis; no node may start on it.
-const SHARED_REDIS_PORT: u16 = 6379;
+use self::admin::{
+    ADMIN_TIMEOUT, NodeLine, admin, cluster_nodes, connect, field, field_in_list, myself, run,
+};
+use self::node::Node;
+use crate::net::{free_ports, retry_on_new_ports};
+use crate::redis_server::tail;
 
 /// Three masters, each with one replica: the smallest cluster in which a
 /// master can fail over and the slot map stays fully covered.
@@ -45,15 +48,6 @@ const NODE_COUNT: usize = 6;
 
 /// Number of hash slots in every Redis Cluster.
 const SLOT_COUNT: u32 = 16384;
-
-/// `cluster-node-timeout` in milliseconds. Small so that a killed master is
-/// declared failed, and its replica elected, within a few seconds; large
-/// enough that two loaded cores do not make healthy nodes look dead (1000 ms
-/// is borderline while benchmarks share the machine).
-const NODE_TIMEOUT_MS: u64 = 2000;
-
-/// How long a fresh node gets to answer PING.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long `redis-cli --cluster create` may run before it is killed; it
 /// loops forever if the nodes never agree.
@@ -71,16 +65,8 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
 /// on an unfinished manual failover (5 s).
 const MANUAL_FAILOVER_RETRY: Duration = Duration::from_secs(6);
 
-/// How many sets of free ports `start` tries; another process can grab a port
-/// between our probe and redis-server's bind.
-const START_ATTEMPTS: usize = 3;
-
 /// Pause between two looks at the cluster's state while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Connect, read and write timeout of one admin command. A node that does not
-/// answer in this time is treated as not (yet) healthy.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running Redis Cluster owned by a test.
 #[derive(Debug)]
@@ -88,38 +74,6 @@ pub struct RedisCluster {
     /// In creation order; a node keeps its place (and its ports and
     /// directory) for the life of the value, also while it is killed.
     nodes: Vec<Node>,
-}
-
-/// One `redis-server` of the cluster.
-#[derive(Debug)]
-struct Node {
-    /// Client port, fixed so that a restarted node comes back on the address
-    /// the rest of the cluster (and any client) already knows.
-    port: u16,
-    /// Cluster bus port (`--cluster-port`), fixed for the same reason.
-    bus_port: u16,
-    /// Holds `nodes.conf` and the log. Kept across a kill so that
-    /// `restart_node` brings back the same node identity; removed on drop.
-    dir: TempDir,
-    /// `None` while the node is killed.
-    child: Option<Child>,
-}
-
-/// One line of `CLUSTER NODES`: what a node believes about one node.
-#[derive(Debug, Clone)]
-struct NodeLine {
-    id: String,
-    port: u16,
-    myself: bool,
-    master: bool,
-    /// The link is `connected` and no flag says `fail`, `fail?`,
-    /// `handshake` or `noaddr`: this view counts the node as a working
-    /// member of the cluster.
-    healthy: bool,
-    /// The master's id for a replica.
-    master_id: Option<String>,
-    /// Whether the node serves at least one slot range.
-    has_slots: bool,
 }
 
 impl RedisCluster {
@@ -344,11 +298,9 @@ impl RedisCluster {
     /// Picks free ports and starts the six nodes, retrying with new ports if
     /// one was taken in the meantime.
     fn spawn_nodes() -> io::Result<Self> {
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
+        retry_on_new_ports("redis cluster nodes", || {
             let ports = free_ports(2 * NODE_COUNT)?;
             let mut cluster = RedisCluster { nodes: Vec::new() };
-            let mut failed = None;
             for pair in ports.chunks(2) {
                 let mut node = Node {
                     port: pair[0],
@@ -361,18 +313,10 @@ impl RedisCluster {
                 let started = node.spawn_and_wait();
                 // Pushed even on failure so that Drop cleans it up.
                 cluster.nodes.push(node);
-                if let Err(e) = started {
-                    failed = Some(e);
-                    break;
-                }
+                started?;
             }
-            match failed {
-                None => return Ok(cluster),
-                Some(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
-                Some(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("redis cluster nodes did not start")))
+            Ok(cluster)
+        })
     }
 
     /// Runs `redis-cli --cluster create`, which assigns the slots, pairs each
@@ -587,115 +531,6 @@ impl RedisCluster {
     }
 }
 
-impl Node {
-    fn spawn_and_wait(&mut self) -> io::Result<()> {
-        if self.port == SHARED_REDIS_PORT || self.bus_port == SHARED_REDIS_PORT {
-            return Err(io::Error::other(
-                "refusing to start on the shared Redis port 6379",
-            ));
-        }
-        let mut command = Command::new("redis-server");
-        command
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--cluster-port")
-            .arg(self.bus_port.to_string())
-            .args(["--cluster-enabled", "yes"])
-            .args(["--cluster-config-file", "nodes.conf"])
-            .arg("--cluster-node-timeout")
-            .arg(NODE_TIMEOUT_MS.to_string())
-            // A replica may always stand for election, however long it was
-            // cut off: the tests want a failover, not a cluster that stays
-            // down because its replicas look too stale on a slow machine.
-            .args(["--cluster-replica-validity-factor", "0"])
-            // Full syncs start at once instead of waiting 5 s for more
-            // replicas to share the transfer.
-            .args(["--repl-diskless-sync-delay", "0"])
-            // Full syncs never touch the disk on either side. Otherwise a
-            // replica keeps the received snapshot as dump.rdb and reloads it
-            // when restarted, so a "crashed" node would come back with stale
-            // data instead of empty.
-            .args(["--repl-diskless-sync", "yes"])
-            .args(["--repl-diskless-load", "swapdb"])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--protected-mode", "no"])
-            .args(["--daemonize", "no"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(["--logfile", "redis.log"])
-            .args(["--loglevel", "notice"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = super::spawn_tool(&mut command, "redis-server", "redis-server")?;
-        self.child = Some(child);
-        match self.wait_until_ready() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // Do not leave a half-started process behind.
-                let _ = self.kill();
-                Err(e)
-            }
-        }
-    }
-
-    fn wait_until_ready(&mut self) -> io::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            self.ensure_alive()?;
-            if admin::<String>(self.port, &["PING"]).is_ok_and(|pong| pong == "PONG") {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "cluster node on port {} did not answer PING within {READY_TIMEOUT:?}",
-                        self.port
-                    ),
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// An error, with the end of the node's log, if a node that should be
-    /// running has exited; waiting on a dead node would only time out.
-    fn ensure_alive(&mut self) -> io::Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            return Ok(());
-        };
-        if let Some(status) = child.try_wait()? {
-            self.child = None;
-            return Err(io::Error::other(format!(
-                "cluster node on port {} exited ({status}): {}",
-                self.port,
-                tail(&self.dir.path().join("redis.log"))
-            )));
-        }
-        Ok(())
-    }
-
-    /// SIGKILL and reap; the directory stays for `restart_node`.
-    fn kill(&mut self) -> io::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // Runs before `dir` is removed, so no process writes into a
-        // directory being deleted.
-        let _ = self.kill();
-    }
-}
-
 /// Sends `CLUSTER FAILOVER` to the replica on `port`.
 fn request_failover(port: u16) -> io::Result<()> {
     let reply: String = admin(port, &["CLUSTER", "FAILOVER"])?;
@@ -706,119 +541,6 @@ fn request_failover(port: u16) -> io::Result<()> {
             "CLUSTER FAILOVER on 127.0.0.1:{port} answered {reply:?}"
         )))
     }
-}
-
-/// Asks the OS for `count` distinct free ports, none of them 6379. The
-/// listeners are held until all are chosen so no port is handed out twice.
-fn free_ports(count: usize) -> io::Result<Vec<u16>> {
-    let mut listeners = Vec::with_capacity(count);
-    let mut ports = Vec::with_capacity(count);
-    while ports.len() < count {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let port = listener.local_addr()?.port();
-        if port != SHARED_REDIS_PORT {
-            ports.push(port);
-        }
-        listeners.push(listener);
-    }
-    Ok(ports)
-}
-
-/// Runs one command (`args`, name first) on one node over a fresh synchronous
-/// connection with short timeouts. The error names the node and the command.
-fn admin<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> io::Result<T> {
-    run(&mut connect(port)?, port, args)
-}
-
-/// A synchronous connection to one node with short timeouts.
-fn connect(port: u16) -> io::Result<redis::Connection> {
-    let describe = |e: redis::RedisError| io::Error::other(format!("127.0.0.1:{port}: {e}"));
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).map_err(describe)?;
-    let conn = client
-        .get_connection_with_timeout(ADMIN_TIMEOUT)
-        .map_err(describe)?;
-    conn.set_read_timeout(Some(ADMIN_TIMEOUT))
-        .map_err(describe)?;
-    conn.set_write_timeout(Some(ADMIN_TIMEOUT))
-        .map_err(describe)?;
-    Ok(conn)
-}
-
-/// Runs one command on an open connection to the node on `port`.
-fn run<T: redis::FromRedisValue>(
-    conn: &mut redis::Connection,
-    port: u16,
-    args: &[&str],
-) -> io::Result<T> {
-    let mut cmd = redis::Cmd::new();
-    for arg in args {
-        cmd.arg(*arg);
-    }
-    cmd.query(conn)
-        .map_err(|e| io::Error::other(format!("127.0.0.1:{port}: {}: {e}", args.join(" "))))
-}
-
-/// Every line of `CLUSTER NODES` as seen by the node on `port`.
-fn cluster_nodes(port: u16) -> Result<Vec<NodeLine>, String> {
-    let text: String = admin(port, &["CLUSTER", "NODES"]).map_err(|e| e.to_string())?;
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            parse_node_line(line)
-                .ok_or_else(|| format!("127.0.0.1:{port}: unreadable CLUSTER NODES line {line:?}"))
-        })
-        .collect()
-}
-
-/// The node on `port`'s own line of `CLUSTER NODES`: its role as it sees it.
-fn myself(port: u16) -> Result<NodeLine, String> {
-    cluster_nodes(port)?
-        .into_iter()
-        .find(|line| line.myself)
-        .ok_or_else(|| format!("127.0.0.1:{port}: CLUSTER NODES has no myself line"))
-}
-
-/// Parses `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch>
-/// <link> <slot> <slot> …`.
-fn parse_node_line(line: &str) -> Option<NodeLine> {
-    let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-    if fields.len() < 8 {
-        return None;
-    }
-    let address = fields[1].split(['@', ',']).next()?;
-    let port = address.rsplit_once(':')?.1.parse().ok()?;
-    let flags: Vec<&str> = fields[2].split(',').collect();
-    Some(NodeLine {
-        id: fields[0].to_string(),
-        port,
-        myself: flags.contains(&"myself"),
-        master: flags.contains(&"master"),
-        healthy: fields[7] == "connected"
-            && !flags
-                .iter()
-                .any(|flag| ["fail", "fail?", "handshake", "noaddr"].contains(flag)),
-        master_id: (fields[3] != "-").then(|| fields[3].to_string()),
-        has_slots: fields.len() > 8,
-    })
-}
-
-/// The value of `name:value` in an `INFO`-style reply.
-fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines().find_map(|line| {
-        line.trim_end()
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(':'))
-    })
-}
-
-/// The value of `name=value` in a comma-separated `INFO` entry such as
-/// `slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0`.
-fn field_in_list<'a>(entry: &'a str, name: &str) -> Option<&'a str> {
-    let list = entry.split_once(':').map_or(entry, |(_, list)| list);
-    list.split(',').find_map(|pair| {
-        pair.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('='))
-    })
 }
 
 /// Waits up to `timeout` for `child` to exit; `None` if it is still running.
@@ -832,55 +554,5 @@ fn wait_for_exit(child: &mut Child, timeout: Duration) -> io::Result<Option<Exit
             return Ok(None);
         }
         thread::sleep(POLL_INTERVAL);
-    }
-}
-
-/// The last few lines of a log file, for error messages.
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join(" | ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_a_master_line_with_slots() {
-        let line = parse_node_line(
-            "77d2 127.0.0.1:47101@48101 myself,master - 0 1795656658000 1 connected 0-5460",
-        )
-        .unwrap();
-        assert_eq!(line.port, 47101);
-        assert!(line.myself && line.master && line.has_slots && line.healthy);
-        assert_eq!(line.master_id, None);
-    }
-
-    #[test]
-    fn parses_a_failed_replica_line() {
-        let line = parse_node_line(
-            "f072 127.0.0.1:47106@48106,host slave,fail 0d0e 0 1795656659242 2 disconnected",
-        )
-        .unwrap();
-        assert_eq!(line.port, 47106);
-        assert!(!line.master && !line.healthy && !line.has_slots);
-        assert_eq!(line.master_id.as_deref(), Some("0d0e"));
-    }
-
-    #[test]
-    fn reads_info_fields() {
-        let info = "# Cluster\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\n";
-        assert_eq!(field(info, "cluster_state"), Some("ok"));
-        assert_eq!(field(info, "cluster_slots_assigned"), Some("16384"));
-        assert_eq!(field(info, "cluster_slots"), None);
-    }
-
-    #[test]
-    fn reads_a_replica_entry_of_info_replication() {
-        let entry = "slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0";
-        assert_eq!(field_in_list(entry, "offset"), Some("42"));
-        assert_eq!(field_in_list(entry, "port"), Some("7001"));
-        assert_eq!(field_in_list(entry, "off"), None);
     }
 }
