@@ -55,6 +55,7 @@ use crate::cache::batch::{Resolution, Resolved};
 use crate::domain::{
     CheckinId, MemberNumber, NO_NUMBER_ASSIGNED, RankingType, UserId, iso_utc, parse_zsxq_time_ms,
 };
+use crate::store::{RankingKey, StoredRanking};
 use crate::upstream::{
     self, Camp, CampScope, CheckinStatistics, Priority, RankingRow, UpstreamError,
 };
@@ -485,7 +486,12 @@ impl RefundService {
         if !self.cache.enabled() {
             return None;
         }
-        let bytes = match self.cache.store().get_ranking(checkin, kind).await {
+        let bytes = match self
+            .cache
+            .store()
+            .get_ranking(RankingKey { checkin, kind })
+            .await
+        {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!(error = %e, %checkin, "could not read the cached ranking");
@@ -531,7 +537,14 @@ impl RefundService {
         if let Err(e) = self
             .cache
             .store()
-            .put_ranking(snapshot.camp.checkin_id, snapshot.ranking_type, &bytes, ttl)
+            .put_ranking(&StoredRanking {
+                key: RankingKey {
+                    checkin: snapshot.camp.checkin_id,
+                    kind: snapshot.ranking_type,
+                },
+                bytes: &bytes,
+                ttl,
+            })
             .await
         {
             tracing::warn!(error = %e, checkin = %snapshot.camp.checkin_id, "could not cache the ranking");

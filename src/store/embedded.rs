@@ -58,6 +58,7 @@ use super::{
 use crate::clock::Clock;
 use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
 use crate::store::marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
+use crate::store::{RankingKey, StoredRanking};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const NUMBERS: TableDefinition<u64, u64> = TableDefinition::new("numbers");
@@ -503,11 +504,8 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn get_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_ranking(&self, key: RankingKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let RankingKey { checkin, kind } = key;
         self.blocking(move |inner| {
             let now = inner.clock.now_ms();
             let txn = inner.db.begin_read().map_err(db_err)?;
@@ -527,17 +525,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn put_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-        snapshot: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let mut value = Vec::with_capacity(RANKING_HEADER + snapshot.len());
-        let ttl_ms = ttl_millis(ttl);
+    async fn put_ranking(&self, ranking: &StoredRanking<'_>) -> Result<(), StoreError> {
+        let RankingKey { checkin, kind } = ranking.key;
+        let mut value = Vec::with_capacity(RANKING_HEADER + ranking.bytes.len());
+        let ttl_ms = ttl_millis(ranking.ttl);
         value.extend_from_slice(&[0; RANKING_HEADER]);
-        value.extend_from_slice(snapshot);
+        value.extend_from_slice(ranking.bytes);
         self.blocking(move |inner| {
             let now = inner.clock.now_ms();
             let expires_at = now.saturating_add(ttl_ms);

@@ -37,8 +37,9 @@ use super::{
 };
 use std::collections::HashMap;
 
-use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use crate::store::marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
+use crate::store::{RankingKey, StoredRanking};
 
 /// Breaker state; a std mutex because it is held for a few instructions and
 /// never across an await.
@@ -264,30 +265,16 @@ impl Store for GuardedStore {
             .await
     }
 
-    async fn get_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.guard(
-            "get_ranking",
-            SLOW_OP_TIMEOUT,
-            self.inner.get_ranking(checkin, kind),
-        )
-        .await
+    async fn get_ranking(&self, key: RankingKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.guard("get_ranking", SLOW_OP_TIMEOUT, self.inner.get_ranking(key))
+            .await
     }
 
-    async fn put_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-        snapshot: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn put_ranking(&self, ranking: &StoredRanking<'_>) -> Result<(), StoreError> {
         self.guard(
             "put_ranking",
             SLOW_OP_TIMEOUT,
-            self.inner.put_ranking(checkin, kind, snapshot, ttl),
+            self.inner.put_ranking(ranking),
         )
         .await
     }

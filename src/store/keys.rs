@@ -33,8 +33,9 @@ pub const RANKING_PREFIX: &str = "zsxq:ranking:";
 /// costs no upstream call. The accumulated key has no suffix: it is the key
 /// caches already hold. One key per type, so a streak is never read as a
 /// total.
-pub fn ranking(id: CheckinId, kind: RankingType) -> String {
-    match kind {
+pub fn ranking(key: super::RankingKey) -> String {
+    let id = key.checkin;
+    match key.kind {
         RankingType::Accumulated => format!("{RANKING_PREFIX}{id}"),
         RankingType::Continuous => format!("{RANKING_PREFIX}{id}:continuous"),
     }
@@ -142,11 +143,17 @@ mod tests {
         assert_eq!(number(n), "zsxq:number:177");
         let camp = CheckinId::parse("8424481182").unwrap();
         assert_eq!(
-            ranking(camp, RankingType::Accumulated),
+            ranking(crate::store::RankingKey {
+                checkin: camp,
+                kind: RankingType::Accumulated,
+            }),
             "zsxq:ranking:8424481182"
         );
         assert_eq!(
-            ranking(camp, RankingType::Continuous),
+            ranking(crate::store::RankingKey {
+                checkin: camp,
+                kind: RankingType::Continuous,
+            }),
             "zsxq:ranking:8424481182:continuous"
         );
         assert_eq!(lease_user(id), "zsxq:lease:user:454881884228");

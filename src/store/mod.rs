@@ -184,6 +184,22 @@ pub struct DataIdentity {
 /// How long a shared "not a member" answer stays under a lease key.
 pub const NOT_MEMBER_LEASE_TTL: Duration = Duration::from_secs(30);
 
+/// Which cached ranking: a camp's, of one type (each type is kept apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankingKey {
+    pub checkin: CheckinId,
+    pub kind: RankingType,
+}
+
+/// A ranking to cache: its key, its bytes (opaque to the store: the refund
+/// module owns their format) and how long it lives.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredRanking<'a> {
+    pub key: RankingKey,
+    pub bytes: &'a [u8],
+    pub ttl: Duration,
+}
+
 /// The storage contract. All methods are batched where the caller has several
 /// members at hand, so a refund list of 167 people is one round trip.
 #[async_trait]
@@ -223,25 +239,15 @@ pub trait Store: Send + Sync + 'static {
     /// Adds to the persisted counters.
     async fn add_stats(&self, delta: &StatCounters) -> Result<(), StoreError>;
 
-    /// A camp's cached ranking of type `kind`, as [`Store::put_ranking`] was
+    /// A camp's cached ranking of one type (`key`), as [`Store::put_ranking`] was
     /// given it; `None` when absent or expired. Each type is kept apart: a
     /// ranking put as one type is never returned for the other. The bytes
     /// are opaque to the store: the refund module owns their format.
-    async fn get_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn get_ranking(&self, key: RankingKey) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Caches a camp's ranking of type `kind` for `ttl`, replacing any
+    /// Caches a camp's ranking of one type for its `ttl`, replacing any
     /// earlier one of that type. `clear` removes it with everything else.
-    async fn put_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-        snapshot: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
+    async fn put_ranking(&self, ranking: &StoredRanking<'_>) -> Result<(), StoreError>;
 
     /// Records the time of the last completed sync (unix ms).
     async fn set_last_sync_time(&self, ms: i64) -> Result<(), StoreError>;

@@ -89,6 +89,17 @@ fn hammer(
     tasks
 }
 
+/// SIGKILLs the service and waits for it to be gone: no graceful shutdown,
+/// whatever was not committed is lost.
+async fn kill_9(service: &mut Service) {
+    service.signal("KILL");
+    let status = service
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits after SIGKILL");
+    assert!(!status.success(), "killed, not exited");
+}
+
 /// Checks the reopened store: every record matches the group's member of
 /// that id, indexes agree with the records, and it takes writes.
 async fn check_intact(store: &EmbeddedStore, sim: &SimHandle) -> u64 {
@@ -170,12 +181,7 @@ async fn the_embedded_store_survives_kill_9_mid_write() {
         let tasks = hammer(&service, sim, stop.clone());
         let wait = Duration::from_millis(rng.random_range(300..900));
         tokio::time::sleep(wait).await;
-        service.signal("KILL");
-        let status = service
-            .wait_exit(Duration::from_secs(10))
-            .await
-            .expect("exits after SIGKILL");
-        assert!(!status.success(), "killed, not exited");
+        kill_9(&mut service).await;
         stop.store(true, Ordering::Relaxed);
         let mut acknowledged = 0;
         for t in tasks {
@@ -198,4 +204,104 @@ async fn the_embedded_store_survives_kill_9_mid_write() {
         );
         drop(store);
     }
+}
+
+/// Refund marks are records, not cache entries: a mark the service has
+/// answered 200 for is in the embedded file even when the process is killed
+/// the moment after, and a restarted service lists it, logs it and keeps it
+/// through a cache clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refund_marks_answered_before_a_kill_9_are_there_after_the_restart() {
+    let env = TestApp::builder()
+        .admin_token(ADMIN)
+        .var("RUST_LOG", "warn")
+        .environment()
+        .await
+        .expect("environment");
+    let camp = env.sim.data.benchmark_camp().expect("benchmark camp");
+    let checkin = camp.checkin_id;
+    let ranking = env
+        .sim
+        .data
+        .expected_ranking(checkin)
+        .expect("a simulated camp");
+    let (one, batch) = (ranking[0].0, [ranking[1].0, ranking[2].0]);
+    let http = reqwest::Client::new();
+
+    let mut service = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
+    let marked = http
+        .put(service.url(&format!("/api/camps/{checkin}/refunds/{one}")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"status": "refunded", "note": "微信转账 #1"}))
+        .send()
+        .await
+        .expect("PUT answered");
+    assert_eq!(
+        marked.status(),
+        200,
+        "{}",
+        marked.text().await.unwrap_or_default()
+    );
+    let ids: Vec<String> = batch.iter().map(u64::to_string).collect();
+    let marked = http
+        .post(service.url(&format!("/api/camps/{checkin}/refunds")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"user_ids": ids, "status": "rejected"}))
+        .send()
+        .await
+        .expect("POST answered");
+    assert_eq!(
+        marked.status(),
+        200,
+        "{}",
+        marked.text().await.unwrap_or_default()
+    );
+    kill_9(&mut service).await;
+
+    let service = Service::start(env!("CARGO_BIN_EXE_zsxq-cache"), &env, &[]).await;
+    let cleared = http
+        .delete(service.url("/api/users/cache"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("clear answered");
+    assert_eq!(cleared.status(), 200);
+    let list: serde_json::Value = http
+        .post(service.url(&format!("/api/camps/{checkin}/refund-list")))
+        .json(&json!({"required_days": 1}))
+        .send()
+        .await
+        .expect("list answered")
+        .json()
+        .await
+        .expect("JSON");
+    let rows = list["data"]["refund_list"].as_array().expect("rows");
+    let status_of = |id: u64| {
+        // Ids travel as strings (they go beyond what JSON numbers hold).
+        let id = id.to_string();
+        rows.iter()
+            .find(|r| r["planet_user_id"].as_str() == Some(id.as_str()))
+            .map(|r| (r["refund_status"].clone(), r["refund_note"].clone()))
+            .expect("a participant's row")
+    };
+    assert_eq!(status_of(one), (json!("refunded"), json!("微信转账 #1")));
+    for id in batch {
+        assert_eq!(status_of(id).0, json!("rejected"));
+    }
+    let unmarked = rows
+        .iter()
+        .filter(|r| r["refund_status"] == "pending")
+        .count();
+    assert_eq!(unmarked, rows.len() - 3, "nobody else is marked");
+    let log: serde_json::Value = http
+        .get(service.url(&format!("/api/camps/{checkin}/refunds/log")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("log answered")
+        .json()
+        .await
+        .expect("JSON");
+    let entries = log["data"]["entries"].as_array().expect("log entries");
+    assert_eq!(entries.len(), 3, "{log}");
 }

@@ -3,6 +3,7 @@
 //! device id is made once and survives a clear, the data identity counts.
 
 use super::*;
+use zsxq_cache::store::{RankingKey, StoredRanking};
 
 pub async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &Harness) {
     let keeper = member(71, 1, "留下", "2024-01-01T00:00:00.000+0800");
@@ -163,44 +164,140 @@ pub async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h
     const CONT: RankingType = RankingType::Continuous;
     let camp = CheckinId::new(842_448_118_212_345).unwrap();
     let ongoing = CheckinId::new(77).unwrap();
-    assert_eq!(h.store.get_ranking(camp, ACC).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: ACC
+            })
+            .await
+            .unwrap(),
+        None
+    );
 
     let first = "{\"rows\":[\"🐱猫猫\",\"Tom \\\"The Cat\\\" Li\"]}".as_bytes();
-    h.store.put_ranking(camp, ACC, first, TTL).await.unwrap();
     h.store
-        .put_ranking(ongoing, ACC, b"short-lived", SHORT_TTL)
+        .put_ranking(&StoredRanking {
+            key: RankingKey {
+                checkin: camp,
+                kind: ACC,
+            },
+            bytes: first,
+            ttl: TTL,
+        })
+        .await
+        .unwrap();
+    h.store
+        .put_ranking(&StoredRanking {
+            key: RankingKey {
+                checkin: ongoing,
+                kind: ACC,
+            },
+            bytes: b"short-lived",
+            ttl: SHORT_TTL,
+        })
         .await
         .unwrap();
     assert_eq!(
-        h.store.get_ranking(camp, ACC).await.unwrap().as_deref(),
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: ACC
+            })
+            .await
+            .unwrap()
+            .as_deref(),
         Some(first)
     );
     // A second write replaces the first.
-    h.store.put_ranking(camp, ACC, b"v2", TTL).await.unwrap();
+    h.store
+        .put_ranking(&StoredRanking {
+            key: RankingKey {
+                checkin: camp,
+                kind: ACC,
+            },
+            bytes: b"v2",
+            ttl: TTL,
+        })
+        .await
+        .unwrap();
     assert_eq!(
-        h.store.get_ranking(camp, ACC).await.unwrap().as_deref(),
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: ACC
+            })
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"v2"[..])
     );
 
     h.let_time_pass(Duration::from_secs(2)).await;
-    assert_eq!(h.store.get_ranking(ongoing, ACC).await.unwrap(), None);
     assert_eq!(
-        h.store.get_ranking(camp, ACC).await.unwrap().as_deref(),
+        h.store
+            .get_ranking(RankingKey {
+                checkin: ongoing,
+                kind: ACC
+            })
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: ACC
+            })
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"v2"[..])
     );
     // The continuous ranking of the same camp is kept apart from the
     // accumulated one: neither is read as the other.
-    assert_eq!(h.store.get_ranking(camp, CONT).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: CONT
+            })
+            .await
+            .unwrap(),
+        None
+    );
     h.store
-        .put_ranking(camp, CONT, b"streaks", TTL)
+        .put_ranking(&StoredRanking {
+            key: RankingKey {
+                checkin: camp,
+                kind: CONT,
+            },
+            bytes: b"streaks",
+            ttl: TTL,
+        })
         .await
         .unwrap();
     assert_eq!(
-        h.store.get_ranking(camp, CONT).await.unwrap().as_deref(),
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: CONT
+            })
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"streaks"[..])
     );
     assert_eq!(
-        h.store.get_ranking(camp, ACC).await.unwrap().as_deref(),
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: ACC
+            })
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"v2"[..])
     );
     // Rankings are not members.
@@ -213,8 +310,26 @@ pub async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h
             deleted_users: 0
         }
     );
-    assert_eq!(h.store.get_ranking(camp, ACC).await.unwrap(), None);
-    assert_eq!(h.store.get_ranking(camp, CONT).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: ACC
+            })
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        h.store
+            .get_ranking(RankingKey {
+                checkin: camp,
+                kind: CONT
+            })
+            .await
+            .unwrap(),
+        None
+    );
     if let Some(mut conn) = h.raw_redis().await {
         assert_eq!(namespace_keys(&mut conn).await, Vec::<String>::new());
     }

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use zsxq_cache::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
+use zsxq_cache::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use zsxq_cache::store::marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
 use zsxq_cache::store::{
     ClearReport, DataIdentity, LeaseEnd, LeaseState, Page, PageRequest, StatCounters, Store,
     StoreError, StoredStats,
 };
+use zsxq_cache::store::{RankingKey, StoredRanking};
 
 /// What the wrapped store does now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,24 +132,14 @@ impl Store for FaultyStore {
         self.inner.page(request).await
     }
 
-    async fn get_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_ranking(&self, key: RankingKey) -> Result<Option<Vec<u8>>, StoreError> {
         self.check().await?;
-        self.inner.get_ranking(checkin, kind).await
+        self.inner.get_ranking(key).await
     }
 
-    async fn put_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-        snapshot: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn put_ranking(&self, ranking: &StoredRanking<'_>) -> Result<(), StoreError> {
         self.check().await?;
-        self.inner.put_ranking(checkin, kind, snapshot, ttl).await
+        self.inner.put_ranking(ranking).await
     }
 
     async fn oldest(&self, limit: u64) -> Result<Vec<UserId>, StoreError> {

@@ -102,9 +102,10 @@ use super::{
     StoreError, StoredStats, keys, ttl_millis,
 };
 use crate::clock::Clock;
-use crate::domain::{CachedMember, CheckinId, MemberNumber, RankingType, UserId};
+use crate::domain::{CachedMember, CheckinId, MemberNumber, UserId};
 use crate::redis_link::{Link, RedisTarget};
 use crate::store::marks::{MarkChange, Persistence, RefundLogEntry, RefundMark};
+use crate::store::{RankingKey, StoredRanking};
 use transport::Replay;
 
 /// Members, indexes and counters in Redis. Cheap to share behind an `Arc`;
@@ -203,27 +204,17 @@ impl Store for RedisStore {
         self.add_counters(delta).await
     }
 
-    async fn get_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let get = redis::cmd("GET").arg(keys::ranking(checkin, kind)).take();
+    async fn get_ranking(&self, key: RankingKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let get = redis::cmd("GET").arg(keys::ranking(key)).take();
         self.command(Replay::Idempotent, &get, "ranking").await
     }
 
-    async fn put_ranking(
-        &self,
-        checkin: CheckinId,
-        kind: RankingType,
-        snapshot: &[u8],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    async fn put_ranking(&self, ranking: &StoredRanking<'_>) -> Result<(), StoreError> {
         let set = redis::cmd("SET")
-            .arg(keys::ranking(checkin, kind))
-            .arg(snapshot)
+            .arg(keys::ranking(ranking.key))
+            .arg(ranking.bytes)
             .arg("PX")
-            .arg(ttl_millis(ttl))
+            .arg(ttl_millis(ranking.ttl))
             .take();
         let _: Value = self.command(Replay::Idempotent, &set, "SET reply").await?;
         Ok(())
