@@ -13,14 +13,6 @@ on_both_stores!(
     a_cache_clear_leaves_the_marks_and_the_log,
 );
 
-fn camp(app: &TestApp) -> u64 {
-    app.sim
-        .data
-        .benchmark_camp()
-        .expect("benchmark camp")
-        .checkin_id
-}
-
 /// The camp's participants (ranking order) and one user who is not one.
 fn participants(app: &TestApp, camp: u64) -> Vec<u64> {
     app.sim
@@ -87,7 +79,7 @@ fn row_of(rows: &[Value], user: u64) -> &Value {
 
 async fn marking_one_and_a_batch_shows_on_the_list_the_exports_and_the_log(kind: StoreKind) {
     let app = spawn_app(kind).await;
-    let camp = camp(&app);
+    let camp = app.benchmark_camp();
     let people = participants(&app, camp);
     let (a, b, c) = (people[0], people[1], people[2]);
 
@@ -208,7 +200,7 @@ async fn marking_one_and_a_batch_shows_on_the_list_the_exports_and_the_log(kind:
 
 async fn every_bad_mark_request_is_refused_and_changes_nothing(kind: StoreKind) {
     let app = spawn_app(kind).await;
-    let camp = camp(&app);
+    let camp = app.benchmark_camp();
     let people = participants(&app, camp);
     let p = people[0].to_string();
     let stranger = (people.iter().max().unwrap() + 1).to_string();
@@ -343,7 +335,7 @@ async fn every_bad_mark_request_is_refused_and_changes_nothing(kind: StoreKind) 
 
 async fn a_cache_clear_leaves_the_marks_and_the_log(kind: StoreKind) {
     let app = spawn_app(kind).await;
-    let camp = camp(&app);
+    let camp = app.benchmark_camp();
     let people = participants(&app, camp);
     let marked = put_mark(
         &app,

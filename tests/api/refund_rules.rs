@@ -17,14 +17,6 @@ on_both_stores!(
     exports_state_the_rule_and_the_csv_adds_no_column_for_it,
 );
 
-fn benchmark_camp(app: &TestApp) -> u64 {
-    app.sim
-        .data
-        .benchmark_camp()
-        .expect("benchmark camp")
-        .checkin_id
-}
-
 /// The participants as `(user_id, days)` in accumulated ranking order, with
 /// the days of `kind` (each participant's streak for `Continuous`).
 fn expected_days(sim: &SimHandle, camp: u64, kind: RankingType) -> Vec<(u64, u32)> {
@@ -57,7 +49,7 @@ async fn grace_lowers_the_threshold_to_required_minus_grace_and_the_statistics_s
     kind: StoreKind,
 ) {
     let app = TestApp::builder().store(kind).spawn().await;
-    let camp = benchmark_camp(&app);
+    let camp = app.benchmark_camp();
     let expected = expected_days(&app.sim, camp, RankingType::Accumulated);
     for (required, grace) in [(7, 0), (7, 2), (3, 2), (10, 9)] {
         let threshold = required - grace;
@@ -107,7 +99,7 @@ async fn a_continuous_list_takes_each_participants_streak_and_is_proven_by_the_a
     kind: StoreKind,
 ) {
     let app = TestApp::builder().store(kind).spawn().await;
-    let camp = benchmark_camp(&app);
+    let camp = app.benchmark_camp();
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
     let totals = expected_days(&app.sim, camp, RankingType::Accumulated);
     assert_ne!(
@@ -169,7 +161,7 @@ async fn a_continuous_list_takes_each_participants_streak_and_is_proven_by_the_a
 
 async fn a_paged_continuous_list_walks_the_same_streaks(kind: StoreKind) {
     let app = TestApp::builder().store(kind).spawn().await;
-    let camp = benchmark_camp(&app);
+    let camp = app.benchmark_camp();
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
     let pages = crate::refund_pages(
         &app,
@@ -192,7 +184,7 @@ async fn every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_cos
     kind: StoreKind,
 ) {
     let app = TestApp::builder().store(kind).spawn().await;
-    let camp = benchmark_camp(&app);
+    let camp = app.benchmark_camp();
     let before = app.sim.stats().calls;
     let grace_too_large =
         "grace_days must be less than required_days: got grace_days 5 with required_days 5";
@@ -248,7 +240,7 @@ async fn every_bad_rule_is_refused_on_the_body_the_page_and_every_export_and_cos
 
 async fn exports_state_the_rule_and_the_csv_adds_no_column_for_it(kind: StoreKind) {
     let app = TestApp::builder().store(kind).spawn().await;
-    let camp = benchmark_camp(&app);
+    let camp = app.benchmark_camp();
     let streaks = expected_days(&app.sim, camp, RankingType::Continuous);
     let query = "required_days=7&grace_days=2&ranking_type=continuous";
 
@@ -321,7 +313,7 @@ async fn exports_state_the_rule_and_the_csv_adds_no_column_for_it(kind: StoreKin
 async fn the_cli_takes_grace_days_and_ranking_type_and_refuses_a_grace_that_does_not_fit() {
     use zsxq_cache::cli::{ListFormat, RankingChoice, RefundListArgs, refund_list_output};
     let app = TestApp::builder().spawn().await;
-    let camp = benchmark_camp(&app);
+    let camp = app.benchmark_camp();
     let cli = crate::cli_environment(&app).await;
     let config = cli.config().unwrap();
     let args = RefundListArgs {

@@ -15,14 +15,6 @@ async fn send(request: reqwest::RequestBuilder) -> (Answer, reqwest::header::Hea
     (TestApp::answer(resp).await, headers)
 }
 
-fn camp(app: &TestApp) -> u64 {
-    app.sim
-        .data
-        .benchmark_camp()
-        .expect("benchmark camp")
-        .checkin_id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebinding_page_gets_421_on_every_route_and_costs_nothing() {
     let app = spawn_app(StoreKind::Embedded).await;
@@ -31,7 +23,7 @@ async fn a_rebinding_page_gets_421_on_every_route_and_costs_nothing() {
         format!("/api/users/{}", member.user_id), // the hot route, before routing
         format!("/api/users/number/{}", member.number),
         "/api/users".to_string(),
-        format!("/api/camps/{}/refund-list.csv", camp(&app)),
+        format!("/api/camps/{}/refund-list.csv", app.benchmark_camp()),
         "/".to_string(),
     ] {
         for host in [
@@ -53,7 +45,7 @@ async fn a_rebinding_page_gets_421_on_every_route_and_costs_nothing() {
     }
     let (a, _) = send(
         app.http
-            .post(app.url(&format!("/api/camps/{}/refund-list", camp(&app))))
+            .post(app.url(&format!("/api/camps/{}/refund-list", app.benchmark_camp())))
             .header("host", "attacker.example")
             .json(&json!({"required_days": 7})),
     )
@@ -103,7 +95,7 @@ async fn allowed_hosts_adds_the_public_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_posts_are_refused_before_they_spend_the_budget() {
     let app = spawn_app(StoreKind::Embedded).await;
-    let url = app.url(&format!("/api/camps/{}/refund-list", camp(&app)));
+    let url = app.url(&format!("/api/camps/{}/refund-list", app.benchmark_camp()));
     // What a cross-site <form> or fetch(no-cors) can send without a preflight.
     for content_type in [
         "text/plain",
@@ -183,7 +175,7 @@ async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_op
         "/api/users".to_string(),
         "/api/users/cache/stats".to_string(),
         "/api/camps".to_string(),
-        format!("/api/camps/{}/refund-list/text", camp(&app)),
+        format!("/api/camps/{}/refund-list/text", app.benchmark_camp()),
         "/api/openapi.json".to_string(),
     ];
     for path in &reads {
@@ -204,7 +196,7 @@ async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_op
     }
     let (a, _) = send(
         app.http
-            .post(app.url(&format!("/api/camps/{}/refund-list", camp(&app))))
+            .post(app.url(&format!("/api/camps/{}/refund-list", app.benchmark_camp())))
             .json(&json!({})),
     )
     .await;
@@ -225,7 +217,10 @@ async fn with_read_token_every_api_read_needs_it_and_probes_and_the_page_stay_op
         assert_eq!(a.data()["number"], member.number, "{}", a.body);
         let resp = app
             .http
-            .get(app.url(&format!("/api/camps/{}/refund-list/text", camp(&app))))
+            .get(app.url(&format!(
+                "/api/camps/{}/refund-list/text",
+                app.benchmark_camp()
+            )))
             .bearer_auth(token)
             .send()
             .await

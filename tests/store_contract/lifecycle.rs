@@ -159,145 +159,59 @@ pub async fn stats_accumulate_and_remember_the_last_sync_time(h: &Harness) {
     );
 }
 
+async fn read_ranking(h: &Harness, checkin: CheckinId, kind: RankingType) -> Option<Vec<u8>> {
+    h.store
+        .get_ranking(RankingKey { checkin, kind })
+        .await
+        .unwrap()
+}
+
+async fn write_ranking(
+    h: &Harness,
+    checkin: CheckinId,
+    kind: RankingType,
+    bytes: &[u8],
+    ttl: Duration,
+) {
+    let key = RankingKey { checkin, kind };
+    let ranking = StoredRanking { key, bytes, ttl };
+    h.store.put_ranking(&ranking).await.unwrap();
+}
+
 pub async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h: &Harness) {
     const ACC: RankingType = RankingType::Accumulated;
     const CONT: RankingType = RankingType::Continuous;
     let camp = CheckinId::new(842_448_118_212_345).unwrap();
     let ongoing = CheckinId::new(77).unwrap();
-    assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: ACC
-            })
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(read_ranking(h, camp, ACC).await, None);
 
     let first = "{\"rows\":[\"🐱猫猫\",\"Tom \\\"The Cat\\\" Li\"]}".as_bytes();
-    h.store
-        .put_ranking(&StoredRanking {
-            key: RankingKey {
-                checkin: camp,
-                kind: ACC,
-            },
-            bytes: first,
-            ttl: TTL,
-        })
-        .await
-        .unwrap();
-    h.store
-        .put_ranking(&StoredRanking {
-            key: RankingKey {
-                checkin: ongoing,
-                kind: ACC,
-            },
-            bytes: b"short-lived",
-            ttl: SHORT_TTL,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: ACC
-            })
-            .await
-            .unwrap()
-            .as_deref(),
-        Some(first)
-    );
+    write_ranking(h, camp, ACC, first, TTL).await;
+    write_ranking(h, ongoing, ACC, b"short-lived", SHORT_TTL).await;
+    assert_eq!(read_ranking(h, camp, ACC).await.as_deref(), Some(first));
     // A second write replaces the first.
-    h.store
-        .put_ranking(&StoredRanking {
-            key: RankingKey {
-                checkin: camp,
-                kind: ACC,
-            },
-            bytes: b"v2",
-            ttl: TTL,
-        })
-        .await
-        .unwrap();
+    write_ranking(h, camp, ACC, b"v2", TTL).await;
     assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: ACC
-            })
-            .await
-            .unwrap()
-            .as_deref(),
+        read_ranking(h, camp, ACC).await.as_deref(),
         Some(&b"v2"[..])
     );
 
     h.let_time_pass(Duration::from_secs(2)).await;
+    assert_eq!(read_ranking(h, ongoing, ACC).await, None);
     assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: ongoing,
-                kind: ACC
-            })
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: ACC
-            })
-            .await
-            .unwrap()
-            .as_deref(),
+        read_ranking(h, camp, ACC).await.as_deref(),
         Some(&b"v2"[..])
     );
     // The continuous ranking of the same camp is kept apart from the
     // accumulated one: neither is read as the other.
+    assert_eq!(read_ranking(h, camp, CONT).await, None);
+    write_ranking(h, camp, CONT, b"streaks", TTL).await;
     assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: CONT
-            })
-            .await
-            .unwrap(),
-        None
-    );
-    h.store
-        .put_ranking(&StoredRanking {
-            key: RankingKey {
-                checkin: camp,
-                kind: CONT,
-            },
-            bytes: b"streaks",
-            ttl: TTL,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: CONT
-            })
-            .await
-            .unwrap()
-            .as_deref(),
+        read_ranking(h, camp, CONT).await.as_deref(),
         Some(&b"streaks"[..])
     );
     assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: ACC
-            })
-            .await
-            .unwrap()
-            .as_deref(),
+        read_ranking(h, camp, ACC).await.as_deref(),
         Some(&b"v2"[..])
     );
     // Rankings are not members.
@@ -310,26 +224,8 @@ pub async fn a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it(h
             deleted_users: 0
         }
     );
-    assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: ACC
-            })
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        h.store
-            .get_ranking(RankingKey {
-                checkin: camp,
-                kind: CONT
-            })
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(read_ranking(h, camp, ACC).await, None);
+    assert_eq!(read_ranking(h, camp, CONT).await, None);
     if let Some(mut conn) = h.raw_redis().await {
         assert_eq!(namespace_keys(&mut conn).await, Vec::<String>::new());
     }

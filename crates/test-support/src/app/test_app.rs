@@ -92,6 +92,16 @@ impl TestApp {
         AppBuilder::default()
     }
 
+    /// The checkin id of the simulator's benchmark camp (the finished camp
+    /// the refund-list tests use).
+    pub fn benchmark_camp(&self) -> u64 {
+        self.sim
+            .data
+            .benchmark_camp()
+            .expect("the simulator has a benchmark camp")
+            .checkin_id
+    }
+
     pub(super) async fn start(env: TestEnv) -> anyhow::Result<TestApp> {
         let config = env.config()?;
         let clock = Arc::new(SystemClock);
