@@ -82,62 +82,30 @@ struct Asset {
 /// The content type of every module.
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
+/// One asset: its URL name is its file name under `assets/`, so the two
+/// cannot drift apart.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!(concat!("assets/", $name)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/api.js"),
-    },
-    Asset {
-        name: "ui.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/ui.js"),
-    },
-    Asset {
-        name: "camps.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/camps.js"),
-    },
-    Asset {
-        name: "refund.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/refund.js"),
-    },
-    Asset {
-        name: "refund_list.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/refund_list.js"),
-    },
-    Asset {
-        name: "refund_marks.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/refund_marks.js"),
-    },
-    Asset {
-        name: "members.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/members.js"),
-    },
-    Asset {
-        name: "cache.js",
-        content_type: JAVASCRIPT,
-        body: include_bytes!("assets/cache.js"),
-    },
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("assets/app.css"),
-    },
-    Asset {
-        name: "favicon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("assets/favicon.svg"),
-    },
+    asset!("app.js", JAVASCRIPT),
+    asset!("api.js", JAVASCRIPT),
+    asset!("ui.js", JAVASCRIPT),
+    asset!("camps.js", JAVASCRIPT),
+    asset!("refund.js", JAVASCRIPT),
+    asset!("refund_list.js", JAVASCRIPT),
+    asset!("refund_marks.js", JAVASCRIPT),
+    asset!("members.js", JAVASCRIPT),
+    asset!("cache.js", JAVASCRIPT),
+    asset!("app.css", "text/css; charset=utf-8"),
+    asset!("favicon.svg", "image/svg+xml"),
 ];
 
 /// What is computed once per process from the embedded files.
