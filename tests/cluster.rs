@@ -17,7 +17,7 @@ use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::{CachedMember, Member, MemberNumber, UserId};
 use zsxq_cache::redis_link::RedisTarget;
 use zsxq_cache::store::redis::RedisStore;
-use zsxq_cache::store::{PageRequest, SortBy, SortOrder, Store};
+use zsxq_cache::store::{PageRequest, SortBy, SortOrder, Store, StoreError};
 use zsxq_test_support::RedisCluster;
 use zsxq_test_support::TestApp;
 
@@ -295,6 +295,47 @@ async fn replica_reads_answer_the_same_records_and_survive_a_manual_failover() {
     drop(cluster);
 }
 
+/// The cluster client follows a MOVED for a single command, but a pipeline
+/// that meets one only returns the error (seen here without the store's
+/// redial, about one run in ten on a loaded machine): pipelined reads to a
+/// failed-over slot then failed until some single command happened to
+/// refresh the slot map. The store dials again and replays, so no read after
+/// the failover may fail with a redirection. A loaded machine may still time
+/// a read out, which is no redirection and is retried here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_reads_after_a_manual_failover_never_fail_on_a_stale_slot_map() {
+    let mut cluster = start_cluster().await;
+    let store = store_on(&cluster, false);
+    let members: Vec<CachedMember> = (1..=60).map(member).collect();
+    store.put_members(&members, TTL).await.unwrap();
+    let ids: Vec<UserId> = members.iter().map(|m| m.member.user_id).collect();
+    // The connection and its slot map are made now, before the failover.
+    let before = store.get_members(&ids).await.unwrap();
+    assert!(before.iter().all(Option::is_some));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let master = cluster.masters()[0];
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.failover(master).expect("manual failover");
+        cluster
+    })
+    .await
+    .unwrap();
+    let expected: Vec<Option<CachedMember>> = members.into_iter().map(Some).collect();
+    let mut timeouts = 0;
+    loop {
+        match store.get_members(&ids).await {
+            Ok(after) => {
+                assert_eq!(after, expected);
+                break;
+            }
+            Err(StoreError::Redis(e)) if e.is_timeout() && timeouts < 5 => timeouts += 1,
+            Err(e) => panic!("a read after the failover failed: {e}"),
+        }
+    }
+    drop(cluster);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_on_a_cluster_keeps_answering_right_numbers_through_a_failover() {
     let mut cluster = start_cluster().await;
@@ -358,16 +399,20 @@ async fn the_service_on_a_cluster_keeps_answering_right_numbers_through_a_failov
     loop {
         let before = app.sim.stats().calls;
         let mut all_right = true;
+        let mut statuses = std::collections::BTreeMap::new();
         for (id, number) in &people {
             let a = app.user(*id).await;
+            *statuses.entry(a.status).or_insert(0) += 1;
             all_right &= a.status == 200 && a.data()["number"].as_u64() == Some(*number);
         }
-        if all_right && app.sim.stats().calls == before {
+        let new_calls = app.sim.stats().calls - before;
+        if all_right && new_calls == 0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the service did not go back to the cluster"
+            "the service did not go back to the cluster: last round answered {statuses:?} \
+             and cost {new_calls} upstream calls"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

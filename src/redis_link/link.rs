@@ -2,7 +2,7 @@
 //! the slot grouping and per-node routing a cluster needs.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -10,7 +10,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_read_routing::RandomReplicaStrategy;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use super::RedisTarget;
 
@@ -24,14 +24,21 @@ pub enum Link {
     Cluster(Arc<LazyCluster>),
 }
 
-/// The cluster connection, made on first use.
+/// The cluster connection, made on first use and made again when its slot
+/// map is found stale ([`Link::redial`]).
 pub struct LazyCluster {
     /// Holds the seed nodes, timeouts and read routing; dials on demand.
     client: ClusterClient,
-    /// The connection once made. A failed dial leaves it empty, so the next
-    /// use dials again.
-    conn: OnceCell<ClusterConnection>,
+    /// The connection once made, with when it was dialled. A failed dial
+    /// leaves it empty, so the next use dials again; the lock makes
+    /// concurrent first uses wait on one dial.
+    conn: Mutex<Option<(Instant, ClusterConnection)>>,
 }
+
+/// A connection younger than this is not dialled again: the requests that
+/// failed together on a stale slot map all ask for a redial at once, and one
+/// fresh map serves them all.
+const REDIAL_MIN_AGE: Duration = Duration::from_millis(250);
 
 impl Link {
     /// A link to `target` with the given connect and response timeouts. No
@@ -74,7 +81,7 @@ impl Link {
                 }
                 Ok(Link::Cluster(Arc::new(LazyCluster {
                     client: builder.build()?,
-                    conn: OnceCell::new(),
+                    conn: Mutex::new(None),
                 })))
             }
         }
@@ -108,6 +115,28 @@ impl Link {
         Ok(parse_masters(&raw))
     }
 
+    /// Drops a cluster connection whose slot map proved stale, so that the
+    /// next call dials again and reads the map afresh; nothing on a single
+    /// server. The client follows a MOVED for a single command and then
+    /// refreshes its map, but not one inside a pipeline: after a failover in
+    /// which the map was read while the cluster still disagreed about the
+    /// new master, every pipeline to the moved slots answered MOVED for as
+    /// long as no single command went there, and the store's breaker kept
+    /// reopening on it (seen in `tests/cluster.rs` under load). In-flight
+    /// requests on the old connection finish on it.
+    pub async fn redial(&self) {
+        if let Link::Cluster(lazy) = self {
+            let mut slot = lazy.conn.lock().await;
+            if slot
+                .as_ref()
+                .is_some_and(|(dialed, _)| dialed.elapsed() >= REDIAL_MIN_AGE)
+            {
+                tracing::info!("cluster slot map stale: dialling the cluster again");
+                *slot = None;
+            }
+        }
+    }
+
     /// Sends `cmd` to the node at `host:port` (a cluster's master, from
     /// [`Link::masters`]).
     pub async fn on_node(&self, host: &str, port: u16, cmd: Cmd) -> RedisResult<Value> {
@@ -130,10 +159,13 @@ impl Link {
 
 impl LazyCluster {
     async fn get(&self) -> RedisResult<ClusterConnection> {
-        self.conn
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await
-            .cloned()
+        let mut slot = self.conn.lock().await;
+        if let Some((_, conn)) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = self.client.get_async_connection().await?;
+        *slot = Some((Instant::now(), conn.clone()));
+        Ok(conn)
     }
 }
 

@@ -74,6 +74,16 @@ impl RedisStore {
             match attempt.await {
                 Err(_) => return Err(StoreError::Timeout(ROUND_TRIP_DEADLINE)),
                 Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if self.link.is_cluster() && e.is_cluster_error() => {
+                    // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the node refused
+                    // the command without running it, so a replay is safe
+                    // for idempotent requests once the map is fresh.
+                    self.link.redial().await;
+                    if replayed || !matches!(replay, Replay::Idempotent) {
+                        return Err(e.into());
+                    }
+                    replayed = true;
+                }
                 Ok(Err(e)) if !replayed && replay.allows(&e) => replayed = true,
                 Ok(Err(e)) => return Err(e.into()),
             }
