@@ -59,8 +59,10 @@ impl Record {
     /// cannot fail; if it ever did, `json` is empty and readers fall back to
     /// serialising `member` themselves.
     pub fn new(member: CachedMember) -> Arc<Self> {
+        // `to_vec` grows its buffer by doubling: kept as it is, a record's
+        // JSON held up to twice its length. The boxed slice is exact.
         let json = serde_json::to_vec(&member)
-            .map(Bytes::from)
+            .map(|v| Bytes::from(v.into_boxed_slice()))
             .unwrap_or_default();
         Arc::new(Self { member, json })
     }
@@ -81,8 +83,14 @@ impl Record {
 }
 
 /// Fixed bytes charged per entry besides its strings: the record struct,
-/// the `Arc`, the entry, moka's per-entry bookkeeping and the number index.
-const ENTRY_OVERHEAD: usize = 400;
+/// the `Arc`, the allocator's share of each string, moka's per-entry
+/// bookkeeping (entry, deques, timer wheel) and the number index's entry.
+/// Measured, not added up: at 400 the default 16 MB held 17 300 members
+/// and the service's RSS grew by 34 MB filling it; at 1 100, 10 000
+/// members and 21 MB; at 1 500, 8 100 members and 17 MB, on the
+/// simulator's members (`zsxq-bench memory` looks members up until the
+/// cache is full and prints both).
+const ENTRY_OVERHEAD: usize = 1_500;
 
 /// One cached member and when to stop trusting it. Both horizons are read
 /// from the injected clock (as the stores do), so a test can jump past them;
@@ -177,10 +185,12 @@ impl NearCache {
                         .build(),
                 ),
                 Some(
-                    // One number per member at most; an entry is a few
-                    // dozen bytes, already charged in ENTRY_OVERHEAD.
+                    // One number per member held, charged in
+                    // ENTRY_OVERHEAD: no more entries than the member
+                    // cache can hold, or numbers of evicted members
+                    // outnumber the members (it held 65 536 at 16 MB).
                     Cache::builder()
-                        .max_capacity((max_bytes / 256).max(16))
+                        .max_capacity((max_bytes / ENTRY_OVERHEAD as u64).max(16))
                         .time_to_live(store_ttl.max(Duration::from_millis(1)))
                         .build(),
                 ),
@@ -458,7 +468,7 @@ mod tests {
     #[test]
     fn the_byte_bound_evicts_members_beyond_it() {
         let clock = Arc::new(ManualClock::new(1_000_000));
-        // Room for a handful of entries of ~700 bytes each.
+        // Room for a handful of entries of ~1 500 bytes each.
         let cache = NearCache::new(
             8_000,
             Duration::from_secs(60),
