@@ -299,8 +299,10 @@ impl MemberCache {
                 return false;
             }
             // This process skips its own change announcements: keep its
-            // near cache in step here.
-            chunk.iter().for_each(|m| self.near().insert(m));
+            // near cache in step here, for the members it holds (a walk
+            // reads far more members than were wanted; see
+            // `NearCache::refresh`).
+            chunk.iter().for_each(|m| self.near().refresh(m));
         }
         true
     }

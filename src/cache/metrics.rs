@@ -158,6 +158,12 @@ impl Collector for CacheCollector {
         )?;
         gauge(
             &mut encoder,
+            "zsxq_near_cache_bytes",
+            "Bytes the near cache's entries are charged against NEAR_CACHE_MB",
+            count(self.near.weighed_bytes()),
+        )?;
+        gauge(
+            &mut encoder,
             "zsxq_write_back_pending",
             "Members fetched during a store outage, waiting to be written",
             count(self.write_back.len()),

@@ -59,8 +59,10 @@ impl Record {
     /// cannot fail; if it ever did, `json` is empty and readers fall back to
     /// serialising `member` themselves.
     pub fn new(member: CachedMember) -> Arc<Self> {
+        // `to_vec` grows its buffer by doubling: kept as it is, a record's
+        // JSON held up to twice its length. The boxed slice is exact.
         let json = serde_json::to_vec(&member)
-            .map(Bytes::from)
+            .map(|v| Bytes::from(v.into_boxed_slice()))
             .unwrap_or_default();
         Arc::new(Self { member, json })
     }
@@ -81,8 +83,14 @@ impl Record {
 }
 
 /// Fixed bytes charged per entry besides its strings: the record struct,
-/// the `Arc`, the entry, moka's per-entry bookkeeping and the number index.
-const ENTRY_OVERHEAD: usize = 400;
+/// the `Arc`, the allocator's share of each string, moka's per-entry
+/// bookkeeping (entry, deques, timer wheel) and the number index's entry.
+/// Measured, not added up: at 400 the default 16 MB held 17 300 members
+/// and the service's RSS grew by 34 MB filling it; at 1 100, 10 000
+/// members and 21 MB; at 1 500, 8 100 members and 17 MB, on the
+/// simulator's members (`zsxq-bench memory` looks members up until the
+/// cache is full and prints both).
+const ENTRY_OVERHEAD: usize = 1_500;
 
 /// One cached member and when to stop trusting it. Both horizons are read
 /// from the injected clock (as the stores do), so a test can jump past them;
@@ -177,10 +185,12 @@ impl NearCache {
                         .build(),
                 ),
                 Some(
-                    // One number per member at most; an entry is a few
-                    // dozen bytes, already charged in ENTRY_OVERHEAD.
+                    // One number per member held, charged in
+                    // ENTRY_OVERHEAD: no more entries than the member
+                    // cache can hold, or numbers of evicted members
+                    // outnumber the members (it held 65 536 at 16 MB).
                     Cache::builder()
-                        .max_capacity((max_bytes / 256).max(16))
+                        .max_capacity((max_bytes / ENTRY_OVERHEAD as u64).max(16))
                         .time_to_live(store_ttl.max(Duration::from_millis(1)))
                         .build(),
                 ),
@@ -235,6 +245,22 @@ impl NearCache {
     pub fn insert(&self, member: &CachedMember) {
         if self.is_enabled() {
             self.insert_record(Record::new(member.clone()));
+        }
+    }
+
+    /// [`NearCache::insert`] only for a member held here already. Bulk work
+    /// (a sync, a warm-up, a member-list walk) replaces records nobody
+    /// asked for: inserting them all filled the cache to its bound on every
+    /// sync of a large group (about 30 MB of RSS at 100 000 members) with
+    /// members no lookup had wanted, so bulk work only keeps the entries it
+    /// replaced in step, and lookups decide what is held.
+    pub fn refresh(&self, member: &CachedMember) {
+        let held = self
+            .members
+            .as_ref()
+            .is_some_and(|m| m.contains_key(&member.member.user_id));
+        if held {
+            self.insert(member);
         }
     }
 
@@ -313,9 +339,21 @@ impl NearCache {
         }
     }
 
-    /// Members held now (approximate: moka counts lazily).
+    /// Members held now. moka counts lazily, so its pending maintenance
+    /// runs first: read at scrape time, not on the hot path.
     pub fn len(&self) -> u64 {
-        self.members.as_ref().map_or(0, |m| m.entry_count())
+        self.members.as_ref().map_or(0, |m| {
+            m.run_pending_tasks();
+            m.entry_count()
+        })
+    }
+
+    /// Bytes the held entries are charged, against `NEAR_CACHE_MB`.
+    pub fn weighed_bytes(&self) -> u64 {
+        self.members.as_ref().map_or(0, |m| {
+            m.run_pending_tasks();
+            m.weighted_size()
+        })
     }
 
     /// Whether nothing is held.
@@ -430,7 +468,7 @@ mod tests {
     #[test]
     fn the_byte_bound_evicts_members_beyond_it() {
         let clock = Arc::new(ManualClock::new(1_000_000));
-        // Room for a handful of entries of ~700 bytes each.
+        // Room for a handful of entries of ~1 500 bytes each.
         let cache = NearCache::new(
             8_000,
             Duration::from_secs(60),
@@ -468,6 +506,19 @@ mod tests {
         assert_eq!(cache.clears(), 0);
         cache.clear();
         assert_eq!((cache.clears(), cache.alive().len()), (1, 0));
+    }
+
+    #[test]
+    fn refresh_replaces_a_held_member_and_adds_no_other() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let cache = near(Duration::from_secs(60), clock.clone());
+        let held = member(10, 10, clock.now_ms());
+        cache.insert(&held);
+        let newer = member(10, 11, clock.now_ms() + 1);
+        cache.refresh(&newer);
+        cache.refresh(&member(12, 12, clock.now_ms()));
+        assert_eq!(got(cache.get(UserId::new(10).unwrap())), Some(newer));
+        assert_eq!(got(cache.get_stale(UserId::new(12).unwrap())), None);
     }
 
     #[test]

@@ -50,7 +50,9 @@ impl Refresher {
                     cached_at: stale.cached_at,
                     updated_at: self.clock.now_ms(),
                 };
-                self.near.insert(&fresh);
+                // A stale hit was just put in the near cache by its
+                // lookup; a warm-up refreshes members nobody asked for.
+                self.near.refresh(&fresh);
                 store_or_queue(self.store.as_ref(), &self.queue, fresh, self.ttl).await;
                 true
             }

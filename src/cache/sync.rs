@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::MemberCache;
@@ -33,6 +32,12 @@ use crate::upstream::{self, CampScope, MemberWalk, Priority, UpstreamError};
 
 /// Writes to the store happen in batches of this many members.
 const WRITE_BATCH: usize = 500;
+
+/// Failed members listed by name in a report; `failed_count` counts them
+/// all. A sync while the store is down fails every member, and the last
+/// twenty reports are kept for polling: listing 100 000 failures in each
+/// held the whole group twenty times over.
+pub const FAILED_USERS_LISTED: usize = 100;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SyncOptions {
@@ -74,6 +79,34 @@ pub struct SyncReport {
     /// False when some members may not have been seen; `warnings` says why.
     pub complete: bool,
     pub warnings: Vec<String>,
+    /// The most members the sync held in memory at once: a member-list
+    /// page, whatever the group's size (a test holds it to one page).
+    pub held_members_peak: u64,
+}
+
+impl SyncReport {
+    /// Counts a failed member, listing it while the list has room.
+    fn fail(&mut self, user_id: UserId, error: String) {
+        self.failed_count += 1;
+        if self.failed_users.len() < FAILED_USERS_LISTED {
+            self.failed_users.push(FailedUser { user_id, error });
+        }
+    }
+
+    /// Notes that `n` members are in hand at once.
+    fn holding(&mut self, n: usize) {
+        self.held_members_peak = self.held_members_peak.max(n as u64);
+    }
+
+    /// Says, once done, that some failures went unlisted.
+    fn note_unlisted_failures(&mut self) {
+        let unlisted = self.failed_count - self.failed_users.len() as u64;
+        if unlisted > 0 {
+            self.warnings.push(format!(
+                "另有 {unlisted} 个成员同步失败未列出 ({unlisted} more failed members are not listed)"
+            ));
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -194,21 +227,19 @@ impl MemberCache {
                     updated_at: now,
                 })
                 .collect();
+            report.holding(records.len());
             for chunk in records.chunks(WRITE_BATCH) {
                 for (m, written) in chunk.iter().zip(self.write_confirmed(chunk).await) {
                     match written {
                         Ok(()) => {
                             // Keep the near cache in step, so nobody is
                             // served the record this sync just replaced.
-                            self.near.insert(m);
+                            self.near.refresh(m);
                             report.success_count += 1;
                             progress.done.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(error) => {
-                            report.failed_users.push(FailedUser {
-                                user_id: m.member.user_id,
-                                error,
-                            });
+                            report.fail(m.member.user_id, error);
                             progress.failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -222,7 +253,7 @@ impl MemberCache {
             return Ok(None);
         }
         self.numbering.observe_listing(&walk);
-        report.failed_count = report.failed_users.len() as u64;
+        report.note_unlisted_failures();
         report.listed_count = walk.members();
         report.member_list_pages = walk.pages() as u64;
         if !walk.complete() {
@@ -269,17 +300,23 @@ impl MemberCache {
         let (todo, skipped) = self.to_fetch(ids, opts.force).await?;
         progress.total.store(todo.len() as u64, Ordering::Relaxed);
         let mut report = empty_report("rankings", todo.len() as u64, skipped);
-        let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        report.holding(todo.len());
+        // A task is spawned as a slot frees up, not one per member up front:
+        // each waiting task is a future with its state, per member, before
+        // the first call has gone out.
+        let limit = opts.concurrency.max(1);
+        let mut todo = todo.into_iter();
         let mut tasks = JoinSet::new();
-        for id in todo {
-            let (cache, gate) = (self.clone(), gate.clone());
-            tasks.spawn(async move {
-                let _slot = gate.acquire_owned().await;
-                let result = cache.fetch_and_store(id).await;
-                (id, result)
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
+        loop {
+            while tasks.len() < limit
+                && let Some(id) = todo.next()
+            {
+                let cache = self.clone();
+                tasks.spawn(async move { (id, cache.fetch_and_store(id).await) });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
             let (id, result) = match joined {
                 Ok(r) => r,
                 Err(e) => {
@@ -293,13 +330,13 @@ impl MemberCache {
                     progress.done.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
-                    report.failed_users.push(FailedUser { user_id: id, error });
+                    report.fail(id, error);
                     progress.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
         report.failed_users.sort_by_key(|f| f.user_id);
-        report.failed_count = report.failed_users.len() as u64;
+        report.note_unlisted_failures();
         Ok(report)
     }
 
@@ -317,7 +354,7 @@ impl MemberCache {
         };
         let written = self.write_confirmed(std::slice::from_ref(&cached)).await;
         written.into_iter().next().unwrap_or(Ok(()))?;
-        self.near.insert(&cached);
+        self.near.refresh(&cached);
         Ok(())
     }
 
@@ -371,5 +408,6 @@ fn empty_report(source: &'static str, sync_count: u64, skipped_count: u64) -> Sy
         member_list_pages: 0,
         complete: true,
         warnings: Vec::new(),
+        held_members_peak: 0,
     }
 }

@@ -10,6 +10,7 @@ use zsxq_test_support::{StoreKind, TestApp};
 on_both_stores!(
     a_fresh_sync_caches_every_member_through_the_member_list,
     a_sync_falls_back_to_rankings_when_listing_is_refused,
+    a_sync_of_many_pages_holds_one_page_at_a_time,
 );
 
 async fn a_fresh_sync_caches_every_member_through_the_member_list(kind: StoreKind) {
@@ -139,4 +140,61 @@ async fn a_write_answered_late_is_confirmed_and_reported_as_done() {
     assert_eq!(d["failed_count"], 0, "{d}");
     app.store_fault.as_ref().unwrap().set(Fault::None);
     assert_eq!(app.stats().await.data()["cached_users_count"], 40);
+}
+
+/// The member list is read and written a page at a time: a group of six
+/// pages is synced whole while the sync never holds more than one page
+/// (200 members), and the near cache is left to lookups. A sync that
+/// gathered the group before writing it, or held a record per member, would
+/// report the group's size here.
+async fn a_sync_of_many_pages_holds_one_page_at_a_time(kind: StoreKind) {
+    let app = TestApp::builder().store(kind).members(1_150).spawn().await;
+    let n = app.sim.data.members.len() as u64;
+    for body in [json!({}), json!({"force": true})] {
+        let a = app.sync(body).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let d = a.data();
+        assert_eq!(d["listed_count"], n, "{d}");
+        assert_eq!(d["success_count"], n, "{d}");
+        assert_eq!(d["member_list_pages"], n.div_ceil(200), "{d}");
+        let held = d["held_members_peak"].as_u64().unwrap();
+        assert!(
+            (1..=200).contains(&held),
+            "held {held} members at once: {d}"
+        );
+    }
+    assert_eq!(app.stats().await.data()["cached_users_count"], n);
+    // Nobody looked anyone up: the syncs filled the store, not the near cache.
+    assert_eq!(app.metric("zsxq_near_cache_entries").await, 0.0);
+    let m = &app.sim.data.members[3];
+    assert_eq!(app.user(m.user_id).await.data()["number"], m.number);
+    assert_eq!(app.metric("zsxq_near_cache_entries").await, 1.0);
+}
+
+/// A sync while every write fails reports each failure in its count but
+/// lists only the first hundred by name: the last reports are kept for
+/// polling, and a list per member would keep the whole group in each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sync_counts_every_failure_and_lists_a_hundred() {
+    let app = TestApp::builder().members(450).faulty_store().spawn().await;
+    let n = app.sim.data.members.len() as u64;
+    app.store_fault
+        .as_ref()
+        .expect("faulty store")
+        .set(Fault::Failing);
+    let a = app.sync(json!({"force": true})).await;
+    app.store_fault.as_ref().unwrap().set(Fault::None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let d = a.data();
+    assert_eq!(d["failed_count"], n, "{d}");
+    assert_eq!(d["success_count"], 0, "{d}");
+    assert_eq!(d["failed_users"].as_array().unwrap().len(), 100, "{d}");
+    let unlisted = n - 100;
+    assert!(
+        d["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains(&format!("{unlisted} more failed"))),
+        "{d}"
+    );
 }

@@ -6,6 +6,7 @@
 //! against rather than asserted.
 
 mod hot;
+mod memory;
 mod refund;
 mod sync;
 
@@ -25,6 +26,9 @@ enum BenchCommand {
     /// Hot lookups against nginx proxy_cache, cold stampedes over three
     /// replicas, paging at 1k/100k members, memory per member, RSS.
     Hot(hot::HotArgs),
+    /// The service's RSS at idle and after syncing 100 000 and 300 000
+    /// members, on the embedded store and on Redis.
+    Memory(memory::MemoryArgs),
     /// The service itself, exactly as `zsxq-cache serve` runs it: `hot`
     /// starts its replicas as processes of this binary, so that the load
     /// tool, the harness and the service share no runtime and each
@@ -45,6 +49,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         BenchCommand::Sync(args) => sync::run(args).await?,
         BenchCommand::Refund(args) => refund::run(args).await?,
         BenchCommand::Hot(args) => hot::run(args).await?,
+        BenchCommand::Memory(args) => memory::run(args).await?,
         BenchCommand::Serve => {
             let serve = zsxq_cache::cli::Cli {
                 command: zsxq_cache::cli::Command::Serve,
