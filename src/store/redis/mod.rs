@@ -85,9 +85,11 @@ mod marks;
 mod members;
 mod scripts;
 mod transport;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -120,6 +122,9 @@ pub struct RedisStore {
     /// Random name of this store (one per process), carried by every change
     /// announced on [`keys::EVENTS`] so the process can skip its own.
     origin: String,
+    /// Set once this process has made sure the Redis holds no keys of the
+    /// original layout (`upgrade.rs`).
+    layout_checked: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -153,6 +158,7 @@ impl RedisStore {
             link: Link::new(target, RESPONSE_TIMEOUT.max(CONNECT_TIMEOUT))?,
             clock,
             origin: uuid::Uuid::new_v4().simple().to_string(),
+            layout_checked: AtomicBool::new(false),
         })
     }
 }
