@@ -89,8 +89,10 @@ pub const STATS: &str = "zsxq:stats:cache";
 ///   bucket's lower bound, member `<lowest member>!<lowest score>`, score the
 ///   lowest score;
 /// - `zsxq:{idx}:<index>:<lowest member>!<lowest score>`, the bucket: a
-///   sorted set of at most 128 entries (so Redis keeps it a listpack), each
-///   scored by its distance from the bucket's lowest score.
+///   sorted set of at most 127 entries (so Redis keeps it a listpack), each
+///   scored by its distance from the bucket's lowest score;
+/// - `zsxq:{idx}:<index>:count`, a hash bucket → entries, so a page finds
+///   its offset and the total without a `ZCARD` per bucket.
 pub const INDEX_PREFIX: &str = "zsxq:{idx}:";
 
 /// Directory of the number index: members by [`number_sort_key`]
@@ -118,10 +120,10 @@ pub const OLD_INDEXES: [&str; 3] = [
     "zsxq:{idx}:expiry",
 ];
 
-/// Whether `key` has the shape of an index key: a directory, or a bucket
-/// named by digits (and, in the expiry index, commas and a minus sign)
-/// before `!` and an integer after it. The store builds them only from
-/// parsed ids and integer scores.
+/// Whether `key` has the shape of an index key: a directory, a count hash,
+/// or a bucket named by a user id (or nothing, for a first bucket) before
+/// `!` and an integer after it. The store builds them only from parsed ids
+/// and integer scores.
 pub fn is_index_key(key: &str) -> bool {
     let Some(rest) = key.strip_prefix(INDEX_PREFIX) else {
         return false;
@@ -132,7 +134,7 @@ pub fn is_index_key(key: &str) -> bool {
     if !["number", "join_time", "expiry"].contains(&index) {
         return false;
     }
-    if bucket == "dir" {
+    if bucket == "dir" || bucket == "count" {
         return true;
     }
     let Some((low, base)) = bucket.split_once('!') else {
@@ -229,6 +231,7 @@ mod tests {
             "zsxq:{idx}:expiry:454881884228,177,-5!1730080000000"
         ));
         assert!(is_store_key("zsxq:{idx}:join_time:!-3"));
+        assert!(is_store_key("zsxq:{idx}:expiry:count"));
         assert!(is_store_key(OLD_USERS_ALL));
         assert!(is_store_key(OLD_INDEXES[1]));
         assert!(!is_store_key("zsxq:{idx}:number:1!x"));

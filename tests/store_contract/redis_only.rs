@@ -188,12 +188,12 @@ async fn redis_clear_also_sweeps_keys_no_index_knows() {
         .unwrap();
 
     let report = h.store.clear().await.unwrap();
-    // Hash 111, 3 directories and their 3 buckets, the number key, the
-    // orphan hash.
+    // Hash 111, 3 directories, their count hashes and their 3 buckets, the
+    // number key, the orphan hash.
     assert_eq!(
         report,
         ClearReport {
-            deleted_keys: 9,
+            deleted_keys: 12,
             deleted_users: 2
         }
     );

@@ -94,7 +94,10 @@ pub async fn compare_layouts(url: &str, members: &[CachedMember]) -> anyhow::Res
         .iter()
         .step_by(97)
         .map(|m| format!("zsxq:user:{}", m.member.user_id));
-    let buckets = index_keys.iter().filter(|k| !k.ends_with(":dir")).cloned();
+    let buckets = index_keys
+        .iter()
+        .filter(|k| !k.ends_with(":dir") && !k.ends_with(":count"))
+        .cloned();
     for key in sampled.chain(buckets) {
         let encoding: String = redis::cmd("OBJECT")
             .arg("ENCODING")

@@ -1,6 +1,8 @@
 //! The Lua scripts the Redis store runs, one `.lua` file each under
-//! `scripts/`. Each one touches only the keys it is given, all in one slot,
-//! so it runs unchanged on a server and on a cluster. What a script takes
+//! `scripts/`. Each one touches only keys of one slot — the keys it is
+//! given, and for the index scripts the buckets their directories name,
+//! which share the directories' `{idx}` hash tag — so it runs unchanged on a
+//! server and on a cluster. What a script takes
 //! and answers is documented here rather than in the `.lua` file: the whole
 //! text travels with every `EVAL` ([`super::transport::eval`]), so the files
 //! hold code only.

@@ -17,6 +17,10 @@ local function bucket_key(dir, dm)
   return string.sub(dir, 1, -4) .. dm
 end
 
+local function count_key(dir)
+  return string.sub(dir, 1, -4) .. 'count'
+end
+
 local function low_of(dm)
   return string.sub(dm, 1, string.find(dm, '!', 1, true) - 1)
 end
@@ -67,6 +71,7 @@ local function split(dir, key, base, s, m, touched)
   redis.call('ZADD', new_key, unpack(args))
   redis.call('ZREMRANGEBYRANK', key, p, -1)
   redis.call('ZADD', dir, low_abs, dm)
+  redis.call('HSET', count_key(dir), dm, n - p, string.sub(key, #dir - 2), p)
   local left = redis.call('PTTL', key)
   if left > 0 then redis.call('PEXPIRE', new_key, left) end
   touched[new_key] = dir
@@ -84,12 +89,19 @@ local function add(dir, s, m, touched)
     dm, base = floor(dir, s, m)
     key = bucket_key(dir, dm)
   end
-  redis.call('ZADD', key, s - base, m)
+  if redis.call('ZADD', key, s - base, m) == 1 then
+    redis.call('HINCRBY', count_key(dir), dm, 1)
+  end
   touched[key] = dir
 end
 
 local function drop_if_empty(dir, key, dm)
-  if redis.call('ZCARD', key) > 0 then return end
+  local left = redis.call('ZCARD', key)
+  if left > 0 then
+    redis.call('HSET', count_key(dir), dm, left)
+    return
+  end
+  redis.call('HDEL', count_key(dir), dm)
   redis.call('DEL', key)
   local first = redis.call('ZRANK', dir, dm) == 0
   redis.call('ZREM', dir, dm)

@@ -4,6 +4,11 @@ local offset, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 local with_total = ARGV[4] == '1'
 local max = ARGV[5] == '+inf' and math.huge or tonumber(ARGV[5])
 local out = {0}
+local counts = {}
+if with_total or offset > 0 then
+  local raw = redis.call('HGETALL', count_key(dir))
+  for i = 1, #raw, 2 do counts[raw[i]] = tonumber(raw[i + 1]) end
+end
 local total, seen, chunk, at = 0, 0, 64, 0
 while true do
   local d
@@ -14,7 +19,8 @@ while true do
   end
   for i = 1, #d, 2 do
     local key = bucket_key(dir, d[i])
-    local n = redis.call('ZCARD', key)
+    local n = counts[d[i]]
+    if not n then n = redis.call('ZCARD', key) end
     total = total + n
     if limit > 0 and seen + n > offset then
       local base = base_of(d[i])
@@ -28,7 +34,13 @@ while true do
       else
         r = redis.call('ZRANGE', key, from, to, 'WITHSCORES')
       end
-      if max < math.huge and #r < 2 * (to - from + 1) then limit = 0 end
+      if #r < 2 * (to - from + 1) then
+        if max < math.huge then
+          limit = 0
+        else
+          drop_if_empty(dir, key, d[i])
+        end
+      end
       for j = 1, #r, 2 do
         local s = base + tonumber(r[j + 1])
         if s > max then

@@ -17,7 +17,10 @@ local function extend(key, want)
   if left == -1 or (left >= 0 and left < want) then redis.call('PEXPIRE', key, want) end
 end
 if ttl > 0 then
-  for dir in pairs(dirs) do extend(dir, ttl) end
+  for dir in pairs(dirs) do
+    extend(dir, ttl)
+    extend(count_key(dir), ttl)
+  end
   for key, dir in pairs(touched) do extend(key, math.max(ttl, redis.call('PTTL', dir))) end
 end
 return removed
