@@ -91,8 +91,9 @@ pub const STATS: &str = "zsxq:stats:cache";
 /// - `zsxq:{idx}:<index>:<lowest member>!<lowest score>`, the bucket: a
 ///   sorted set of at most 127 entries (so Redis keeps it a listpack), each
 ///   scored by its distance from the bucket's lowest score;
-/// - `zsxq:{idx}:<index>:count`, a hash bucket → entries, so a page finds
-///   its offset and the total without a `ZCARD` per bucket.
+/// - `zsxq:{idx}:<index>:count`, a string of one byte per bucket, in
+///   directory order: the bucket's entries (0–127), so a page finds its
+///   offset and the total without a call per bucket.
 pub const INDEX_PREFIX: &str = "zsxq:{idx}:";
 
 /// Directory of the number index: members by [`number_sort_key`]

@@ -65,8 +65,11 @@ pub(super) const INDEX_WRITE: &str = index_script!("index_write.lua");
 
 /// Reads an index in order. KEYS[1] = its directory; ARGV = descending
 /// (1/0), offset, limit, whether to count the whole index (1/0), highest
-/// score to return ('+inf' for any). Returns {total (0 unless counted),
-/// member, score, member, score, …}, scores absolute.
+/// score to return ('+inf' for any). Finds the first bucket of the page by
+/// the directory's count string (one byte per bucket: no call per bucket),
+/// rebuilt from the buckets if it does not match the directory, and
+/// corrects a bucket's byte where a read finds it wrong. Returns {total (0
+/// unless counted), member, score, member, score, …}, scores absolute.
 pub(super) const INDEX_PAGE: &str = index_script!("index_page.lua");
 
 /// Forgets entries. KEYS = the three directories. ARGV[1] = n; then n

@@ -21,6 +21,24 @@ local function count_key(dir)
   return string.sub(dir, 1, -4) .. 'count'
 end
 
+local function counts_of(dir)
+  return redis.call('GET', count_key(dir)) or ''
+end
+
+local function count_set(dir, dm, n)
+  redis.call('SETRANGE', count_key(dir), redis.call('ZRANK', dir, dm), string.char(n))
+end
+
+local function count_insert(dir, dm, n)
+  local c, r = counts_of(dir), redis.call('ZRANK', dir, dm)
+  redis.call('SET', count_key(dir), string.sub(c, 1, r) .. string.char(n) .. string.sub(c, r + 1), 'KEEPTTL')
+end
+
+local function count_delete(dir, dm)
+  local c, r = counts_of(dir), redis.call('ZRANK', dir, dm)
+  redis.call('SET', count_key(dir), string.sub(c, 1, r) .. string.sub(c, r + 2), 'KEEPTTL')
+end
+
 local function low_of(dm)
   return string.sub(dm, 1, string.find(dm, '!', 1, true) - 1)
 end
@@ -56,6 +74,7 @@ local function split(dir, key, base, s, m, touched)
   if s > last_abs or (s == last_abs and not lex_le(m, all[#all - 1])) then
     local dm = m .. '!' .. fmt(s)
     redis.call('ZADD', dir, s, dm)
+    count_insert(dir, dm, 0)
     return
   end
   local p = math.floor(n / 2)
@@ -71,7 +90,8 @@ local function split(dir, key, base, s, m, touched)
   redis.call('ZADD', new_key, unpack(args))
   redis.call('ZREMRANGEBYRANK', key, p, -1)
   redis.call('ZADD', dir, low_abs, dm)
-  redis.call('HSET', count_key(dir), dm, n - p, string.sub(key, #dir - 2), p)
+  count_insert(dir, dm, n - p)
+  count_set(dir, string.sub(key, #dir - 2), p)
   local left = redis.call('PTTL', key)
   if left > 0 then redis.call('PEXPIRE', new_key, left) end
   touched[new_key] = dir
@@ -82,6 +102,7 @@ local function add(dir, s, m, touched)
   if not dm then
     dm, base = '!' .. fmt(s), s
     redis.call('ZADD', dir, '-inf', dm)
+    count_insert(dir, dm, 0)
   end
   local key = bucket_key(dir, dm)
   if redis.call('ZCARD', key) >= MAX and not redis.call('ZSCORE', key, m) then
@@ -90,7 +111,7 @@ local function add(dir, s, m, touched)
     key = bucket_key(dir, dm)
   end
   if redis.call('ZADD', key, s - base, m) == 1 then
-    redis.call('HINCRBY', count_key(dir), dm, 1)
+    count_set(dir, dm, redis.call('ZCARD', key))
   end
   touched[key] = dir
 end
@@ -98,10 +119,10 @@ end
 local function drop_if_empty(dir, key, dm)
   local left = redis.call('ZCARD', key)
   if left > 0 then
-    redis.call('HSET', count_key(dir), dm, left)
+    count_set(dir, dm, left)
     return
   end
-  redis.call('HDEL', count_key(dir), dm)
+  count_delete(dir, dm)
   redis.call('DEL', key)
   local first = redis.call('ZRANK', dir, dm) == 0
   redis.call('ZREM', dir, dm)
