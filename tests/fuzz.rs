@@ -376,6 +376,9 @@ fn known_key(key: &str) -> bool {
     };
     key.strip_prefix(keys::USER_PREFIX).is_some_and(digits)
         || key.strip_prefix(keys::NUMBER_PREFIX).is_some_and(digits)
+        // Index directories and buckets, named from parsed ids and integer
+        // scores only.
+        || keys::is_index_key(key)
         // Fleet leases on cold members (one replica fetches, the others
         // wait for its answer); a "not a member" answer
         // stays under one for 30 s. Still built from a parsed id only.
@@ -457,11 +460,13 @@ fn keys_outside_the_layout_are_recognised() {
     assert!(known_key("zsxq:user:454881884228"));
     assert!(known_key("zsxq:number:177"));
     assert!(known_key(keys::STATS));
+    assert!(known_key("zsxq:{idx}:number:454881884228!177"));
     for bad in [
         "zsxq:user:",
         "zsxq:user:007",
         "zsxq:user:1\r\nFLUSHALL",
         "zsxq:number:-1",
+        "zsxq:{idx}:number:1\r\nFLUSHALL!1",
         "zsxq:user:..",
         "other",
     ] {

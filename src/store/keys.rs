@@ -2,26 +2,23 @@
 //! client input can shape a key. The names are the ones operators'
 //! `redis-cli` recipes already use, so those keep working.
 
-use crate::domain::{CheckinId, MemberNumber, RankingType, UserId};
+use crate::domain::{CheckinId, RankingType, UserId};
 
 /// Prefix of every member hash. Lua scripts that must reach a member's hash
 /// from an id they read inside Redis (pruning expired index entries) append
 /// the id to it; Rust code uses [`user`].
 pub const USER_PREFIX: &str = "zsxq:user:";
 
-/// Prefix of every number → user_id key, for the same scripts as
-/// [`USER_PREFIX`]; Rust code uses [`number`].
-pub const NUMBER_PREFIX: &str = "zsxq:number:";
-
 /// `zsxq:user:{user_id}` — hash with the member record.
 pub fn user(id: UserId) -> String {
     format!("{USER_PREFIX}{id}")
 }
 
-/// `zsxq:number:{number}` — string holding the user_id.
-pub fn number(n: MemberNumber) -> String {
-    format!("{NUMBER_PREFIX}{n}")
-}
+/// Prefix of the original design's `zsxq:number:{number}` strings (number →
+/// user_id, one per member). This layout no longer writes them — the number
+/// index answers lookups — but a Redis that the original layout filled
+/// still holds them until the upgrade at first use or `clear` removes them.
+pub const NUMBER_PREFIX: &str = "zsxq:number:";
 
 /// Prefix of every cached camp ranking; Rust code uses [`ranking`].
 pub const RANKING_PREFIX: &str = "zsxq:ranking:";
@@ -76,25 +73,79 @@ pub fn lease_user(id: UserId) -> String {
 /// there).
 pub const EVENTS: &str = "zsxq:events";
 
-/// Set of every cached user id.
-pub const USERS_ALL: &str = "zsxq:users:all";
+/// The original design's set of every cached user id, replaced by the
+/// number index (which lists every member too): an old-layout key, like
+/// [`NUMBER_PREFIX`].
+pub const OLD_USERS_ALL: &str = "zsxq:users:all";
 
 /// Counters hash, no TTL.
 pub const STATS: &str = "zsxq:stats:cache";
 
-/// The sorted indexes share the hash tag `{idx}`, so on a Redis Cluster
-/// they live in one slot and can be updated in one atomic pipeline.
+/// Every index key starts so: the hash tag `{idx}` keeps all of them in one
+/// slot of a Redis Cluster, so one script updates every index atomically.
+/// Each index is a directory plus listpack-sized buckets
+/// (`store/redis/index.rs` says why and how):
+/// - `zsxq:{idx}:<index>:dir`, a sorted set with one entry per bucket: the
+///   bucket's lower bound, member `<lowest member>!<lowest score>`, score the
+///   lowest score;
+/// - `zsxq:{idx}:<index>:<lowest member>!<lowest score>`, the bucket: a
+///   sorted set of at most 127 entries (so Redis keeps it a listpack), each
+///   scored by its distance from the bucket's lowest score;
+/// - `zsxq:{idx}:<index>:count`, a string of one byte per bucket, in
+///   directory order: the bucket's entries (0–127), so a page finds its
+///   offset and the total without a call per bucket.
+pub const INDEX_PREFIX: &str = "zsxq:{idx}:";
+
+/// Directory of the number index: members by [`number_sort_key`]
+/// (numberless members last), each entry's member the user id.
 ///
-/// Sorted set user_id → member number, for O(page) paging by number.
-pub const IDX_NUMBER: &str = "zsxq:{idx}:number";
+/// [`number_sort_key`]: crate::store::number_sort_key
+pub const INDEX_NUMBER: &str = "zsxq:{idx}:number:dir";
 
-/// Sorted set user_id → join time (unix ms), for paging by join time.
-pub const IDX_JOIN_TIME: &str = "zsxq:{idx}:join_time";
+/// Directory of the join-time index: members by join time (unix ms), each
+/// entry's member the user id.
+pub const INDEX_JOIN_TIME: &str = "zsxq:{idx}:join_time:dir";
 
-/// Sorted set user_id → expiry (unix ms). Lets the store drop index entries
-/// of members whose hash has expired, so `zsxq:users:all` and the sorted
-/// indexes never claim members that are gone.
-pub const IDX_EXPIRY: &str = "zsxq:{idx}:expiry";
+/// Directory of the expiry index: members by when their hash expires (unix
+/// ms, the hash's own `PEXPIRETIME`), each entry's member the user id.
+pub const INDEX_EXPIRY: &str = "zsxq:{idx}:expiry:dir";
+
+/// The three directories, in the order the index scripts take them.
+pub const INDEX_DIRS: [&str; 3] = [INDEX_NUMBER, INDEX_JOIN_TIME, INDEX_EXPIRY];
+
+/// The original design's three skiplist sorted sets (user_id → score), one
+/// per ordering; old-layout keys, like [`OLD_USERS_ALL`].
+pub const OLD_INDEXES: [&str; 3] = [
+    "zsxq:{idx}:number",
+    "zsxq:{idx}:join_time",
+    "zsxq:{idx}:expiry",
+];
+
+/// Whether `key` has the shape of an index key: a directory, a count hash,
+/// or a bucket named by a user id (or nothing, for a first bucket) before
+/// `!` and an integer after it. The store builds them only from parsed ids
+/// and integer scores.
+pub fn is_index_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(INDEX_PREFIX) else {
+        return false;
+    };
+    let Some((index, bucket)) = rest.split_once(':') else {
+        return false;
+    };
+    if !["number", "join_time", "expiry"].contains(&index) {
+        return false;
+    }
+    if bucket == "dir" || bucket == "count" {
+        return true;
+    }
+    let Some((low, base)) = bucket.split_once('!') else {
+        return false;
+    };
+    let integer = |s: &str| s.strip_prefix('-').unwrap_or(s).parse::<u64>().is_ok();
+    low.bytes()
+        .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+        && integer(base)
+}
 
 /// The fleet-wide upstream budget (`upstream/fleet.rs`): a hash with the
 /// schedule every replica takes its upstream slots from. Not a store key:
@@ -113,14 +164,24 @@ pub const REFUSAL: &str = "zsxq:upstream:refusal";
 /// must keep seeing the same device after a cache clear.
 pub const DEVICE_ID: &str = "zsxq:device:aduid";
 
-/// Every fixed key the store owns, for `clear`.
-pub const FIXED: [&str; 5] = [USERS_ALL, STATS, IDX_NUMBER, IDX_JOIN_TIME, IDX_EXPIRY];
+/// Every fixed key the store owns or owned, for `clear`: the counters, the
+/// index directories and the original layout's id set and sorted sets.
+pub const FIXED: [&str; 8] = [
+    STATS,
+    INDEX_NUMBER,
+    INDEX_JOIN_TIME,
+    INDEX_EXPIRY,
+    OLD_USERS_ALL,
+    OLD_INDEXES[0],
+    OLD_INDEXES[1],
+    OLD_INDEXES[2],
+];
 
 /// The namespace every key of ours lives under.
 pub const NAMESPACE_PATTERN: &str = "zsxq:*";
 
-/// Whether the store made `key`: a member hash, a number key, a cached
-/// ranking or a fixed key.
+/// Whether the store made `key`: a member hash, an index key, a cached
+/// ranking, a fixed key, or an old-layout number key.
 /// `clear` sweeps `zsxq:*` for leftovers but deletes only these, so state
 /// that other parts of the service may keep in the namespace (leases, rate
 /// limits) survives a cache clear.
@@ -128,6 +189,7 @@ pub fn is_store_key(key: &str) -> bool {
     key.starts_with(USER_PREFIX)
         || key.starts_with(NUMBER_PREFIX)
         || key.starts_with(RANKING_PREFIX)
+        || is_index_key(key)
         || FIXED.contains(&key)
 }
 
@@ -138,9 +200,7 @@ mod tests {
     #[test]
     fn keys_follow_the_seed_names() {
         let id = UserId::parse("454881884228").unwrap();
-        let n = MemberNumber::parse("177").unwrap();
         assert_eq!(user(id), "zsxq:user:454881884228");
-        assert_eq!(number(n), "zsxq:number:177");
         let camp = CheckinId::parse("8424481182").unwrap();
         assert_eq!(
             ranking(crate::store::RankingKey {
@@ -166,7 +226,18 @@ mod tests {
         assert!(is_store_key("zsxq:user:1"));
         assert!(is_store_key("zsxq:number:7"));
         assert!(is_store_key(STATS));
-        assert!(is_store_key(IDX_EXPIRY));
+        assert!(is_store_key(INDEX_EXPIRY));
+        assert!(is_store_key("zsxq:{idx}:number:454881884228!177"));
+        assert!(is_store_key(
+            "zsxq:{idx}:expiry:454881884228,177,-5!1730080000000"
+        ));
+        assert!(is_store_key("zsxq:{idx}:join_time:!-3"));
+        assert!(is_store_key("zsxq:{idx}:expiry:count"));
+        assert!(is_store_key(OLD_USERS_ALL));
+        assert!(is_store_key(OLD_INDEXES[1]));
+        assert!(!is_store_key("zsxq:{idx}:number:1!x"));
+        assert!(!is_store_key("zsxq:{idx}:other:dir"));
+        assert!(!is_store_key("zsxq:{idx}:number:a!1"));
         assert!(is_store_key("zsxq:ranking:8424481182"));
         assert!(is_store_key("zsxq:ranking:8424481182:continuous"));
         assert!(!is_store_key("zsxq:lease:sync"));

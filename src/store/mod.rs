@@ -177,7 +177,7 @@ pub struct DataIdentity {
     /// server restarted. `None` where there is no one id (a Redis Cluster:
     /// each node has its own and a failover changes which ones serve).
     pub run_id: Option<String>,
-    /// Members in the id set (`SCARD zsxq:users:all`, no pruning).
+    /// Members the store lists (on Redis: the number index, no pruning).
     pub members: u64,
 }
 

@@ -20,10 +20,14 @@
 //! - `paging.rs`: pages by number and by join time, the oldest members.
 //! - `lifecycle.rs`: expiry, clear, statistics, rankings, the device id and
 //!   the data identity.
+//! - `buckets.rs`: what the Redis layout's bucketed indexes make risky
+//!   (bucket splits, ties across buckets, a number passed on, expiry
+//!   across buckets).
 //! - `marks.rs`: refund marks and their log.
 //! - `embedded_only.rs`, `redis_only.rs`: what one store promises beyond
 //!   the contract.
 
+mod buckets;
 mod embedded_only;
 mod lifecycle;
 mod marks;
@@ -31,12 +35,13 @@ mod members;
 mod paging;
 mod redis_only;
 
+use buckets::*;
 use lifecycle::*;
 use marks::*;
 use members::*;
 use paging::*;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::slice;
 use std::sync::Arc;
@@ -235,6 +240,31 @@ async fn first_ten(h: &Harness, sort: SortBy, order: SortOrder) -> Page {
         .unwrap()
 }
 
+/// The members of one index of the Redis layout (`number`, `join_time`,
+/// `expiry`), in index order, read as an operator would: the directory,
+/// then each of its buckets.
+async fn index_members(raw: &mut Raw, index: &str) -> Vec<String> {
+    let buckets: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("zsxq:{{idx}}:{index}:dir"))
+        .arg(0)
+        .arg(-1)
+        .query_async(raw)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for bucket in buckets {
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(format!("zsxq:{{idx}}:{index}:{bucket}"))
+            .arg(0)
+            .arg(-1)
+            .query_async(raw)
+            .await
+            .unwrap();
+        out.extend(members);
+    }
+    out
+}
+
 /// Every `zsxq:*` key in the test's Redis (every master of a cluster),
 /// found with SCAN (never KEYS).
 async fn namespace_keys(raw: &mut Raw) -> Vec<String> {
@@ -319,4 +349,7 @@ contract!(
     a_cached_ranking_reads_back_until_it_expires_and_clear_removes_it,
     the_data_identity_counts_the_id_set_and_names_a_run_id_on_one_server_only,
     the_device_id_is_created_once_agreed_on_by_concurrent_callers_and_survives_clear,
+    pages_cross_bucket_boundaries_in_both_orders_with_ties_and_numberless_last,
+    a_number_passed_to_another_member_resolves_to_its_newest_holder,
+    expiry_across_buckets_prunes_exactly_and_keeps_the_oldest_in_order,
 );

@@ -44,21 +44,43 @@ async fn redis_keeps_the_seeds_redis_cli_recipes_working() {
     .collect();
     assert_eq!(hash, expected);
 
-    let id: String = redis::cmd("GET")
-        .arg("zsxq:number:177")
+    // The operator's recipe for a number (docs/OPERATIONS.md): the bucket
+    // is the last directory entry not above the number, and scores in a
+    // bucket count from the base its name ends with (after the `!`).
+    let bucket: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+        .arg("zsxq:{idx}:number:dir")
+        .arg(177)
+        .arg("-inf")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(1)
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(id, "454881884228");
+    let [bucket] = bucket.as_slice() else {
+        panic!("no bucket for 177: {bucket:?}");
+    };
+    let base: i64 = bucket.rsplit_once('!').unwrap().1.parse().unwrap();
+    let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(format!("zsxq:{{idx}}:number:{bucket}"))
+        .arg(177 - base)
+        .arg(177 - base)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ids, vec!["454881884228".to_owned()]);
 
-    let all: HashSet<String> = redis::cmd("SMEMBERS")
-        .arg("zsxq:users:all")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(
-        all,
-        HashSet::from(["454881884228".to_owned(), "412451285841818".to_owned()])
+    // The number index lists every member: it is the id set now.
+    let mut all = index_members(&mut conn, "number").await;
+    all.sort();
+    assert_eq!(all, vec!["412451285841818", "454881884228"]);
+    // No key of the original layout's number strings or id set is written.
+    let keys = namespace_keys(&mut conn).await;
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.starts_with("zsxq:number:") || k == "zsxq:users:all"),
+        "{keys:?}"
     );
 }
 
@@ -77,10 +99,6 @@ async fn redis_reports_a_malformed_member_hash_as_corrupt_and_clear_repairs_it()
         .arg("1")
         .arg("updated_at")
         .arg("1")
-        .ignore()
-        .cmd("SADD")
-        .arg("zsxq:users:all")
-        .arg("7")
         .ignore()
         .query_async(&mut conn)
         .await
@@ -139,17 +157,16 @@ async fn redis_gives_every_key_but_the_stats_hash_a_ttl_within_the_cache_ttl() {
 }
 
 #[tokio::test]
-async fn redis_clear_also_sweeps_keys_the_id_set_no_longer_knows() {
+async fn redis_clear_also_sweeps_keys_no_index_knows() {
     let h = Harness::redis().await;
     h.store
         .put_members(&[member(111, 1, "a", "2024-01-01T00:00:00.000+0800")], TTL)
         .await
         .unwrap();
     let mut conn = h.raw_redis().await.unwrap();
-    // What a careless writer leaves behind: a stale number key (a clear that
-    // forgot the number index), and a member hash whose id fell out of the
-    // set (set and hashes that expire at different times). Plus a key that
-    // is not the store's.
+    // What a careless writer or the original layout leaves behind: a number
+    // key, and a member hash no index lists. Plus a key that is not the
+    // store's.
     let _: () = redis::pipe()
         .cmd("SET")
         .arg("zsxq:number:999")
@@ -171,11 +188,12 @@ async fn redis_clear_also_sweeps_keys_the_id_set_no_longer_knows() {
         .unwrap();
 
     let report = h.store.clear().await.unwrap();
-    // hash 111, number 1, users:all, 3 indexes, then stale number + orphan hash.
+    // Hash 111, 3 directories, their count hashes and their 3 buckets, the
+    // number key, the orphan hash.
     assert_eq!(
         report,
         ClearReport {
-            deleted_keys: 8,
+            deleted_keys: 12,
             deleted_users: 2
         }
     );
@@ -202,13 +220,9 @@ async fn redis_pages_skip_and_forget_members_whose_hash_was_evicted() {
 
     let p = first_ten(&h, SortBy::Number, SortOrder::Asc).await;
     assert_eq!((ids_of(&p.members), p.total), (vec![151, 153, 154], 3));
-    let all: HashSet<String> = redis::cmd("SMEMBERS")
-        .arg("zsxq:users:all")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let all = index_members(&mut conn, "number").await;
     assert!(
-        !all.contains("152"),
+        !all.contains(&"152".to_owned()),
         "the evicted id is still listed: {all:?}"
     );
     assert_eq!(h.store.count().await.unwrap(), 3);
@@ -319,4 +333,82 @@ async fn timed<T, E: std::fmt::Display>(
     let started = Instant::now();
     let result = call.await.map(|_| ()).map_err(|e| e.to_string());
     (op, result, started.elapsed())
+}
+
+#[tokio::test]
+async fn redis_filled_by_the_original_layout_is_indexed_anew_at_first_use() {
+    let server = RedisServer::start().unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // What a deployment of the original layout leaves: hashes, number
+    // strings and the id set, and its three skiplist sorted sets.
+    let members: Vec<CachedMember> = (1..=300u64)
+        .map(|n| member(70_000 + n, n, "老版本", "2024-01-01T00:00:00.000+0800"))
+        .collect();
+    zsxq_test_support::seed_layout::write_straightforward(&mut conn, &members, 3_600)
+        .await
+        .unwrap();
+    for index in ["number", "join_time", "expiry"] {
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(format!("zsxq:{{idx}}:{index}"));
+        for m in &members {
+            zadd.arg(1).arg(m.member.user_id.get());
+        }
+        let _: () = zadd.query_async(&mut conn).await.unwrap();
+    }
+
+    let store = RedisStore::connect(&server.url(), Arc::new(SystemClock)).unwrap();
+    assert_eq!(store.count().await.unwrap(), 300);
+    assert_eq!(
+        store.user_id_by_number(num(177)).await.unwrap(),
+        Some(uid(70_177))
+    );
+    let p = store
+        .page(PageRequest {
+            sort: SortBy::Number,
+            order: SortOrder::Desc,
+            offset: 0,
+            limit: 3,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (numbers_of(&p.members), p.total),
+        (vec![300, 299, 298], 300)
+    );
+    let identity = store.data_identity().await.unwrap().unwrap();
+    assert_eq!(identity.members, 300);
+
+    let keys = namespace_keys_of(&server.url()).await;
+    let old: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            k.starts_with("zsxq:number:")
+                || *k == "zsxq:users:all"
+                || [
+                    "zsxq:{idx}:number",
+                    "zsxq:{idx}:join_time",
+                    "zsxq:{idx}:expiry",
+                ]
+                .contains(&k.as_str())
+        })
+        .collect();
+    assert!(old.is_empty(), "original-layout keys left: {old:?}");
+    // The indexed hashes expire with their own TTL, and the expiry index
+    // says when.
+    let soonest = store.oldest(2).await.unwrap();
+    assert_eq!(soonest.len(), 2);
+    let report = store.clear().await.unwrap();
+    assert_eq!(report.deleted_users, 300);
+    assert_eq!(namespace_keys_of(&server.url()).await, Vec::<String>::new());
+}
+
+/// Every `zsxq:*` key of one server, by SCAN.
+async fn namespace_keys_of(url: &str) -> Vec<String> {
+    let mut keys = zsxq_test_support::scan_keys(url, "zsxq:*").await.unwrap();
+    keys.sort();
+    keys
 }

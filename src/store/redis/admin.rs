@@ -10,100 +10,31 @@ use redis::Value;
 use super::RedisStore;
 use super::scripts::DEVICE_ID;
 use super::transport::{Batch, Replay, decode, eval};
-use crate::domain::{MemberNumber, UserId};
 use crate::store::{
     ClearReport, DataIdentity, STAT_LAST_SYNC_TIME, StatCounters, StoreError, StoredStats,
     human_bytes, keys,
 };
 
-/// Ids per `SSCAN` step and keys per `SCAN` step of `clear`.
-const CLEAR_SSCAN_COUNT: usize = 500;
-const CLEAR_SCAN_COUNT: usize = 1_000;
+/// Keys per `SCAN` step of `clear` and of the upgrade from the original
+/// layout.
+const SCAN_COUNT: usize = 1_000;
 
 impl RedisStore {
-    /// Deletes every key the store made: members listed in the id set, the
-    /// fixed keys, then whatever a scan of our namespace still finds.
+    /// Deletes every key the store made — member hashes, index buckets and
+    /// directories, rankings, counters, and the original layout's keys — as
+    /// a scan of our namespace finds them. SCAN may repeat keys; DEL's reply
+    /// tells whether a key was still there, so nothing is counted twice. On
+    /// a cluster every master holds part of the keyspace and is scanned in
+    /// turn; a standalone server is the one "node".
     pub(super) async fn clear_all(&self) -> Result<ClearReport, StoreError> {
         let mut report = ClearReport::default();
-
-        // 1. Members listed in the set: their hash and their number key.
-        let mut cursor: u64 = 0;
-        loop {
-            let sscan = redis::cmd("SSCAN")
-                .arg(keys::USERS_ALL)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(CLEAR_SSCAN_COUNT)
-                .take();
-            let (next, raw_ids): (u64, Vec<String>) = self
-                .command(Replay::Idempotent, &sscan, "SSCAN reply")
-                .await?;
-            // Garbage in the set is skipped here; the set itself and the
-            // namespace sweep below still remove everything we own.
-            let ids: Vec<UserId> = raw_ids
-                .iter()
-                .filter_map(|raw| UserId::parse(raw).ok())
-                .collect();
-            if !ids.is_empty() {
-                let mut numbers = Batch::default();
-                for &id in &ids {
-                    let key = keys::user(id);
-                    numbers.push(
-                        &self.link,
-                        &key,
-                        redis::cmd("HGET").arg(&key).arg("number").take(),
-                    );
-                }
-                let replies = self.exec(Replay::Idempotent, false, numbers).await?;
-                let mut doomed = Vec::with_capacity(ids.len() * 2);
-                let mut is_user = Vec::with_capacity(ids.len() * 2);
-                for (&id, reply) in ids.iter().zip(replies) {
-                    doomed.push(keys::user(id));
-                    is_user.push(true);
-                    let number: Option<String> = decode(reply, "member number").unwrap_or(None);
-                    if let Some(n) = number.and_then(|raw| MemberNumber::parse(&raw).ok()) {
-                        doomed.push(keys::number(n));
-                        is_user.push(false);
-                    }
-                }
-                let existed = self.delete_each(&doomed).await?;
-                for (existed, is_user) in existed.into_iter().zip(is_user) {
-                    if existed {
-                        report.deleted_keys += 1;
-                        report.deleted_users += u64::from(is_user);
-                    }
-                }
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-
-        // 2. The fixed keys: set, indexes, counters.
-        let fixed: Vec<String> = keys::FIXED.iter().map(|k| (*k).to_owned()).collect();
-        let existed = self.delete_each(&fixed).await?;
-        report.deleted_keys += existed.into_iter().filter(|e| *e).count() as u64;
-
-        // 3. Leftovers the set no longer knew about: stale number keys,
-        // hashes whose set entry was lost. SCAN may repeat keys; DEL's reply
-        // tells whether a key was still there, so nothing is counted twice.
-        // On a cluster every master holds part of the keyspace and is
-        // scanned in turn; a standalone server is the one "node".
-        let nodes = self.data_nodes().await?;
         let mut seen = HashSet::new();
-        for node in &nodes {
+        for node in &self.data_nodes().await? {
             let mut cursor: u64 = 0;
             loop {
-                let scan = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(keys::NAMESPACE_PATTERN)
-                    .arg("COUNT")
-                    .arg(CLEAR_SCAN_COUNT)
-                    .take();
-                let reply = self.on_data_node(node, &scan).await?;
-                let (next, found): (u64, Vec<String>) = decode(reply, "SCAN reply")?;
+                let (next, found) = self
+                    .scan_step(node, cursor, keys::NAMESPACE_PATTERN)
+                    .await?;
                 let doomed: Vec<String> = found
                     .into_iter()
                     .filter(|key| keys::is_store_key(key) && seen.insert(key.clone()))
@@ -224,12 +155,11 @@ impl RedisStore {
         }
     }
 
-    /// The server's run id and the size of the id set.
+    /// The server's run id and how many members the number index lists
+    /// (every member is in it; a flushed Redis has no index, so 0).
     pub(super) async fn identity(&self) -> Result<Option<DataIdentity>, StoreError> {
-        let scard = redis::cmd("SCARD").arg(keys::USERS_ALL).take();
-        let members: u64 = self
-            .command(Replay::Idempotent, &scard, "SCARD reply")
-            .await?;
+        self.ensure_layout().await?;
+        let members = self.indexed_members().await?;
         // On a cluster each node has its own run id and a failover changes
         // which ones serve, so none of them identifies the data.
         let run_id = if self.link.is_cluster() {
@@ -242,8 +172,8 @@ impl RedisStore {
             {
                 Ok(text) => run_id_in(&text),
                 // A server that refuses INFO (renamed or forbidden, as some
-                // managed services do) is watched by its id set alone; it is
-                // not failing.
+                // managed services do) is watched by its member count
+                // alone; it is not failing.
                 Err(StoreError::Redis(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
                     None
                 }
@@ -261,8 +191,27 @@ impl RedisStore {
         self.command(Replay::Idempotent, &cmd, "device id").await
     }
 
+    /// One `SCAN` step on `node` for keys matching `pattern`: the next
+    /// cursor and the keys found.
+    pub(super) async fn scan_step(
+        &self,
+        node: &Option<(String, u16)>,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let scan = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .take();
+        let reply = self.on_data_node(node, &scan).await?;
+        decode(reply, "SCAN reply")
+    }
+
     /// Deletes `keys` one `DEL` each, returning which ones existed.
-    async fn delete_each(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+    pub(super) async fn delete_each(&self, keys: &[String]) -> Result<Vec<bool>, StoreError> {
         let mut batch = Batch::default();
         for key in keys {
             batch.push(&self.link, key, redis::cmd("DEL").arg(key).take());
@@ -277,7 +226,7 @@ impl RedisStore {
     /// The nodes that hold data: every master of a cluster, or `None` for
     /// the one server. A cluster that lists no master is an error (nothing
     /// could be read or deleted there).
-    async fn data_nodes(&self) -> Result<Vec<Option<(String, u16)>>, StoreError> {
+    pub(super) async fn data_nodes(&self) -> Result<Vec<Option<(String, u16)>>, StoreError> {
         if !self.link.is_cluster() {
             return Ok(vec![None]);
         }

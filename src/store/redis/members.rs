@@ -1,5 +1,5 @@
 //! Member records in Redis: reading hashes, resolving a number, and the
-//! two-round write (hashes, then everything that names them).
+//! two-round write (hashes, then the indexes that name them).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,11 +8,11 @@ use redis::Value;
 
 use super::RedisStore;
 use super::codec::{hash_fields, member_from_hash};
-use super::index::IndexEntry;
-use super::scripts::{DROP_STALE_NUMBERS, WRITE_MEMBERS};
+use super::index::Placement;
+use super::scripts::WRITE_MEMBERS;
 use super::transport::{Batch, Replay, decode, eval, group_by_slot, short_reply};
 use crate::domain::{CachedMember, MemberNumber, UserId};
-use crate::store::{StoreError, keys, ttl_millis};
+use crate::store::{StoreError, keys, number_sort_key, ttl_millis};
 
 impl RedisStore {
     /// Reads the hashes of `ids`; `None` where absent.
@@ -53,31 +53,50 @@ impl RedisStore {
             .collect()
     }
 
-    /// The member that number `number` belongs to now: the number key, if
-    /// the member's hash still carries that number.
+    /// The member that number `number` belongs to now: of the members the
+    /// number index lists under it, one whose hash still carries that
+    /// number — the most recently cached one if two do (the number moved
+    /// and the old holder was not rewritten since): an entry is only a
+    /// hint, the hash is authoritative.
     pub(super) async fn resolve_number(
         &self,
         number: MemberNumber,
     ) -> Result<Option<UserId>, StoreError> {
-        let get = redis::cmd("GET").arg(keys::number(number)).take();
-        let raw: Option<String> = self.command(Replay::Idempotent, &get, "number key").await?;
-        let Some(raw) = raw else {
+        self.ensure_layout().await?;
+        let ids = self.ids_with_number(number).await?;
+        if ids.is_empty() {
             return Ok(None);
-        };
-        let id = UserId::parse(&raw).map_err(|e| {
-            StoreError::Corrupt(format!("{} holds {raw:?}: {e}", keys::number(number)))
-        })?;
-        // The key may be stale: the member's number changed, or the number
-        // now belongs to someone else. Only the hash is authoritative.
-        let hget = redis::cmd("HGET").arg(keys::user(id)).arg("number").take();
-        let current: Option<String> = self
-            .command(Replay::Idempotent, &hget, "member number")
-            .await?;
-        Ok((current.as_deref() == Some(number.to_string().as_str())).then_some(id))
+        }
+        let mut batch = Batch::default();
+        for &id in &ids {
+            let key = keys::user(id);
+            let hmget = redis::cmd("HMGET")
+                .arg(&key)
+                .arg("number")
+                .arg("cached_at")
+                .arg("updated_at")
+                .take();
+            batch.push(&self.link, &key, hmget);
+        }
+        let replies = self.exec(Replay::Idempotent, false, batch).await?;
+        let wanted = number.to_string();
+        let mut best: Option<((i64, i64), UserId)> = None;
+        for (&id, reply) in ids.iter().zip(replies) {
+            let [n, cached, updated]: [Option<String>; 3] = decode(reply, "member number")?;
+            if n.as_deref() != Some(wanted.as_str()) {
+                continue;
+            }
+            let time = |raw: Option<String>| raw.and_then(|r| r.parse().ok()).unwrap_or(i64::MIN);
+            let when = (time(cached), time(updated));
+            if best.is_none_or(|(seen, _)| when > seen) {
+                best = Some((when, id));
+            }
+        }
+        Ok(best.map(|(_, id)| id))
     }
 
     /// Writes members in the two rounds the module's decisions describe:
-    /// hashes first, then number keys, the id set and the indexes; then
+    /// hashes first, then the indexes (old entries out, new ones in); then
     /// announces the changed records.
     pub(super) async fn write_members(
         &self,
@@ -88,13 +107,13 @@ impl RedisStore {
         if members.is_empty() {
             return Ok(());
         }
+        self.ensure_layout().await?;
         let ttl_ms = ttl_millis(ttl);
         let expires_at = self.clock.now_ms().saturating_add(ttl_ms);
 
         // Round 1: the hashes, one script call per slot group (one call in
-        // all on a standalone server). Written first so that no number key,
-        // set entry or index entry ever names a member whose hash is not
-        // there yet.
+        // all on a standalone server). Written first so that no index entry
+        // ever names a member whose hash is not there yet.
         let groups = group_by_slot(
             members
                 .iter()
@@ -107,7 +126,7 @@ impl RedisStore {
                 .map(|&i| keys::user(members[i].member.user_id))
                 .collect();
             let mut write = eval(WRITE_MEMBERS, &user_keys);
-            write.arg(ttl_ms);
+            write.arg(expires_at);
             for &i in positions {
                 let fields = hash_fields(members[i]);
                 write.arg(fields.len());
@@ -119,61 +138,33 @@ impl RedisStore {
         }
         let replies = self.exec(Replay::Idempotent, false, batch).await?;
         let mut changed: Vec<UserId> = Vec::new();
-        let mut stale_numbers: Vec<(String, UserId)> = Vec::new();
+        let mut removals = Vec::new();
         for (positions, reply) in groups.iter().zip(replies) {
             let flat: Vec<Value> = decode(reply, "write reply")?;
-            if flat.len() != positions.len() * 2 {
-                return Err(short_reply(positions.len() * 2, flat.len()));
+            if flat.len() != positions.len() * 5 {
+                return Err(short_reply(positions.len() * 5, flat.len()));
             }
-            for (&i, pair) in positions.iter().zip(flat.chunks(2)) {
+            for (&i, old) in positions.iter().zip(flat.chunks(5)) {
                 let id = members[i].member.user_id;
-                if decode::<i64>(pair[0].clone(), "write reply")? == 1 {
+                if decode::<i64>(old[0].clone(), "write reply")? == 1 {
                     changed.push(id);
                 }
-                let old: String = decode(pair[1].clone(), "write reply")?;
-                if let Ok(old) = MemberNumber::parse(&old) {
-                    stale_numbers.push((keys::number(old), id));
+                if decode::<i64>(old[1].clone(), "write reply")? == 1 {
+                    let number: String = decode(old[2].clone(), "write reply")?;
+                    let join: String = decode(old[3].clone(), "write reply")?;
+                    let at: i64 = decode(old[4].clone(), "write reply")?;
+                    removals.extend(old_placement(id, &number, &join, at).entries());
                 }
             }
         }
 
-        // Round 2: number keys, the id set, the indexes (atomic per slot
-        // group; on a standalone server one MULTI), the number keys members
-        // left behind, and the announcement of changed records.
-        let mut batch = Batch::default();
-        for m in &members {
-            // A member without a number has no number key (nothing to
-            // resolve); its hash says `number` = "".
-            let Some(number) = m.member.number else {
-                continue;
-            };
-            let key = keys::number(number);
-            let set = redis::cmd("SET")
-                .arg(&key)
-                .arg(m.member.user_id.get())
-                .arg("PX")
-                .arg(ttl_ms)
-                .take();
-            batch.push(&self.link, &key, set);
-        }
-        let entries: Vec<IndexEntry> = members
+        // Round 2: the indexes, one script call in the `{idx}` slot: the
+        // entries of the hashes just replaced out, the new ones in.
+        let additions = members
             .iter()
-            .map(|m| IndexEntry::of(m, expires_at))
+            .flat_map(|m| Placement::of(m, expires_at).entries())
             .collect();
-        self.push_index(&mut batch, &entries, Some(ttl_ms));
-        for positions in group_by_slot(stale_numbers.iter().map(|(key, _)| self.link.slot_of(key)))
-        {
-            let number_keys: Vec<&str> = positions
-                .iter()
-                .map(|&i| stale_numbers[i].0.as_str())
-                .collect();
-            let mut drop = eval(DROP_STALE_NUMBERS, &number_keys);
-            for &i in &positions {
-                drop.arg(stale_numbers[i].1.get());
-            }
-            batch.push(&self.link, number_keys[0], drop);
-        }
-        self.exec(Replay::Idempotent, true, batch).await?;
+        self.write_index(removals, additions, ttl_ms).await?;
 
         if !changed.is_empty() {
             let ids: Vec<String> = changed.iter().map(|id| id.to_string()).collect();
@@ -194,8 +185,24 @@ impl RedisStore {
     }
 }
 
+/// Where the hash a write replaced stood in the indexes, from the fields the
+/// write script read before replacing it (a garbled number or time places
+/// it as the index did: numberless, or at 0).
+fn old_placement(id: UserId, number: &str, join_time: &str, expires_at: i64) -> Placement {
+    let number = match number {
+        "" => None,
+        raw => MemberNumber::parse(raw).ok(),
+    };
+    Placement {
+        id,
+        number: i64::try_from(number_sort_key(number)).unwrap_or(i64::MAX),
+        join_ms: crate::domain::parse_zsxq_time_ms(join_time).unwrap_or(0),
+        expires_at: (expires_at >= 0).then_some(expires_at),
+    }
+}
+
 /// Keeps the last record per user id, in first-seen order, so one batch never
-/// writes two versions of a member (which would leave a stale number key).
+/// writes two versions of a member (which would leave a stale index entry).
 fn last_write_per_id(members: &[CachedMember]) -> Vec<&CachedMember> {
     let mut position: HashMap<UserId, usize> = HashMap::with_capacity(members.len());
     let mut out: Vec<&CachedMember> = Vec::with_capacity(members.len());

@@ -1,19 +1,21 @@
-//! The Redis store: the key names and shapes that operators' `redis-cli`
-//! recipes read, plus sorted indexes so pages and counts never walk every
-//! member.
+//! The Redis store: the member hashes operators' `redis-cli` recipes read,
+//! plus bucketed indexes so pages, counts and number lookups never walk
+//! every member, at a cost per member well below the original design's own
+//! layout.
 //!
 //! Layout, all names from [`keys`](crate::store::keys):
 //! - `zsxq:user:{id}` hash of the record, every value a string, so
 //!   `HGETALL` in `redis-cli` shows the record as the API does — except that
 //!   a value longer than 64 bytes (e.g. an avatar URL) is split into pieces
 //!   `avatar_url`, `avatar_url:2`, … ([`LISTPACK_VALUE_MAX`]): one long value
-//!   would turn the whole hash into a hashtable (1 076 B instead of 456 B);
-//! - `zsxq:number:{n}` → user_id, written with the hash and expiring with it;
-//! - `zsxq:users:all` set of ids (the recipes read it);
-//! - `zsxq:{idx}:number`, `zsxq:{idx}:join_time` sorted sets for O(log n +
-//!   page) paging, and `zsxq:{idx}:expiry` (score = expiry in unix ms by the
-//!   injected clock) to find index entries whose hash has expired. The
-//!   `{idx}` hash tag keeps the three in one slot on a Redis Cluster;
+//!   would turn the whole hash into a hashtable (1 076 B instead of 456 B).
+//!   It expires by itself at the score of its expiry index entry
+//!   (`PEXPIREAT`);
+//! - three indexes — by number (numberless members last), by join time, by
+//!   expiry — each a directory `zsxq:{idx}:<index>:dir` and listpack-sized
+//!   buckets `zsxq:{idx}:<index>:<low>!<base>` (`index.rs` says how and
+//!   why). The number index is also the id set and answers number lookups;
+//!   the `{idx}` hash tag keeps all of them in one slot on a Redis Cluster;
 //! - `zsxq:ranking:{checkin_id}` a camp's cached ranking (the refund
 //!   module's JSON), one string with its own TTL;
 //! - `zsxq:stats:cache` counters, without a TTL;
@@ -25,18 +27,23 @@
 //!   `zsxq:events` on which the write script announces changed records and
 //!   `clear` announces itself (`cache/invalidation.rs`).
 //!
+//! The original design's `zsxq:number:{n}` strings, `zsxq:users:all` set and
+//! skiplist sorted sets cost more per member than a straightforward
+//! record; they are gone (a Redis that still holds them is upgraded at first
+//! use, `upgrade.rs`).
+//!
 //! **Cost per member** (`tests/store_memory.rs`, `used_memory` on a private
-//! server with the default config, simulator members): hash with TTL ≈ 533
-//! B, number key with TTL ≈ 134 B, set entry ≈ 68 B, each of the three
-//! sorted-index entries ≈ 116 B (skiplist encoding beyond 128 entries):
-//! ≈ 1 080 B in all (≈ 1 793 B if the hash were a hashtable). The hash,
-//! number key and set entry alone take ≈ 735 B, so going much lower means
-//! replacing the sorted sets with nearly free structures.
+//! server with the default config, 20 000 simulator members, every key
+//! included): 529 B with every field short, 0.77 of the straightforward
+//! layout's 685 B on the same members; 590 B with real-looking avatar URLs,
+//! 0.42 of its 1 404 B. The indexes take ~46–49 B of that, the hash with its
+//! TTL the rest.
 //!
 //! The files: `transport.rs` sends (round trips, replay, slot groups),
 //! `scripts.rs` holds the Lua scripts, `codec.rs` lays a record out as a
-//! hash, `members.rs` reads and writes records, `index.rs` keeps the id set
-//! and indexes, `leases.rs` the fetch leases, `marks.rs` the refund marks, `admin.rs` the whole-store
+//! hash, `members.rs` reads and writes records, `index.rs` keeps the
+//! indexes, `upgrade.rs` indexes an old-layout Redis anew, `leases.rs` the
+//! fetch leases, `marks.rs` the refund marks, `admin.rs` the whole-store
 //! operations.
 //!
 //! Decisions worth knowing before changing this module:
@@ -51,31 +58,26 @@
 //!   (`transport.rs`).
 //! - **One code path for a server and a cluster.** A cluster refuses a
 //!   pipeline or script whose keys span slots, so every script here touches
-//!   only the keys it is given, all in one slot, and a batch of commands is
-//!   split by slot (`Batch` and `RedisStore::exec` in `transport.rs`): on a
-//!   standalone server that is one group (one pipeline, a `MULTI` where
-//!   asked), on a cluster one pipeline per slot, sent concurrently. The
-//!   contract suite runs the same scenarios on both.
+//!   only keys of one slot, and a batch of commands is split by slot
+//!   (`Batch` and `RedisStore::exec` in `transport.rs`): on a standalone
+//!   server that is one group, on a cluster one pipeline per slot, sent
+//!   concurrently. The contract suite runs the same scenarios on both.
 //! - **Writes in two rounds** (`members.rs`). Round 1 writes the hashes
 //!   (`WRITE_MEMBERS`, once per slot group): it replaces each hash whole and
-//!   reports which records changed and which numbers were left behind.
-//!   Round 2 writes the number keys, the id set and the indexes, drops
-//!   left-behind number keys that still point to the member
-//!   (`DROP_STALE_NUMBERS`) and extends the TTL of the shared keys without
-//!   ever shortening it (a short-TTL write must not make the set and indexes
-//!   expire before older members: keys expiring at different times would
-//!   leave an id set that outlives its records, or records no index lists);
-//!   then changed ids are published on `keys::EVENTS`. Hashes go first so
-//!   that nothing ever names a member whose hash is not there yet.
-//! - **Expiry** (`index.rs`). Redis expires hashes and number keys by
-//!   itself. Set and index entries are pruned before `count` and `page`:
-//!   entries of `idx:expiry` due by now are checked (`EXISTS`) in bounded
-//!   batches and those whose hash is gone are forgotten. The check and the
-//!   removal cannot be one script on a cluster, so `RedisStore::forget`
-//!   re-checks afterwards and puts back a member that was rewritten in
-//!   between. Cost is O(expired), not O(members).
-//! - **Stale number keys.** `user_id_by_number` trusts a number key only if
-//!   the member's hash still carries that number (`members.rs`).
+//!   reports which records changed and where each replaced hash stood in
+//!   the indexes. Round 2 (`INDEX_WRITE`, one call in the `{idx}` slot)
+//!   removes those old entries, adds the new ones and extends the TTL of the
+//!   index keys it touched without ever shortening it; then changed ids are
+//!   published on `keys::EVENTS`. Hashes go first so that nothing ever names
+//!   a member whose hash is not there yet.
+//! - **Expiry** (`index.rs`). Redis expires hashes by itself. Index entries
+//!   are pruned before `count`, `page` and `oldest`: expiry entries due by
+//!   now are checked against their hash in bounded batches, and a member
+//!   whose hash is gone is forgotten from all three indexes. The check and
+//!   the removal cannot be one script on a cluster, so the removal re-checks
+//!   afterwards and puts back a member rewritten in between.
+//! - **Numbers.** `user_id_by_number` trusts an index entry only if the
+//!   member's hash still carries that number (`members.rs`).
 
 mod admin;
 mod codec;
@@ -85,9 +87,11 @@ mod marks;
 mod members;
 mod scripts;
 mod transport;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -120,6 +124,9 @@ pub struct RedisStore {
     /// Random name of this store (one per process), carried by every change
     /// announced on [`keys::EVENTS`] so the process can skip its own.
     origin: String,
+    /// Set once this process has made sure the Redis holds no keys of the
+    /// original layout (`upgrade.rs`).
+    layout_checked: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -153,6 +160,7 @@ impl RedisStore {
             link: Link::new(target, RESPONSE_TIMEOUT.max(CONNECT_TIMEOUT))?,
             clock,
             origin: uuid::Uuid::new_v4().simple().to_string(),
+            layout_checked: AtomicBool::new(false),
         })
     }
 }

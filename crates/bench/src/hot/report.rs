@@ -1,7 +1,9 @@
 //! What `bench hot` measured, and the table it prints with a verdict per
 //! target.
 
-use super::{BYTES_PER_MEMBER_TARGET, PAGING_RATIO_TARGET, RSS_TARGET_MB};
+use zsxq_test_support::seed_layout::LayoutFigures;
+
+use super::{MEMORY_RATIO_TARGET, PAGING_RATIO_TARGET, RSS_TARGET_MB};
 
 /// One `wrk` run's figures.
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,10 +51,9 @@ pub(super) struct Report {
     pub(super) paging_small: (f64, f64),
     pub(super) paging_large: (f64, f64),
     pub(super) large: usize,
-    pub(super) bytes_per_member: f64,
-    /// The original design's straightforward layout on the same members
-    /// (same run).
-    pub(super) baseline_bytes_per_member: f64,
+    /// Redis bytes per member, ours and the straightforward layout's on the
+    /// same members in the same run: ("long" | "short" fields, figures).
+    pub(super) memory: Vec<(&'static str, LayoutFigures)>,
     pub(super) rss_mb: Vec<f64>,
 }
 
@@ -139,23 +140,24 @@ impl Report {
         );
         println!();
         println!("== memory ==");
-        println!(
-            "Redis used_memory per member (every key and index): {:.0} B; straightforward seed layout on the same members: {:.0} B; ratio {:.2} (target ≤ 1)   {}",
-            self.bytes_per_member,
-            self.baseline_bytes_per_member,
-            self.bytes_per_member / self.baseline_bytes_per_member.max(1.0),
-            verdict(self.bytes_per_member <= self.baseline_bytes_per_member)
-        );
-        println!(
-            "  (the quoted target ~{BYTES_PER_MEMBER_TARGET} B is the straightforward layout's figure on the data it was measured with; \
-             on these members that layout takes the baseline above, and even the seed's own keys as we write them exceed {BYTES_PER_MEMBER_TARGET} B: \
-             {} here)",
-            if self.bytes_per_member <= BYTES_PER_MEMBER_TARGET {
-                "met"
-            } else {
-                "not met"
+        for (kind, f) in &self.memory {
+            println!(
+                "Redis used_memory per member, {kind} fields (every key and index): ours {:.0} B (indexes {:.0} B); \
+                 straightforward seed layout on the same members: {:.0} B; ratio {:.2} (target ≤ {MEMORY_RATIO_TARGET})   {}",
+                f.ours,
+                f.index_share,
+                f.straightforward,
+                f.ratio(),
+                verdict(f.ratio() <= MEMORY_RATIO_TARGET && f.not_listpack.is_empty())
+            );
+            if !f.not_listpack.is_empty() {
+                println!(
+                    "  {} keys not listpack-encoded, e.g. {:?}",
+                    f.not_listpack.len(),
+                    &f.not_listpack[..f.not_listpack.len().min(3)]
+                );
             }
-        );
+        }
         let worst = self.rss_mb.iter().copied().fold(0.0, f64::max);
         println!(
             "service RSS with {} members in Redis: {} MB (target ≤ {RSS_TARGET_MB})   {}",
