@@ -15,7 +15,7 @@ fn crowd(numbers: impl IntoIterator<Item = Option<u64>>) -> Vec<CachedMember> {
         .enumerate()
         .map(|(i, n)| {
             let i = i as u64;
-            let id = if i % 3 == 0 {
+            let id = if i.is_multiple_of(3) {
                 7 + i
             } else {
                 100_000 * (i + 1) + i
@@ -29,7 +29,7 @@ fn crowd(numbers: impl IntoIterator<Item = Option<u64>>) -> Vec<CachedMember> {
 
 /// Every member of a sort, read in pages of `size`.
 async fn walk(h: &Harness, sort: SortBy, order: SortOrder, size: u64) -> (Vec<u64>, u64) {
-    let (mut ids, mut offset, mut total) = (Vec::new(), 0, 0);
+    let (mut ids, mut offset) = (Vec::new(), 0);
     loop {
         let p = h
             .store
@@ -41,9 +41,8 @@ async fn walk(h: &Harness, sort: SortBy, order: SortOrder, size: u64) -> (Vec<u6
             })
             .await
             .unwrap();
-        total = p.total;
         if p.members.is_empty() {
-            return (ids, total);
+            return (ids, p.total);
         }
         offset += p.members.len() as u64;
         ids.extend(ids_of(&p.members));

@@ -6,30 +6,36 @@
 //! 128 entries and costs ~120 B an entry; three of them cost more than the
 //! member's hash is worth. Redis keeps a sorted set of at most 128 entries
 //! (its default `zset-max-listpack-entries`) whose members and scores are
-//! short as one packed listpack, ~15–30 B an entry. So each ordering is
-//! cut into buckets of at most 128 entries, plus a directory (`…:dir`, one
-//! entry per bucket: its lower bound). A bucket that overflows splits in
-//! the write script: in half, or — when the new entry is the bucket's last,
-//! as for expiry times and numbers written in order — by moving the new
-//! entry alone into a new bucket, so buckets filled in order stay full.
-//! Scores in a bucket are kept relative to its lowest score (the directory
-//! score), so they are small integers with short encodings.
+//! short as one packed listpack, ~12–18 B an entry. So each ordering is
+//! cut into buckets of at most 127 entries (127 entries of an id and a small
+//! score fit jemalloc's 1 536-byte size class, 128 spill into the next),
+//! plus a directory (`…:dir`, one entry per bucket: its lower bound) and a
+//! count string (`…:count`, one byte per bucket in directory order). A
+//! bucket that would overflow splits in the write script: in half, or —
+//! when the new entry comes after all of the bucket's, as expiry times and
+//! numbers written in order do — by starting a new bucket with it, so
+//! buckets filled in order stay full. Scores in a bucket are kept relative
+//! to its base (the number after `!` in its name), so they are small
+//! integers with short encodings.
 //!
 //! **Order.** Entries are ordered by (score, member text) inside a bucket,
 //! as one sorted set would order them, and the directory orders buckets the
-//! same way: its members are `<lowest member>!<lowest score>`, and `!` sorts
-//! before every character of a member. Pages walk the directory (one call
-//! of `INDEX_PAGE`, O(buckets) `ZCARD`s plus O(page) reads), so page order,
-//! ties and totals are those of one sorted set.
+//! same way: its members are `<lowest member>!<base>`, and `!` sorts before
+//! every digit. A page is one call of `INDEX_PAGE`: the count string gives
+//! the total and the first bucket, then O(page) reads, so page order, ties
+//! and totals are those of one sorted set.
 //!
 //! **Forgetting.** Rewrites remove the old entries exactly: the write
 //! script reports the old hash's number, join time and `PEXPIRETIME`, and
 //! the hash expires at the very expiry score its index entry has
 //! (`PEXPIREAT`). An expired or evicted hash can no longer say where its
-//! entries are, so the expiry entry carries the number and the join time.
-//! Pages and pruning check every entry they read against the hash and drop
-//! the ones that do not match (a hash gone, or a stale entry left by two
-//! writers of one member racing), so a leftover heals where it is read.
+//! entries are, so the number and join-time indexes are swept for it
+//! (`INDEX_SWEEP`, O(members), once per pruning step that found members
+//! gone): carrying the number and join time in every expiry entry would cost
+//! ~22 B a member, the margin the layout has. Pages and pruning check every
+//! entry they read against the hash and drop the ones that do not match (a
+//! hash gone, or a stale entry left by two writers of one member racing), so
+//! a leftover heals where it is read.
 
 use std::collections::{HashMap, HashSet};
 
