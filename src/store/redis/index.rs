@@ -104,30 +104,25 @@ impl Placement {
     /// hash without TTL, which Redis never expires).
     pub(super) fn entries(&self) -> Vec<Entry> {
         let id = self.id.to_string();
-        let mut out = vec![
-            Entry {
-                index: Index::Number,
-                score: self.number,
-                member: id.clone(),
-            },
-            Entry {
-                index: Index::JoinTime,
-                score: self.join_ms,
-                member: id,
-            },
-        ];
-        if let Some(at) = self.expires_at {
-            out.push(Entry {
-                index: Index::Expiry,
-                score: at,
-                member: self.id.to_string(),
-            });
-        }
-        out
+        let expiry = self.expires_at.map(|at| (Index::Expiry, at));
+        [
+            Some((Index::Number, self.number)),
+            Some((Index::JoinTime, self.join_ms)),
+            expiry,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(index, score)| Entry {
+            index,
+            score,
+            member: id.clone(),
+        })
+        .collect()
     }
 }
 
-fn sort_key(number: Option<MemberNumber>) -> i64 {
+/// A member's score in the number index: [`number_sort_key`] as an `i64`.
+pub(super) fn sort_key(number: Option<MemberNumber>) -> i64 {
     i64::try_from(number_sort_key(number)).unwrap_or(i64::MAX)
 }
 
@@ -308,12 +303,13 @@ impl RedisStore {
         let mut additions = Vec::new();
         let mut ttl_ms = 0;
         let mut found = 0;
-        for (&id, current) in ids.iter().zip(self.read_with_expiry(ids).await?) {
+        for current in self.read_with_expiry(ids).await? {
             let Some((m, at)) = current else { continue };
             found += 1;
-            let mut placement = Placement::of(&m, 0);
-            placement.id = id;
-            placement.expires_at = at;
+            let placement = Placement {
+                expires_at: at,
+                ..Placement::of(&m, 0)
+            };
             ttl_ms = ttl_ms.max(at.map_or(0, |at| at - now));
             additions.extend(placement.entries());
         }

@@ -8,11 +8,11 @@ use redis::Value;
 
 use super::RedisStore;
 use super::codec::{hash_fields, member_from_hash};
-use super::index::Placement;
+use super::index::{Placement, sort_key};
 use super::scripts::WRITE_MEMBERS;
 use super::transport::{Batch, Replay, decode, eval, group_by_slot, short_reply};
 use crate::domain::{CachedMember, MemberNumber, UserId};
-use crate::store::{StoreError, keys, number_sort_key, ttl_millis};
+use crate::store::{StoreError, keys, ttl_millis};
 
 impl RedisStore {
     /// Reads the hashes of `ids`; `None` where absent.
@@ -195,7 +195,7 @@ fn old_placement(id: UserId, number: &str, join_time: &str, expires_at: i64) -> 
     };
     Placement {
         id,
-        number: i64::try_from(number_sort_key(number)).unwrap_or(i64::MAX),
+        number: sort_key(number),
         join_ms: crate::domain::parse_zsxq_time_ms(join_time).unwrap_or(0),
         expires_at: (expires_at >= 0).then_some(expires_at),
     }

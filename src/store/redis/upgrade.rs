@@ -53,24 +53,23 @@ impl RedisStore {
     /// Indexes every member hash, then deletes the original layout's keys.
     async fn upgrade_from_original_layout(&self) -> Result<(), StoreError> {
         let pattern = format!("{}*", keys::USER_PREFIX);
-        let mut indexed = 0;
+        let (mut indexed, mut deleted) = (0, 0);
         let mut pending: Vec<UserId> = Vec::new();
-        let mut old_numbers: Vec<String> = Vec::new();
         let number_pattern = format!("{}*", keys::NUMBER_PREFIX);
         for node in &self.data_nodes().await? {
             for (pattern, numbers) in [(&pattern, false), (&number_pattern, true)] {
                 let mut cursor = 0;
                 loop {
                     let (next, found) = self.scan_step(node, cursor, pattern).await?;
-                    for key in found {
-                        if numbers {
-                            old_numbers.push(key);
-                        } else if let Some(id) = key
-                            .strip_prefix(keys::USER_PREFIX)
-                            .and_then(|raw| UserId::parse(raw).ok())
-                        {
-                            pending.push(id);
-                        }
+                    if numbers {
+                        // Deleted step by step: gathered, a large group's
+                        // number strings would all be held at once.
+                        deleted += count_deleted(self.delete_each(&found).await?);
+                    } else {
+                        pending.extend(found.iter().filter_map(|key| {
+                            key.strip_prefix(keys::USER_PREFIX)
+                                .and_then(|raw| UserId::parse(raw).ok())
+                        }));
                     }
                     if pending.len() >= UPGRADE_BATCH {
                         indexed += self.reindex(&pending).await?;
@@ -84,17 +83,11 @@ impl RedisStore {
             }
         }
         indexed += self.reindex(&pending).await?;
-        let mut doomed: Vec<String> = std::iter::once(keys::OLD_USERS_ALL)
+        let doomed: Vec<String> = std::iter::once(keys::OLD_USERS_ALL)
             .chain(keys::OLD_INDEXES)
             .map(str::to_owned)
             .collect();
-        doomed.extend(old_numbers);
-        let deleted = self
-            .delete_each(&doomed)
-            .await?
-            .into_iter()
-            .filter(|d| *d)
-            .count();
+        deleted += count_deleted(self.delete_each(&doomed).await?);
         tracing::info!(
             members = indexed,
             deleted_keys = deleted,
@@ -102,4 +95,8 @@ impl RedisStore {
         );
         Ok(())
     }
+}
+
+fn count_deleted(deleted: Vec<bool>) -> usize {
+    deleted.into_iter().filter(|d| *d).count()
 }
