@@ -92,17 +92,18 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let (page, page_size) = (q.page.get(), q.page_size.get());
-    let result = app
-        .cache
-        .page(q.sort_by, q.order, page, page_size)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "listing cached members failed");
-            ApiError::unavailable(
-                "缓存存储暂不可用，请稍后重试 (the cache store is unavailable; retry shortly)",
-            )
-        })?;
-    let stats = app.cache.stats_counters().await;
+    // The counters for `cache_info` are read beside the page, not after
+    // it: one round trip less on every page.
+    let (result, stats) = tokio::join!(
+        app.cache.page(q.sort_by, q.order, page, page_size),
+        app.cache.stats_counters()
+    );
+    let result = result.map_err(|e| {
+        tracing::warn!(error = %e, "listing cached members failed");
+        ApiError::unavailable(
+            "缓存存储暂不可用，请稍后重试 (the cache store is unavailable; retry shortly)",
+        )
+    })?;
     let users: Vec<ListedUser<'_>> = result
         .members
         .iter()

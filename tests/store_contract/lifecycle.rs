@@ -64,6 +64,45 @@ pub async fn expired_members_vanish_from_reads_counts_pages_and_the_id_set(h: &H
     }
 }
 
+/// A page or `oldest` learns in its own read whether anything is due and
+/// prunes only then (the Redis store), so the first read after members
+/// expire must already count and list only the living ones.
+pub async fn the_first_read_after_members_expire_prunes_them_whichever_read_it_is(h: &Harness) {
+    let keeper = member(81, 1, "留下", "2024-01-01T00:00:00.000+0800");
+    let goners = vec![
+        member(82, 2, "过期一", "2024-01-02T00:00:00.000+0800"),
+        member(83, 3, "过期二", "2024-01-03T00:00:00.000+0800"),
+    ];
+    for first_read in ["page", "oldest"] {
+        h.store.clear().await.unwrap();
+        h.store
+            .put_members(slice::from_ref(&keeper), TTL)
+            .await
+            .unwrap();
+        h.store.put_members(&goners, SHORT_TTL).await.unwrap();
+        let p = first_ten(h, SortBy::JoinTime, SortOrder::Desc).await;
+        assert_eq!((ids_of(&p.members), p.total), (vec![83, 82, 81], 3));
+        h.let_time_pass(SHORT_TTL + Duration::from_secs(1)).await;
+        if first_read == "page" {
+            let p = first_ten(h, SortBy::Number, SortOrder::Desc).await;
+            assert_eq!((ids_of(&p.members), p.total), (vec![81], 1), "{first_read}");
+        } else {
+            assert_eq!(
+                h.store.oldest(10).await.unwrap(),
+                vec![uid(81)],
+                "{first_read}"
+            );
+        }
+        assert_eq!(h.store.count().await.unwrap(), 1, "{first_read}");
+        if let Some(mut conn) = h.raw_redis().await {
+            for index in ["number", "join_time", "expiry"] {
+                let members = index_members(&mut conn, index).await;
+                assert_eq!(members.len(), 1, "{first_read}: {index} lists {members:?}");
+            }
+        }
+    }
+}
+
 pub async fn clear_removes_every_member_index_and_counter_and_reports_counts(h: &Harness) {
     let members = vec![
         member(81, 1, "一", "2024-01-01T00:00:00.000+0800"),

@@ -343,6 +343,7 @@ contract!(
     pages_by_number_follow_order_offset_and_limit_with_exact_totals,
     pages_by_join_time_follow_order_with_ties_and_bad_times_placed_alike,
     expired_members_vanish_from_reads_counts_pages_and_the_id_set,
+    the_first_read_after_members_expire_prunes_them_whichever_read_it_is,
     clear_removes_every_member_index_and_counter_and_reports_counts,
     stats_accumulate_and_remember_the_last_sync_time,
     oldest_lists_the_members_closest_to_expiry_first,

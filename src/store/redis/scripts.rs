@@ -63,13 +63,17 @@ macro_rules! index_script {
 /// entries were removed.
 pub(super) const INDEX_WRITE: &str = index_script!("index_write.lua");
 
-/// Reads an index in order. KEYS[1] = its directory; ARGV = descending
-/// (1/0), offset, limit, whether to count the whole index (1/0), highest
-/// score to return ('+inf' for any). Finds the first bucket of the page by
-/// the directory's count string (one byte per bucket: no call per bucket),
-/// rebuilt from the buckets if it does not match the directory, and
-/// corrects a bucket's byte where a read finds it wrong. Returns {total (0
-/// unless counted), member, score, member, score, …}, scores absolute.
+/// Reads an index in order. KEYS[1] = its directory, KEYS[2] (optional) =
+/// the expiry directory; ARGV = descending (1/0), offset, limit, whether to
+/// count the whole index (1/0), highest score to return ('+inf' for any).
+/// Finds the first bucket of the page by the directory's count string (one
+/// byte per bucket: no call per bucket), rebuilt from the buckets if it
+/// does not match the directory, and corrects a bucket's byte where a read
+/// finds it wrong. Returns {total (0 unless counted), soonest, member,
+/// score, member, score, …}, scores absolute; `soonest` is the lowest
+/// expiry score ('' without KEYS[2] or expiry entries, '0' if the first
+/// bucket is listed but gone), so a reader learns in the same call whether
+/// anything is due for pruning.
 pub(super) const INDEX_PAGE: &str = index_script!("index_page.lua");
 
 /// Forgets entries. KEYS = the three directories. ARGV[1] = n; then n

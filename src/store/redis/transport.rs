@@ -191,8 +191,12 @@ pub(super) fn group_by_slot(slots: impl IntoIterator<Item = Option<Slot>>) -> Ve
 }
 
 /// `EVAL script numkeys keys…`, arguments to be appended by the caller. Plain
-/// EVAL rather than EVALSHA: the scripts are a few hundred bytes, and EVAL
-/// cannot fail with NOSCRIPT inside a transaction.
+/// EVAL rather than EVALSHA: EVAL cannot fail with NOSCRIPT (inside a
+/// transaction, or on a node a failover just promoted), and sending the
+/// text is cheap. The largest, an index script with its shared library, is
+/// about 6 KB; on this 2-core machine 5 000 calls of it cost 292 µs each by
+/// EVAL against 278 µs by EVALSHA (a loop of single calls on a private
+/// redis-server, during a build), 14 µs in a page of a few milliseconds.
 pub(super) fn eval<K: AsRef<str>>(script: &str, keys: &[K]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(script).arg(keys.len());

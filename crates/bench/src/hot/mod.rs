@@ -197,7 +197,9 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
     report.stampede.push((m.user_id, calls, 1));
     sim.set_latency_ms(0);
 
-    // 3 and 4. Paging and memory, filling Redis through the store.
+    // 3 and 4. Paging and memory, filling Redis through the store: the
+    // large set into the replicas' Redis, the small one into a Redis of its
+    // own behind a fourth replica, so both sizes are measured side by side.
     let store = RedisStore::connect(&redis.url(), Arc::new(SystemClock))?;
     let clear = http
         .delete(replicas[0].url("/api/users/cache"))
@@ -211,20 +213,29 @@ pub async fn run(args: HotArgs) -> anyhow::Result<()> {
         .map(cached)
         .collect::<Result<Vec<_>, _>>()?;
     let small = 1_000.min(members.len());
-    fill(&store, &members[..small]).await?;
-    report.paging_small = paging(&http, &replicas[0], args.page_requests, small).await?;
+    let small_redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await?
+        .context("starting a redis-server for the small paging set")?;
+    let small_replica = Service::try_start(&exe, &env, &[("REDIS_URL", small_redis.url())])
+        .await
+        .context("starting the small set's replica")?;
+    let small_store = RedisStore::connect(&small_redis.url(), Arc::new(SystemClock))?;
+    fill(&small_store, &members[..small]).await?;
     let started = Instant::now();
-    fill(&store, &members[small..]).await?;
+    fill(&store, &members).await?;
     let filled_in = started.elapsed();
     report.large = members.len();
-    report.paging_large = paging(&http, &replicas[0], args.page_requests, members.len()).await?;
+    let sizes = [(&small_replica, small), (&replicas[0], members.len())];
+    [report.paging_small, report.paging_large] = paging(&http, sizes, args.page_requests).await?;
+    drop(small_replica);
+    drop(small_redis);
     report.rss_mb = replicas
         .iter()
         .map(|r| r.rss_mb().context("a replica exited"))
         .collect::<Result<Vec<_>, _>>()?;
     println!(
         "filled {} members through the store in {:.1} s",
-        members.len() - small,
+        members.len(),
         filled_in.as_secs_f64()
     );
     // Memory, in the same run on the same members, in a Redis of its own:
@@ -306,37 +317,45 @@ async fn fill(store: &RedisStore, members: &[CachedMember]) -> anyhow::Result<()
     Ok(())
 }
 
-/// Paging latency over random pages, both sorts and orders: (p50, p99) ms.
-async fn paging(
+/// Paging latency over random pages, both sorts and orders, for each of
+/// `sizes` (a replica and the members its Redis holds): (p50, p99) ms each.
+/// The sizes take turns request by request, so a burst of load from
+/// elsewhere on the machine falls on both alike instead of on whichever was
+/// being measured then; one size after the other once made the ratio swing
+/// from 0.8 to 2.5 between runs of the same build.
+async fn paging<const N: usize>(
     http: &reqwest::Client,
-    replica: &Service,
+    sizes: [(&Service, usize); N],
     requests: usize,
-    members: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<[(f64, f64); N]> {
     let page_size = 50;
-    let pages = members.div_ceil(page_size).max(1);
-    let mut took = Vec::with_capacity(requests);
+    let mut took: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(requests));
     // A few unmeasured requests first (connections, Lua script cache).
     for i in 0..(requests + 20) {
-        let page = rand::rng().random_range(1..=pages);
         let sort = if i % 2 == 0 { "number" } else { "join_time" };
         let order = if i % 4 < 2 { "asc" } else { "desc" };
-        let url = replica.url(&format!(
-            "/api/users?page={page}&page_size={page_size}&sort_by={sort}&order={order}"
-        ));
-        let started = Instant::now();
-        let resp = http.get(url).send().await?;
-        anyhow::ensure!(resp.status().is_success(), "page {page}: {}", resp.status());
-        let body: serde_json::Value = resp.json().await?;
-        if i >= 20 {
-            took.push(started.elapsed().as_secs_f64() * 1000.0);
+        for (k, (replica, members)) in sizes.iter().enumerate() {
+            let pages = members.div_ceil(page_size).max(1);
+            let page = rand::rng().random_range(1..=pages);
+            let url = replica.url(&format!(
+                "/api/users?page={page}&page_size={page_size}&sort_by={sort}&order={order}"
+            ));
+            let started = Instant::now();
+            let resp = http.get(url).send().await?;
+            anyhow::ensure!(resp.status().is_success(), "page {page}: {}", resp.status());
+            let body: serde_json::Value = resp.json().await?;
+            if i >= 20 {
+                took[k].push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            let total = body["data"]["pagination"]["total_count"].as_u64();
+            anyhow::ensure!(
+                total == Some(*members as u64),
+                "page total {total:?}, expected {members}"
+            );
         }
-        let total = body["data"]["pagination"]["total_count"].as_u64();
-        anyhow::ensure!(
-            total == Some(members as u64),
-            "page total {total:?}, expected {members}"
-        );
     }
-    took.sort_by(f64::total_cmp);
-    Ok((percentile(&took, 0.50), percentile(&took, 0.99)))
+    Ok(took.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        (percentile(&t, 0.50), percentile(&t, 0.99))
+    }))
 }

@@ -19,7 +19,16 @@ local total = 0
 if with_total then
   for i = 1, #counts do total = total + string.byte(counts, i) end
 end
-local out = {total}
+local soonest = ''
+if #KEYS > 1 then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if #first > 0 then
+    local r = redis.call('ZRANGE', bucket_key(KEYS[2], first[1]), 0, 0, 'WITHSCORES')
+    soonest = '0'
+    if #r > 0 then soonest = fmt(base_of(first[1]) + tonumber(r[2])) end
+  end
+end
+local out = {total, soonest}
 local seen, i = 0, 0
 while i < buckets and limit > 0 do
   local rank = i
