@@ -42,6 +42,9 @@ pub enum StoreError {
     Unavailable,
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// The store cannot run on this server at all (a Redis too old).
+    #[error("unsupported store: {0}")]
+    Unsupported(String),
 }
 
 /// Names of the persisted counters: the fields of `zsxq:stats:cache`, used

@@ -20,6 +20,7 @@ mod refund;
 mod refund_marks;
 mod refund_rules;
 mod replicas;
+mod schemas;
 mod sync;
 
 /// The CLI's own store (a fresh embedded file), on `app`'s simulator: what

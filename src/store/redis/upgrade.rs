@@ -14,6 +14,10 @@
 //! upgrading at once do the same idempotent work. A replica of the old
 //! version still writing after the upgrade is not followed: its members are
 //! indexed when the new version rewrites them (run one version at a time).
+//!
+//! The same first check refuses a Redis older than 7.0 by name: the scripts
+//! need `PEXPIRETIME` (new in 7.0), and an older server would otherwise
+//! fail every write with "unknown command" and nothing saying why.
 
 use std::sync::atomic::Ordering;
 
@@ -32,6 +36,7 @@ impl RedisStore {
         if self.layout_checked.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.check_version().await?;
         let old: Vec<&str> = std::iter::once(keys::OLD_USERS_ALL)
             .chain(keys::OLD_INDEXES)
             .collect();
@@ -99,4 +104,72 @@ impl RedisStore {
 
 fn count_deleted(deleted: Vec<bool>) -> usize {
     deleted.into_iter().filter(|d| *d).count()
+}
+
+/// The oldest Redis the layout runs on (`PEXPIRETIME`).
+const MIN_VERSION: (u32, u32) = (7, 0);
+
+impl RedisStore {
+    /// Fails with [`StoreError::Unsupported`] if a server that holds data
+    /// runs a Redis older than [`MIN_VERSION`]. A server that refuses
+    /// `INFO` (some managed services forbid it) or does not say its version
+    /// passes: the scripts then fail on their own if it is too old.
+    async fn check_version(&self) -> Result<(), StoreError> {
+        let info = redis::cmd("INFO").arg("server").take();
+        let replies = match self.on_every_master(&info).await {
+            Ok(replies) => replies,
+            Err(StoreError::Redis(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for reply in replies {
+            let text: String = decode(reply, "INFO reply")?;
+            if let Some(message) = too_old(&text) {
+                return Err(StoreError::Unsupported(message));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with the server an `INFO server` answer describes, if its
+/// version is below [`MIN_VERSION`].
+fn too_old(info: &str) -> Option<String> {
+    let raw = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))?
+        .trim();
+    let mut parts = raw.split('.').map(|p| p.parse::<u32>());
+    let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) else {
+        return None;
+    };
+    ((major, minor) < MIN_VERSION).then(|| {
+        format!(
+            "Redis {raw} is too old: zsxq-cache needs Redis {}.{} or later (PEXPIRETIME)",
+            MIN_VERSION.0, MIN_VERSION.1
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::too_old;
+
+    #[test]
+    fn only_a_server_below_7_0_is_refused_by_its_version() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n");
+        let refused = too_old(&info("6.2.14")).expect("6.2 is too old");
+        assert!(
+            refused.contains("6.2.14") && refused.contains("7.0"),
+            "{refused}"
+        );
+        assert!(too_old(&info("5.0.7")).is_some());
+        for fine in ["7.0.15", "7.2.4", "8.0.0", "10.1.2"] {
+            assert_eq!(too_old(&info(fine)), None, "{fine}");
+        }
+        // No version, or one we cannot read: not refused.
+        assert_eq!(too_old("# Server\r\nredis_mode:standalone\r\n"), None);
+        assert_eq!(too_old(&info("unstable")), None);
+    }
 }
