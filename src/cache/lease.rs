@@ -12,7 +12,12 @@
 //!   with the upstream's refusal, so the waiters learn it without a call.
 //! - **Store trouble never blocks a fetch.** Without an answer from the
 //!   store a replica fetches by itself (the in-process singleflight still
-//!   holds), as if there were no fleet.
+//!   holds), as if there were no fleet. A lease call that merely timed out
+//!   is asked again first, [`LEASE_TIMEOUT_RETRIES`] times, polling for the
+//!   record in between: the store is busy rather than gone, the call may
+//!   have landed, and another replica may hold the lease and be about to
+//!   write (under a loaded test run each such timeout cost a second upstream
+//!   call for the member).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +27,7 @@ use super::near::{NearCache, Record};
 use super::write_back::{WriteBackQueue, store_or_queue};
 use crate::clock::Clock;
 use crate::domain::{CachedMember, UserId};
-use crate::store::{LeaseEnd, LeaseState, Store};
+use crate::store::{LeaseEnd, LeaseState, Store, StoreError};
 use crate::upstream::budget;
 use crate::upstream::{Priority, Upstream, UpstreamError};
 
@@ -44,6 +49,10 @@ const LEASE_POLL_MAX: Duration = Duration::from_millis(50);
 /// upstream call with its retries can take this long; past it, something is
 /// wrong with the holder and an answer matters more than one call).
 const LEASE_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Lease calls that may time out, one after the other, before this replica
+/// fetches by itself. A timed-out call that landed made us the holder, and
+/// asking again then renews it and answers granted.
+const LEASE_TIMEOUT_RETRIES: u32 = 2;
 
 impl MemberCache {
     /// The fetch of one cold member, ready to run in its own task.
@@ -165,8 +174,10 @@ impl Fetch {
     async fn wait_for_lease(&self) -> Waited {
         let started = tokio::time::Instant::now();
         let mut pause = LEASE_POLL_FIRST;
+        let mut timeouts = 0;
         loop {
             match self.store.try_lease(self.id, &self.owner, LEASE_TTL).await {
+                Err(StoreError::Timeout(_)) if timeouts < LEASE_TIMEOUT_RETRIES => timeouts += 1,
                 Err(_) => return Waited::Fetch,
                 Ok(LeaseState::Granted) => {
                     // The previous holder may have written and let go between

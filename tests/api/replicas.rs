@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use zsxq_cache::clock::SystemClock;
 use zsxq_cache::domain::{CachedMember, Member};
-use zsxq_cache::store::Store;
 use zsxq_cache::store::redis::RedisStore;
+use zsxq_cache::store::{LeaseState, Store};
 
-use zsxq_test_support::{ADMIN_TOKEN, Fleet, StoreKind, TestApp};
+use zsxq_test_support::{ADMIN_TOKEN, Fault, Fleet, StoreKind, TestApp};
 
 /// How long another replica may keep serving what changed. Pub/sub
 /// delivers in well under a millisecond here; the bound is generous for a
@@ -203,4 +203,61 @@ async fn a_former_member_asked_on_every_replica_at_once_costs_one_call() {
         assert!(joined.unwrap().is_client_error());
     }
     assert_eq!(fleet.sim.stats().by_kind.member_summary, 1);
+}
+
+/// Another replica holds a cold member's lease and writes the record a
+/// moment later, while this replica's lease calls answer too late (a busy
+/// store: the call lands, its answer misses the wait). This replica must
+/// ask again and find the record, not give up on the first timeout and
+/// spend an upstream call of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_call_that_times_out_is_asked_again_instead_of_fetching_twice() {
+    let app = TestApp::builder()
+        .store(StoreKind::Redis)
+        .members(20)
+        .faulty_store()
+        .spawn()
+        .await;
+    let m = app.sim.data.members[5].clone();
+    let member = m.to_member().unwrap();
+    let other = RedisStore::connect(
+        &app.redis.as_ref().expect("redis").url(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let lease = other
+        .try_lease(member.user_id, "the-other-replica", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(lease, LeaseState::Granted);
+    app.store_fault
+        .as_ref()
+        .expect("faulty store")
+        .set(Fault::SlowWrites);
+    let before = app.sim.stats().by_kind.member_summary;
+    let writer = tokio::spawn(async move {
+        // After this replica's first lease call has given up waiting
+        // (SLOW_OP_TIMEOUT, 250 ms), before its retries run out.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let record = CachedMember {
+            member,
+            cached_at: now,
+            updated_at: now,
+        };
+        other
+            .put_members(&[record], Duration::from_secs(3_600))
+            .await
+            .unwrap();
+    });
+    let a = app.user(m.user_id).await;
+    writer.await.unwrap();
+    app.store_fault.as_ref().unwrap().set(Fault::None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.data()["number"], m.number, "{}", a.body);
+    assert_eq!(
+        app.sim.stats().by_kind.member_summary - before,
+        0,
+        "the other replica's fetch was repeated here"
+    );
 }

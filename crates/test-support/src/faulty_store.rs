@@ -30,9 +30,10 @@ pub enum Fault {
     Failing,
     /// Every call hangs (for a minute), like a disk stuck in a flush.
     Hanging,
-    /// Writes land, but their answer comes [`SLOW_WRITE_DELAY`] late — later
-    /// than the breaker waits — like a commit that finishes after the caller
-    /// gave up, or a reply delayed on a loaded machine. Reads pass through.
+    /// Writes (and fetch leases) land, but their answer comes
+    /// [`SLOW_WRITE_DELAY`] late — later than the breaker waits — like a
+    /// commit that finishes after the caller gave up, or a reply delayed on a
+    /// loaded machine. Reads pass through.
     SlowWrites,
 }
 
@@ -189,7 +190,11 @@ impl Store for FaultyStore {
         ttl: Duration,
     ) -> Result<LeaseState, StoreError> {
         self.check().await?;
-        self.inner.try_lease(id, owner, ttl).await
+        let answer = self.inner.try_lease(id, owner, ttl).await;
+        if self.switch.get() == Fault::SlowWrites {
+            tokio::time::sleep(SLOW_WRITE_DELAY).await;
+        }
+        answer
     }
 
     async fn end_lease(&self, id: UserId, owner: &str, end: LeaseEnd) -> Result<(), StoreError> {

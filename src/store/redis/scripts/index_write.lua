@@ -17,10 +17,15 @@ local function extend(key, want)
   if left == -1 or (left >= 0 and left < want) then redis.call('PEXPIRE', key, want) end
 end
 if ttl > 0 then
+  local want = {}
   for dir in pairs(dirs) do
     extend(dir, ttl)
     extend(count_key(dir), ttl)
+    want[dir] = math.max(ttl, redis.call('PTTL', dir))
   end
-  for key, dir in pairs(touched) do extend(key, math.max(ttl, redis.call('PTTL', dir))) end
+  for key, dir in pairs(touched) do
+    if not want[dir] then want[dir] = math.max(ttl, redis.call('PTTL', dir)) end
+    extend(key, want[dir])
+  end
 end
 return removed
