@@ -16,9 +16,11 @@
 //! 2. **Cold stampede** — 1000 concurrent requests for a cold member, spread
 //!    over three replicas on the one Redis; the simulator counts the member
 //!    calls (target: exactly 1 per member).
-//! 3. **Paging** — `GET /api/users` at 1 000 and 100 000 cached members
-//!    (written straight through the store, not the upstream), p50/p99 over
-//!    random pages in both orders; target p50(100k) ≤ 1.5 × p50(1k).
+//! 3. **Paging** — `GET /api/users` at 1 000 cached members (in a Redis of
+//!    their own, behind a fourth replica) and at 100 000 (the replicas'
+//!    Redis), written straight through the store, not the upstream; p50/p99
+//!    over random pages in both orders, the two sizes taking turns request
+//!    by request; target p50(100k) ≤ 1.5 × p50(1k).
 //! 4. **Memory** — Redis `used_memory` per member, every key and index
 //!    included, in a second private Redis: the 99 000 members beyond the
 //!    first thousand written through the store, then in the original
