@@ -9,7 +9,7 @@ use redis::Value;
 
 use super::RedisStore;
 use super::scripts::DEVICE_ID;
-use super::transport::{Batch, Replay, decode, eval};
+use super::transport::{Batch, Replay, decode, eval, refused_by_server};
 use crate::store::{
     ClearReport, DataIdentity, STAT_LAST_SYNC_TIME, StatCounters, StoreError, StoredStats,
     human_bytes, keys,
@@ -174,9 +174,7 @@ impl RedisStore {
                 // A server that refuses INFO (renamed or forbidden, as some
                 // managed services do) is watched by its member count
                 // alone; it is not failing.
-                Err(StoreError::Redis(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
-                    None
-                }
+                Err(e) if refused_by_server(&e) => None,
                 Err(e) => return Err(e),
             }
         };

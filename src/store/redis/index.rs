@@ -394,9 +394,9 @@ impl RedisStore {
     /// expired, or by two writers racing) goes with whatever the other
     /// indexes hold of the member beyond its current number and join time;
     /// an entry whose hash is alive and matching (clocks differ) is skipped
-    /// over.
+    /// over. Only [`counted_range`](Self::counted_range) calls it, after
+    /// checking the layout.
     async fn prune_expired(&self) -> Result<(), StoreError> {
-        self.ensure_layout().await?;
         let now = self.clock.now_ms();
         let mut offset = 0;
         loop {

@@ -206,6 +206,13 @@ pub(super) fn eval<K: AsRef<str>>(script: &str, keys: &[K]) -> redis::Cmd {
     cmd
 }
 
+/// Whether the server answered the command with an error of its own (a
+/// command renamed or forbidden, as some managed services do with `INFO`
+/// and `CONFIG`) rather than failing to be reached.
+pub(super) fn refused_by_server(e: &StoreError) -> bool {
+    matches!(e, StoreError::Redis(e) if matches!(e.kind(), redis::ErrorKind::Server(_)))
+}
+
 /// Decodes a reply, reporting a reply of the wrong shape as corrupt data.
 pub(super) fn decode<T: FromRedisValue>(value: Value, what: &str) -> Result<T, StoreError> {
     redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))

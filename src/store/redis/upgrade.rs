@@ -22,7 +22,7 @@
 use std::sync::atomic::Ordering;
 
 use super::RedisStore;
-use super::transport::{Batch, Replay, decode};
+use super::transport::{Batch, Replay, decode, refused_by_server};
 use crate::domain::UserId;
 use crate::store::{StoreError, keys};
 
@@ -118,9 +118,7 @@ impl RedisStore {
         let info = redis::cmd("INFO").arg("server").take();
         let replies = match self.on_every_master(&info).await {
             Ok(replies) => replies,
-            Err(StoreError::Redis(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
-                return Ok(());
-            }
+            Err(e) if refused_by_server(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
         for reply in replies {

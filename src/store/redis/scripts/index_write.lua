@@ -23,9 +23,6 @@ if ttl > 0 then
     extend(count_key(dir), ttl)
     want[dir] = math.max(ttl, redis.call('PTTL', dir))
   end
-  for key, dir in pairs(touched) do
-    if not want[dir] then want[dir] = math.max(ttl, redis.call('PTTL', dir)) end
-    extend(key, want[dir])
-  end
+  for key, dir in pairs(touched) do extend(key, want[dir]) end
 end
 return removed
